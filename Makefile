@@ -1,0 +1,49 @@
+# One-command setup: every target installs what it needs, idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small libsndfile1
+UV_VERSION := 0.13.9
+DEMO_ROOT ?= ./reinstrument-data/demo
+
+.PHONY: setup apt venv test test-fast demo bench lock clean help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
+
+setup: $(STAMPS)/apt $(STAMPS)/venv  ## Debian packages + virtualenv with the locked packages
+
+$(STAMPS)/apt:
+	@mkdir -p $(STAMPS)
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "apt: packages present"; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
+	@touch $@
+
+$(STAMPS)/venv: requirements.lock pyproject.toml
+	@mkdir -p $(STAMPS)
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
+	@[ -x $(PY) ] || uv venv -q --python $(PYTHON) $(VENV)
+	uv pip install -q --python $(PY) -r requirements.lock
+	uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+lock:  ## re-resolve requirements.in into requirements.lock (records no index host)
+	uv pip compile requirements.in -o requirements.lock --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header
+
+test: setup  ## run the whole suite (unit, integration with real local services, e2e)
+	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/benchmarks
+
+test-fast: setup  ## unit tests only
+	$(PY) -m pytest -q tests/unit
+
+demo: setup  ## build a small reference corpus and its log-mel features on local disk
+	$(VENV)/bin/reinstrument demo --root $(DEMO_ROOT)
+
+bench: setup  ## throughput benchmarks (ratios measured side by side in one run)
+	$(PY) -m pytest -q -s tests/benchmarks
+
+clean:  ## remove the virtualenv and demo data
+	rm -rf $(VENV) $(STAMPS) ./reinstrument-data

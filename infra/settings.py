@@ -1,0 +1,26 @@
+"""One settings object. Every field can be overridden by an environment variable
+REINSTRUMENT_<FIELD> (e.g. REINSTRUMENT_DATA_ROOT=s3://bucket/prefix). S3 endpoint and
+credentials are never settings: they come from the standard AWS variables
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, AWS_DEFAULT_REGION, ...)."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="REINSTRUMENT_", extra="forbid")
+
+    data_root: str = "./reinstrument-data"
+    ray_address: str | None = None      # None: start a local Ray; also honours RAY_ADDRESS
+    ray_num_cpus: int | None = None     # for the local Ray only
+    feature_actors: int = 2             # Ray actors for feature extraction
+    mlflow_tracking_uri: str = "sqlite:///reinstrument-data/mlflow.db"
+    shard_rows: int = 256               # rows per Parquet shard (clips)
+    progress: bool = True
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Contracts: Arrow schemas of every table and the typed run configs."""

@@ -1,0 +1,153 @@
+"""Typed run configs. Every config rejects unknown keys (a misspelled key is an error, not a
+silent default) and is frozen, so its hash identifies the work it describes."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SOUNDFONTS: dict[str, str] = {
+    # name -> path installed by Debian's packages (see Makefile APT_PACKAGES).
+    "fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
+    "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
+    "musescore": "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+}
+
+
+class StrictConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def config_hash(self) -> str:
+        """Short content hash of the canonical JSON of this config (identity, not logistics)."""
+        return config_hash(self.model_dump(mode="json"))
+
+
+def config_hash(obj: object) -> str:
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class ClipConfig(StrictConfig):
+    """How sources become clips: rate, clip length, loudness."""
+
+    sample_rate_hz: int = Field(16000, ge=4000, le=192000)
+    clip_s: float = Field(10.0, gt=0.5, le=600)
+    overlap_s: float = Field(1.0, ge=0)
+    min_clip_s: float = Field(1.0, gt=0, description="shorter sources are quarantined")
+    target_lufs: float = Field(-23.0, le=0, description="ITU-R BS.1770 integrated loudness")
+    peak_ceiling_dbfs: float = Field(-1.0, le=0)
+    silence_dbfs: float = Field(-70.0, description="a clip whose peak is below this is silent")
+
+    @model_validator(mode="after")
+    def _overlap_below_clip(self) -> "ClipConfig":
+        if self.overlap_s >= self.clip_s:
+            raise ValueError(f"overlap_s={self.overlap_s} must be < clip_s={self.clip_s}")
+        return self
+
+
+class DegradeConfig(StrictConfig):
+    """Degradations for enhancement guides; each one makes its own guide clip."""
+
+    snr_db: float | None = Field(10.0, description="additive white noise at this SNR")
+    lowpass_hz: float | None = Field(3000.0, gt=0)
+    clip_gain_db: float | None = Field(12.0, ge=0, description="gain before hard clipping at ±1")
+    reverb_rt60_s: float | None = Field(0.8, gt=0)
+
+
+Role = Literal["clean", "midi_guide", "degraded"]
+RangePolicy = Literal["octave_fit", "keep"]
+
+
+class CorpusConfig(StrictConfig):
+    """The reference corpus: which scores, rendered how."""
+
+    collection: str = Field("bach", description="music21 corpus composer/collection name")
+    midi_dir: str | None = Field(None, description="a user's MIDI folder instead of music21")
+    max_pieces: int = Field(16, ge=1)
+    instruments: tuple[str, ...] = ("flute", "violin")
+    soundfonts: tuple[str, ...] = ("fluidr3",)
+    voices: tuple[str, ...] = ("soprano", "mix")
+    range_policy: RangePolicy = "octave_fit"
+    midi_guide_synth: Literal["sine", "timgm6mb"] = "sine"
+    degrade: DegradeConfig = DegradeConfig()
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    clip: ClipConfig = ClipConfig()
+    seed: int = 0
+
+    @field_validator("soundfonts")
+    @classmethod
+    def _known_soundfonts(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if s not in SOUNDFONTS]
+        if bad:
+            raise ValueError(f"unknown soundfont(s) {bad}; expected some of {sorted(SOUNDFONTS)}")
+        return v
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions_sum_to_one(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if abs(sum(v) - 1.0) > 1e-6 or min(v) < 0:
+            raise ValueError(f"split_fractions {v} must be non-negative and sum to 1")
+        return v
+
+
+class IngestConfig(StrictConfig):
+    """Ingestion of a user's folder or S3 prefix."""
+
+    clip: ClipConfig = ClipConfig()
+    domain_pattern: str = Field(
+        r"^(?P<domain>[^/]+)/",
+        description="regex on the path relative to SRC; group 'domain' is the label",
+    )
+    default_domain: str = "unlabelled"
+    extensions: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3", ".mid", ".midi")
+    midi_program: int = Field(0, ge=0, le=127, description="GM program for MIDI without one")
+    midi_soundfont: str = "fluidr3"
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    max_file_bytes: int = Field(4 * 2**30, gt=0)
+
+
+class AugmentConfig(StrictConfig):
+    shifts_semitones: tuple[int, ...] = (-12, -5, 5, 12)
+    audio_shifter: Literal["librosa_pv"] = "librosa_pv"
+    roles: tuple[str, ...] = ("clean",)
+    splits: tuple[str, ...] = ("train",)
+
+    @field_validator("shifts_semitones")
+    @classmethod
+    def _nonzero(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if 0 in v or any(abs(s) > 36 for s in v):
+            raise ValueError(f"shifts {v}: expected non-zero semitone shifts within ±36")
+        return v
+
+
+class MelConfig(StrictConfig):
+    """Log-mel front end. Defaults are DiffTransfer's (Comanducci et al. 2023)."""
+
+    sample_rate_hz: int = 16000
+    n_fft: int = 1024
+    win_length_samples: int = 640
+    hop_length_samples: int = 320
+    n_mels: int = 128
+    f_min_hz: float = 0.0
+    f_max_hz: float = 8000.0
+    center: bool = True
+    log_floor: float = Field(1e-5, gt=0, description="magnitudes are clamped here before log")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MelConfig":
+        if self.win_length_samples > self.n_fft:
+            raise ValueError(f"win_length_samples={self.win_length_samples} > n_fft={self.n_fft}")
+        if self.f_max_hz > self.sample_rate_hz / 2:
+            raise ValueError(f"f_max_hz={self.f_max_hz} above Nyquist {self.sample_rate_hz / 2}")
+        return self
+
+
+class FeatureConfig(StrictConfig):
+    kind: Literal["logmel", "latent"] = "logmel"
+    mel: MelConfig = MelConfig()
+    segment_frames: int = Field(128, ge=8)
+    segment_hop_frames: int = Field(128, ge=1)
+    roles: tuple[str, ...] = ("clean", "midi_guide", "degraded")
+    batch_clips: int = Field(32, ge=1)

@@ -1,0 +1,62 @@
+"""Arrow schemas of every table. Bump SCHEMA_VERSION on any incompatible change; each shard
+records the version and the config hash that made it (Parquet key-value metadata)."""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1"
+
+CLIPS = pa.schema([
+    ("clip_id", pa.string()),          # content hash: source content + config + span
+    ("source_id", pa.string()),        # content hash of the source (file bytes or MIDI + render)
+    ("parent_id", pa.string()),        # the clip this one was derived from (augmentation, guides)
+    ("clean_id", pa.string()),         # for guides: the clean clip it stands in for
+    ("role", pa.string()),             # clean | midi_guide | degraded
+    ("domain", pa.string()),           # target-domain label, e.g. "flute"
+    ("instrument", pa.string()),
+    ("gm_program", pa.int16()),
+    ("soundfont", pa.string()),
+    ("piece", pa.string()),
+    ("voice", pa.string()),
+    ("split", pa.string()),            # train | valid | test, by piece/source, never by clip
+    ("source_uri", pa.string()),
+    ("start_s", pa.float64()),         # offset of the clip in its source
+    ("duration_s", pa.float64()),
+    ("sample_rate_hz", pa.int32()),
+    ("num_samples", pa.int64()),
+    ("gain_db", pa.float32()),         # loudness normalisation applied
+    ("loudness_lufs", pa.float32()),   # before normalisation
+    ("pitch_shift_semitones", pa.int16()),
+    ("degradation", pa.string()),      # JSON of the degradation, for degraded guides
+    ("out_of_range_notes", pa.int32()),
+    ("midi", pa.binary()),             # the clip's MIDI (times relative to the clip), if known
+    ("audio_flac", pa.binary()),       # mono 16-bit FLAC payload
+    ("config_hash", pa.string()),
+])
+
+QUARANTINE = pa.schema([
+    ("source_uri", pa.string()),
+    ("source_id", pa.string()),
+    ("stage", pa.string()),            # ingest | corpus | augment | features
+    ("reason", pa.string()),           # one line: what was wrong and what was expected
+    ("detail", pa.string()),
+    ("config_hash", pa.string()),
+])
+
+FEATURES = pa.schema([
+    ("feature_id", pa.string()),       # content hash: clip_id + feature config + segment
+    ("clip_id", pa.string()),
+    ("kind", pa.string()),             # logmel | latent (latent filled by a later stage)
+    ("domain", pa.string()),
+    ("role", pa.string()),
+    ("split", pa.string()),
+    ("segment_index", pa.int32()),
+    ("start_frame", pa.int32()),
+    ("num_frames", pa.int32()),        # segment length (padded to the configured length)
+    ("num_valid_frames", pa.int32()),  # frames that hold signal; the rest is the log floor
+    ("num_bins", pa.int32()),          # mel bins (logmel) or latent channels (latent)
+    ("values", pa.list_(pa.float32())),  # row-major [num_bins, num_frames]
+    ("config_hash", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES}

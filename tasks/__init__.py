@@ -1,0 +1,1 @@
+"""The work as plain, typed functions. Never imports Prefect, Ray or MLflow."""
