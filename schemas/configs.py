@@ -109,10 +109,14 @@ class IngestConfig(StrictConfig):
 
 
 class AugmentConfig(StrictConfig):
+    """Pitch shifts. MIDI-backed clips are transposed in the MIDI and re-rendered (exact);
+    audio-only clips go through librosa's phase-vocoder shifter."""
+
     shifts_semitones: tuple[int, ...] = (-12, -5, 5, 12)
     audio_shifter: Literal["librosa_pv"] = "librosa_pv"
     roles: tuple[str, ...] = ("clean",)
     splits: tuple[str, ...] = ("train",)
+    clip: ClipConfig = ClipConfig()
 
     @field_validator("shifts_semitones")
     @classmethod

@@ -1,0 +1,252 @@
+"""The `reinstrument` command line. Every command has --help; options override a --config
+JSON file, which overrides the defaults (`reinstrument config show KIND` prints them)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Re-instrument music corpora with diffusion models.", no_args_is_help=True,
+                  pretty_exceptions_show_locals=False)
+corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores.", no_args_is_help=True)
+config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+app.add_typer(config_app, name="config")
+console = Console(stderr=True)
+
+CONFIG_KINDS = {"corpus": "CorpusConfig", "ingest": "IngestConfig", "augment": "AugmentConfig",
+                "features": "FeatureConfig"}
+PrefectOpt = typer.Option(True, "--prefect/--no-prefect",
+                          help="Run as a Prefect flow (history, logs; starts a temporary API if "
+                               "PREFECT_API_URL is unset) or call the function directly.")
+
+
+def _config(kind: str, path: Optional[Path], **overrides):
+    import schemas.configs as c
+
+    cls = getattr(c, CONFIG_KINDS[kind])
+    data = json.loads(path.read_text()) if path else {}
+    data.update({k: v for k, v in overrides.items() if v not in (None, [], ())})
+    try:
+        return cls.model_validate(data)
+    except Exception as e:
+        console.print(f"[red]invalid {kind} config:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _run(flow_obj, use_prefect: bool, **kwargs):
+    return flow_obj(**kwargs) if use_prefect else flow_obj.fn(**kwargs)
+
+
+def _print_rows(rows: list[dict], title: str) -> None:
+    if not rows:
+        console.print(f"{title}: (empty)")
+        return
+    t = Table(title=title)
+    for c in rows[0]:
+        t.add_column(str(c))
+    for r in rows:
+        t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
+    Console().print(t)
+
+
+def _root() -> str:
+    from infra.settings import get_settings
+
+    return get_settings().data_root
+
+
+@corpus_app.command("build")
+def corpus_build(
+    dest: str = typer.Option(None, help="Destination URL (local path or s3://); default DATA_ROOT/corpus."),
+    pieces: int = typer.Option(None, help="How many pieces (default 16)."),
+    collection: str = typer.Option(None, help="music21 collection, e.g. bach, palestrina, monteverdi."),
+    midi_dir: str = typer.Option(None, help="A folder/S3 prefix of MIDI files to use instead of music21."),
+    instrument: list[str] = typer.Option(None, help="GM instrument (repeat): flute, violin, cello, ..."),
+    soundfont: list[str] = typer.Option(None, help="fluidr3, timgm6mb, musescore (repeat)."),
+    voice: list[str] = typer.Option(None, help="soprano, alto, tenor, bass, mix, part<i> (repeat)."),
+    workers: int = typer.Option(2, help="Processes rendering in parallel."),
+    config: Optional[Path] = typer.Option(None, help="CorpusConfig JSON."),
+    prefect: bool = PrefectOpt,
+):
+    """Render a reference corpus: clean clips per (voice, instrument, soundfont), MIDI guides
+    and degraded guides, split by piece. Example:
+    reinstrument corpus build --dest ./data/corpus --pieces 16 --instrument flute --instrument violin"""
+    from flows.data import corpus_build_flow
+
+    cfg = _config("corpus", config, max_pieces=pieces, collection=collection, midi_dir=midi_dir,
+                  instruments=instrument, soundfonts=soundfont, voices=voice)
+    res = _run(corpus_build_flow, prefect, dest=dest or f"{_root()}/corpus", config=cfg, workers=workers)
+    _print_rows(res["summary"], "reference corpus")
+    console.print(f"built {res['pieces_built']} pieces ({res['pieces_skipped']} already there), "
+                  f"{res['clips_added']} clips added; out-of-range notes {res['out_of_range_notes']}")
+    console.print(f"clips: {res['clips_url']}")
+
+
+@app.command()
+def ingest(
+    src: str = typer.Argument(..., help="Folder or s3:// prefix of audio (wav/flac/ogg/mp3) and MIDI."),
+    dest: str = typer.Argument(..., help="Destination root; writes DEST/clips and DEST/quarantine."),
+    sidecar: str = typer.Option(None, help="CSV/Parquet with columns path, domain[, split]."),
+    domain_pattern: str = typer.Option(None, help="Regex on the relative path with group 'domain'."),
+    clip_s: float = typer.Option(None, help="Clip length in seconds (default 10)."),
+    overlap_s: float = typer.Option(None, help="Overlap between clips in seconds (default 1)."),
+    sample_rate: int = typer.Option(None, help="Output sample rate in Hz (default 16000)."),
+    config: Optional[Path] = typer.Option(None, help="IngestConfig JSON."),
+    prefect: bool = PrefectOpt,
+):
+    """Ingest a corpus: bad files go to quarantine with a reason; re-runs add nothing. Example:
+    reinstrument ingest s3://bucket/raw ./data/ingested --domain-pattern '^(?P<domain>[^/]+)/'"""
+    from flows.data import ingest_flow
+
+    clip = {k: v for k, v in dict(clip_s=clip_s, overlap_s=overlap_s, sample_rate_hz=sample_rate).items()
+            if v is not None}
+    base = json.loads(config.read_text()) if config else {}
+    if clip:
+        base["clip"] = dict(base.get("clip", {}), **clip)
+    cfg = _config("ingest", None, **base, domain_pattern=domain_pattern)
+    res = _run(ingest_flow, prefect, src=src, dest=dest, config=cfg, sidecar=sidecar)
+    console.print(f"sources {res['sources_seen']} (skipped {res['sources_skipped']} already done), "
+                  f"clips added {res['clips_added']}, quarantined {res['quarantined']}")
+    console.print(f"clips: {res['clips_url']}\nquarantine: {res['quarantine_url']}")
+
+
+@app.command()
+def augment(
+    clips: str = typer.Argument(..., help="Clips dataset URL to read."),
+    out: str = typer.Argument(..., help="Clips dataset URL to write the shifted clips to."),
+    shift: list[int] = typer.Option(None, help="Semitone shift (repeat), e.g. --shift -12 --shift 7."),
+    split: list[str] = typer.Option(None, help="Splits to augment (default train)."),
+    role: list[str] = typer.Option(None, help="Roles to augment (default clean)."),
+    config: Optional[Path] = typer.Option(None, help="AugmentConfig JSON."),
+    prefect: bool = PrefectOpt,
+):
+    """Pitch-augment clips: MIDI-backed clips are re-rendered transposed (exact), audio-only
+    clips use librosa's phase vocoder. Example: reinstrument augment ./data/corpus/clips ./data/aug --shift -12 --shift 12"""
+    from flows.data import augment_flow
+
+    cfg = _config("augment", config, shifts_semitones=shift, splits=split, roles=role)
+    res = _run(augment_flow, prefect, clips=clips, out=out, config=cfg)
+    console.print(f"augmented clips added {res['clips_added']}, skipped {res['clips_skipped']}: {res['out_url']}")
+
+
+@app.command()
+def features(
+    clips: list[str] = typer.Argument(..., help="One or more clips dataset URLs."),
+    out: str = typer.Option(None, help="Feature root; the set lands in OUT/<kind>-<config hash>."),
+    actors: int = typer.Option(2, help="Ray actors (RAY_ADDRESS selects a cluster)."),
+    local: bool = typer.Option(False, help="Run in-process without Ray."),
+    segment_frames: int = typer.Option(None, help="Frames per segment (default 128)."),
+    segment_hop_frames: int = typer.Option(None, help="Hop between segments (default 128)."),
+    config: Optional[Path] = typer.Option(None, help="FeatureConfig JSON (mel parameters etc.)."),
+    prefect: bool = PrefectOpt,
+):
+    """Extract log-mel segments into Parquet shards with normalisation statistics. Example:
+    reinstrument features ./data/corpus/clips --out ./data/features"""
+    from flows.data import features_flow
+
+    cfg = _config("features", config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames)
+    res = _run(features_flow, prefect, clips=list(clips), out=out or f"{_root()}/features", config=cfg,
+               actors=actors, local=local)
+    console.print(f"feature shards added {res['shards_added']} (inputs already done {res['skipped']}), "
+                  f"rows {res['rows']}\nfeatures: {res['features_url']}")
+
+
+@app.command()
+def inspect(url: str = typer.Argument(..., help="A dataset URL (the folder holding _manifest.json).")):
+    """Show a dataset's manifest: table, shards, rows, and a per-column breakdown."""
+    from infra.datasets import ShardedDataset
+    from infra.storage import Storage
+    from schemas.manifest import DatasetManifest, MANIFEST_NAME
+
+    st = Storage(url)
+    if not st.exists(MANIFEST_NAME):
+        console.print(f"[red]no manifest at {url}[/red]; expected a dataset folder with {MANIFEST_NAME}")
+        raise typer.Exit(1)
+    m = DatasetManifest.model_validate_json(st.read_bytes(MANIFEST_NAME))
+    console.print(f"{m.table} v{m.schema_version}: {len(m.shards)} shards, {m.num_rows} rows, "
+                  f"updated {m.updated_at}; extra keys {sorted(m.extra)}")
+    group = {"clips": ["role", "domain", "split"], "features": ["role", "domain", "split"],
+             "quarantine": ["stage", "reason"]}[m.table]
+    t = ShardedDataset(st, m.table).read(group)
+    counts: dict[tuple, int] = {}
+    for r in t.to_pylist():
+        k = tuple(r[c] for c in group)
+        counts[k] = counts.get(k, 0) + 1
+    _print_rows([dict(zip(group, k), rows=n) for k, n in sorted(counts.items())], m.table)
+
+
+@app.command("mel2audio")
+def mel2audio(
+    features_url: str = typer.Argument(..., help="Feature set URL (…/logmel-<hash>)."),
+    out_wav: Path = typer.Argument(..., help="WAV file to write."),
+    feature_id: str = typer.Option(None, help="Segment to invert (default: the first)."),
+    n_iter: int = typer.Option(32, help="Griffin-Lim iterations."),
+):
+    """Listen to a feature segment: Griffin-Lim inversion of its log-mel to a WAV."""
+    import numpy as np
+    import soundfile as sf
+
+    from infra.datasets import ShardedDataset
+    from schemas.configs import FeatureConfig
+    from tasks.features import mel_to_audio
+
+    ds = ShardedDataset.at(features_url, "features")
+    cfg = FeatureConfig.model_validate(ds.manifest().extra["config"])
+    for _, t in ds.iter_shards():
+        for r in t.to_pylist():
+            if feature_id in (None, r["feature_id"]):
+                x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])
+                y = mel_to_audio(x[:, : r["num_valid_frames"]], cfg.mel, n_iter=n_iter)
+                sf.write(out_wav, y / max(1e-6, float(np.abs(y).max())) * 0.9, cfg.mel.sample_rate_hz)
+                console.print(f"wrote {out_wav} ({y.size / cfg.mel.sample_rate_hz:.2f} s) from {r['feature_id']}")
+                return
+    console.print(f"[red]feature {feature_id} not found in {features_url}[/red]")
+    raise typer.Exit(1)
+
+
+@config_app.command("show")
+def config_show(kind: str = typer.Argument(..., help="corpus | ingest | augment | features")):
+    """Print a config's defaults as JSON (a starting point for --config)."""
+    if kind not in CONFIG_KINDS:
+        console.print(f"[red]unknown config {kind!r}[/red]; expected one of {sorted(CONFIG_KINDS)}")
+        raise typer.Exit(2)
+    print(_config(kind, None).model_dump_json(indent=2))
+
+
+@app.command()
+def demo(
+    root: str = typer.Option("./reinstrument-data/demo", help="Where the demo writes (local or s3://)."),
+    pieces: int = typer.Option(16, help="Chorales to render."),
+    prefect: bool = PrefectOpt,
+):
+    """The main job on the embedded defaults: a reference corpus and its log-mel features."""
+    from flows.demo import DEMO_CORPUS, demo_flow
+
+    cfg = DEMO_CORPUS.model_copy(update={"max_pieces": pieces})
+    res = _run(demo_flow, prefect, root=root, corpus=cfg)
+    c, f = res["corpus"], res["features"]
+    _print_rows(c["summary"], "reference corpus (role, domain, split)")
+    console.print(f"out-of-range notes per instrument: {c['out_of_range_notes']}")
+    console.print(f"clips:    {c['clips_url']}\nfeatures: {f['features_url']} ({f['rows']} segments)")
+    console.print(f"inspect:  reinstrument inspect {c['clips_url']}\n"
+                  f"listen:   reinstrument mel2audio {f['features_url']} /tmp/segment.wav")
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Feature extraction on Ray Data: one actor per CPU slot holds the front end; each call turns
+one clips shard into one features shard (written atomically through the storage module).
+The driver assigns shard numbers and writes the manifest last."""
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+
+from infra.datasets import ShardedDataset, ShardBuffer
+from infra.storage import Storage
+from schemas.configs import FeatureConfig
+from schemas.manifest import ShardEntry
+from schemas.tables import FEATURES
+from tasks.features import BinStats, LogMel, feature_rows
+
+
+class FeatureShardWorker:
+    def __init__(self, cfg_json: str, out_url: str, torch_threads: int = 1):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        self.cfg = FeatureConfig.model_validate_json(cfg_json)
+        self.front_end = LogMel(self.cfg.mel)
+        self.out = ShardedDataset.at(out_url, "features")
+
+    def __call__(self, batch: dict) -> dict:
+        out: dict[str, list] = {"key": [], "entry": [], "stats": [], "bad": []}
+        for key, clips_url, entry_json, index in zip(batch["key"], batch["clips_url"],
+                                                     batch["entry"], batch["index"]):
+            clips = ShardedDataset.at(str(clips_url), "clips")
+            table = clips.read_shard(ShardEntry.model_validate_json(str(entry_json)))
+            rows, stats, bad = feature_rows(table, self.cfg, self.front_end)
+            entry = self.out.write_shard(int(index), pa.Table.from_pylist(rows, schema=FEATURES),
+                                         self.cfg.config_hash())
+            out["key"].append(str(key))
+            out["entry"].append(entry.model_dump_json())
+            out["stats"].append(json.dumps({k: v.to_dict() for k, v in stats.items()}))
+            out["bad"].append(json.dumps(bad))
+        return out
+
+
+def feature_set_url(out_root_url: str, cfg: FeatureConfig) -> str:
+    """The feature-config hash is part of the dataset path: two configs never mix."""
+    return f"{out_root_url.rstrip('/')}/{cfg.kind}-{cfg.config_hash()}"
+
+
+def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfig,
+                     num_actors: int = 2, local: bool = False) -> dict:
+    """Featurise every manifest-listed clips shard not yet featurised. Returns a summary.
+    `local=True` runs the same worker in-process (no Ray): for debugging and tiny inputs."""
+    out_url = feature_set_url(out_root_url, cfg)
+    out = ShardedDataset.at(out_url, "features")
+    manifest = out.manifest()
+    done: dict = manifest.extra.get("inputs", {})
+    todo = []
+    for url in clips_urls:
+        for e in ShardedDataset.at(url, "clips").manifest().shards:
+            key = f"{url.rstrip('/')}#{e.sha256}"
+            if key not in done:
+                todo.append({"key": key, "clips_url": url, "entry": e.model_dump_json(),
+                             "index": manifest.next_shard_index() + len(todo)})
+    if not todo:
+        return {"features_url": out_url, "shards_added": 0, "rows": manifest.num_rows, "skipped": len(done)}
+    results = _run_local(todo, cfg, out_url) if local else _run_ray(todo, cfg, out_url, num_actors)
+    results.sort(key=lambda r: ShardEntry.model_validate_json(r["entry"]).name)
+    stats = {k: BinStats.from_dict(v) for k, v in manifest.extra.get("stats", {}).items()}
+    bad: list[dict] = []
+    for r in results:
+        for k, d in json.loads(r["stats"]).items():
+            stats.setdefault(k, BinStats(len(d["sum"]))).merge(BinStats.from_dict(d))
+        bad += json.loads(r["bad"])
+    if bad:
+        q = ShardBuffer(ShardedDataset(Storage(out_root_url).child("quarantine"), "quarantine"),
+                        cfg.config_hash(), 10_000)
+        for row in bad:
+            q.add(row)
+        q.commit()
+    entries = [ShardEntry.model_validate_json(r["entry"]) for r in results]
+    new_done = dict(done, **{r["key"]: ShardEntry.model_validate_json(r["entry"]).name for r in results})
+    m = out.commit(manifest, entries, {"inputs": new_done, "config": cfg.model_dump(mode="json"),
+                                       "stats": {k: v.to_dict() for k, v in sorted(stats.items())}})
+    return {"features_url": out_url, "shards_added": len(entries), "rows": m.num_rows,
+            "skipped": len(done), "quarantined": len(bad)}
+
+
+def _run_local(todo: list[dict], cfg: FeatureConfig, out_url: str) -> list[dict]:
+    from infra.progress import progress
+
+    worker = FeatureShardWorker(cfg.model_dump_json(), out_url, torch_threads=os.cpu_count() or 1)
+    results = []
+    for item in progress(todo, len(todo), "features"):
+        r = worker({k: [v] for k, v in item.items()})
+        results.append({k: v[0] for k, v in r.items()})
+    return results
+
+
+def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int) -> list[dict]:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    from infra.ray_cluster import ensure_ray
+
+    ensure_ray()
+    cpus = int(ray.available_resources().get("CPU", 1))
+    threads = max(1, cpus // max(num_actors, 1))
+    ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
+        FeatureShardWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "out_url": out_url,
+                                                   "torch_threads": threads},
+        batch_size=1, compute=ActorPoolStrategy(size=num_actors), num_cpus=threads)
+    return list(ds.take_all())

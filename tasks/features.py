@@ -1,0 +1,149 @@
+"""Log-mel features: batched torch front end, fixed-length segments, normalisation statistics,
+and Griffin-Lim for listening checks. Defaults are DiffTransfer's (see schemas.configs.MelConfig)."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torchaudio
+
+from schemas.configs import FeatureConfig, MelConfig
+from tasks.audio import clip_spans, decode_audio_bytes, stft_num_frames
+from tasks.ids import content_id
+
+
+class LogMel(torch.nn.Module):
+    """x [batch, samples] -> natural-log mel magnitude [batch, n_mels, frames].
+    Slaney mel scale and area normalisation, as librosa's defaults."""
+
+    def __init__(self, cfg: MelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate_hz, n_fft=cfg.n_fft, win_length=cfg.win_length_samples,
+            hop_length=cfg.hop_length_samples, f_min=cfg.f_min_hz, f_max=cfg.f_max_hz,
+            n_mels=cfg.n_mels, power=1.0, center=cfg.center, pad_mode="constant",
+            norm="slaney", mel_scale="slaney")
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.clamp(self.mel(x), min=self.cfg.log_floor))
+
+
+def logmel_batch(audio: Sequence[np.ndarray], front_end: LogMel) -> list[np.ndarray]:
+    """Log-mels of many signals. Signals of equal length are stacked into one tensor call
+    (clips mostly share a length), so the result of one signal never depends on its batch."""
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, a in enumerate(audio):
+        by_len[a.size].append(i)
+    out: list[np.ndarray | None] = [None] * len(audio)
+    for _, idx in by_len.items():
+        x = torch.from_numpy(np.stack([audio[i] for i in idx]).astype(np.float32))
+        m = front_end(x).numpy()
+        for j, i in enumerate(idx):
+            out[i] = m[j]
+    return out  # type: ignore[return-value]
+
+
+def segments(logmel: np.ndarray, cfg: FeatureConfig) -> list[tuple[int, np.ndarray, int]]:
+    """(start_frame, segment [n_mels, segment_frames], valid_frames); a clip shorter than one
+    segment is padded with the log floor and says how many frames are real."""
+    n = logmel.shape[1]
+    floor = math.log(cfg.mel.log_floor)
+    out = []
+    for a, b in clip_spans(n, cfg.segment_frames, cfg.segment_hop_frames):
+        seg = logmel[:, a:b]
+        valid = b - a
+        if valid < cfg.segment_frames:
+            seg = np.pad(seg, ((0, 0), (0, cfg.segment_frames - valid)), constant_values=floor)
+        out.append((a, np.ascontiguousarray(seg, dtype=np.float32), valid))
+    return out
+
+
+class BinStats:
+    """Per-bin count/sum/sum of squares in float64, mergeable across workers and runs."""
+
+    def __init__(self, num_bins: int):
+        self.count = 0
+        self.sum = np.zeros(num_bins)
+        self.sumsq = np.zeros(num_bins)
+
+    def add(self, seg: np.ndarray, valid_frames: int) -> None:
+        v = seg[:, :valid_frames].astype(np.float64)
+        self.count += v.shape[1]
+        self.sum += v.sum(axis=1)
+        self.sumsq += (v ** 2).sum(axis=1)
+
+    def merge(self, other: "BinStats") -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.sumsq += other.sumsq
+
+    def to_dict(self) -> dict:
+        mean = self.sum / max(self.count, 1)
+        var = np.maximum(self.sumsq / max(self.count, 1) - mean ** 2, 0.0)
+        return {"count": self.count, "sum": self.sum.tolist(), "sumsq": self.sumsq.tolist(),
+                "mean": mean.tolist(), "std": np.sqrt(var).tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BinStats":
+        s = cls(len(d["sum"]))
+        s.count, s.sum, s.sumsq = int(d["count"]), np.array(d["sum"]), np.array(d["sumsq"])
+        return s
+
+
+def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel,
+                 ) -> tuple[list[dict], dict[str, BinStats], list[dict]]:
+    """Feature rows for a table of clips, per-domain train statistics, and quarantine rows for
+    clips that cannot be featurised (wrong rate, undecodable)."""
+    h = cfg.config_hash()
+    keep = [r for r in clips.to_pylist() if r["role"] in cfg.roles]
+    audio, metas, bad = [], [], []
+    for r in keep:
+        try:
+            x, sr = decode_audio_bytes(r["audio_flac"])
+        except Exception as e:
+            bad.append({"source_uri": r["source_uri"], "source_id": r["clip_id"], "stage": "features",
+                        "reason": f"undecodable clip audio ({e})", "detail": "", "config_hash": h})
+            continue
+        if sr != cfg.mel.sample_rate_hz:
+            bad.append({"source_uri": r["source_uri"], "source_id": r["clip_id"], "stage": "features",
+                        "reason": f"clip rate {sr} Hz; the feature config expects {cfg.mel.sample_rate_hz} Hz",
+                        "detail": "", "config_hash": h})
+            continue
+        audio.append(x)
+        metas.append(r)
+    rows, stats = [], {}
+    for r, m in zip(metas, logmel_batch(audio, front_end)):
+        for k, (start, seg, valid) in enumerate(segments(m, cfg)):
+            rows.append(dict(feature_id=content_id("feature", r["clip_id"], h, k), clip_id=r["clip_id"],
+                             kind=cfg.kind, domain=r["domain"], role=r["role"], split=r["split"],
+                             segment_index=k, start_frame=start, num_frames=cfg.segment_frames,
+                             num_valid_frames=valid, num_bins=seg.shape[0], values=seg.ravel(),
+                             config_hash=h))
+            if r["split"] == "train":
+                key = f"{r['role']}/{r['domain']}"
+                stats.setdefault(key, BinStats(seg.shape[0])).add(seg, valid)
+    return rows, stats, bad
+
+
+def mel_to_audio(logmel: np.ndarray, cfg: MelConfig, n_iter: int = 32, seed: int = 0) -> np.ndarray:
+    """Griffin-Lim from a natural-log mel magnitude: invert the mel filterbank (non-negative
+    least squares, torchaudio), then iterate phase. For listening checks, not for quality."""
+    torch.manual_seed(seed)
+    mag = torch.exp(torch.from_numpy(logmel.astype(np.float32)))
+    inv = torchaudio.transforms.InverseMelScale(
+        n_stft=cfg.n_fft // 2 + 1, n_mels=cfg.n_mels, sample_rate=cfg.sample_rate_hz,
+        f_min=cfg.f_min_hz, f_max=cfg.f_max_hz, norm="slaney", mel_scale="slaney")
+    gl = torchaudio.transforms.GriffinLim(n_fft=cfg.n_fft, n_iter=n_iter, win_length=cfg.win_length_samples,
+                                          hop_length=cfg.hop_length_samples, power=1.0)
+    with torch.inference_mode():
+        return gl(inv(mag)).numpy()
+
+
+def num_frames_for(num_samples: int, cfg: MelConfig) -> int:
+    return stft_num_frames(num_samples, cfg.hop_length_samples, cfg.n_fft, cfg.center)
