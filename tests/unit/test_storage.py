@@ -1,0 +1,110 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pytest
+
+from infra.datasets import ShardedDataset, ShardBuffer
+from infra.storage import PathEscapeError, Storage, safe_relpath
+from schemas.tables import FEATURES, SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc/passwd", "s3://other/x", "..", "", "a\\..\\b"])
+def test_paths_that_escape_are_refused(bad):
+    with pytest.raises(PathEscapeError):
+        safe_relpath(bad)
+
+
+def test_inner_dotdot_is_normalised():
+    assert safe_relpath("a/b/../c.wav") == "a/c.wav"
+
+
+def test_atomic_write_leaves_nothing_when_writer_raises(tmp_path, monkeypatch):
+    st = Storage(str(tmp_path))
+    st.write_bytes("d/x.bin", b"old")
+
+    def boom(*a, **k):
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        st.write_bytes("d/x.bin", b"new" * 1000)
+    monkeypatch.undo()
+    assert st.read_bytes("d/x.bin") == b"old"
+    assert os.listdir(tmp_path / "d") == ["x.bin"]  # temp file removed
+
+
+def _rows(n, tag="a"):
+    return [dict(feature_id=f"{tag}{i}", clip_id="c", kind="logmel", domain="d", role="clean", split="train",
+                 segment_index=i, start_frame=0, num_frames=2, num_valid_frames=2, num_bins=2,
+                 values=[float(i)] * 4, config_hash="h") for i in range(n)]
+
+
+def test_shard_round_trip_and_metadata(tmp_path):
+    ds = ShardedDataset.at(str(tmp_path / "f"), "features")
+    buf = ShardBuffer(ds, "cfg123", shard_rows=3)
+    for r in _rows(7):
+        buf.add(r)
+    m = buf.commit()
+    assert [s.name for s in m.shards] == [f"shards/part-0000{i}.parquet" for i in range(3)]
+    t = ds.read()
+    assert t.num_rows == 7 and t.column("feature_id").to_pylist() == [f"a{i}" for i in range(7)]
+    assert t.column("values").to_pylist()[5] == [5.0] * 4
+    import io
+    import pyarrow.parquet as pq
+    meta = pq.read_schema(io.BytesIO(ds.storage.read_bytes(m.shards[0].name))).metadata
+    assert meta[b"reinstrument.schema_version"] == SCHEMA_VERSION.encode()
+    assert meta[b"reinstrument.config_hash"] == b"cfg123"
+
+
+def test_reader_trusts_only_the_manifest(tmp_path):
+    ds = ShardedDataset.at(str(tmp_path / "f"), "features")
+    buf = ShardBuffer(ds, "h", shard_rows=10)
+    for r in _rows(2):
+        buf.add(r)
+    buf.commit()
+    # A writer that wrote a shard and died before its manifest: the shard is invisible.
+    ds.write_shard(1, pa.Table.from_pylist(_rows(5, "orphan"), schema=FEATURES), "h")
+    assert ds.read().num_rows == 2
+    assert set(ds.read(["feature_id"]).column("feature_id").to_pylist()) == {"a0", "a1"}
+
+
+def test_empty_commit_writes_nothing(tmp_path):
+    ds = ShardedDataset.at(str(tmp_path / "f"), "features")
+    assert ShardBuffer(ds, "h", 10).commit() is None
+    assert not ds.exists()
+
+
+def test_sigkill_mid_write_leaves_no_visible_object(tmp_path):
+    """A writer killed while writing a large object: no final key, and listings hide the temp."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        from infra.storage import Storage
+        real_write = None
+        st = Storage({str(tmp_path)!r})
+        class Slow(bytes): pass
+        import builtins
+        orig_open = builtins.open
+        def slow_open(path, mode="r", *a, **k):
+            f = orig_open(path, mode, *a, **k)
+            if "wb" in mode:
+                w = f.write
+                def write(data):
+                    n = w(data[: len(data) // 2]); f.flush()
+                    print("HALF", flush=True); sys.stdin.readline()
+                    return n + w(data[len(data) // 2:])
+                f.write = write
+            return f
+        builtins.open = slow_open
+        st.write_bytes("shards/part-00000.parquet", b"x" * 10_000_000)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "HALF"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    st = Storage(str(tmp_path))
+    assert not st.exists("shards/part-00000.parquet")
+    assert st.find() == []
