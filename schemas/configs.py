@@ -154,4 +154,3 @@ class FeatureConfig(StrictConfig):
     segment_frames: int = Field(128, ge=8)
     segment_hop_frames: int = Field(128, ge=1)
     roles: tuple[str, ...] = ("clean", "midi_guide", "degraded")
-    batch_clips: int = Field(32, ge=1)

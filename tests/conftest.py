@@ -73,10 +73,13 @@ def s3_bucket(s3_env):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(s3_env):
+    """Local Ray, started after the S3 variables are set so its workers inherit them."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from infra.ray_cluster import ensure_ray
+
+    ensure_ray()
     yield
     ray.shutdown()
 
