@@ -83,7 +83,9 @@ class ShardedDataset:
             b"reinstrument.config_hash": config_hash.encode(),
         })
         buf = io.BytesIO()
-        pq.write_table(table, buf, compression="zstd")
+        # Already-compressed payloads (FLAC) are stored as is: zstd on them costs time, saves nothing.
+        codecs = {f.name: ("none" if f.name.endswith("_flac") else "zstd") for f in self.schema}
+        pq.write_table(table, buf, compression=codecs)
         data = buf.getvalue()
         name = f"shards/part-{index:05d}.parquet"
         self.storage.write_bytes(name, data)

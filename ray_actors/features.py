@@ -13,7 +13,7 @@ from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
 from schemas.tables import FEATURES
-from tasks.features import BinStats, LogMel, feature_rows
+from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_rows
 
 
 class FeatureShardWorker:
@@ -30,7 +30,7 @@ class FeatureShardWorker:
         for key, clips_url, entry_json, index in zip(batch["key"], batch["clips_url"],
                                                      batch["entry"], batch["index"]):
             clips = ShardedDataset.at(str(clips_url), "clips")
-            table = clips.read_shard(ShardEntry.model_validate_json(str(entry_json)))
+            table = clips.read_shard(ShardEntry.model_validate_json(str(entry_json)), CLIP_COLUMNS_FOR_FEATURES)
             rows, stats, bad = feature_rows(table, self.cfg, self.front_end)
             entry = self.out.write_shard(int(index), pa.Table.from_pylist(rows, schema=FEATURES),
                                          self.cfg.config_hash())
