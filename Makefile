@@ -7,6 +7,8 @@ STAMPS := .stamps
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small libsndfile1
 UV_VERSION := 0.13.9
 DEMO_ROOT ?= ./reinstrument-data/demo
+# No telemetry from the Prefect API (this machine has no route out; it would only log errors).
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: setup apt venv test test-fast demo bench lock clean help
 

@@ -241,6 +241,7 @@ def demo(
 
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app()
     except KeyboardInterrupt:

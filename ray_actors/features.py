@@ -101,8 +101,10 @@ def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int
     from ray.data import ActorPoolStrategy
 
     from infra.ray_cluster import ensure_ray
+    from infra.settings import get_settings
 
     ensure_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = get_settings().progress
     cpus = int(ray.available_resources().get("CPU", 1))
     threads = max(1, cpus // max(num_actors, 1))
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
