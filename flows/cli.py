@@ -234,6 +234,8 @@ def demo(
     c, f = res["corpus"], res["features"]
     _print_rows(c["summary"], "reference corpus (role, domain, split)")
     console.print(f"out-of-range notes per instrument: {c['out_of_range_notes']}")
+    console.print(f"pieces rendered now {c['pieces_built']}, reused {c['pieces_skipped']}; feature shards "
+                  f"added now {f['shards_added']}, reused {f['skipped']}")
     console.print(f"clips:    {c['clips_url']}\nfeatures: {f['features_url']} ({f['rows']} segments)")
     console.print(f"inspect:  reinstrument inspect {c['clips_url']}\n"
                   f"listen:   reinstrument mel2audio {f['features_url']} /tmp/segment.wav")
