@@ -8,6 +8,7 @@ import dataclasses
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
+from infra.settings import get_settings
 from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestConfig
 from tasks.augment import run_augment
 from tasks.corpus import run_corpus
@@ -16,7 +17,7 @@ from tasks.ingest import run_ingest
 
 @task(name="build-corpus")
 def build_corpus_task(config: CorpusConfig, dest: str, workers: int) -> dict:
-    return dataclasses.asdict(run_corpus(config, dest, workers=workers))
+    return dataclasses.asdict(run_corpus(config, dest, shard_rows=get_settings().shard_rows, workers=workers))
 
 
 @flow(name="corpus-build", log_prints=True)
@@ -29,7 +30,7 @@ def corpus_build_flow(dest: str, config: CorpusConfig = CorpusConfig(), workers:
 
 @task(name="ingest-sources")
 def ingest_task(src: str, dest: str, config: IngestConfig, sidecar: str | None) -> dict:
-    return dataclasses.asdict(run_ingest(src, dest, config, sidecar))
+    return dataclasses.asdict(run_ingest(src, dest, config, sidecar, shard_rows=get_settings().shard_rows))
 
 
 @flow(name="ingest", log_prints=True)
@@ -40,7 +41,7 @@ def ingest_flow(src: str, dest: str, config: IngestConfig = IngestConfig(), side
 
 @task(name="augment-clips")
 def augment_task(clips: str, out: str, config: AugmentConfig) -> dict:
-    return dataclasses.asdict(run_augment(clips, out, config))
+    return dataclasses.asdict(run_augment(clips, out, config, shard_rows=get_settings().shard_rows))
 
 
 @flow(name="augment", log_prints=True)

@@ -15,8 +15,6 @@ class Settings(BaseSettings):
     data_root: str = "./reinstrument-data"
     ray_address: str | None = None      # None: start a local Ray; also honours RAY_ADDRESS
     ray_num_cpus: int | None = None     # for the local Ray only
-    feature_actors: int = 2             # Ray actors for feature extraction
-    mlflow_tracking_uri: str = "sqlite:///reinstrument-data/mlflow.db"
     shard_rows: int = 256               # rows per Parquet shard (clips)
     progress: bool = True
 

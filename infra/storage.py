@@ -137,7 +137,3 @@ class Storage:
         if self.fs.exists(self.path(rel)):
             self.fs.rm(self.path(rel), recursive=True)
             self.refresh()
-
-    def download(self, rel: str, local_path: str) -> None:
-        os.makedirs(os.path.dirname(os.path.abspath(local_path)), exist_ok=True)
-        self.fs.get(self.path(rel), local_path)

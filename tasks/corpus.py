@@ -18,6 +18,7 @@ import pretty_midi
 
 from schemas.configs import CorpusConfig
 from tasks import degrade as deg
+from tasks.audio import decode_audio_bytes
 from tasks.clips import clip_row, is_silent, spans_of
 from tasks.ids import content_id
 from tasks.midi import (MidiError, count_out_of_range, instrument, midi_bytes, octave_fit,
@@ -169,8 +170,6 @@ def build_piece(piece: Piece, split: str, cfg: CorpusConfig) -> PieceReport:
 
 def _degraded(clean: dict, cfg: CorpusConfig, config_hash: str) -> dict:
     """One degraded guide per clean clip; the kind rotates deterministically by clip ID."""
-    from tasks.audio import decode_audio_bytes
-
     kinds = deg.enabled_kinds(cfg.degrade)
     kind = kinds[int(clean["clip_id"][:8], 16) % len(kinds)]
     x, sr = decode_audio_bytes(clean["audio_flac"])

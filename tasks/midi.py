@@ -1,7 +1,6 @@
 """MIDI helpers: parse, slice, transpose, fit to an instrument's range, render with FluidSynth."""
 from __future__ import annotations
 
-import copy
 import io
 from dataclasses import dataclass
 
@@ -125,6 +124,3 @@ def render(pm: pretty_midi.PrettyMIDI, sample_rate_hz: int, synth: str, tail_s: 
     y = np.asarray(y, dtype=np.float32)[:n]
     return np.pad(y, (0, n - y.size)) if y.size < n else y
 
-
-def clone(pm: pretty_midi.PrettyMIDI) -> pretty_midi.PrettyMIDI:
-    return copy.deepcopy(pm)
