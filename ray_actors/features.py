@@ -64,7 +64,9 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
     if not todo:
         return {"features_url": out_url, "shards_added": 0, "rows": manifest.num_rows, "skipped": len(done)}
     results = _run_local(todo, cfg, out_url) if local else _run_ray(todo, cfg, out_url, num_actors)
-    results.sort(key=lambda r: ShardEntry.model_validate_json(r["entry"]).name)
+    for r in results:  # parse each returned entry once
+        r["entry"] = ShardEntry.model_validate_json(r["entry"])
+    results.sort(key=lambda r: r["entry"].name)
     stats = {k: BinStats.from_dict(v) for k, v in manifest.extra.get("stats", {}).items()}
     bad: list[dict] = []
     for r in results:
@@ -77,8 +79,8 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
         for row in bad:
             q.add(row)
         q.commit()
-    entries = [ShardEntry.model_validate_json(r["entry"]) for r in results]
-    new_done = dict(done, **{r["key"]: ShardEntry.model_validate_json(r["entry"]).name for r in results})
+    entries = [r["entry"] for r in results]
+    new_done = dict(done, **{r["key"]: r["entry"].name for r in results})
     m = out.commit(manifest, entries, {"inputs": new_done, "config": cfg.model_dump(mode="json"),
                                        "stats": {k: v.to_dict() for k, v in sorted(stats.items())}})
     return {"features_url": out_url, "shards_added": len(entries), "rows": m.num_rows,
