@@ -25,15 +25,22 @@ class LogMel(torch.nn.Module):
     def __init__(self, cfg: MelConfig):
         super().__init__()
         self.cfg = cfg
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate_hz, n_fft=cfg.n_fft, win_length=cfg.win_length_samples,
-            hop_length=cfg.hop_length_samples, f_min=cfg.f_min_hz, f_max=cfg.f_max_hz,
-            n_mels=cfg.n_mels, power=1.0, center=cfg.center, pad_mode="constant",
-            norm="slaney", mel_scale="slaney")
+        self.register_buffer("window", torch.hann_window(cfg.win_length_samples), persistent=False)
+        fb = torchaudio.functional.melscale_fbanks(
+            cfg.n_fft // 2 + 1, cfg.f_min_hz, cfg.f_max_hz, cfg.n_mels, cfg.sample_rate_hz,
+            norm="slaney", mel_scale="slaney")  # [freq, mels]
+        self.register_buffer("mel_fb_t", fb.T.contiguous(), persistent=False)
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.log(torch.clamp(self.mel(x), min=self.cfg.log_floor))
+        c = self.cfg
+        spec = torch.stft(x, c.n_fft, c.hop_length_samples, c.win_length_samples, self.window,
+                          center=c.center, pad_mode="constant", return_complex=True)
+        # |z| as sqrt(re² + im²) on the real view: 2x faster on CPU than complex abs(), which
+        # goes through an overflow-safe hypot that log-mel magnitudes (< 1e4) never need.
+        ri = torch.view_as_real(spec)
+        mag = (ri[..., 0] * ri[..., 0] + ri[..., 1] * ri[..., 1]).sqrt_()
+        return torch.log(torch.clamp(self.mel_fb_t @ mag, min=c.log_floor))
 
 
 # Clips per tensor call: the STFT of 8 ten-second clips stays cache-sized; larger stacks are
