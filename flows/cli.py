@@ -195,15 +195,16 @@ def mel2audio(
 
     from infra.datasets import ShardedDataset
     from schemas.configs import FeatureConfig
-    from tasks.features import mel_to_audio
+    from tasks.diffusion.vocoder import GriffinLimVocoder
 
     ds = ShardedDataset.at(features_url, "features")
     cfg = FeatureConfig.model_validate(ds.manifest().extra["config"])
+    vocoder = GriffinLimVocoder(cfg.mel, n_iter=n_iter)
     for _, t in ds.iter_shards():
         for r in t.to_pylist():
             if feature_id in (None, r["feature_id"]):
                 x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])
-                y = mel_to_audio(x[:, : r["num_valid_frames"]], cfg.mel, n_iter=n_iter)
+                y = vocoder(x[:, : r["num_valid_frames"]])
                 sf.write(out_wav, y / max(1e-6, float(np.abs(y).max())) * 0.9, cfg.mel.sample_rate_hz)
                 console.print(f"wrote {out_wav} ({y.size / cfg.mel.sample_rate_hz:.2f} s) from {r['feature_id']}")
                 return

@@ -162,19 +162,5 @@ def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel,
     return rows, stats, bad
 
 
-def mel_to_audio(logmel: np.ndarray, cfg: MelConfig, n_iter: int = 32, seed: int = 0) -> np.ndarray:
-    """Griffin-Lim from a natural-log mel magnitude: invert the mel filterbank (non-negative
-    least squares, torchaudio), then iterate phase. For listening checks, not for quality."""
-    torch.manual_seed(seed)
-    mag = torch.exp(torch.from_numpy(logmel.astype(np.float32)))
-    inv = torchaudio.transforms.InverseMelScale(
-        n_stft=cfg.n_fft // 2 + 1, n_mels=cfg.n_mels, sample_rate=cfg.sample_rate_hz,
-        f_min=cfg.f_min_hz, f_max=cfg.f_max_hz, norm="slaney", mel_scale="slaney")
-    gl = torchaudio.transforms.GriffinLim(n_fft=cfg.n_fft, n_iter=n_iter, win_length=cfg.win_length_samples,
-                                          hop_length=cfg.hop_length_samples, power=1.0)
-    with torch.inference_mode():
-        return gl(inv(mag)).numpy()
-
-
 def num_frames_for(num_samples: int, cfg: MelConfig) -> int:
     return stft_num_frames(num_samples, cfg.hop_length_samples, cfg.n_fft, cfg.center)

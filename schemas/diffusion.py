@@ -1,0 +1,147 @@
+"""Typed configs of the diffusion core: EDM preconditioning, denoiser networks, samplers, warm
+initialization, long-audio windowing. Same rules as schemas.configs: unknown keys are errors,
+configs are frozen, and their hash is the identity of the work they describe."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.configs import StrictConfig
+
+
+class EDMConfig(StrictConfig):
+    """Karras et al. 2022, Table 1. Defaults suit per-bin standardised log-mels (std ~1): EDM's
+    image recipe (sigma_data=0.5, P_mean=-1.2) scaled by 2, i.e. P_mean shifted by ln 2."""
+
+    sigma_data: float = Field(1.0, gt=0)
+    P_mean: float = -0.5
+    P_std: float = Field(1.2, gt=0)
+    sigma_min: float = Field(0.002, gt=0)
+    sigma_max: float = Field(80.0, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> "EDMConfig":
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(f"sigma_min={self.sigma_min} must be below sigma_max={self.sigma_max}")
+        return self
+
+
+class UNetConfig(StrictConfig):
+    """A U-Net over (mel bins x frames).
+
+    dims=2: one image channel (x freq_fold: bins folded into channels, bins/fold rows).
+    dims=1: convolution over time only, the mel bins are the channels (several times cheaper
+    on CPU). Each level halves the time axis (and the frequency axis when dims=2) except the
+    last, so frames must be divisible by 2**(len(widths)-1)."""
+
+    dims: Literal[1, 2] = 2
+    n_mels: int = Field(128, ge=1)
+    widths: tuple[int, ...] = (64, 128, 256, 512)
+    res_blocks_per_level: int = Field(2, ge=1)
+    attention_levels: tuple[int, ...] = (2, 3)
+    attention_heads: int = Field(4, ge=1)
+    freq_fold: int = Field(1, ge=1, description="dims=2 only: mel bins folded into channels")
+    cond_channels: int = Field(0, ge=0, description="extra input channels (conditional baseline)")
+    embedding_dim: int = Field(256, ge=8)
+    group_norm_groups: int = Field(8, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "UNetConfig":
+        if not self.widths:
+            raise ValueError("widths must name at least one level")
+        bad = [lv for lv in self.attention_levels if not 0 <= lv < len(self.widths)]
+        if bad:
+            raise ValueError(f"attention_levels {bad} outside 0..{len(self.widths) - 1}")
+        for w in self.widths:
+            if w % self.group_norm_groups or w % self.attention_heads:
+                raise ValueError(f"width {w} not divisible by group_norm_groups={self.group_norm_groups} "
+                                 f"and attention_heads={self.attention_heads}")
+        if self.dims == 1 and self.freq_fold != 1:
+            raise ValueError("freq_fold applies to dims=2 only (dims=1 already folds every bin)")
+        if self.n_mels % self.freq_fold:
+            raise ValueError(f"n_mels={self.n_mels} not divisible by freq_fold={self.freq_fold}")
+        if self.dims == 2 and (self.n_mels // self.freq_fold) % self.downsampling_factor:
+            raise ValueError(f"n_mels/freq_fold={self.n_mels // self.freq_fold} not divisible by the "
+                             f"downsampling factor {self.downsampling_factor}")
+        return self
+
+    @property
+    def downsampling_factor(self) -> int:
+        return 2 ** (len(self.widths) - 1)
+
+    @property
+    def data_channels(self) -> int:
+        """Channels of one feature map as the network sees it."""
+        return self.n_mels if self.dims == 1 else self.freq_fold
+
+
+# Presets: name -> UNetConfig fields. n_mels and cond_channels stay free (data and method).
+UNET_PRESETS: dict[str, dict] = {
+    "tiny": dict(dims=2, widths=(16, 32), res_blocks_per_level=1, attention_levels=(1,),
+                 attention_heads=2, embedding_dim=32, group_norm_groups=4),
+    "cpu-demo": dict(dims=1, widths=(128, 192, 256), res_blocks_per_level=1, attention_levels=(2,),
+                     attention_heads=4, embedding_dim=128, group_norm_groups=8),
+    "difftransfer": dict(dims=2, widths=(64, 128, 256, 512), res_blocks_per_level=2,
+                         attention_levels=(2, 3), attention_heads=4, embedding_dim=256),
+}
+
+
+def unet_preset(name: str, **overrides) -> UNetConfig:
+    if name not in UNET_PRESETS:
+        raise ValueError(f"unknown U-Net preset {name!r}; expected one of {sorted(UNET_PRESETS)}")
+    return UNetConfig(**{**UNET_PRESETS[name], **overrides})
+
+
+class SamplerConfig(StrictConfig):
+    """Reverse-process solver and its Karras sigma grid (EDM eq. 5)."""
+
+    name: Literal["euler", "heun", "dpmpp_2m"] = "heun"
+    steps: int = Field(35, ge=1, description="N: reverse steps on the full grid")
+    rho: float = Field(7.0, gt=0)
+    churn: float = Field(0.0, ge=0, description="S_churn of EDM Algorithm 2 (heun only)")
+    churn_sigma_min: float = Field(0.0, ge=0)
+    churn_sigma_max: float = Field(float("inf"), ge=0)
+    churn_noise: float = Field(1.0, gt=0, description="S_noise")
+
+    @model_validator(mode="after")
+    def _churn_heun_only(self) -> "SamplerConfig":
+        if self.churn > 0 and self.name != "heun":
+            raise ValueError(f"churn is EDM Algorithm 2 (heun); sampler {self.name!r} takes churn=0")
+        return self
+
+
+class WarmStartConfig(StrictConfig):
+    """Warm initialization (DESIGN.md): start the reverse process from the guide.
+
+    t_init is the fraction of the N reverse steps skipped from the noise end (0 = plain
+    generation with lam=1, 1 = the guide itself); the run starts at grid index round(t_init*N).
+    sigma_start instead starts at that sigma, on a Karras grid from sigma_start with N steps.
+    Start state x = guide + lam * sigma_start * eps."""
+
+    t_init: float | None = Field(None, ge=0, le=1)
+    sigma_start: float | None = Field(None, ge=0)
+    lam: float = Field(1.0, ge=0, description="noise scale lambda")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> "WarmStartConfig":
+        if (self.t_init is None) == (self.sigma_start is None):
+            raise ValueError("give exactly one of t_init (fraction of steps skipped) or sigma_start")
+        return self
+
+
+class WindowConfig(StrictConfig):
+    """Long audio: windows over frames with overlap, cross-faded."""
+
+    window_frames: int = Field(128, ge=8)
+    overlap_frames: int = Field(32, ge=0)
+    shared_noise: bool = Field(True, description="DiffTransfer: one noise field for the whole item, "
+                                                 "so overlapping windows start from the same noise")
+
+    @model_validator(mode="after")
+    def _overlap(self) -> "WindowConfig":
+        if self.overlap_frames * 2 > self.window_frames:
+            raise ValueError(f"overlap_frames={self.overlap_frames} must be at most half of "
+                             f"window_frames={self.window_frames}")
+        return self

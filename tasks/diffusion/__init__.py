@@ -1,0 +1,3 @@
+"""The diffusion core: EDM preconditioning and loss, denoiser networks, samplers with warm
+initialization, diffusion bridges, long-audio windowing, vocoders. Pure torch; no Prefect,
+Ray or MLflow."""
