@@ -1,0 +1,130 @@
+"""EDM preconditioning, the U-Net presets, checkpoints and single-batch overfitting."""
+import math
+
+import pytest
+import torch
+
+from schemas.diffusion import EDMConfig, UNetConfig, unet_preset
+from tasks.diffusion.checkpoint import ModelConfig, build_model, checkpoint_bytes, load_checkpoint_bytes
+from tasks.diffusion.precond import EDMPrecond
+from tasks.diffusion.train import train_step
+
+
+class Probe(torch.nn.Module):
+    """F that records its inputs and returns a constant, to read the preconditioning off D."""
+
+    def forward(self, x_in, c_noise, cond):
+        self.seen = (x_in, c_noise)
+        return torch.ones_like(x_in)
+
+
+def test_preconditioning_is_table_1():
+    cfg = EDMConfig(sigma_data=0.7)
+    d = EDMPrecond(Probe(), cfg)
+    x, sigma = torch.full((1, 3, 4), 2.0, dtype=torch.float64), 1.3
+    out = d(x, sigma)
+    sd2, s2 = 0.49, sigma ** 2
+    c_skip, c_out, c_in = sd2 / (s2 + sd2), sigma * 0.7 / math.sqrt(s2 + sd2), 1 / math.sqrt(s2 + sd2)
+    assert torch.allclose(out, torch.full_like(x, c_skip * 2 + c_out))
+    assert torch.allclose(d.net.seen[0], torch.full_like(x, c_in * 2))
+    assert math.isclose(float(d.net.seen[1]), math.log(sigma) / 4, rel_tol=1e-12)
+    assert math.isclose(float(d.loss_weight(torch.tensor(sigma))), (s2 + sd2) / (sigma * 0.7) ** 2, rel_tol=1e-6)
+    # ln(sigma) ~ N(P_mean, P_std^2)
+    ln = d.sample_sigma(20000, torch.Generator().manual_seed(0)).log()
+    assert abs(float(ln.mean()) - cfg.P_mean) < 0.05 and abs(float(ln.std()) - cfg.P_std) < 0.05
+
+
+def test_loss_mask_ignores_padded_frames():
+    """With an element-wise F (the probe), garbage in masked frames must not move the loss."""
+    probe = EDMPrecond(Probe(), EDMConfig())
+    y, noise = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    mask = torch.ones_like(y)
+    mask[..., 20:] = 0
+    sigma = torch.tensor([0.5, 2.0])
+    garbage = y.clone()
+    garbage[..., 20:] = 50.0
+    clean = probe.loss(y, sigma=sigma, noise=noise, mask=mask)
+    assert torch.allclose(clean, probe.loss(garbage, sigma=sigma, noise=noise, mask=mask))
+    assert not torch.allclose(clean, probe.loss(garbage, sigma=sigma, noise=noise))
+    assert clean.shape == (2,)
+
+
+@pytest.mark.parametrize("preset,n_mels,frames,fold,cond", [
+    ("tiny", 16, 24, 1, 0), ("tiny", 32, 40, 2, 1), ("cpu-demo", 128, 36, 1, 0), ("cpu-demo", 128, 16, 1, 1),
+    ("difftransfer", 128, 16, 8, 0),
+])
+def test_unet_shapes(preset, n_mels, frames, fold, cond):
+    m = build_model(ModelConfig(unet=unet_preset(preset, n_mels=n_mels, freq_fold=fold, cond_channels=cond)
+                                if preset != "cpu-demo" else unet_preset(preset, n_mels=n_mels, cond_channels=cond)))
+    x = torch.randn(2, n_mels, frames)
+    c = torch.randn(2, n_mels, frames) if cond else None
+    with torch.no_grad():
+        assert m(x, torch.tensor([0.3, 5.0]), c).shape == x.shape
+
+
+def test_unet_errors_name_the_problem():
+    m = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16)))
+    with pytest.raises(ValueError, match="divisible by the downsampling factor 2"):
+        m(torch.randn(1, 16, 33), 1.0)
+    with pytest.raises(ValueError, match="16 mel bins"):
+        m(torch.randn(1, 8, 32), 1.0)
+    with pytest.raises(ValueError, match="unconditional"):
+        m(torch.randn(1, 16, 32), 1.0, torch.randn(1, 16, 32))
+    with pytest.raises(ValueError, match="unknown U-Net preset"):
+        unet_preset("huge")
+    with pytest.raises(ValueError, match="attention_levels"):
+        UNetConfig(widths=(8, 16), attention_levels=(2,), attention_heads=2, group_norm_groups=4)
+    with pytest.raises(ValueError, match="Extra inputs"):
+        UNetConfig(widthz=(8,))
+
+
+def test_checkpoint_round_trip_is_self_describing():
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16, cond_channels=1), edm=EDMConfig(sigma_data=0.8)))
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    data = checkpoint_bytes(m, {"trained_on": "unit-test"})
+    loaded, meta = load_checkpoint_bytes(data)
+    assert meta == {"trained_on": "unit-test"} and loaded.cfg.sigma_data == 0.8
+    x, c = torch.randn(2, 16, 32), torch.randn(2, 16, 32)
+    with torch.no_grad():
+        assert torch.equal(m.eval()(x, 0.7, c), loaded(x, 0.7, c))
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        # a pickle that would run code is refused by weights_only=True
+        import io, pickle, os  # noqa: E401
+        buf = io.BytesIO()
+        pickle.dump(os.system, buf)
+        load_checkpoint_bytes(buf.getvalue())
+
+
+def overfit(preset: str, n_mels: int, frames: int, lr: float, steps: int, cond: bool = False) -> tuple[float, float]:
+    """Fixed (y, sigma, noise): the loss of one batch must collapse."""
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(unet=unet_preset(preset, n_mels=n_mels, cond_channels=int(cond))))
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(2, n_mels, frames, generator=g)
+    c = -y + 0.1 * torch.randn(y.shape, generator=g) if cond else None
+    sigma, noise = m.sample_sigma(2, g), torch.randn(y.shape, generator=g)
+    losses = [train_step(m, opt, y, sigma=sigma, noise=noise, cond=c) for _ in range(steps)]
+    return losses[0], min(losses[-5:])
+
+
+def test_tiny_preset_overfits_one_batch():
+    first, last = overfit("tiny", 16, 32, 2e-3, 60)
+    assert last < first / 10, (first, last)
+
+
+def test_conditional_baseline_overfits_paired_batch():
+    first, last = overfit("tiny", 16, 32, 2e-3, 60, cond=True)
+    assert last < first / 10, (first, last)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset,n_mels,frames,lr,steps", [("cpu-demo", 128, 64, 2e-3, 60),
+                                                          ("difftransfer", 32, 32, 5e-4, 45)])
+def test_larger_presets_overfit_one_batch(preset, n_mels, frames, lr, steps):
+    first, last = overfit(preset, n_mels, frames, lr, steps)
+    assert last < first / 10, (first, last)

@@ -1,0 +1,120 @@
+"""Warm initialization and diffusion bridges against closed forms (1-D Gaussian mixtures)."""
+import math
+
+import pytest
+import torch
+
+from schemas.diffusion import EDMConfig, SamplerConfig, WarmStartConfig
+from tasks.diffusion.analytic import GaussianMixture
+from tasks.diffusion.bridges import bridge_sigmas, ddib
+from tasks.diffusion.noise import ItemNoise, item_seed
+from tasks.diffusion.samplers import SAMPLERS
+from tasks.diffusion.warm import start_index, warm_sigmas, warm_transform
+
+EDM = EDMConfig()
+MIX = GaussianMixture(weights=(0.5, 0.5), means=((-2.0,), (3.0,)), stds=(0.5, 0.5))
+BOUNDARY = 0.5
+
+
+def noise_for(n: int, seed: int = 0) -> ItemNoise:
+    return ItemNoise([item_seed(seed, f"item-{i}") for i in range(n)])
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m"])
+def test_t_init_one_returns_the_guide_bit_for_bit(name):
+    guide = torch.tensor([[-0.0, 1.5, -3.25], [7.0, 0.0, float("1e-30")]])
+    out = warm_transform(lambda x, s: x * 0, guide, SamplerConfig(name=name, steps=20),
+                         EDM, WarmStartConfig(t_init=1.0, lam=1.0), noise_for(2))
+    assert out.dtype == guide.dtype
+    assert torch.equal(out.view(torch.int32), guide.view(torch.int32))  # -0.0 stays -0.0
+
+
+def test_start_index_and_grids():
+    s = SamplerConfig(steps=10)
+    assert [start_index(t, 10) for t in (0, 0.25, 0.5, 0.55, 1)] == [0, 3, 5, 6, 10]
+    full = warm_sigmas(s, EDM)
+    assert torch.equal(warm_sigmas(s, EDM, WarmStartConfig(t_init=0.0)), full)
+    assert torch.equal(warm_sigmas(s, EDM, WarmStartConfig(t_init=0.3)), full[3:])
+    g = warm_sigmas(s, EDM, WarmStartConfig(sigma_start=2.5))
+    assert math.isclose(float(g[0]), 2.5) and len(g) == 11 and g[-1] == 0
+    with pytest.raises(ValueError, match="exactly one"):
+        WarmStartConfig(t_init=0.5, sigma_start=1.0)
+
+
+def test_t_init_zero_lam_one_is_cold_generation():
+    """Same noise eps: warm at tau=0 starts from guide + sigma_max eps on the full grid. With a zero
+    guide that is bit-identical to cold generation from sigma_max eps; with a guide g the exact ODE
+    (affine for a Gaussian) moves the output by g s / sqrt(s^2 + sigma_max^2) and no more."""
+    s_data = 0.5
+    gauss = GaussianMixture(weights=(1.0,), means=((1.0,) * 4,), stds=(s_data,))
+    cfg = SamplerConfig(name="heun", steps=30)
+    eps = noise_for(64)(torch.zeros(64, 4, dtype=torch.float64))
+    cold = SAMPLERS["heun"](gauss, EDM.sigma_max * eps, warm_sigmas(cfg, EDM))
+    zero = torch.zeros(64, 4, dtype=torch.float64)
+    warm0 = warm_transform(gauss, zero, cfg, EDM, WarmStartConfig(t_init=0.0, lam=1.0), noise_for(64),
+                           start_noise=eps)
+    assert torch.equal(warm0, cold)
+    g = torch.full((64, 4), 0.8, dtype=torch.float64)
+    warm = warm_transform(gauss, g, cfg, EDM, WarmStartConfig(t_init=0.0, lam=1.0), noise_for(64), start_noise=eps)
+    shift = 0.8 * s_data / math.sqrt(s_data ** 2 + EDM.sigma_max ** 2)
+    assert torch.allclose(warm - cold, torch.full_like(cold, shift), atol=1e-4)
+
+
+def test_probability_of_staying_in_the_guides_component_falls_with_t_init():
+    """Guide at component A's centre. Starting at sigma_k = grid[round(tau N)], the exact output
+    stays in A iff x_k < F_k^{-1}(F_0(boundary)), so P(stay) = Phi((F_k^{-1}(F_0(b)) - g) / sigma_k)."""
+    cfg = SamplerConfig(name="heun", steps=20)
+    n, g = 4000, -2.0
+    guide = torch.full((n, 1), g, dtype=torch.float64)
+    taus = [i / 10 for i in range(11)]
+    measured, exact = [], []
+    for tau in taus:
+        warm = WarmStartConfig(t_init=tau, lam=1.0)
+        out = warm_transform(MIX, guide, cfg, EDM, warm, noise_for(n, seed=7))
+        measured.append(float((out < BOUNDARY).double().mean()))
+        sk = float(warm_sigmas(cfg, EDM, warm)[0])
+        if sk == 0:
+            exact.append(1.0)
+            continue
+        threshold = MIX.icdf(MIX.cdf(torch.tensor([BOUNDARY], dtype=torch.float64), 0.0), sk)
+        exact.append(0.5 * (1 + math.erf(float(threshold - g) / sk / math.sqrt(2))))
+    assert measured[-1] == 1.0 and abs(measured[0] - 0.5) < 0.03
+    for m, e in zip(measured, exact):
+        assert abs(m - e) < 0.03, (measured, exact)
+    # Monotone: exactly in the closed form, and within sampling noise (same eps for all tau) measured.
+    # (strictly until it saturates at 1 in float64 for small sigma_k)
+    assert all(a < b or a > 1 - 1e-9 for a, b in zip(exact, exact[1:])), exact
+    assert all(a <= b + 0.01 for a, b in zip(measured, measured[1:])), measured
+
+
+def test_outputs_do_not_depend_on_the_batch():
+    cfg, warm = SamplerConfig(name="heun", steps=12, churn=5), WarmStartConfig(t_init=0.4)
+    guides = torch.linspace(-3, 3, 6, dtype=torch.float64)[:, None]
+    seeds = [item_seed(1, f"clip-{i}") for i in range(6)]
+    together = warm_transform(MIX, guides, cfg, EDM, warm, ItemNoise(seeds))
+    for i in (0, 3, 5):
+        alone = warm_transform(MIX, guides[i:i + 1], cfg, EDM, warm, ItemNoise(seeds[i:i + 1]))
+        assert torch.equal(alone[0], together[i])
+
+
+def test_bridge_round_trip_with_one_model_converges():
+    guide, _ = MIX.sample(2000, torch.Generator().manual_seed(0))
+    errors = [float((ddib(MIX, MIX, guide, 10.0, n, EDM) - guide).abs().mean()) for n in (5, 10, 20, 40)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 5e-3
+
+
+def test_bridge_between_mixtures_lands_where_the_closed_form_says():
+    """1-D PF-ODE flows keep quantiles: encode x under the source up to sigma_N, decode under the
+    target, T(x) = F_t^{-1}(F_{t,sigma_N}(F_{s,sigma_N}^{-1}(F_{s,sigma_min}(x))))."""
+    target = GaussianMixture(weights=(0.2, 0.3, 0.5), means=((-5.0,), (0.0,), (4.0,)), stds=(0.4, 0.6, 0.5))
+    sigma_n = 20.0
+    guide, _ = MIX.sample(2000, torch.Generator().manual_seed(1))
+    out = ddib(MIX, target, guide, sigma_n, 40, EDM)
+    latent = MIX.ode_map(guide, EDM.sigma_min, sigma_n)
+    predicted = target.ode_map(latent, sigma_n, 0.0)
+    assert float((out - predicted).abs().mean()) < 0.02
+    comp = lambda x: target.responsibilities(x, 0.0).argmax(1)  # noqa: E731
+    assert float((comp(out) == comp(predicted)).double().mean()) > 0.99
+    up, down = bridge_sigmas(sigma_n, 40, EDM)
+    assert torch.equal(up.flip(0), down[:-1])
