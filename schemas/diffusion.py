@@ -79,7 +79,8 @@ class UNetConfig(StrictConfig):
 
 # Presets: name -> UNetConfig fields. n_mels and cond_channels stay free (data and method).
 UNET_PRESETS: dict[str, dict] = {
-    "tiny": dict(dims=2, widths=(16, 32), res_blocks_per_level=1, attention_levels=(1,),
+    # tiny: attention only at the quarter-resolution level (attention cost is quadratic in positions).
+    "tiny": dict(dims=2, widths=(16, 32, 32), res_blocks_per_level=1, attention_levels=(2,),
                  attention_heads=2, embedding_dim=32, group_norm_groups=4),
     "cpu-demo": dict(dims=1, widths=(128, 192, 256), res_blocks_per_level=1, attention_levels=(2,),
                      attention_heads=4, embedding_dim=128, group_norm_groups=8),

@@ -64,7 +64,7 @@ def test_unet_shapes(preset, n_mels, frames, fold, cond):
 
 def test_unet_errors_name_the_problem():
     m = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16)))
-    with pytest.raises(ValueError, match="divisible by the downsampling factor 2"):
+    with pytest.raises(ValueError, match="divisible by the downsampling factor 4"):
         m(torch.randn(1, 16, 33), 1.0)
     with pytest.raises(ValueError, match="16 mel bins"):
         m(torch.randn(1, 8, 32), 1.0)
@@ -78,6 +78,7 @@ def test_unet_errors_name_the_problem():
         UNetConfig(widthz=(8,))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_round_trip_is_self_describing():
     torch.manual_seed(0)
     m = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16, cond_channels=1), edm=EDMConfig(sigma_data=0.8)))
@@ -128,3 +129,10 @@ def test_conditional_baseline_overfits_paired_batch():
 def test_larger_presets_overfit_one_batch(preset, n_mels, frames, lr, steps):
     first, last = overfit(preset, n_mels, frames, lr, steps)
     assert last < first / 10, (first, last)
+
+
+def test_conditioned_refuses_an_unconditional_model():
+    from tasks.diffusion.conditional import conditioned
+
+    with pytest.raises(ValueError, match="unconditional"):
+        conditioned(build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16))), torch.zeros(1, 16, 32))

@@ -1,0 +1,28 @@
+"""The conditional baseline (DiffTransfer, Comanducci et al. 2023; Palette-style): a denoiser
+that also sees the source mel as extra input channels, trained on paired clips and sampled from
+pure noise. Same samplers, same per-item noise as warm initialization."""
+from __future__ import annotations
+
+import torch
+
+from schemas.diffusion import EDMConfig, SamplerConfig
+from tasks.diffusion.precond import Denoiser, EDMPrecond
+from tasks.diffusion.samplers import Callback, NoiseFn
+from tasks.diffusion.warm import run_sampler, warm_sigmas
+
+
+def conditioned(model: EDMPrecond, cond: torch.Tensor) -> Denoiser:
+    """Bind the source mel: the result is an ordinary D(x; sigma) for any sampler."""
+    if model.net.cfg.cond_channels == 0:
+        raise ValueError("this model is unconditional (cond_channels=0); the baseline needs a "
+                         "model trained with the source as condition channels")
+    return lambda x, sigma: model(x, sigma, cond)
+
+
+def generate_conditional(denoiser: Denoiser, source: torch.Tensor, sampler: SamplerConfig, edm: EDMConfig,
+                         noise: NoiseFn, *, callback: Callback | None = None) -> torch.Tensor:
+    """Sample the target from x = sigma_max * eps on the full grid; `denoiser` is already bound
+    to `source` (see `conditioned`), whose shape the output takes."""
+    sigmas = warm_sigmas(sampler, edm).to(source.device)
+    x = float(sigmas[0]) * noise(source)
+    return run_sampler(sampler, denoiser, x, sigmas, noise=noise, callback=callback)
