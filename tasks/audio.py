@@ -62,8 +62,13 @@ def normalise_loudness(x: np.ndarray, sample_rate_hz: int, target_lufs: float,
 
 
 def encode_flac(x: np.ndarray, sample_rate_hz: int) -> bytes:
+    return encode_audio(x, sample_rate_hz, "FLAC")
+
+
+def encode_audio(x: np.ndarray, sample_rate_hz: int, fmt: str = "WAV") -> bytes:
+    """16-bit PCM bytes in `fmt` (WAV for listening pages, FLAC for storage); clipped to [-1, 1]."""
     buf = io.BytesIO()
-    sf.write(buf, np.clip(x, -1.0, 1.0), sample_rate_hz, format="FLAC", subtype="PCM_16")
+    sf.write(buf, np.clip(x, -1.0, 1.0), sample_rate_hz, format=fmt, subtype="PCM_16")
     return buf.getvalue()
 
 

@@ -49,3 +49,39 @@ def load_checkpoint_bytes(data: bytes, device: str | torch.device = "cpu") -> tu
     model = build_model(ModelConfig.model_validate_json(payload["model_config"])).to(device)
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.eval(), json.loads(payload["metadata"])
+
+
+TRAIN_STATE_FORMAT = "reinstrument.train_state"
+
+
+def train_state_bytes(model: EDMPrecond, ema: EDMPrecond, optimizer: torch.optim.Optimizer, step: int,
+                      history: dict, metadata: dict) -> bytes:
+    """Everything a resumed run needs: weights, EMA, optimizer moments, the step reached, the
+    metric history so far (for the loss curve) and the model's metadata (normalisation)."""
+    payload = {"format": TRAIN_STATE_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
+               "model_config": ModelConfig(unet=model.net.cfg, edm=model.cfg).model_dump_json(),
+               "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+               "history": json.dumps(history), "metadata": json.dumps(metadata)}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
+def load_train_state(data: bytes) -> dict:
+    """The payload of `train_state_bytes`, with history/metadata decoded. weights_only=True."""
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"not a readable training state ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != TRAIN_STATE_FORMAT:
+        raise ValueError(f"not a {TRAIN_STATE_FORMAT} file")
+    payload["history"] = json.loads(payload["history"])
+    payload["metadata"] = json.loads(payload["metadata"])
+    return payload
+
+
+def ema_checkpoint_bytes(state: dict) -> bytes:
+    """The EMA weights of a training state as a model checkpoint (what gets registered)."""
+    model = build_model(ModelConfig.model_validate_json(state["model_config"]))
+    model.load_state_dict(state["ema"])
+    return checkpoint_bytes(model, state["metadata"])

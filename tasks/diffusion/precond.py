@@ -78,3 +78,14 @@ class EDMPrecond(torch.nn.Module):
             return (w * err).flatten(1).mean(1)
         m = mask.to(err.dtype)
         return (w * err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+
+
+class EDMLoss(torch.nn.Module):
+    """The loss as a module (EDM's `EDMLoss`), so DDP can wrap it: forward = EDMPrecond.loss."""
+
+    def __init__(self, precond: EDMPrecond):
+        super().__init__()
+        self.precond = precond
+
+    def forward(self, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.precond.loss(y, **kwargs)

@@ -1,23 +1,102 @@
 """One optimisation step of the EDM objective, shared by unit tests and the Ray Train loop."""
 from __future__ import annotations
 
+import math
+
 import torch
 
-from tasks.diffusion.precond import EDMPrecond
+from tasks.diffusion.precond import EDMLoss, EDMPrecond
 
 
-def train_step(model: EDMPrecond, optimizer: torch.optim.Optimizer, y: torch.Tensor, *,
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, y: torch.Tensor, *,
                generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
                mask: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
-               noise: torch.Tensor | None = None, max_grad_norm: float | None = 1.0) -> float:
-    """Loss (EDM eq. 8, mean over the batch) before the update; gradients clipped to max_grad_norm."""
-    model.train()
+               noise: torch.Tensor | None = None, max_grad_norm: float | None = 1.0,
+               autocast_dtype: torch.dtype | None = None) -> float:
+    """Loss (EDM eq. 8, mean over the batch) before the update; gradients clipped to max_grad_norm.
+    `model` is an EDMPrecond or an EDMLoss (possibly DDP-wrapped, so gradients are all-reduced)."""
+    loss_fn = EDMLoss(model) if isinstance(model, EDMPrecond) else model
+    loss_fn.train()
     optimizer.zero_grad(set_to_none=True)
-    loss = model.loss(y, sigma=sigma, noise=noise, cond=cond, generator=generator, mask=mask).mean()
+    with torch.autocast(y.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        loss = loss_fn(y, sigma=sigma, noise=noise, cond=cond, generator=generator, mask=mask).mean()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"non-finite training loss {loss.item()}")
     loss.backward()
     if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), max_grad_norm)
     optimizer.step()
     return float(loss.detach())
+
+
+# --- the pieces of a deterministic, resumable training run --------------------------------
+# There is no RNG state to checkpoint: every random draw of step s on rank r comes from a
+# generator seeded by (seed, s, r), so a resumed run replays exactly what an unbroken one does.
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(hash_seed(seed, step, rank))
+
+
+def hash_seed(*parts: int) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+
+
+def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warm-up over warmup_steps, then constant or cosine decay to 0 at total_steps."""
+    if warmup_steps and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return base_lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def crop_batch(segments: torch.Tensor, valid_frames: torch.Tensor, index: torch.Tensor, crop_frames: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random crops [B, bins, crop] of the chosen segments, inside their valid frames where they
+    are long enough; the mask marks real (not padded) frames for the loss."""
+    out, masks = [], []
+    for i in index.tolist():
+        valid = int(valid_frames[i])
+        hi = max(0, min(valid, segments.shape[-1]) - crop_frames)
+        a = int(torch.randint(hi + 1, (1,), generator=generator))
+        out.append(segments[i, :, a:a + crop_frames])
+        m = torch.zeros(crop_frames)
+        m[:max(0, min(crop_frames, valid - a))] = 1
+        masks.append(m)
+    x = torch.stack(out)
+    return x, torch.stack(masks)[:, None, :].expand_as(x)
+
+
+def validation_sigmas(n: int, P_mean: float, P_std: float) -> torch.Tensor:
+    """n fixed noise levels at the quantiles (i + 0.5)/n of the training distribution of ln(sigma):
+    a deterministic, low-variance estimate of the expected loss."""
+    q = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    return (P_mean + P_std * math.sqrt(2) * torch.erfinv(2 * q - 1)).exp().float()
+
+
+@torch.no_grad()
+def validation_loss(model: EDMPrecond, segments: torch.Tensor, valid_frames: torch.Tensor, crop_frames: int,
+                    seed: int = 1234, batch_size: int = 32) -> float:
+    """Mean EDM loss of `model` over fixed crops, sigmas and noise: comparable across models."""
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    n = segments.shape[0]
+    x, mask = crop_batch(segments, valid_frames, torch.arange(n), crop_frames, g)
+    noise = torch.randn(x.shape, generator=g)
+    sig = validation_sigmas(n, model.cfg.P_mean, model.cfg.P_std)
+    total = 0.0
+    for a in range(0, n, batch_size):
+        sl = slice(a, a + batch_size)
+        total += float(model.loss(x[sl], sigma=sig[sl], noise=noise[sl], mask=mask[sl]).sum())
+    return total / n

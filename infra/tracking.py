@@ -1,0 +1,118 @@
+"""MLflow: where runs, metrics, artifacts and registered models go. The tracking store is MLflow
+on a local sqlite file by default (MLFLOW_TRACKING_URI for a server); the artifact root is a
+local folder by default (REINSTRUMENT_MLFLOW_ARTIFACTS, e.g. s3://bucket/mlflow, with the
+endpoint from AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import numpy as np
+
+from infra.settings import get_settings
+
+CHAMPION = "champion"
+PIP_REQUIREMENTS = ["reinstrument", "torch==2.11.0", "torchaudio==2.11.0"]
+
+
+def _local_root() -> Path:
+    root = get_settings().data_root
+    return Path(root if "://" not in root else "./reinstrument-data").resolve()
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set, else sqlite in the local data root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    root = _local_root()
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    return os.environ.get("REINSTRUMENT_MLFLOW_ARTIFACTS") or (_local_root() / "mlartifacts").as_uri()
+
+
+def client():
+    # The S3 artifact store reads MLFLOW_S3_ENDPOINT_URL; default it to the AWS endpoint.
+    if os.environ.get("AWS_ENDPOINT_URL") and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
+        os.environ["MLFLOW_S3_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.MlflowClient(tracking_uri())
+
+
+def experiment_id(name: str) -> str:
+    c = client()
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=f"{artifact_root().rstrip('/')}/{name}")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> MLflow params ('edm.sigma_data': '1.0')."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = str(v)
+    return out
+
+
+class MetricLogger:
+    """Batched metric logging to one run, usable from a Ray worker (plain tracking URI + run ID)."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.client, self.run_id = mlflow.MlflowClient(uri), run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
+def log_denoiser(run_id: str, checkpoint: bytes, n_mels: int, registered_name: str | None):
+    """Log the checkpoint as an MLflow pyfunc model (frames dimension free) and register it.
+    The model is logged from code (infra/mlflow_model.py), not as a pickled object."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    client()
+    sig = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_mels, -1))]),
+                         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_mels, -1))]),
+                         params=ParamSchema([ParamSpec("sigma", "double", 1.0)]))
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+        path = Path(tmp) / "model.pt"
+        path.write_bytes(checkpoint)
+        return mlflow.pyfunc.log_model(name="denoiser", python_model=str(Path(__file__).with_name("mlflow_model.py")), artifacts={"checkpoint": str(path)},
+                                       signature=sig, pip_requirements=PIP_REQUIREMENTS,
+                                       registered_model_name=registered_name)
+
+
+def load_denoiser(model_uri: str):
+    """(EDMPrecond, metadata) from e.g. 'models:/reinstrument-flute@champion'."""
+    client()
+    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    return wrapper.model, wrapper.metadata
+
+
+def registered_name(domain: str) -> str:
+    return f"reinstrument-{domain}"
+
+
+def champion_version(name: str):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client().get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None

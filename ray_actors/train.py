@@ -1,0 +1,265 @@
+"""Training: the per-worker loop (Ray Train `TorchTrainer` with DDP, or the same loop in this
+process when num_workers=0). Deterministic and resumable: every draw of step s on rank r is
+seeded by (seed, s, r), rows are ordered by feature ID, and checkpoints (model, EMA,
+optimizer, step, history) go through the storage module every K steps, pointer written last."""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from infra.datasets import ShardedDataset
+from infra.storage import Storage
+from schemas.configs import MelConfig
+from schemas.training import TrainConfig, TrainLogistics
+from tasks.audio import encode_audio
+from tasks.diffusion.checkpoint import ModelConfig, build_model, load_train_state, train_state_bytes
+from tasks.diffusion.noise import ItemNoise, item_seed
+from tasks.diffusion.precond import EDMLoss
+from tasks.diffusion.samplers import heun, karras_sigmas
+from tasks.diffusion.train import (crop_batch, ema_update, lr_at, step_generator, train_step,
+                                   validation_loss)
+from tasks.diffusion.train_data import denormalise, segments_tensor
+from tasks.diffusion.vocoder import GriffinLimVocoder
+from tasks.plots import spectrograms_png
+
+FEATURE_COLUMNS = ["feature_id", "values", "num_bins", "num_frames", "num_valid_frames", "split"]
+LATEST = "latest.json"
+RESULT = "result.json"
+
+
+@dataclass
+class TrainData:
+    train_x: torch.Tensor
+    train_valid: torch.Tensor
+    val_x: torch.Tensor
+    val_valid: torch.Tensor
+    val_split: str
+    val_ids: list[str]
+
+
+def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> TrainData:
+    """Split rows into train and a fixed validation set (split 'valid', else 'test', else a held-
+    out tail of train, which the run tags say)."""
+    def subset(split: str):
+        idx = [i for i, s in enumerate(cols["split"]) if s == split]
+        return segments_tensor(*[[cols[c][i] for i in idx] for c in
+                                 ("feature_id", "values", "num_bins", "num_frames", "num_valid_frames")], mean, std) \
+            if idx else None
+    train = subset("train")
+    if train is None:
+        raise ValueError(f"no train rows for domain={cfg.domain!r} role={cfg.role!r} in {cfg.features_url}")
+    for split in ("valid", "test"):
+        val = subset(split)
+        if val is not None:
+            break
+    else:
+        n = max(1, min(cfg.validation_segments, train[0].shape[0] // 5))
+        val, split = tuple(t[-n:] for t in train[:2]) + (train[2][-n:],), "train-heldout"
+        train = tuple(t[:-n] for t in train[:2]) + (train[2][:-n],)
+    k = cfg.validation_segments
+    return TrainData(train[0], train[1], val[0][:k], val[1][:k], split, val[2][:k])
+
+
+def feature_paths(cfg: TrainConfig) -> tuple[Storage, list[str]]:
+    ds = ShardedDataset.at(cfg.features_url, "features")
+    return ds.storage, [ds.storage.path(e.name) for e in ds.manifest().shards]
+
+
+def read_columns_local(cfg: TrainConfig) -> dict[str, list]:
+    ds = ShardedDataset.at(cfg.features_url, "features")
+    t = ds.read(FEATURE_COLUMNS + ["domain", "role"])
+    t = t.filter(pc.and_(pc.equal(t["domain"], cfg.domain), pc.equal(t["role"], cfg.role)))
+    return t.select(FEATURE_COLUMNS).to_pydict()
+
+
+def read_dataset_ray(cfg: TrainConfig):
+    """The domain's rows through Ray Data, materialised once in the object store: every worker
+    reads all of them (and sorts them), so which rows a worker sees never depends on scheduling."""
+    import pyarrow.fs as pafs
+    import ray.data
+
+    storage, paths = feature_paths(cfg)
+    fs = None if storage.is_local else pafs.PyFileSystem(pafs.FSSpecHandler(storage.fs))
+    ds = ray.data.read_parquet(paths, filesystem=fs, columns=FEATURE_COLUMNS + ["domain", "role"])
+    domain, role = cfg.domain, cfg.role
+    return ds.filter(lambda r: r["domain"] == domain and r["role"] == role).select_columns(FEATURE_COLUMNS).materialize()
+
+
+def _columns_from_ray_shard(shard) -> dict[str, list]:
+    tables = list(shard.iter_batches(batch_format="pyarrow", batch_size=4096))
+    return pa.concat_tables(tables).to_pydict() if tables else {c: [] for c in FEATURE_COLUMNS}
+
+
+def sample_steps(cfg: TrainConfig) -> set[int]:
+    """Checkpoint steps that also log audio samples: `samples_at` of them, spread, the last included."""
+    ckpts = sorted({min(cfg.steps, s) for s in range(cfg.checkpoint_every, cfg.steps + cfg.checkpoint_every,
+                                                      cfg.checkpoint_every)})
+    if cfg.samples_at == 0:
+        return set()
+    picks = np.linspace(len(ckpts) - 1, 0, min(cfg.samples_at, len(ckpts))).round().astype(int)
+    return {ckpts[i] for i in picks}
+
+
+def write_samples(ema, cfg: TrainConfig, meta: dict, run: Storage, step: int, n: int = 2) -> None:
+    """Unconditional samples of the EMA model: spectrogram PNG and Griffin-Lim WAVs."""
+    mel = MelConfig.model_validate(meta["mel"])
+    frames = cfg.crop_frames * max(1, 128 // cfg.crop_frames)
+    seeds = [item_seed(cfg.seed, "sample", k) for k in range(n)]
+    like = torch.zeros(n, ema.net.cfg.n_mels, frames)
+    x = cfg.edm.sigma_max * ItemNoise(seeds)(like)
+    with torch.no_grad():
+        y = heun(ema.eval(), x, karras_sigmas(18, cfg.edm.sigma_min, cfg.edm.sigma_max))
+    logmels = [denormalise(s, meta["mean"], meta["std"]).numpy() for s in y]
+    frame_rate = mel.sample_rate_hz / mel.hop_length_samples
+    run.write_bytes(f"samples/step-{step:06d}.png", spectrograms_png(
+        logmels, [f"{cfg.domain} sample {k}, step {step}" for k in range(n)], frame_rate_hz=frame_rate,
+        f_max_hz=mel.f_max_hz))
+    vocoder = GriffinLimVocoder(mel)
+    for k, m in enumerate(logmels):
+        audio = vocoder(m)
+        run.write_bytes(f"samples/step-{step:06d}-{k}.wav",
+                        encode_audio(0.9 * audio / max(1e-6, float(np.abs(audio).max())), mel.sample_rate_hz))
+
+
+def _world() -> tuple[int, int]:
+    try:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_world_size()
+    except Exception:  # not inside a Ray Train worker: this process is the only one
+        return 0, 1
+
+
+def _save(run: Storage, model, ema, opt, step: int, history: dict, meta: dict) -> None:
+    name = f"checkpoints/step-{step:06d}.pt"
+    run.write_bytes(name, train_state_bytes(model, ema, opt, step, history, meta))
+    previous = json.loads(run.read_bytes(LATEST)) if run.exists(LATEST) else None
+    run.write_bytes(LATEST, json.dumps({"step": step, "checkpoint": name}).encode())  # the commit point
+    if previous and previous["checkpoint"] != name:
+        run.delete(previous["checkpoint"])  # keep one: the pointer never names a deleted file
+
+
+def train_loop(loop: dict) -> None:
+    """Per-worker body. `loop`: config/logistics JSON, run folder URL, metadata (normalisation,
+    mel config), MLflow tracking URI and run ID; in-process callers also pass `data`."""
+    cfg = TrainConfig.model_validate_json(loop["config"])
+    logistics = TrainLogistics.model_validate_json(loop["logistics"])
+    meta, run = loop["metadata"], Storage(loop["run_url"])
+    rank, world = _world()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {world} workers")
+    data: TrainData = loop.get("data") or train_data_from_columns(
+        _columns_from_ray_shard(__import__("ray.train").train.get_dataset_shard("features")), cfg,
+        np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32))
+    device = torch.device("cpu")
+    if logistics.use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    bf16 = logistics.precision == "bf16" or (logistics.precision == "auto" and device.type == "cuda")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(ModelConfig(unet=cfg.unet_config(meta["n_mels"]), edm=cfg.edm))
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, history = 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []}
+    if run.exists(LATEST):
+        state = load_train_state(run.read_bytes(json.loads(run.read_bytes(LATEST))["checkpoint"]))
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+    model.to(device)
+    ema.to(device)
+    loss_fn = EDMLoss(model)
+    if world > 1:
+        import ray.train.torch
+
+        loss_fn = ray.train.torch.prepare_model(loss_fn, move_to_device=False)
+    logger = None
+    if rank == 0 and loop.get("mlflow_run_id"):
+        from infra.tracking import MetricLogger
+
+        logger = MetricLogger(loop["mlflow_tracking_uri"], loop["mlflow_run_id"])
+    per_worker, n = cfg.batch_size // world, data.train_x.shape[0]
+    log_every, samples_at = max(1, min(50, cfg.steps // 20)), sample_steps(cfg)
+    t_last, step_last = time.perf_counter(), start
+    for step in range(start, cfg.steps):
+        g = step_generator(cfg.seed, step, rank)
+        idx = torch.randint(n, (per_worker,), generator=g)
+        x, mask = crop_batch(data.train_x, data.train_valid, idx, cfg.crop_frames, g)
+        sigma, noise = model.sample_sigma(per_worker, g), torch.randn(x.shape, generator=g)
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = train_step(loss_fn, opt, x.to(device), sigma=sigma.to(device), noise=noise.to(device),
+                          mask=mask.to(device), max_grad_norm=cfg.grad_clip,
+                          autocast_dtype=torch.bfloat16 if bf16 else None)
+        if world > 1:
+            t = torch.tensor([loss], device=device)
+            torch.distributed.all_reduce(t)
+            loss = float(t) / world
+        ema_update(ema, model, cfg.ema_decay)
+        done = step + 1
+        history["step"].append(done)
+        history["loss"].append(loss)
+        history["lr"].append(lr)
+        if rank == 0 and (done % log_every == 0 or done == cfg.steps):
+            rate = cfg.batch_size * (done - step_last) / max(1e-9, time.perf_counter() - t_last)
+            t_last, step_last = time.perf_counter(), done
+            print(f"[train {cfg.domain}] step {done}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} "
+                  f"{rate:.1f} samples/s", flush=True)
+            if logger:
+                logger.log({"loss": loss, "lr": lr, "samples_per_s": rate}, done)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if rank == 0:
+                val = validation_loss(ema.cpu(), data.val_x, data.val_valid, cfg.crop_frames)
+                history["val_step"].append(done)
+                history["val_loss"].append(val)
+                if done in samples_at:
+                    write_samples(ema, cfg, meta, run, done)
+                ema.to(device)
+                _save(run, model, ema, opt, done, history, meta)
+                if logger:
+                    logger.log({"val_loss": val}, done)
+            if world > 1:
+                torch.distributed.barrier()  # no rank runs ahead of the last durable checkpoint
+    if rank == 0:
+        run.write_bytes(RESULT, json.dumps({"step": cfg.steps, "val_loss": history["val_loss"][-1],
+                                            "val_split": data.val_split}).encode())
+
+
+def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, metadata: dict,
+        mlflow_tracking_uri: str | None, mlflow_run_id: str | None) -> None:
+    """Run `train_loop` on Ray Train workers (DDP), or in this process when num_workers=0."""
+    loop = {"config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(), "run_url": run_url,
+            "metadata": metadata, "mlflow_tracking_uri": mlflow_tracking_uri, "mlflow_run_id": mlflow_run_id}
+    if logistics.num_workers == 0:
+        mean, std = (np.asarray(metadata[k], np.float32) for k in ("mean", "std"))
+        train_loop({**loop, "data": train_data_from_columns(read_columns_local(cfg), cfg, mean, std)})
+        return
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from infra.ray_cluster import ensure_ray
+    from infra.tracking import _local_root
+
+    ensure_ray()
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=loop,
+        scaling_config=ScalingConfig(num_workers=logistics.num_workers, use_gpu=logistics.use_gpu),
+        torch_config=TorchConfig(backend="nccl" if logistics.use_gpu else "gloo"),
+        datasets={"features": read_dataset_ray(cfg)},
+        dataset_config=DataConfig(datasets_to_split=[]),  # every worker gets all rows (see read_dataset_ray)
+        # A failed worker group restarts and resumes from the last checkpoint (train_loop reads it).
+        run_config=RunConfig(name=f"{cfg.domain}-{cfg.config_hash()}", storage_path=str(_local_root() / "ray_train"),
+                             failure_config=FailureConfig(max_failures=2)))
+    trainer.fit()

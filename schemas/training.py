@@ -1,0 +1,73 @@
+"""Training run configs. `TrainConfig` is the run's identity (MLflow params, content hash, the
+checkpoint folder); `TrainLogistics` is how it runs (MLflow tags; never part of the hash)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.configs import StrictConfig
+from schemas.diffusion import UNET_PRESETS, EDMConfig, unet_preset
+
+
+class TrainConfig(StrictConfig):
+    domain: str = Field(..., min_length=1, description="target sound domain, e.g. 'flute'")
+    features_url: str = Field(..., description="a feature set (its manifest lists the shards)")
+    role: str = "clean"
+    preset: str = "tiny"
+    unet: dict = Field(default_factory=dict, description="overrides of the preset's UNetConfig fields")
+    edm: EDMConfig = EDMConfig()
+    crop_frames: int = Field(64, ge=8, description="random crop of each segment (frames)")
+    batch_size: int = Field(16, ge=1, description="global batch, split evenly across workers")
+    steps: int = Field(2000, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(200, ge=1)
+    samples_at: int = Field(3, ge=0, description="checkpoints (spread over the run) that log audio samples")
+    validation_segments: int = Field(64, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        if self.preset not in UNET_PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {sorted(UNET_PRESETS)}")
+        unet = self.unet_config(128)
+        if self.crop_frames % unet.downsampling_factor:
+            raise ValueError(f"crop_frames={self.crop_frames} not divisible by the preset's "
+                             f"downsampling factor {unet.downsampling_factor}")
+        return self
+
+    def unet_config(self, n_mels: int):
+        return unet_preset(self.preset, **{"n_mels": n_mels, **self.unet})
+
+
+class TrainLogistics(StrictConfig):
+    num_workers: int = Field(2, ge=0, description="Ray Train workers; 0 trains in this process")
+    use_gpu: bool = False
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    out_url: str = Field(..., description="root of run folders (checkpoints, per-run files)")
+    resume: bool = True
+    experiment: str = "reinstrument-train"
+    register: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainLogistics":
+        if self.use_gpu and self.num_workers == 0:
+            raise ValueError("use_gpu needs Ray Train workers (num_workers >= 1)")
+        return self
+
+
+# Named training presets (issue: cpu-demo finishes on a 2-core CPU in <= 15 min; gpu is the
+# difftransfer-sized network in bf16 on one H100).
+TRAIN_PRESETS: dict[str, dict] = {
+    "tiny": dict(preset="tiny", crop_frames=32, batch_size=8, steps=60, lr=2e-3, warmup_steps=5,
+                 checkpoint_every=20, ema_decay=0.9, validation_segments=16),
+    "cpu-demo": dict(preset="cpu-demo", crop_frames=64, batch_size=16, steps=1500, lr=1e-3, warmup_steps=100,
+                     checkpoint_every=250, ema_decay=0.995, validation_segments=64),
+    "gpu": dict(preset="difftransfer", crop_frames=128, batch_size=64, steps=20000, lr=2e-4, warmup_steps=1000,
+                checkpoint_every=2000, ema_decay=0.9995, validation_segments=256),
+}
