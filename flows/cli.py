@@ -137,6 +137,50 @@ def augment(
 
 
 @app.command()
+def train(
+    features_url: str = typer.Argument(..., help="A feature set URL (…/features/logmel-<hash>)."),
+    domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
+    preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo, gpu."),
+    steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
+    batch_size: int = typer.Option(None, help="Global batch, split across workers."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    seed: int = typer.Option(None, help="Run seed (every draw derives from it)."),
+    checkpoint_every: int = typer.Option(None, help="Steps between checkpoints."),
+    workers: int = typer.Option(2, help="Ray Train workers (0: train in this process)."),
+    gpu: bool = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
+    out: str = typer.Option(None, help="Root of run folders; default DATA_ROOT/training."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue a run with the same identity from its last checkpoint."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the model in MLflow."),
+    config: Optional[Path] = typer.Option(None, help="TrainConfig JSON (overrides the preset)."),
+    prefect: bool = PrefectOpt,
+):
+    """Train the EDM denoiser of one domain on Ray Train and register it as
+    reinstrument-<domain> (alias `champion` if it validates better). Example:
+    reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo"""
+    from flows.train import train_flow
+    from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
+
+    if preset not in TRAIN_PRESETS:
+        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(TRAIN_PRESETS)}")
+        raise typer.Exit(2)
+    data = dict(TRAIN_PRESETS[preset], domain=domain, features_url=features_url)
+    data.update(json.loads(config.read_text()) if config else {})
+    data.update({k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                       checkpoint_every=checkpoint_every).items() if v is not None})
+    try:
+        cfg = TrainConfig.model_validate(data)
+        logistics = TrainLogistics(num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
+                                   register_model=register, out_url=out or f"{_root()}/training")
+    except Exception as e:
+        console.print(f"[red]invalid training config:[/red] {e}")
+        raise typer.Exit(2) from None
+    res = _run(train_flow, prefect, cfg=cfg, logistics=logistics)
+    Console().print_json(json.dumps(res, default=str))
+
+
+@app.command()
 def features(
     clips: list[str] = typer.Argument(..., help="One or more clips dataset URLs."),
     out: str = typer.Option(None, help="Feature root; the set lands in OUT/<kind>-<config hash>."),

@@ -103,7 +103,7 @@ def finalise(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, meta: di
         return summary | {"model_version": tags["reinstrument.model_version"], "champion": tags.get("reinstrument.champion")}
     state = load_train_state(run.read_bytes(json.loads(run.read_bytes(LATEST))["checkpoint"]))
     _log_artifacts(run, run_id, state["history"])
-    if not logistics.register:
+    if not logistics.register_model:
         c.set_terminated(run_id)
         return summary
     name = tracking.registered_name(cfg.domain)
@@ -126,7 +126,7 @@ def _maybe_promote(cfg: TrainConfig, meta: dict, name: str, version: str, val: f
     c = tracking.client()
     current = tracking.champion_version(name)
     champ_val = None
-    if current is not None and current.version != version:
+    if current is not None and str(current.version) != version:
         champ, champ_meta = tracking.load_denoiser(f"models:/{name}/{current.version}")
         mean, std = (np.asarray(champ_meta[k], np.float32) for k in ("mean", "std"))
         data = train_data_from_columns(read_columns_local(cfg), cfg, mean, std)

@@ -18,7 +18,7 @@ CHAMPION = "champion"
 PIP_REQUIREMENTS = ["reinstrument", "torch==2.11.0", "torchaudio==2.11.0"]
 
 
-def _local_root() -> Path:
+def local_root() -> Path:
     root = get_settings().data_root
     return Path(root if "://" not in root else "./reinstrument-data").resolve()
 
@@ -28,13 +28,13 @@ def tracking_uri() -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    root = _local_root()
+    root = local_root()
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
 
 def artifact_root() -> str:
-    return os.environ.get("REINSTRUMENT_MLFLOW_ARTIFACTS") or (_local_root() / "mlartifacts").as_uri()
+    return os.environ.get("REINSTRUMENT_MLFLOW_ARTIFACTS") or (local_root() / "mlartifacts").as_uri()
 
 
 def client():

@@ -32,6 +32,7 @@ from tasks.plots import spectrograms_png
 FEATURE_COLUMNS = ["feature_id", "values", "num_bins", "num_frames", "num_valid_frames", "split"]
 LATEST = "latest.json"
 RESULT = "result.json"
+PROGRESS = "progress.json"
 
 
 @dataclass
@@ -219,6 +220,9 @@ def train_loop(loop: dict) -> None:
                   f"{rate:.1f} samples/s", flush=True)
             if logger:
                 logger.log({"loss": loss, "lr": lr, "samples_per_s": rate}, done)
+            # Worker stdout does not reach the driver's console; the driver polls this file.
+            run.write_bytes(PROGRESS, json.dumps({"step": done, "steps": cfg.steps, "loss": loss,
+                                                  "samples_per_s": rate}).encode())
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:
                 val = validation_loss(ema.cpu(), data.val_x, data.val_valid, cfg.crop_frames)
@@ -246,20 +250,59 @@ def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, metadata: dic
         mean, std = (np.asarray(metadata[k], np.float32) for k in ("mean", "std"))
         train_loop({**loop, "data": train_data_from_columns(read_columns_local(cfg), cfg, mean, std)})
         return
+    from infra.ray_cluster import ensure_ray
+
+    ensure_ray()
+    with ProgressPoller(Storage(run_url), cfg.domain):
+        _trainer(cfg, logistics, loop).fit()
+
+
+def _trainer(cfg: TrainConfig, logistics: TrainLogistics, loop: dict):
     from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from infra.ray_cluster import ensure_ray
-    from infra.tracking import _local_root
+    from infra.tracking import local_root
 
-    ensure_ray()
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop, train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=logistics.num_workers, use_gpu=logistics.use_gpu),
         torch_config=TorchConfig(backend="nccl" if logistics.use_gpu else "gloo"),
         datasets={"features": read_dataset_ray(cfg)},
         dataset_config=DataConfig(datasets_to_split=[]),  # every worker gets all rows (see read_dataset_ray)
         # A failed worker group restarts and resumes from the last checkpoint (train_loop reads it).
-        run_config=RunConfig(name=f"{cfg.domain}-{cfg.config_hash()}", storage_path=str(_local_root() / "ray_train"),
+        run_config=RunConfig(name=f"{cfg.domain}-{cfg.config_hash()}", storage_path=str(local_root() / "ray_train"),
                              failure_config=FailureConfig(max_failures=2)))
-    trainer.fit()
+
+
+class ProgressPoller:
+    """Prints rank 0's progress file while Ray Train runs (every few seconds, on change)."""
+
+    def __init__(self, run: Storage, domain: str, every_s: float = 3.0):
+        import threading
+
+        self.run, self.domain, self.every_s = run, domain, every_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        from infra.settings import get_settings
+
+        last = None
+        while not self.stop.wait(self.every_s):
+            try:
+                self.run.refresh()
+                p = json.loads(self.run.read_bytes(PROGRESS)) if self.run.exists(PROGRESS) else None
+            except Exception:  # a poll racing a write: try again next time
+                continue
+            if p and p != last and get_settings().progress:
+                print(f"[train {self.domain}] step {p['step']}/{p['steps']} loss {p['loss']:.4f} "
+                      f"{p['samples_per_s']:.1f} samples/s", flush=True)
+                last = p
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()

@@ -33,7 +33,7 @@ class UNetConfig(StrictConfig):
     dims=2: one image channel (x freq_fold: bins folded into channels, bins/fold rows).
     dims=1: convolution over time only, the mel bins are the channels (several times cheaper
     on CPU). Each level halves the time axis (and the frequency axis when dims=2) except the
-    last, so frames must be divisible by 2**(len(widths)-1)."""
+    last; other frame counts are edge-padded to a multiple of 2**(len(widths)-1) and cropped."""
 
     dims: Literal[1, 2] = 2
     n_mels: int = Field(128, ge=1)

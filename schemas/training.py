@@ -52,7 +52,7 @@ class TrainLogistics(StrictConfig):
     out_url: str = Field(..., description="root of run folders (checkpoints, per-run files)")
     resume: bool = True
     experiment: str = "reinstrument-train"
-    register: bool = True
+    register_model: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> "TrainLogistics":

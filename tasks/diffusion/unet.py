@@ -108,7 +108,7 @@ class Up(nn.Module):
 
 
 class UNet(nn.Module):
-    """F(x_in; c_noise, cond): x_in [batch, n_mels, frames] -> same shape.
+    """F(x_in; c_noise, cond): x_in [batch, n_mels, frames] -> same shape, for any frame count.
     cond: [batch, cond_channels, n_mels, frames] (or [batch, n_mels, frames] for one channel)."""
 
     def __init__(self, cfg: UNetConfig):
@@ -151,9 +151,6 @@ class UNet(nn.Module):
         c = self.cfg
         if x.ndim != 3 or x.shape[1] != c.n_mels:
             raise ValueError(f"expected x of shape [batch, {c.n_mels} mel bins, frames], got {tuple(x.shape)}")
-        if x.shape[2] % c.downsampling_factor:
-            raise ValueError(f"frames={x.shape[2]} not divisible by the downsampling factor "
-                             f"{c.downsampling_factor} of widths={c.widths}")
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         self.check_shape(x)
@@ -168,7 +165,13 @@ class UNet(nn.Module):
             parts.append(cond.to(x.dtype))
         elif cond is not None:
             raise ValueError("cond given to an unconditional model (cond_channels=0)")
-        h = self.inp(self._to_net(torch.cat(parts, dim=1)))
+        frames = x.shape[-1]
+        # Any frame count: pad (edge-replicate) up to a multiple of the downsampling factor, crop after.
+        pad = -frames % self.cfg.downsampling_factor
+        inp = torch.cat(parts, dim=1)
+        if pad:
+            inp = F.pad(inp.flatten(0, 1), (0, pad), mode="replicate").reshape(*inp.shape[:-1], frames + pad)
+        h = self.inp(self._to_net(inp))
         emb = self.embed(c_noise)
         skips = [h]
         for m in self.enc:
@@ -178,4 +181,4 @@ class UNet(nn.Module):
             h = m(h, emb)
         for m in self.dec:
             h = m(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(m, Level) else m(h, emb)
-        return self.out(h).reshape(x.shape)
+        return self.out(h).reshape(*x.shape[:-1], frames + pad)[..., :frames]

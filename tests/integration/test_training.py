@@ -1,0 +1,135 @@
+"""Training end to end: features on a real S3 server (moto), 2 Ray Train workers (DDP on CPU),
+MLflow on sqlite with its artifact store on the same S3, the registry's champion alias, a
+SIGKILL mid-run, and loading the champion in a fresh process."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import boto3
+import pytest
+import torch
+
+from ray_actors.features import extract_features
+from schemas.configs import FeatureConfig
+from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
+
+pytestmark = pytest.mark.integration
+DOMAIN = "flute"
+
+
+@pytest.fixture(scope="module")
+def mlflow_env(s3_env, tmp_path_factory):
+    bucket = f"ri-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["REINSTRUMENT_MLFLOW_ARTIFACTS"] = f"s3://{bucket}/mlflow"
+    yield bucket
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="module")
+def s3_features(mlflow_env, built_corpus):
+    _, corpus = built_corpus
+    out = extract_features([corpus.clips_url], f"s3://{mlflow_env}/features",
+                           FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
+    return out["features_url"]
+
+
+def tiny(features_url: str, **over) -> TrainConfig:
+    return TrainConfig(domain=DOMAIN, features_url=features_url, **{**TRAIN_PRESETS["tiny"], **over})
+
+
+def test_two_workers_from_s3_log_register_and_guard_the_champion(s3_features, mlflow_env, ray_local, tmp_path):
+    from flows.train import train_model
+    from infra import tracking
+
+    logistics = TrainLogistics(num_workers=2, out_url=f"s3://{mlflow_env}/training")
+    good = train_model(tiny(s3_features, steps=40), logistics)
+    assert good["champion"] is True and good["steps"] == 40
+    c = tracking.client()
+    run = c.get_run(good["mlflow_run_id"])
+    assert run.data.params["preset"] == "tiny" and run.data.params["steps"] == "40"
+    assert run.data.tags["logistics.num_workers"] == "2"
+    assert [m.step for m in c.get_metric_history(run.info.run_id, "loss")][-1] == 40
+    assert c.get_metric_history(run.info.run_id, "val_loss")
+    names = {a.path for a in c.list_artifacts(run.info.run_id)} | \
+        {a.path for a in c.list_artifacts(run.info.run_id, "samples")}
+    assert {"loss_curve.png", "result.json"} <= names
+    assert any(n.endswith(".png") for n in names if n.startswith("samples/"))
+    assert any(n.endswith(".wav") for n in names if n.startswith("samples/"))
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=mlflow_env, Prefix="mlflow/")["Contents"]]
+    assert any(k.endswith("loss_curve.png") for k in keys), "artifacts must land in the S3 artifact store"
+
+    # A worse run (2 steps) registers a new version but must not take the alias.
+    worse = train_model(tiny(s3_features, steps=2, seed=1), logistics)
+    assert worse["champion"] is False and worse["model_version"] != good["model_version"]
+    assert worse["previous_champion_val_loss"] < worse["val_loss"]
+    champ = tracking.champion_version(tracking.registered_name(DOMAIN))
+    assert str(champ.version) == good["model_version"]
+
+    # Re-running a finished run trains nothing and registers nothing new.
+    again = train_model(tiny(s3_features, steps=40), logistics)
+    assert again["model_version"] == good["model_version"] and again["mlflow_run_id"] == good["mlflow_run_id"]
+
+    # The champion loads in a fresh process and drives the samplers on mels of any length.
+    code = ("import torch; from infra.tracking import load_denoiser; from tasks.diffusion.samplers import heun, karras_sigmas\n"
+            f"m, meta = load_denoiser('models:/reinstrument-{DOMAIN}@champion')\n"
+            "for t in (37, 128):\n"
+            "    x = heun(m, 80 * torch.randn(2, meta['n_mels'], t), karras_sigmas(4, 0.002, 80))\n"
+            "    assert x.shape == (2, meta['n_mels'], t) and bool(torch.isfinite(x).all())\n"
+            "print('ok', meta['domain'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "ok flute" in out.stdout
+
+
+def _train_cmd(features_url: str, out: str, workers: int) -> list[str]:
+    return [sys.executable, "-m", "flows.cli", "train", features_url, "--domain", DOMAIN, "--preset", "tiny",
+            "--steps", "40", "--checkpoint-every", "10", "--workers", str(workers), "--no-prefect",
+            "--no-register", "--out", out]
+
+
+def _final_state(out: str):
+    from infra.storage import Storage
+    from tasks.diffusion.checkpoint import load_train_state
+
+    run = Storage(out).child(f"runs/{os.listdir(os.path.join(out, 'runs'))[0]}")
+    return load_train_state(run.read_bytes(json.loads(run.read_bytes("latest.json"))["checkpoint"]))
+
+
+def test_sigkill_mid_run_then_resume_matches_an_unbroken_run(s3_features, built_corpus, tmp_path):
+    """2 Ray Train workers (DDP, gloo): each subprocess starts its own local Ray
+    (REINSTRUMENT_RAY_ADDRESS=local); run folders are local (the test is about the process)."""
+    workers = 2
+    env = dict(os.environ, REINSTRUMENT_RAY_ADDRESS="local", REINSTRUMENT_PROGRESS="0")
+    broken, unbroken = str(tmp_path / "broken"), str(tmp_path / "unbroken")
+    proc = subprocess.Popen(_train_cmd(s3_features, broken, workers), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        runs = os.path.join(broken, "runs")
+        latest = [os.path.join(runs, d, "latest.json") for d in os.listdir(runs)] if os.path.isdir(runs) else []
+        if latest and os.path.exists(latest[0]) and json.load(open(latest[0]))["step"] >= 10:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("no checkpoint within 300 s")
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    assert json.load(open(latest[0]))["step"] < 40, "killed too late to test resuming"
+    for out in (broken, unbroken):
+        r = subprocess.run(_train_cmd(s3_features, out, workers), env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _final_state(broken), _final_state(unbroken)
+    assert a["step"] == b["step"] == 40
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["ema"]:
+        assert torch.equal(a["ema"][k], b["ema"][k]), k
