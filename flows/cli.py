@@ -159,13 +159,16 @@ def train(
     """Train the EDM denoiser of one domain on Ray Train and register it as
     reinstrument-<domain> (alias `champion` if it validates better). Example:
     reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo"""
-    from flows.train import train_flow
+    from flows.train import train_flow, train_model
     from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 
     if preset not in TRAIN_PRESETS:
         console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(TRAIN_PRESETS)}")
         raise typer.Exit(2)
-    data = dict(TRAIN_PRESETS[preset], domain=domain, features_url=features_url)
+    from infra.storage import Storage
+
+    # Absolute, so the run's identity (and its Ray workers) do not depend on the working directory.
+    data = dict(TRAIN_PRESETS[preset], domain=domain, features_url=Storage(features_url).absolute_url())
     data.update(json.loads(config.read_text()) if config else {})
     data.update({k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                        checkpoint_every=checkpoint_every).items() if v is not None})
@@ -176,7 +179,8 @@ def train(
     except Exception as e:
         console.print(f"[red]invalid training config:[/red] {e}")
         raise typer.Exit(2) from None
-    res = _run(train_flow, prefect, cfg=cfg, logistics=logistics)
+    # train_flow calls Prefect tasks; without Prefect the same steps run as plain functions.
+    res = train_flow(cfg=cfg, logistics=logistics) if prefect else train_model(cfg, logistics)
     Console().print_json(json.dumps(res, default=str))
 
 

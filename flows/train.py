@@ -26,7 +26,7 @@ RUN_JSON = "run.json"
 
 def run_folder(cfg: TrainConfig, logistics: TrainLogistics) -> Storage:
     """The identity hash names the folder: the same config finds (and resumes) its own run."""
-    return Storage(logistics.out_url).child(f"runs/{cfg.domain}-{cfg.config_hash()}")
+    return Storage(Storage(logistics.out_url).absolute_url()).child(f"runs/{cfg.domain}-{cfg.config_hash()}")
 
 
 def run_metadata(cfg: TrainConfig) -> dict:

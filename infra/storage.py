@@ -57,6 +57,11 @@ class Storage:
     def uri(self, rel: str = "") -> str:
         return self.url if rel in ("", ".") else f"{self.url}/{safe_relpath(rel)}"
 
+    def absolute_url(self) -> str:
+        """The URL as another process sees it: local paths made absolute (a Ray worker's working
+        directory is not the driver's)."""
+        return self.root if self.is_local else self.url
+
     def child(self, rel: str) -> "Storage":
         return Storage(self.uri(rel))
 
