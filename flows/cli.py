@@ -184,6 +184,23 @@ def train(
     Console().print_json(json.dumps(res, default=str))
 
 
+@app.command("warm-probe")
+def warm_probe_cmd(
+    features_url: str = typer.Argument(..., help="A feature set holding both domains."),
+    model: str = typer.Option(..., help="MLflow model URI, e.g. models:/reinstrument-flute@champion."),
+    guide_domain: str = typer.Option(..., help="Domain of the guides, e.g. violin."),
+    t_init: list[float] = typer.Option([1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.0], help="tau_init values (repeat)."),
+    steps: int = typer.Option(35, help="Reverse steps N of the full grid."),
+    segments: int = typer.Option(32, help="Guide segments (valid/test split)."),
+):
+    """Warm-start guides of another domain with a trained model and report, per tau_init, the
+    probability a timbre probe gives the model's domain and how far outputs moved from guides."""
+    from flows.probe import warm_probe
+
+    _print_rows(warm_probe(model, features_url, guide_domain, list(t_init), steps=steps, segments=segments),
+                f"warm start: {guide_domain} guides -> {model}")
+
+
 @app.command()
 def features(
     clips: list[str] = typer.Argument(..., help="One or more clips dataset URLs."),

@@ -1,0 +1,52 @@
+"""`reinstrument warm-probe`: how far warm initialization moves guides toward a model's domain,
+per tau_init, measured with the timbre probe (tasks.timbre_probe). A quick check of a trained
+model, not the paper metrics (FAD/JD come with the metrics stage)."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.compute as pc
+import torch
+
+from infra.datasets import ShardedDataset
+from infra.tracking import load_denoiser
+from schemas.diffusion import SamplerConfig, WarmStartConfig
+from tasks.diffusion.noise import ItemNoise, item_seed
+from tasks.diffusion.train_data import denormalise, normalise
+from tasks.diffusion.warm import warm_transform
+from tasks.timbre_probe import fit_probe, p_target
+
+
+def _segments(url: str, domain: str, splits: tuple[str, ...], limit: int | None = None):
+    t = ShardedDataset.at(url, "features").read(["feature_id", "values", "num_bins", "num_frames", "domain",
+                                                  "role", "split"])
+    t = t.filter(pc.and_(pc.and_(pc.equal(t["domain"], domain), pc.equal(t["role"], "clean")),
+                         pc.is_in(t["split"], value_set=__import__("pyarrow").array(list(splits)))))
+    t = t.sort_by("feature_id")
+    if limit:
+        t = t.slice(0, limit)
+    if t.num_rows == 0:
+        raise ValueError(f"no clean {domain!r} segments in splits {splits} of {url}")
+    bins, frames = t["num_bins"][0].as_py(), t["num_frames"][0].as_py()
+    values = t.column("values").combine_chunks().flatten().to_numpy().reshape(t.num_rows, bins, frames)
+    return values.astype(np.float32), t.column("feature_id").to_pylist()
+
+
+def warm_probe(model_uri: str, features_url: str, guide_domain: str, t_inits: list[float], *,
+               steps: int = 35, sampler: str = "heun", lam: float = 1.0, segments: int = 32,
+               seed: int = 0) -> list[dict]:
+    model, meta = load_denoiser(model_uri)
+    target = meta["domain"]
+    probe = fit_probe(_segments(features_url, target, ("train",))[0],
+                      _segments(features_url, guide_domain, ("train",))[0], seed)
+    guides, ids = _segments(features_url, guide_domain, ("valid", "test"), segments)
+    g = normalise(torch.from_numpy(guides), meta["mean"], meta["std"])
+    rows = []
+    for t in t_inits:
+        noise = ItemNoise([item_seed(seed, i) for i in ids])
+        with torch.no_grad():
+            out = warm_transform(model, g, SamplerConfig(name=sampler, steps=steps), model.cfg,
+                                 WarmStartConfig(t_init=t, lam=lam), noise)
+        logmel = denormalise(out, meta["mean"], meta["std"]).numpy()
+        rows.append({"t_init": t, f"P({target})": float(p_target(probe, logmel).mean()),
+                     "mean |out - guide| (normalised)": float((out - g).abs().mean())})
+    return rows
