@@ -140,6 +140,8 @@ def augment(
 def train(
     features_url: str = typer.Argument(..., help="A feature set URL (…/features/logmel-<hash>)."),
     domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
+    cond_domain: str = typer.Option(None, help="Conditional baseline: train DOMAIN from this paired source domain."),
+    cond_role: str = typer.Option("clean", help="Role of the paired source rows (clean, midi_guide, degraded)."),
     preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo, gpu."),
     steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
     batch_size: int = typer.Option(None, help="Global batch, split across workers."),
@@ -170,6 +172,8 @@ def train(
     # Absolute, so the run's identity (and its Ray workers) do not depend on the working directory.
     data = dict(TRAIN_PRESETS[preset], domain=domain, features_url=Storage(features_url).absolute_url())
     data.update(json.loads(config.read_text()) if config else {})
+    if cond_domain:
+        data.update(cond_domain=cond_domain, cond_role=cond_role)
     data.update({k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                                        checkpoint_every=checkpoint_every).items() if v is not None})
     try:

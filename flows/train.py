@@ -8,7 +8,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from prefect import flow, task
 
 from infra import tracking
@@ -36,9 +35,14 @@ def run_metadata(cfg: TrainConfig) -> dict:
     mean, std = normalisation(cfg.features_url, cfg.role, cfg.domain)
     mel = manifest.extra["config"]["mel"]
     fingerprint = hashlib.sha256("".join(e.sha256 for e in manifest.shards).encode()).hexdigest()[:16]
-    return {"mean": mean.tolist(), "std": std.tolist(), "n_mels": int(mel["n_mels"]), "mel": mel,
+    meta = {"mean": mean.tolist(), "std": std.tolist(), "n_mels": int(mel["n_mels"]), "mel": mel,
             "domain": cfg.domain, "role": cfg.role, "features_url": cfg.features_url,
             "features_fingerprint": fingerprint, "train_config": cfg.model_dump(mode="json")}
+    if cfg.paired:
+        c_mean, c_std = normalisation(cfg.features_url, cfg.cond_role, cfg.cond_domain)
+        meta |= {"cond_mean": c_mean.tolist(), "cond_std": c_std.tolist(), "cond_domain": cfg.cond_domain,
+                 "cond_role": cfg.cond_role}
+    return meta
 
 
 def _mlflow_run(cfg: TrainConfig, logistics: TrainLogistics, run: Storage, meta: dict) -> str:
@@ -106,8 +110,8 @@ def finalise(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, meta: di
     if not logistics.register_model:
         c.set_terminated(run_id)
         return summary
-    name = tracking.registered_name(cfg.domain)
-    info = tracking.log_denoiser(run_id, ema_checkpoint_bytes(state), meta["n_mels"], name)
+    name = tracking.registered_name(cfg.domain, cfg.cond_domain)
+    info = tracking.log_denoiser(run_id, ema_checkpoint_bytes(state), meta["n_mels"], name, cfg.paired)
     version = str(info.registered_model_version)
     c.set_model_version_tag(name, version, "val_loss", str(result["val_loss"]))
     promoted, champ_val = _maybe_promote(cfg, meta, name, version, result["val_loss"])
@@ -128,9 +132,8 @@ def _maybe_promote(cfg: TrainConfig, meta: dict, name: str, version: str, val: f
     champ_val = None
     if current is not None and str(current.version) != version:
         champ, champ_meta = tracking.load_denoiser(f"models:/{name}/{current.version}")
-        mean, std = (np.asarray(champ_meta[k], np.float32) for k in ("mean", "std"))
-        data = train_data_from_columns(read_columns_local(cfg), cfg, mean, std)
-        champ_val = validation_loss(champ, data.val_x, data.val_valid, cfg.crop_frames)
+        data = train_data_from_columns(read_columns_local(cfg), cfg, champ_meta)
+        champ_val = validation_loss(champ, data.val_x, data.val_valid, cfg.crop_frames, cond=data.val_c)
         if not val < champ_val:
             return False, champ_val
     c.set_registered_model_alias(name, tracking.CHAMPION, version)

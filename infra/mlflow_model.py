@@ -1,7 +1,7 @@
 """The MLflow pyfunc model of a trained denoiser, logged "from code" (no pickled objects).
 
-Input [batch, n_mels, frames] float32 (any frame count divisible by the network's downsampling
-factor), param `sigma` -> D(x; sigma). After `mlflow.pyfunc.load_model(uri)`,
+Input [batch, n_mels, frames] float32 (any frame count), or {"x", "cond"} for a conditional-
+baseline model; param `sigma` -> D(x; sigma). After `mlflow.pyfunc.load_model(uri)`,
 `.unwrap_python_model().model` is the EDMPrecond the samplers take and `.metadata` carries the
 normalisation statistics and the mel config."""
 from pathlib import Path
@@ -20,8 +20,11 @@ class ReinstrumentDenoiser(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params: dict | None = None):
         sigma = float((params or {}).get("sigma", 1.0))
+        as_tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
         with torch.no_grad():
-            return self.model(torch.as_tensor(np.asarray(model_input, np.float32)), sigma).numpy()
+            if isinstance(model_input, dict):  # conditional baseline: {"x": ..., "cond": source mel}
+                return self.model(as_tensor(model_input["x"]), sigma, as_tensor(model_input["cond"])).numpy()
+            return self.model(as_tensor(model_input), sigma).numpy()
 
 
 set_model(ReinstrumentDenoiser())

@@ -80,14 +80,17 @@ class MetricLogger:
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
-def log_denoiser(run_id: str, checkpoint: bytes, n_mels: int, registered_name: str | None):
+def log_denoiser(run_id: str, checkpoint: bytes, n_mels: int, registered_name: str | None,
+                 conditional: bool = False):
     """Log the checkpoint as an MLflow pyfunc model (frames dimension free) and register it.
     The model is logged from code (infra/mlflow_model.py), not as a pickled object."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     client()
-    sig = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_mels, -1))]),
+    mel_spec = lambda name=None: TensorSpec(np.dtype(np.float32), (-1, n_mels, -1), name)  # noqa: E731
+    inputs = Schema([mel_spec("x"), mel_spec("cond")] if conditional else [mel_spec()])
+    sig = ModelSignature(inputs=inputs,
                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_mels, -1))]),
                          params=ParamSchema([ParamSpec("sigma", "double", 1.0)]))
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
@@ -105,8 +108,10 @@ def load_denoiser(model_uri: str):
     return wrapper.model, wrapper.metadata
 
 
-def registered_name(domain: str) -> str:
-    return f"reinstrument-{domain}"
+def registered_name(domain: str, cond_domain: str | None = None) -> str:
+    """Unconditional models (warm start, DDIB) are `reinstrument-<domain>`; conditional-baseline
+    models name their source too, so they never take an unconditional model's alias."""
+    return f"reinstrument-{domain}" if cond_domain is None else f"reinstrument-cond-{cond_domain}-to-{domain}"
 
 
 def champion_version(name: str):

@@ -20,6 +20,7 @@ from infra.storage import Storage
 from schemas.configs import MelConfig
 from schemas.training import TrainConfig, TrainLogistics
 from tasks.audio import encode_audio
+from tasks.diffusion.conditional import conditioned
 from tasks.diffusion.checkpoint import ModelConfig, build_model, load_train_state, train_state_bytes
 from tasks.diffusion.noise import ItemNoise, item_seed
 from tasks.diffusion.precond import EDMLoss
@@ -44,29 +45,44 @@ class TrainData:
     val_valid: torch.Tensor
     val_split: str
     val_ids: list[str]
+    train_c: torch.Tensor | None = None   # paired source segments (conditional baseline)
+    val_c: torch.Tensor | None = None
 
 
-def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, mean: np.ndarray, std: np.ndarray) -> TrainData:
+def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, meta: dict) -> TrainData:
     """Split rows into train and a fixed validation set (split 'valid', else 'test', else a held-
-    out tail of train, which the run tags say)."""
-    def subset(split: str):
+    out tail of train, which the run's val_split says). Paired rows also give the source
+    segments, normalised with the source domain's statistics, in the same order."""
+    def subset(split: str, values: str, stats: str):
         idx = [i for i, s in enumerate(cols["split"]) if s == split]
-        return segments_tensor(*[[cols[c][i] for i in idx] for c in
-                                 ("feature_id", "values", "num_bins", "num_frames", "num_valid_frames")], mean, std) \
-            if idx else None
-    train = subset("train")
+        if not idx:
+            return None
+        pick = lambda c: [cols[c][i] for i in idx]  # noqa: E731
+        mean, std = (np.asarray(meta[f"{stats}{k}"], np.float32) for k in ("mean", "std"))
+        return segments_tensor(pick("feature_id"), pick(values), pick("num_bins"), pick("num_frames"),
+                               pick("num_valid_frames"), mean, std)
+
+    def split_data(split: str):
+        t = subset(split, "values", "")
+        if t is None:
+            return None
+        return t[0], t[1], t[2], (subset(split, "cond_values", "cond_")[0] if cfg.paired else None)
+
+    train = split_data("train")
     if train is None:
-        raise ValueError(f"no train rows for domain={cfg.domain!r} role={cfg.role!r} in {cfg.features_url}")
-    for split in ("valid", "test"):
-        val = subset(split)
+        raise ValueError(f"no train rows for domain={cfg.domain!r} role={cfg.role!r}"
+                         + (f" paired with {cfg.cond_domain!r}" if cfg.paired else "") + f" in {cfg.features_url}")
+    for val_split in ("valid", "test"):
+        val = split_data(val_split)
         if val is not None:
             break
     else:
-        n = max(1, min(cfg.validation_segments, train[0].shape[0] // 5))
-        val, split = tuple(t[-n:] for t in train[:2]) + (train[2][-n:],), "train-heldout"
-        train = tuple(t[:-n] for t in train[:2]) + (train[2][:-n],)
+        n, val_split = max(1, min(cfg.validation_segments, train[0].shape[0] // 5)), "train-heldout"
+        val = tuple(None if t is None else t[-n:] for t in train)
+        train = tuple(None if t is None else t[:-n] for t in train)
     k = cfg.validation_segments
-    return TrainData(train[0], train[1], val[0][:k], val[1][:k], split, val[2][:k])
+    return TrainData(train[0], train[1], val[0][:k], val[1][:k], val_split, list(val[2][:k]),
+                     train[3], None if val[3] is None else val[3][:k])
 
 
 def feature_paths(cfg: TrainConfig) -> tuple[Storage, list[str]]:
@@ -74,20 +90,61 @@ def feature_paths(cfg: TrainConfig) -> tuple[Storage, list[str]]:
     return ds.storage, [ds.storage.path(e.name) for e in ds.manifest().shards]
 
 
-def read_columns_local(cfg: TrainConfig) -> dict[str, list]:
+def _domain_rows(t: pa.Table, domain: str, role: str) -> pa.Table:
+    return t.filter(pc.and_(pc.equal(t["domain"], domain), pc.equal(t["role"], role)))
+
+
+def feature_table(cfg: TrainConfig) -> pa.Table:
+    """The rows training reads. Paired (conditional baseline): each target segment with the source
+    segment cut from the same MIDI segment (source_id) at the same position; the first by feature
+    ID when there are several (e.g. soundfonts)."""
     ds = ShardedDataset.at(cfg.features_url, "features")
-    t = ds.read(FEATURE_COLUMNS + ["domain", "role"])
-    t = t.filter(pc.and_(pc.equal(t["domain"], cfg.domain), pc.equal(t["role"], cfg.role)))
-    return t.select(FEATURE_COLUMNS).to_pydict()
+    t = ds.read(FEATURE_COLUMNS + ["domain", "role"] + (["clip_id", "segment_index"] if cfg.paired else []))
+    target = _domain_rows(t, cfg.domain, cfg.role)
+    if not cfg.paired:
+        return target.select(FEATURE_COLUMNS)
+    source_of = _clip_sources(ds)
+    source = _domain_rows(t, cfg.cond_domain, cfg.cond_role).sort_by("feature_id")  # type: ignore[arg-type]
+    first: dict[tuple, int] = {}
+    for j, (clip, seg) in enumerate(zip(source["clip_id"].to_pylist(), source["segment_index"].to_pylist())):
+        first.setdefault((source_of.get(clip), seg), j)
+    keep, take = [], []
+    for i, (clip, seg) in enumerate(zip(target["clip_id"].to_pylist(), target["segment_index"].to_pylist())):
+        j = first.get((source_of.get(clip), seg)) if source_of.get(clip) is not None else None
+        if j is not None:
+            keep.append(i)
+            take.append(j)
+    target, source = target.take(keep), source.take(take)
+    valid = pc.min_element_wise(target["num_valid_frames"], source["num_valid_frames"])
+    out = target.select(FEATURE_COLUMNS)
+    out = out.set_column(FEATURE_COLUMNS.index("num_valid_frames"), "num_valid_frames", valid)
+    return out.append_column("cond_values", source["values"])
+
+
+def _clip_sources(features: ShardedDataset) -> dict[str, str]:
+    """clip_id -> source_id, from the clips datasets the feature set was made from (its manifest)."""
+    urls = {k.rsplit("#", 1)[0] for k in features.manifest().extra.get("inputs", {})}
+    out: dict[str, str] = {}
+    for url in sorted(urls):
+        t = ShardedDataset.at(url, "clips").read(["clip_id", "source_id"])
+        out.update(zip(t["clip_id"].to_pylist(), t["source_id"].to_pylist()))
+    return out
+
+
+def read_columns_local(cfg: TrainConfig) -> dict[str, list]:
+    return feature_table(cfg).to_pydict()
 
 
 def read_dataset_ray(cfg: TrainConfig):
-    """The domain's rows through Ray Data, materialised once in the object store: every worker
-    reads all of them (and sorts them), so which rows a worker sees never depends on scheduling."""
+    """The rows through Ray Data, materialised once in the object store: every worker reads all
+    of them (and sorts them), so which rows a worker sees never depends on scheduling. Paired
+    rows are joined on the driver first (feature_table)."""
     import pyarrow.fs as pafs
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one small read; the loop reports
+    if cfg.paired:
+        return ray.data.from_arrow(feature_table(cfg)).materialize()
     storage, paths = feature_paths(cfg)
     fs = None if storage.is_local else pafs.PyFileSystem(pafs.FSSpecHandler(storage.fs))
     ds = ray.data.read_parquet(paths, filesystem=fs, columns=FEATURE_COLUMNS + ["domain", "role"])
@@ -110,20 +167,28 @@ def sample_steps(cfg: TrainConfig) -> set[int]:
     return {ckpts[i] for i in picks}
 
 
-def write_samples(ema, cfg: TrainConfig, meta: dict, run: Storage, step: int, n: int = 2) -> None:
-    """Unconditional samples of the EMA model: spectrogram PNG and Griffin-Lim WAVs."""
+def write_samples(ema, cfg: TrainConfig, meta: dict, run: Storage, step: int, n: int = 2,
+                  cond: torch.Tensor | None = None) -> None:
+    """Samples of the EMA model from noise (conditioned on the first validation sources for the
+    conditional baseline): spectrogram PNG and Griffin-Lim WAVs."""
     mel = MelConfig.model_validate(meta["mel"])
     frames = cfg.crop_frames * max(1, 128 // cfg.crop_frames)
+    if cond is not None:
+        n, frames = min(n, cond.shape[0]), min(frames, cond.shape[-1])
+        cond = cond[:n, :, :frames]
     seeds = [item_seed(cfg.seed, "sample", k) for k in range(n)]
-    like = torch.zeros(n, ema.net.cfg.n_mels, frames)
-    x = cfg.edm.sigma_max * ItemNoise(seeds)(like)
+    x = cfg.edm.sigma_max * ItemNoise(seeds)(torch.zeros(n, ema.net.cfg.n_mels, frames))
+    denoiser = ema.eval() if cond is None else conditioned(ema.eval(), cond)
     with torch.no_grad():
-        y = heun(ema.eval(), x, karras_sigmas(18, cfg.edm.sigma_min, cfg.edm.sigma_max))
+        y = heun(denoiser, x, karras_sigmas(18, cfg.edm.sigma_min, cfg.edm.sigma_max))
     logmels = [denormalise(s, meta["mean"], meta["std"]).numpy() for s in y]
-    frame_rate = mel.sample_rate_hz / mel.hop_length_samples
+    titles = [f"{cfg.domain} sample {k}, step {step}" for k in range(n)]
+    shown = list(logmels)
+    if cond is not None:
+        shown += [denormalise(c, meta["cond_mean"], meta["cond_std"]).numpy() for c in cond]
+        titles += [f"source {k} ({cfg.cond_domain})" for k in range(n)]
     run.write_bytes(f"samples/step-{step:06d}.png", spectrograms_png(
-        logmels, [f"{cfg.domain} sample {k}, step {step}" for k in range(n)], frame_rate_hz=frame_rate,
-        f_max_hz=mel.f_max_hz))
+        shown, titles, frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples, f_max_hz=mel.f_max_hz))
     vocoder = GriffinLimVocoder(mel)
     for k, m in enumerate(logmels):
         audio = vocoder(m)
@@ -164,8 +229,7 @@ def train_loop(loop: dict) -> None:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {world} workers")
     data: TrainData = loop.get("data") or train_data_from_columns(
-        _columns_from_ray_shard(__import__("ray.train").train.get_dataset_shard("features")), cfg,
-        np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32))
+        _columns_from_ray_shard(__import__("ray.train").train.get_dataset_shard("features")), cfg, meta)
     device = torch.device("cpu")
     if logistics.use_gpu:
         import ray.train.torch
@@ -202,13 +266,14 @@ def train_loop(loop: dict) -> None:
     for step in range(start, cfg.steps):
         g = step_generator(cfg.seed, step, rank)
         idx = torch.randint(n, (per_worker,), generator=g)
-        x, mask = crop_batch(data.train_x, data.train_valid, idx, cfg.crop_frames, g)
+        x, mask, cond = crop_batch(data.train_x, data.train_valid, idx, cfg.crop_frames, g, data.train_c)
         sigma, noise = model.sample_sigma(per_worker, g), torch.randn(x.shape, generator=g)
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
         for group in opt.param_groups:
             group["lr"] = lr
         loss = train_step(loss_fn, opt, x.to(device), sigma=sigma.to(device), noise=noise.to(device),
-                          mask=mask.to(device), max_grad_norm=cfg.grad_clip,
+                          mask=mask.to(device), cond=None if cond is None else cond.to(device),
+                          max_grad_norm=cfg.grad_clip,
                           autocast_dtype=torch.bfloat16 if bf16 else None)
         if world > 1:
             t = torch.tensor([loss], device=device)
@@ -231,11 +296,11 @@ def train_loop(loop: dict) -> None:
                                                   "samples_per_s": rate}).encode())
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:
-                val = validation_loss(ema.cpu(), data.val_x, data.val_valid, cfg.crop_frames)
+                val = validation_loss(ema.cpu(), data.val_x, data.val_valid, cfg.crop_frames, cond=data.val_c)
                 history["val_step"].append(done)
                 history["val_loss"].append(val)
                 if done in samples_at:
-                    write_samples(ema, cfg, meta, run, done)
+                    write_samples(ema, cfg, meta, run, done, cond=data.val_c)
                 ema.to(device)
                 _save(run, model, ema, opt, done, history, meta)
                 if logger:
@@ -253,8 +318,7 @@ def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, metadata: dic
     loop = {"config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(), "run_url": run_url,
             "metadata": metadata, "mlflow_tracking_uri": mlflow_tracking_uri, "mlflow_run_id": mlflow_run_id}
     if logistics.num_workers == 0:
-        mean, std = (np.asarray(metadata[k], np.float32) for k in ("mean", "std"))
-        train_loop({**loop, "data": train_data_from_columns(read_columns_local(cfg), cfg, mean, std)})
+        train_loop({**loop, "data": train_data_from_columns(read_columns_local(cfg), cfg, metadata)})
         return
     from infra.ray_cluster import ensure_ray
 

@@ -14,6 +14,9 @@ class TrainConfig(StrictConfig):
     domain: str = Field(..., min_length=1, description="target sound domain, e.g. 'flute'")
     features_url: str = Field(..., description="a feature set (its manifest lists the shards)")
     role: str = "clean"
+    cond_domain: str | None = Field(None, description="conditional baseline: the paired source domain "
+                                                      "(rows joined on source_id and segment)")
+    cond_role: str = "clean"
     preset: str = "tiny"
     unet: dict = Field(default_factory=dict, description="overrides of the preset's UNetConfig fields")
     edm: EDMConfig = EDMConfig()
@@ -39,10 +42,17 @@ class TrainConfig(StrictConfig):
         if self.crop_frames % unet.downsampling_factor:
             raise ValueError(f"crop_frames={self.crop_frames} not divisible by the preset's "
                              f"downsampling factor {unet.downsampling_factor}")
+        if self.cond_domain is not None and (self.cond_domain, self.cond_role) == (self.domain, self.role):
+            raise ValueError("cond_domain/cond_role must differ from domain/role: a model conditioned on "
+                             "its own target learns the identity")
         return self
 
+    @property
+    def paired(self) -> bool:
+        return self.cond_domain is not None
+
     def unet_config(self, n_mels: int):
-        return unet_preset(self.preset, **{"n_mels": n_mels, **self.unet})
+        return unet_preset(self.preset, **{"n_mels": n_mels, "cond_channels": int(self.paired), **self.unet})
 
 
 class TrainLogistics(StrictConfig):

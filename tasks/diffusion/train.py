@@ -62,20 +62,24 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def crop_batch(segments: torch.Tensor, valid_frames: torch.Tensor, index: torch.Tensor, crop_frames: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator, cond: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Random crops [B, bins, crop] of the chosen segments, inside their valid frames where they
-    are long enough; the mask marks real (not padded) frames for the loss."""
-    out, masks = [], []
+    are long enough; the mask marks real (not padded) frames for the loss. `cond` (paired
+    source segments, conditional baseline) is cropped at the same frames."""
+    out, masks, conds = [], [], []
     for i in index.tolist():
         valid = int(valid_frames[i])
         hi = max(0, min(valid, segments.shape[-1]) - crop_frames)
         a = int(torch.randint(hi + 1, (1,), generator=generator))
         out.append(segments[i, :, a:a + crop_frames])
+        if cond is not None:
+            conds.append(cond[i, :, a:a + crop_frames])
         m = torch.zeros(crop_frames)
         m[:max(0, min(crop_frames, valid - a))] = 1
         masks.append(m)
     x = torch.stack(out)
-    return x, torch.stack(masks)[:, None, :].expand_as(x)
+    return x, torch.stack(masks)[:, None, :].expand_as(x), (torch.stack(conds) if conds else None)
 
 
 def validation_sigmas(n: int, P_mean: float, P_std: float) -> torch.Tensor:
@@ -87,16 +91,17 @@ def validation_sigmas(n: int, P_mean: float, P_std: float) -> torch.Tensor:
 
 @torch.no_grad()
 def validation_loss(model: EDMPrecond, segments: torch.Tensor, valid_frames: torch.Tensor, crop_frames: int,
-                    seed: int = 1234, batch_size: int = 32) -> float:
+                    seed: int = 1234, batch_size: int = 32, cond: torch.Tensor | None = None) -> float:
     """Mean EDM loss of `model` over fixed crops, sigmas and noise: comparable across models."""
     model.eval()
     g = torch.Generator().manual_seed(seed)
     n = segments.shape[0]
-    x, mask = crop_batch(segments, valid_frames, torch.arange(n), crop_frames, g)
+    x, mask, c = crop_batch(segments, valid_frames, torch.arange(n), crop_frames, g, cond)
     noise = torch.randn(x.shape, generator=g)
     sig = validation_sigmas(n, model.cfg.P_mean, model.cfg.P_std)
     total = 0.0
     for a in range(0, n, batch_size):
         sl = slice(a, a + batch_size)
-        total += float(model.loss(x[sl], sigma=sig[sl], noise=noise[sl], mask=mask[sl]).sum())
+        total += float(model.loss(x[sl], sigma=sig[sl], noise=noise[sl], mask=mask[sl],
+                                  cond=None if c is None else c[sl]).sum())
     return total / n

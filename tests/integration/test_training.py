@@ -133,3 +133,42 @@ def test_sigkill_mid_run_then_resume_matches_an_unbroken_run(s3_features, built_
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k in a["ema"]:
         assert torch.equal(a["ema"][k], b["ema"][k]), k
+
+
+def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env, tmp_path):
+    """flute from violin: rows joined on (source_id, segment); in-process training; registered
+    under its own name so it never takes the unconditional model's alias."""
+    from flows.train import train_model
+    from infra import tracking
+    from infra.datasets import ShardedDataset
+    from ray_actors.train import feature_table
+    from tasks.diffusion.conditional import conditioned, generate_conditional
+    from tasks.diffusion.noise import ItemNoise
+    from schemas.diffusion import SamplerConfig
+
+    cfg = tiny(s3_features, cond_domain="violin", steps=20)
+    pairs = feature_table(cfg)
+    assert pairs.num_rows > 0 and "cond_values" in pairs.column_names
+    rows = ShardedDataset.at(s3_features, "features").read(["feature_id", "clip_id", "segment_index", "domain"])
+    meta = {r["feature_id"]: r for r in rows.to_pylist()}
+    clips_url = next(iter(ShardedDataset.at(s3_features, "features").manifest().extra["inputs"])).rsplit("#", 1)[0]
+    source_of = {r["clip_id"]: r["source_id"] for r in
+                 ShardedDataset.at(clips_url, "clips").read(["clip_id", "source_id"]).to_pylist()}
+    by_values = {bytes(memoryview(v.values.to_numpy())): fid for fid, v in
+                 zip(rows["feature_id"].to_pylist(), ShardedDataset.at(s3_features, "features").read(["values"])["values"])}
+    for fid, cond in list(zip(pairs["feature_id"].to_pylist(), pairs["cond_values"]))[:5]:
+        src = meta[by_values[bytes(memoryview(cond.values.to_numpy()))]]
+        assert meta[fid]["domain"] == DOMAIN and src["domain"] == "violin"
+        assert source_of[meta[fid]["clip_id"]] == source_of[src["clip_id"]]
+        assert meta[fid]["segment_index"] == src["segment_index"]
+
+    res = train_model(cfg, TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))
+    assert res["champion"] is True
+    name = tracking.registered_name(DOMAIN, "violin")
+    assert name == "reinstrument-cond-violin-to-flute"
+    model, meta = tracking.load_denoiser(f"models:/{name}@champion")
+    assert model.net.cfg.cond_channels == 1 and meta["cond_domain"] == "violin"
+    source = torch.randn(2, meta["n_mels"], 40)
+    out = generate_conditional(conditioned(model, source), source, SamplerConfig(name="heun", steps=4), model.cfg,
+                               ItemNoise([1, 2]))
+    assert out.shape == source.shape and bool(torch.isfinite(out).all())

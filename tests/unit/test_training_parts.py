@@ -35,7 +35,8 @@ def test_crops_stay_inside_valid_frames_and_mask_padding():
     valid = torch.tensor([16, 5])
     g = torch.Generator().manual_seed(0)
     for _ in range(20):
-        x, m = crop_batch(seg, valid, torch.tensor([0, 1]), 8, g)
+        x, m, c = crop_batch(seg, valid, torch.tensor([0, 1]), 8, g, cond=-seg)
+        assert torch.equal(c, -x)
         assert x.shape == (2, 3, 8) and m.shape == x.shape
         assert m[0].all() and m[1, :, :5].all() and not m[1, :, 5:].any()
         a = int(x[0, 0, 0])
