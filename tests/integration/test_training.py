@@ -172,3 +172,18 @@ def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env,
     out = generate_conditional(conditioned(model, source), source, SamplerConfig(name="heun", steps=4), model.cfg,
                                ItemNoise([1, 2]))
     assert out.shape == source.shape and bool(torch.isfinite(out).all())
+
+
+def test_train_flow_under_prefect_and_warm_probe(s3_features, mlflow_env, prefect_server, tmp_path):
+    """The Prefect flow (a real test server) trains and registers; warm-probe reads the champion."""
+    from flows.probe import warm_probe
+    from flows.train import train_flow
+
+    res = train_flow(tiny(s3_features, steps=6, seed=3, checkpoint_every=3),
+                     TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))
+    assert res["steps"] == 6 and res["model_version"]
+    rows = warm_probe(f"models:/reinstrument-{DOMAIN}@champion", s3_features, "violin", [1.0, 0.0], steps=4, segments=4)
+    assert [r["t_init"] for r in rows] == [1.0, 0.0]
+    assert rows[0]["mean |out - guide| (normalised)"] == 0.0  # tau_init = 1 returns the guides
+    assert rows[1]["mean |out - guide| (normalised)"] > 0.1
+    assert all(0.0 <= r[f"P({DOMAIN})"] <= 1.0 for r in rows)
