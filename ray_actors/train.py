@@ -216,41 +216,86 @@ def _save(run: Storage, model, ema, opt, step: int, history: dict, meta: dict) -
         run.delete(previous["checkpoint"])  # keep one: the pointer never names a deleted file
 
 
+@dataclass
+class _Run:
+    """What one worker holds during training."""
+    cfg: TrainConfig
+    meta: dict
+    run: Storage
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    start: int
+    history: dict
+
+
+def _restore(cfg: TrainConfig, meta: dict, run: Storage) -> _Run:
+    """A fresh model from the seed, or the state of the last durable checkpoint."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(ModelConfig(unet=cfg.unet_config(meta["n_mels"]), edm=cfg.edm))
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = _Run(cfg, meta, run, model, ema, opt, 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []})
+    if run.exists(LATEST):
+        saved = load_train_state(run.read_bytes(json.loads(run.read_bytes(LATEST))["checkpoint"]))
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["optimizer"])
+        state.start, state.history = saved["step"], saved["history"]
+    return state
+
+
+def _report(r: _Run, done: int, loss: float, lr: float, rate: float, logger) -> None:
+    print(f"[train {r.cfg.domain}] step {done}/{r.cfg.steps} loss {loss:.4f} lr {lr:.2e} {rate:.1f} samples/s",
+          flush=True)
+    if logger:
+        logger.log({"loss": loss, "lr": lr, "samples_per_s": rate}, done)
+    # Worker stdout does not reach the driver's console; the driver polls this file.
+    r.run.write_bytes(PROGRESS, json.dumps({"step": done, "steps": r.cfg.steps, "loss": loss,
+                                            "samples_per_s": rate}).encode())
+
+
+def _checkpoint(r: _Run, data: TrainData, done: int, device: torch.device, logger) -> None:
+    """Rank 0: validate the EMA model, maybe write samples, then the durable checkpoint."""
+    val = validation_loss(r.ema.cpu(), data.val_x, data.val_valid, r.cfg.crop_frames, cond=data.val_c)
+    r.history["val_step"].append(done)
+    r.history["val_loss"].append(val)
+    if done in sample_steps(r.cfg):
+        write_samples(r.ema, r.cfg, r.meta, r.run, done, cond=data.val_c)
+    r.ema.to(device)
+    _save(r.run, r.model, r.ema, r.opt, done, r.history, r.meta)
+    if logger:
+        logger.log({"val_loss": val}, done)
+
+
+def _rows_from_ray() -> dict[str, list]:
+    import ray.train
+
+    return _columns_from_ray_shard(ray.train.get_dataset_shard("features"))
+
+
 def train_loop(loop: dict) -> None:
     """Per-worker body. `loop`: config/logistics JSON, run folder URL, metadata (normalisation,
     mel config), MLflow tracking URI and run ID; in-process callers also pass `data`."""
     cfg = TrainConfig.model_validate_json(loop["config"])
     logistics = TrainLogistics.model_validate_json(loop["logistics"])
-    meta, run = loop["metadata"], Storage(loop["run_url"])
     rank, world, local_world = _world()
     # Workers on one node share its cores: oversubscribed intra-op threads stall DDP (measured
     # >10x slower with 2 workers x 2 threads on 2 cores).
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {world} workers")
-    data: TrainData = loop.get("data") or train_data_from_columns(
-        _columns_from_ray_shard(__import__("ray.train").train.get_dataset_shard("features")), cfg, meta)
+    data: TrainData = loop.get("data") or train_data_from_columns(_rows_from_ray(), cfg, loop["metadata"])
     device = torch.device("cpu")
     if logistics.use_gpu:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
     bf16 = logistics.precision == "bf16" or (logistics.precision == "auto" and device.type == "cuda")
-
-    torch.manual_seed(cfg.seed)
-    model = build_model(ModelConfig(unet=cfg.unet_config(meta["n_mels"]), edm=cfg.edm))
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []}
-    if run.exists(LATEST):
-        state = load_train_state(run.read_bytes(json.loads(run.read_bytes(LATEST))["checkpoint"]))
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        start, history = state["step"], state["history"]
-    model.to(device)
-    ema.to(device)
-    loss_fn = EDMLoss(model)
+    r = _restore(cfg, loop["metadata"], Storage(loop["run_url"]))
+    r.model.to(device)
+    r.ema.to(device)
+    loss_fn = EDMLoss(r.model)
     if world > 1:
         import ray.train.torch
 
@@ -261,55 +306,39 @@ def train_loop(loop: dict) -> None:
 
         logger = MetricLogger(loop["mlflow_tracking_uri"], loop["mlflow_run_id"])
     per_worker, n = cfg.batch_size // world, data.train_x.shape[0]
-    log_every, samples_at = max(1, min(50, cfg.steps // 20)), sample_steps(cfg)
-    t_last, step_last = time.perf_counter(), start
-    for step in range(start, cfg.steps):
+    log_every = max(1, min(50, cfg.steps // 20))
+    t_last, step_last = time.perf_counter(), r.start
+    for step in range(r.start, cfg.steps):
         g = step_generator(cfg.seed, step, rank)
         idx = torch.randint(n, (per_worker,), generator=g)
         x, mask, cond = crop_batch(data.train_x, data.train_valid, idx, cfg.crop_frames, g, data.train_c)
-        sigma, noise = model.sample_sigma(per_worker, g), torch.randn(x.shape, generator=g)
+        sigma, noise = r.model.sample_sigma(per_worker, g), torch.randn(x.shape, generator=g)
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
-        for group in opt.param_groups:
+        for group in r.opt.param_groups:
             group["lr"] = lr
-        loss = train_step(loss_fn, opt, x.to(device), sigma=sigma.to(device), noise=noise.to(device),
+        loss = train_step(loss_fn, r.opt, x.to(device), sigma=sigma.to(device), noise=noise.to(device),
                           mask=mask.to(device), cond=None if cond is None else cond.to(device),
-                          max_grad_norm=cfg.grad_clip,
-                          autocast_dtype=torch.bfloat16 if bf16 else None)
+                          max_grad_norm=cfg.grad_clip, autocast_dtype=torch.bfloat16 if bf16 else None)
         if world > 1:
             t = torch.tensor([loss], device=device)
             torch.distributed.all_reduce(t)
             loss = float(t) / world
-        ema_update(ema, model, cfg.ema_decay)
+        ema_update(r.ema, r.model, cfg.ema_decay)
         done = step + 1
-        history["step"].append(done)
-        history["loss"].append(loss)
-        history["lr"].append(lr)
+        for k, v in (("step", done), ("loss", loss), ("lr", lr)):
+            r.history[k].append(v)
         if rank == 0 and (done % log_every == 0 or done == cfg.steps):
             rate = cfg.batch_size * (done - step_last) / max(1e-9, time.perf_counter() - t_last)
             t_last, step_last = time.perf_counter(), done
-            print(f"[train {cfg.domain}] step {done}/{cfg.steps} loss {loss:.4f} lr {lr:.2e} "
-                  f"{rate:.1f} samples/s", flush=True)
-            if logger:
-                logger.log({"loss": loss, "lr": lr, "samples_per_s": rate}, done)
-            # Worker stdout does not reach the driver's console; the driver polls this file.
-            run.write_bytes(PROGRESS, json.dumps({"step": done, "steps": cfg.steps, "loss": loss,
-                                                  "samples_per_s": rate}).encode())
+            _report(r, done, loss, lr, rate, logger)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:
-                val = validation_loss(ema.cpu(), data.val_x, data.val_valid, cfg.crop_frames, cond=data.val_c)
-                history["val_step"].append(done)
-                history["val_loss"].append(val)
-                if done in samples_at:
-                    write_samples(ema, cfg, meta, run, done, cond=data.val_c)
-                ema.to(device)
-                _save(run, model, ema, opt, done, history, meta)
-                if logger:
-                    logger.log({"val_loss": val}, done)
+                _checkpoint(r, data, done, device, logger)
             if world > 1:
                 torch.distributed.barrier()  # no rank runs ahead of the last durable checkpoint
     if rank == 0:
-        run.write_bytes(RESULT, json.dumps({"step": cfg.steps, "val_loss": history["val_loss"][-1],
-                                            "val_split": data.val_split}).encode())
+        r.run.write_bytes(RESULT, json.dumps({"step": cfg.steps, "val_loss": r.history["val_loss"][-1],
+                                              "val_split": data.val_split}).encode())
 
 
 def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, metadata: dict,
