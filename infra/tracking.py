@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -93,7 +94,11 @@ def log_denoiser(run_id: str, checkpoint: bytes, n_mels: int, registered_name: s
     sig = ModelSignature(inputs=inputs,
                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_mels, -1))]),
                          params=ParamSchema([ParamSpec("sigma", "double", 1.0)]))
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+        # The signature is given explicitly (tensor specs with free frame counts); MLflow's advice
+        # to add an input example / predict type hints does not apply.
+        warnings.filterwarnings("ignore", message=".*input example.*")
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         path = Path(tmp) / "model.pt"
         path.write_bytes(checkpoint)
         return mlflow.pyfunc.log_model(name="denoiser", python_model=str(Path(__file__).with_name("mlflow_model.py")), artifacts={"checkpoint": str(path)},
