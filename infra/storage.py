@@ -29,7 +29,7 @@ class PathEscapeError(ValueError):
 def safe_relpath(rel: str) -> str:
     """Normalise a relative POSIX path and refuse any that escapes its root."""
     if not isinstance(rel, str) or rel == "":
-        raise PathEscapeError(f"empty path; expected a path relative to the root")
+        raise PathEscapeError("empty path; expected a path relative to the root")
     if "://" in rel or rel.startswith(("/", "\\")) or "\\" in rel or "\x00" in rel:
         raise PathEscapeError(f"path {rel!r} is absolute or a URL; expected a relative path")
     norm = posixpath.normpath(rel)

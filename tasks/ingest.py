@@ -109,7 +109,6 @@ def ingest_source(storage: Storage, src: SourceFile, cfg: IngestConfig, sid: str
         raise QuarantineError("empty file (0 bytes); expected encoded audio or MIDI")
     if size > cfg.max_file_bytes:
         raise QuarantineError(f"file is {size} bytes; the limit is max_file_bytes={cfg.max_file_bytes}")
-    h = cfg.config_hash()
     base = dict(source_id=sid, role="clean", domain=src.domain, source_uri=storage.uri(src.rel),
                 split=src.split or split_for(src.rel, cfg.split_fractions), piece=src.rel)
     try:

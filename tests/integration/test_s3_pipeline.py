@@ -2,7 +2,6 @@
 import io
 
 import boto3
-import numpy as np
 import pytest
 import soundfile as sf
 
