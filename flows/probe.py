@@ -4,6 +4,7 @@ model, not the paper metrics (FAD/JD come with the metrics stage)."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -20,7 +21,7 @@ def _segments(url: str, domain: str, splits: tuple[str, ...], limit: int | None 
     t = ShardedDataset.at(url, "features").read(["feature_id", "values", "num_bins", "num_frames", "domain",
                                                   "role", "split"])
     t = t.filter(pc.and_(pc.and_(pc.equal(t["domain"], domain), pc.equal(t["role"], "clean")),
-                         pc.is_in(t["split"], value_set=__import__("pyarrow").array(list(splits)))))
+                         pc.is_in(t["split"], value_set=pa.array(list(splits)))))
     t = t.sort_by("feature_id")
     if limit:
         t = t.slice(0, limit)

@@ -176,11 +176,12 @@ def write_samples(ema, cfg: TrainConfig, meta: dict, run: Storage, step: int, n:
     if cond is not None:
         n, frames = min(n, cond.shape[0]), min(frames, cond.shape[-1])
         cond = cond[:n, :, :frames]
+    dev = next(ema.parameters()).device
     seeds = [item_seed(cfg.seed, "sample", k) for k in range(n)]
     x = cfg.edm.sigma_max * ItemNoise(seeds)(torch.zeros(n, ema.net.cfg.n_mels, frames))
-    denoiser = ema.eval() if cond is None else conditioned(ema.eval(), cond)
+    denoiser = ema.eval() if cond is None else conditioned(ema.eval(), cond.to(dev))
     with torch.no_grad():
-        y = heun(denoiser, x, karras_sigmas(18, cfg.edm.sigma_min, cfg.edm.sigma_max))
+        y = heun(denoiser, x.to(dev), karras_sigmas(18, cfg.edm.sigma_min, cfg.edm.sigma_max)).cpu()
     logmels = [denormalise(s, meta["mean"], meta["std"]).numpy() for s in y]
     titles = [f"{cfg.domain} sample {k}, step {step}" for k in range(n)]
     shown = list(logmels)
@@ -255,14 +256,14 @@ def _report(r: _Run, done: int, loss: float, lr: float, rate: float, logger) -> 
                                             "samples_per_s": rate}).encode())
 
 
-def _checkpoint(r: _Run, data: TrainData, done: int, device: torch.device, logger) -> None:
-    """Rank 0: validate the EMA model, maybe write samples, then the durable checkpoint."""
-    val = validation_loss(r.ema.cpu(), data.val_x, data.val_valid, r.cfg.crop_frames, cond=data.val_c)
+def _checkpoint(r: _Run, data: TrainData, done: int, logger) -> None:
+    """Rank 0: validate the EMA model (on its device), maybe write samples, then the durable
+    checkpoint."""
+    val = validation_loss(r.ema, data.val_x, data.val_valid, r.cfg.crop_frames, cond=data.val_c)
     r.history["val_step"].append(done)
     r.history["val_loss"].append(val)
     if done in sample_steps(r.cfg):
         write_samples(r.ema, r.cfg, r.meta, r.run, done, cond=data.val_c)
-    r.ema.to(device)
     _save(r.run, r.model, r.ema, r.opt, done, r.history, r.meta)
     if logger:
         logger.log({"val_loss": val}, done)
@@ -333,7 +334,7 @@ def train_loop(loop: dict) -> None:
             _report(r, done, loss, lr, rate, logger)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:
-                _checkpoint(r, data, done, device, logger)
+                _checkpoint(r, data, done, logger)
             if world > 1:
                 torch.distributed.barrier()  # no rank runs ahead of the last durable checkpoint
     if rank == 0:

@@ -5,6 +5,7 @@ import math
 
 import torch
 
+from tasks.diffusion.noise import item_seed
 from tasks.diffusion.precond import EDMLoss, EDMPrecond
 
 
@@ -34,13 +35,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, y: torc
 # generator seeded by (seed, s, r), so a resumed run replays exactly what an unbroken one does.
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed(hash_seed(seed, step, rank))
-
-
-def hash_seed(*parts: int) -> int:
-    import hashlib
-
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
+    return torch.Generator().manual_seed(item_seed(seed, "train-step", step, rank))
 
 
 def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedule: str) -> float:
@@ -94,14 +89,15 @@ def validation_loss(model: EDMPrecond, segments: torch.Tensor, valid_frames: tor
                     seed: int = 1234, batch_size: int = 32, cond: torch.Tensor | None = None) -> float:
     """Mean EDM loss of `model` over fixed crops, sigmas and noise: comparable across models."""
     model.eval()
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # draws on the CPU: the same on any device
     n = segments.shape[0]
     x, mask, c = crop_batch(segments, valid_frames, torch.arange(n), crop_frames, g, cond)
     noise = torch.randn(x.shape, generator=g)
     sig = validation_sigmas(n, model.cfg.P_mean, model.cfg.P_std)
+    dev = next(model.parameters()).device
     total = 0.0
     for a in range(0, n, batch_size):
         sl = slice(a, a + batch_size)
-        total += float(model.loss(x[sl], sigma=sig[sl], noise=noise[sl], mask=mask[sl],
-                                  cond=None if c is None else c[sl]).sum())
+        total += float(model.loss(x[sl].to(dev), sigma=sig[sl].to(dev), noise=noise[sl].to(dev),
+                                  mask=mask[sl].to(dev), cond=None if c is None else c[sl].to(dev)).sum())
     return total / n

@@ -1,11 +1,12 @@
 """`make bench`, diffusion core: sampler error vs model evaluations on a Gaussian mixture whose
 exact PF-ODE solution is known, and the forward throughput of each U-Net preset (CPU; on a GPU
 also bf16 throughput and model FLOP utilisation of the difftransfer preset)."""
-import os
 import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from tests.benchmarks.gpu_peak import peak_bf16_tflops
 
 from schemas.configs import MelConfig
 from schemas.diffusion import UNET_PRESETS, unet_preset
@@ -15,8 +16,6 @@ from tasks.diffusion.samplers import SAMPLERS, karras_sigmas, model_evaluations
 
 MIX = GaussianMixture(weights=(0.3, 0.7), means=((-2.0,), (3.0,)), stds=(0.5, 0.8))
 PATCH_FRAMES = 128
-# Dense bf16 tensor-core peaks (vendor datasheets, SXM parts); override with REINSTRUMENT_PEAK_TFLOPS.
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 def test_sampler_error_vs_model_evaluations():
@@ -68,8 +67,7 @@ def test_difftransfer_bf16_mfu_gpu():
         return
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(dev)
-    peak = float(os.environ.get("REINSTRUMENT_PEAK_TFLOPS", 0)) or next(
-        (v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0.0)
+    peak = peak_bf16_tflops(name)
     mel, batch = MelConfig(), 64
     m = build_model(ModelConfig(unet=unet_preset("difftransfer", n_mels=mel.n_mels))).to(dev).eval()
     x, sigma = torch.randn(batch, mel.n_mels, PATCH_FRAMES, device=dev), torch.full((batch,), 1.0, device=dev)

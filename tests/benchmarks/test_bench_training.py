@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tests.benchmarks.gpu_peak import peak_bf16_tflops
+
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,7 @@ def test_gpu_preset_bf16_samples_per_s_and_mfu():
     torch.cuda.synchronize()
     steps_s = n / (time.perf_counter() - t0)
     name = torch.cuda.get_device_name(dev)
-    peak = float(os.environ.get("REINSTRUMENT_PEAK_TFLOPS", 0)) or next(
-        (v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0.0)
+    peak = peak_bf16_tflops(name)
     achieved = flops * steps_s / 1e12
     print(f"\n[train gpu] {name}, gpu preset (difftransfer U-Net, batch {y.shape[0]} x 128 x {y.shape[-1]}, bf16): "
           f"{steps_s * y.shape[0]:.0f} samples/s, {achieved:.1f} TFLOP/s"
