@@ -59,4 +59,21 @@ FEATURES = pa.schema([
     ("config_hash", pa.string()),
 ])
 
-TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES}
+METRICS = pa.schema([
+    ("run_id", pa.string()),
+    ("method", pa.string()),           # warm_init | ddib | conditional | reference (no transform)
+    ("task", pa.string()),             # timbre | midi2real | enhance
+    ("t_init", pa.float64()),          # tau_init (DESIGN.md), or null
+    ("sigma_start", pa.float64()),
+    ("lam", pa.float64()),             # lambda, the noise scale of the warm start
+    ("metric", pa.string()),           # fad | fad_inf | jd | jd_melody | jd_midi | f1_midi | si_sdr_db | lsd_db | mel_l1_db
+    ("embedding", pa.string()),        # FAD only: musicnn-msd, musicnn-mtt, vggish
+    ("reference", pa.string()),        # what it was measured against: domain:<d> (FAD), guide, midi, clean
+    ("n", pa.int64()),                 # clips (FAD) or pairs aggregated
+    ("mean", pa.float64()),
+    ("ci_low", pa.float64()),          # 95 % bootstrap interval; null where none (FAD_inf)
+    ("ci_high", pa.float64()),
+    ("detail", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS}

@@ -37,3 +37,14 @@ def log_spectral_distance_db(estimate: np.ndarray, reference: np.ndarray, n_fft:
     p = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
     d = 10 * np.log10(np.maximum(p[0], floor)) - 10 * np.log10(np.maximum(p[1], floor))
     return float(np.sqrt((d ** 2).mean(axis=-1)).mean())
+
+
+def mel_l1_db(estimate: np.ndarray, reference: np.ndarray, sample_rate_hz: int, n_mels: int = 80,
+              n_fft: int = 1024, hop: int = 256, floor: float = 1e-10) -> float:
+    """Mean absolute difference of the two log-mel spectrograms (dB power)."""
+    import librosa
+
+    e, r = _pair(estimate, reference)
+    mels = [librosa.feature.melspectrogram(y=s.astype(np.float32), sr=sample_rate_hz, n_fft=n_fft,
+                                           hop_length=hop, n_mels=n_mels) for s in (e, r)]
+    return float(np.mean(np.abs(10 * np.log10(np.maximum(mels[0], floor)) - 10 * np.log10(np.maximum(mels[1], floor)))))

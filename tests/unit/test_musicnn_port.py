@@ -1,5 +1,5 @@
 """The PyTorch musicnn port against reference outputs of the original TensorFlow graph
-(tests/fixtures/musicnn/make_reference.py), and the numpy checkpoint reader's error paths."""
+(tests/fixtures/reference_models/make_reference.py), and the numpy checkpoint reader's error paths."""
 from __future__ import annotations
 
 import os
@@ -12,7 +12,7 @@ from infra.settings import get_settings
 from tasks.metrics.musicnn import MIN_SECONDS, Musicnn
 from tasks.metrics.tf_bundle import BundleError, read_bundle
 
-FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "musicnn")
+FIX = os.path.join(os.path.dirname(__file__), "..", "fixtures", "reference_models")
 RENDERS = ("piano_mix_fluidr3", "flute_soprano_timgm", "strings_alto_musescore_loud")
 
 

@@ -1,0 +1,64 @@
+"""Where metric inputs come from: a folder or S3 prefix of audio files, or a `clips` dataset
+(read only through its manifest), yielded one decoded item at a time."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from infra.datasets import ShardedDataset
+from infra.storage import Storage
+from tasks.audio import decode_audio_bytes
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+@dataclass(frozen=True)
+class AudioItem:
+    item_id: str                    # clip_id, or the file's path relative to the set's root
+    audio: np.ndarray               # mono float32
+    sample_rate_hz: int
+    midi: bytes | None = None       # the clip's MIDI when known (clips column, or a .mid sidecar)
+
+
+def is_clips_dataset(url: str) -> bool:
+    return ShardedDataset.at(url, "clips").exists()
+
+
+def list_audio(url: str) -> list[str]:
+    return sorted(p for p in Storage(url).find() if p.lower().endswith(AUDIO_EXTENSIONS))
+
+
+def audio_items(url: str, *, domain: str | None = None, role: str | None = None, split: str | None = None,
+                limit: int | None = None) -> Iterator[AudioItem]:
+    """Items of a clips dataset (filtered by domain/role/split) or of a folder of audio files
+    (filters do not apply; a `<stem>.mid` next to a file is its MIDI)."""
+    if is_clips_dataset(url):
+        ds = ShardedDataset.at(url, "clips")
+        count = 0
+        for _, table in ds.iter_shards(["clip_id", "domain", "role", "split", "midi", "audio_flac"]):
+            for row in table.to_pylist():
+                if (domain and row["domain"] != domain) or (role and row["role"] != role) or (split and row["split"] != split):
+                    continue
+                if limit is not None and count >= limit:
+                    return
+                audio, sr = decode_audio_bytes(row["audio_flac"])
+                count += 1
+                yield AudioItem(row["clip_id"], audio, sr, row["midi"])
+        return
+    if domain or role or split:
+        raise ValueError(f"{url} is a folder of audio files, not a clips dataset: --domain/--role/--split "
+                         "filter clips datasets only")
+    storage = Storage(url)
+    files = list_audio(url)
+    if not files:
+        raise ValueError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) and no clips manifest under {url}")
+    for rel in files[:limit]:
+        try:
+            audio, sr = decode_audio_bytes(storage.read_bytes(rel))
+        except Exception as e:
+            raise ValueError(f"cannot decode {storage.uri(rel)} ({type(e).__name__}: {e}); expected WAV/FLAC/OGG/MP3") from e
+        mid = os.path.splitext(rel)[0] + ".mid"
+        yield AudioItem(rel, audio, sr, storage.read_bytes(mid) if storage.exists(mid) else None)
