@@ -74,3 +74,47 @@ def test_bundle_reader_rejects_bad_files(tmp_path):
         read_bundle(str(tmp_path / "junk"))
     with pytest.raises(FileNotFoundError, match="make setup"):
         Musicnn("MSD_musicnn", str(tmp_path))
+
+
+@pytest.mark.parametrize("render", ["piano_mix_fluidr3", "flute_soprano_timgm"])
+def test_basic_pitch_windowing_matches_the_package(render):
+    """Activations equal basic_pitch.inference.run_inference's (stored as float16)."""
+    from tasks.metrics.pitch import BasicPitch
+
+    ref = np.load(os.path.join(FIX, "basic_pitch_reference.npz"))[render].astype(np.float32)
+    audio, sr = sf.read(os.path.join(FIX, f"{render}.flac"), dtype="float32")
+    notes = BasicPitch(get_settings().weights_dir).notes(audio, sr)
+    assert notes.shape == ref.shape
+    assert np.abs(notes - ref).max() < 1e-3
+
+
+def test_vggish_loads_a_state_dict_file_and_rejects_wrong_ones(tmp_path):
+    import torch
+
+    from tasks.metrics.vggish import VGGish, VGGishNet, examples, mel_matrix
+
+    torch.manual_seed(0)
+    net = VGGishNet()
+    path = tmp_path / "vggish.pth"
+    torch.save({**net.state_dict(), "pproc.pca_means": torch.zeros(128)}, path)  # extra keys are ignored
+    loaded = VGGish.from_file(str(path))
+    audio = np.random.default_rng(0).standard_normal(3 * 16000).astype(np.float32) * 0.1
+    emb = loaded.embed(audio, 16000)
+    assert emb.shape == (3, 128)  # 3 s -> 298 frames -> 3 examples of 0.96 s
+    with torch.inference_mode():
+        direct = net.eval()(torch.from_numpy(examples(audio))).numpy()
+    np.testing.assert_array_equal(emb, direct)
+    m = mel_matrix()
+    assert m.shape == (257, 64) and not m[0].any() and (m.max(axis=0) > 0).all() and m.max() <= 1
+
+    bad = {k: v for k, v in net.state_dict().items() if not k.startswith("embeddings.4")}
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="missing.*embeddings.4"):
+        VGGish.from_file(str(tmp_path / "bad.pth"))
+    torch.save({"features.0.weight": torch.zeros(3)}, tmp_path / "shape.pth")
+    with pytest.raises(ValueError, match="wrong shapes"):
+        VGGish.from_file(str(tmp_path / "shape.pth"))
+    with pytest.raises(FileNotFoundError, match="state dict"):
+        VGGish.from_file(str(tmp_path / "none.pth"))
+    with pytest.raises(ValueError, match="shorter than one 0.96 s"):
+        loaded.embed(audio[:8000], 16000)
