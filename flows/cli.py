@@ -18,6 +18,8 @@ corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores
 config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
 app.add_typer(corpus_app, name="corpus")
 app.add_typer(config_app, name="config")
+metrics_app = typer.Typer(help="Realism (FAD) and faithfulness (pitch JD) of audio sets.", no_args_is_help=True)
+app.add_typer(metrics_app, name="metrics")
 console = Console(stderr=True)
 
 CONFIG_KINDS = {"corpus": "CorpusConfig", "ingest": "IngestConfig", "augment": "AugmentConfig",
@@ -279,6 +281,111 @@ def mel2audio(
                 return
     console.print(f"[red]feature {feature_id} not found in {features_url}[/red]")
     raise typer.Exit(1)
+
+
+def _set_spec(url: str, domain, role, split, limit, label):
+    from tasks.metrics.compute import SetSpec
+
+    return SetSpec(url, domain, role, split, limit, label)
+
+
+def _emit(rows: list[dict], title: str, out: Optional[str], mlflow_run: Optional[str]) -> None:
+    _print_rows([{k: r[k] for k in ("metric", "embedding", "reference", "n", "mean", "ci_low", "ci_high")}
+                 for r in rows], title)
+    if out:
+        import io
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from infra.storage import Storage
+        from schemas.tables import METRICS
+
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), buf)
+        parent, name = out.rsplit("/", 1) if "/" in out else (".", out)
+        Storage(parent).write_bytes(name, buf.getvalue())
+        console.print(f"metrics table: {out}")
+    if mlflow_run:
+        from infra.tracking import log_metrics_table
+
+        log_metrics_table(mlflow_run, rows)
+        console.print(f"logged to MLflow run {mlflow_run}")
+
+
+def _metric_error(e: Exception) -> None:
+    console.print(f"[red]{type(e).__name__}:[/red] {e}")
+    raise typer.Exit(1)
+
+
+@metrics_app.command("fad")
+def metrics_fad(
+    evaluated: str = typer.Argument(..., help="Set to score: a folder/s3:// prefix of audio, or a clips dataset."),
+    reference: str = typer.Argument(..., help="Reference set of the target domain (folder or clips dataset)."),
+    embedding: str = typer.Option("musicnn", help="musicnn (MSD, default) | musicnn-mtt | vggish."),
+    vggish_weights: str = typer.Option(None, help="VGGish state-dict file (needed for --embedding vggish)."),
+    domain: str = typer.Option(None, help="Reference clips dataset: keep this domain (and name it in the table)."),
+    role: str = typer.Option("clean", help="Reference clips dataset: keep this role."),
+    split: str = typer.Option(None, help="Reference clips dataset: keep this split."),
+    eval_domain: str = typer.Option(None, help="Evaluated clips dataset: keep this domain."),
+    eval_role: str = typer.Option(None, help="Evaluated clips dataset: keep this role."),
+    eval_split: str = typer.Option(None, help="Evaluated clips dataset: keep this split."),
+    limit: int = typer.Option(None, help="At most this many clips per set."),
+    cache: str = typer.Option(None, help="Cache reference statistics under this URL (default DATA_ROOT/metrics/reference-stats)."),
+    no_cache: bool = typer.Option(False, help="Recompute the reference statistics."),
+    boot: int = typer.Option(200, help="Bootstrap resamples for the CI."),
+    out: str = typer.Option(None, help="Write the metrics table (Parquet) to this URL."),
+    mlflow_run: str = typer.Option(None, help="Log the table to this MLflow run ID."),
+):
+    """FAD of EVALUATED against REFERENCE: both loudness-normalised, one embedding, bootstrap CI and FAD_inf."""
+    from infra.settings import get_settings
+    from tasks.metrics.compute import fad_between, fad_table_rows
+    from tasks.metrics.embeddings import make_embedding
+    from tasks.metrics.sources import is_clips_dataset
+
+    # On a plain folder --domain only names the reference; the filters apply to clips datasets.
+    ref_filters = (domain, role, split) if is_clips_dataset(reference) else (None, None, None)
+    try:
+        emb = make_embedding(embedding, get_settings().weights_dir, vggish_weights)
+        ref = _set_spec(reference, *ref_filters, limit, "reference")
+        ev = _set_spec(evaluated, eval_domain, eval_role, eval_split, limit, "evaluated")
+        cache_url = None if no_cache else (cache or f"{_root()}/metrics/reference-stats")
+        result, cached = fad_between(ev, ref, emb, cache_url=cache_url, reference_domain=domain, n_boot=boot)
+    except (ValueError, FileNotFoundError) as e:
+        _metric_error(e)
+    console.print(f"reference statistics {'from cache' if cached else 'computed'}; "
+                  f"{result.n_clips} clips, {result.n_embeddings} embeddings, {result.silent_clips} silent, "
+                  f"{result.short_clips} shorter than one patch (skipped)")
+    if result.fad_inf is None:
+        console.print("[yellow]fewer embeddings than the embedding has dimensions: FAD is biased upward at this size "
+                      "and FAD_inf cannot be extrapolated; compare only sets of equal size[/yellow]")
+    _emit(fad_table_rows(result, ref, domain=domain), f"FAD ({result.embedding})", out, mlflow_run)
+
+
+@metrics_app.command("jd")
+def metrics_jd(
+    a: str = typer.Argument(..., help="Outputs: folder/s3:// prefix of audio, or a clips dataset."),
+    b: str = typer.Argument(..., help="Guides, paired with A by relative path (extension ignored) or clip ID; "
+                                      "a <stem>.mid next to a guide adds F1/JD against that MIDI."),
+    threshold: float = typer.Option(0.3, help="Basic Pitch note-activation threshold."),
+    limit: int = typer.Option(None, help="At most this many items per side."),
+    per_item: bool = typer.Option(False, help="Also print every pair's values."),
+    out: str = typer.Option(None, help="Write the metrics table (Parquet) to this URL."),
+    mlflow_run: str = typer.Option(None, help="Log the table to this MLflow run ID."),
+):
+    """Pitch Jaccard distance between paired audio (Basic Pitch, ONNX): polyphonic and melody; F1 vs MIDI."""
+    from infra.settings import get_settings
+    from tasks.metrics.compute import jd_between
+    from tasks.metrics.pitch import BasicPitch
+
+    try:
+        values, rows = jd_between(_set_spec(a, None, None, None, limit, "A"), _set_spec(b, None, None, None, limit, "B"),
+                                  BasicPitch(get_settings().weights_dir), threshold=threshold)
+    except (ValueError, FileNotFoundError) as e:
+        _metric_error(e)
+    if per_item:
+        _print_rows(values, "per pair")
+    _emit(rows, f"pitch metrics (Basic Pitch, threshold {threshold})", out, mlflow_run)
 
 
 @config_app.command("show")

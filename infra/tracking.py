@@ -126,3 +126,29 @@ def champion_version(name: str):
         return client().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
+
+
+def log_metrics_table(run_id: str, rows: list[dict], artifact_name: str = "metrics.parquet") -> None:
+    """Log a `metrics` table to one MLflow run: each row as a metric named after what it is
+    (`fad_musicnn-msd`, `jd`, ... with `_ci_low`/`_ci_high`; grid coordinates appended when the
+    table spans several points) and the whole table as a Parquet artifact."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from schemas.tables import METRICS
+
+    c = client()
+    points = {(r["method"], r["task"], r["t_init"], r["sigma_start"], r["lam"]) for r in rows}
+    for r in rows:
+        name = r["metric"] + (f"_{r['embedding']}" if r["embedding"] else "")
+        if len(points) > 1:
+            coords = {"t": r["t_init"], "s": r["sigma_start"], "l": r["lam"]}
+            name += "/" + "_".join([r["method"], r["task"]] + [f"{k}{v:g}" for k, v in coords.items() if v is not None])
+        c.log_metric(run_id, name, r["mean"])
+        for bound in ("ci_low", "ci_high"):
+            if r[bound] is not None:
+                c.log_metric(run_id, f"{name}_{bound}", r[bound])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, artifact_name)
+        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), path)
+        c.log_artifact(run_id, path)

@@ -28,6 +28,7 @@ class EmbeddedSet:
     embeddings: np.ndarray      # [patches, d] float32, pooled over clips
     clip_ids: list[str]
     silent_clips: int           # embedded as they are (silence is a failure FAD should see), counted
+    short_clips: int = 0        # shorter than one embedding patch: skipped and counted
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,20 @@ class FadResult:
     n_embeddings: int
     n_reference: int
     silent_clips: int
+    short_clips: int = 0
 
 
 def embed_set(items: Iterable[AudioItem], embedding: Embedding, *, target_lufs: float = TARGET_LUFS,
               on_item: Callable[[], None] | None = None) -> EmbeddedSet:
-    """Loudness-normalise and embed every clip. A clip that cannot be embedded (NaN, too short)
-    raises with its ID: a FAD silently computed on a subset would not be comparable."""
-    chunks, ids, silent = [], [], 0
+    """Loudness-normalise and embed every clip. A clip shorter than one embedding patch (e.g. a
+    corpus's tail clip) is skipped and counted; a broken clip (NaN, not mono) raises with its ID."""
+    chunks, ids, silent, short = [], [], 0, 0
     for item in items:
         try:
             x = check_audio(item.audio, item.item_id)
+            if len(x) < embedding.min_seconds * item.sample_rate_hz:
+                short += 1
+                continue
             if peak_dbfs(x) < SILENCE_DBFS:
                 silent += 1
             else:
@@ -62,8 +67,9 @@ def embed_set(items: Iterable[AudioItem], embedding: Embedding, *, target_lufs: 
         if on_item:
             on_item()
     if not chunks:
-        raise ValueError("the set is empty: FAD needs clips on both sides")
-    return EmbeddedSet(np.concatenate(chunks).astype(np.float32), ids, silent)
+        raise ValueError(f"the set has no clip of at least {embedding.min_seconds:.2f} s ({short} shorter ones "
+                         f"skipped): FAD needs embeddable clips on both sides")
+    return EmbeddedSet(np.concatenate(chunks).astype(np.float32), ids, silent, short)
 
 
 def fad(evaluated: EmbeddedSet, reference: GaussianStats, embedding_name: str, *, n_boot: int = 200,
@@ -77,7 +83,7 @@ def fad(evaluated: EmbeddedSet, reference: GaussianStats, embedding_name: str, *
     except ValueError:
         inf = None  # fewer embeddings than the extrapolation needs: reported as absent, not guessed
     return FadResult(embedding_name, frechet_distance(gaussian_stats(e), reference), lo, hi, inf,
-                     len(evaluated.clip_ids), len(e), reference.n, evaluated.silent_clips)
+                     len(evaluated.clip_ids), len(e), reference.n, evaluated.silent_clips, evaluated.short_clips)
 
 
 def reference_key(domain: str, embedding_name: str, clip_ids: Iterable[str], feature_config: dict) -> str:

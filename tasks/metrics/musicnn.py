@@ -104,6 +104,7 @@ class Musicnn:
     """FAD embedding: the 200-d penultimate layer of every 3 s patch."""
 
     sample_rate_hz = SAMPLE_RATE_HZ
+    min_seconds = MIN_SECONDS
 
     def __init__(self, model: str = "MSD_musicnn", weights_dir: str = ".weights", batch_patches: int = 64):
         if model not in MODELS:

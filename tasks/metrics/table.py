@@ -53,7 +53,7 @@ def row(point: GridPoint, metric: str, n: int, mean: float, ci_low: float | None
 
 
 def fad_rows(point: GridPoint, result: FadResult, reference: str) -> list[dict]:
-    detail = f"clips={result.n_clips} embeddings={result.n_embeddings} reference_embeddings={result.n_reference} silent={result.silent_clips}"
+    detail = f"clips={result.n_clips} embeddings={result.n_embeddings} reference_embeddings={result.n_reference} silent={result.silent_clips} too_short={result.short_clips}"
     rows = [row(point, "fad", result.n_clips, result.fad, result.ci_low, result.ci_high, reference=reference,
                 embedding=result.embedding, detail=detail)]
     if result.fad_inf is not None:

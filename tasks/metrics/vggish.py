@@ -79,6 +79,7 @@ class VGGishNet(nn.Module):
 class VGGish:
     name = "vggish"
     sample_rate_hz = SAMPLE_RATE_HZ
+    min_seconds = (WINDOW + (EXAMPLE_FRAMES - 1) * HOP) / SAMPLE_RATE_HZ
 
     def __init__(self, net: VGGishNet, batch_examples: int = 64):
         self.net = net.eval()

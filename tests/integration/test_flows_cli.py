@@ -11,7 +11,8 @@ pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 COMMANDS = [[], ["corpus"], ["corpus", "build"], ["ingest"], ["augment"], ["features"], ["inspect"],
-            ["mel2audio"], ["config"], ["config", "show"], ["demo"]]
+            ["mel2audio"], ["config"], ["config", "show"], ["demo"], ["metrics"], ["metrics", "fad"],
+            ["metrics", "jd"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")

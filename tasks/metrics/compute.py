@@ -1,0 +1,86 @@
+"""Set-level metric jobs the CLI and the flows share: FAD of one set against another, and
+pitch JD of paired items (same relative path or clip ID on both sides)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from infra.progress import progress
+from infra.storage import Storage
+from tasks.metrics.embeddings import Embedding
+from tasks.metrics.fad import FadResult, cached_reference_stats, embed_set, fad
+from tasks.metrics.frechet import gaussian_stats
+from tasks.metrics.pitch import DEFAULT_THRESHOLD, BasicPitch
+from tasks.metrics.sources import AudioItem, audio_items
+from tasks.metrics.table import GridPoint, PITCH_METRICS, aggregate, fad_rows, pitch_item_values
+
+
+@dataclass(frozen=True)
+class SetSpec:
+    url: str
+    domain: str | None = None
+    role: str | None = None
+    split: str | None = None
+    limit: int | None = None
+    label: str | None = None     # shown on the progress line while the set is read
+
+    def items(self):
+        it = audio_items(self.url, domain=self.domain, role=self.role, split=self.split, limit=self.limit)
+        return progress(it, self.limit, self.label) if self.label else it
+
+    def describe(self) -> str:
+        filt = ",".join(f"{k}={v}" for k, v in (("domain", self.domain), ("role", self.role), ("split", self.split)) if v)
+        return f"{self.url}" + (f"[{filt}]" if filt else "")
+
+
+def fad_between(evaluated: SetSpec, reference: SetSpec, embedding: Embedding, *, cache_url: str | None = None,
+                reference_domain: str | None = None, n_boot: int = 200, seed: int = 0,
+                ) -> tuple[FadResult, bool]:
+    """FAD of `evaluated` against `reference`; the reference's statistics come from the cache
+    when `cache_url` is given and they were computed before. Returns (result, reference_cached)."""
+    ref_items = list(reference.items())
+    if not ref_items:
+        raise ValueError(f"the reference set {reference.describe()} is empty")
+    build = lambda: embed_set(ref_items, embedding)  # noqa: E731
+    if cache_url:
+        stats, cached = cached_reference_stats(Storage(cache_url), reference_domain or reference.domain or "any",
+                                               embedding.name, [i.item_id for i in ref_items], build)
+    else:
+        stats, cached = gaussian_stats(build().embeddings), False
+    return fad(embed_set(evaluated.items(), embedding), stats, embedding.name,
+               n_boot=n_boot, seed=seed), cached
+
+
+def _key(item: AudioItem) -> str:
+    return os.path.splitext(item.item_id)[0]
+
+
+def paired(a: SetSpec, b: SetSpec) -> list[tuple[AudioItem, AudioItem]]:
+    """Items present on both sides (matched by relative path without extension, or clip ID)."""
+    left = {_key(i): i for i in a.items()}
+    right = {_key(i): i for i in b.items()}
+    common = sorted(set(left) & set(right))
+    if not common:
+        raise ValueError(f"no item of {a.describe()} has a counterpart in {b.describe()} (pairs are matched by "
+                         f"relative path without extension); e.g. {sorted(left)[:2]} vs {sorted(right)[:2]}")
+    return [(left[k], right[k]) for k in common]
+
+
+def jd_between(a: SetSpec, b: SetSpec, tracker: BasicPitch, *, threshold: float = DEFAULT_THRESHOLD,
+               point: GridPoint | None = None) -> tuple[list[dict], list[dict]]:
+    """Per-pair values and the aggregated metrics rows (JD, melody JD; vs MIDI where known)."""
+    pairs = paired(a, b)
+    values = pitch_item_values(pairs, tracker, threshold)
+    rows = aggregate(point or GridPoint(run_id="adhoc", method="reference", task="compare"), values,
+                     PITCH_METRICS, reference="guide", detail=f"basic-pitch threshold={threshold}")
+    for r in rows:
+        if r["metric"] in ("jd_midi", "f1_midi"):
+            r["reference"] = "midi"
+    return values, rows
+
+
+def fad_table_rows(result: FadResult, reference: SetSpec, point: GridPoint | None = None,
+                   domain: str | None = None) -> list[dict]:
+    domain = domain or reference.domain
+    return fad_rows(point or GridPoint(run_id="adhoc", method="reference", task="compare"), result,
+                    reference=f"domain:{domain}" if domain else reference.describe())
