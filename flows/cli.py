@@ -283,6 +283,51 @@ def mel2audio(
     raise typer.Exit(1)
 
 
+@app.command()
+def transform(
+    inputs: str = typer.Option(..., help="A clips dataset, or a folder/s3:// prefix of audio or MIDI (ingested first)."),
+    model: str = typer.Option(..., help="Target model, e.g. models:/reinstrument-flute@champion."),
+    task: str = typer.Option("timbre", help="timbre | midi2real | enhance (picks the guide role of a corpus)."),
+    method: str = typer.Option("warm_init", help="warm_init | ddib | conditional."),
+    source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
+    t_init: float = typer.Option(None, help="tau_init: fraction of reverse steps skipped (default 0.5)."),
+    sigma_start: float = typer.Option(None, help="Start at this sigma instead of a tau_init."),
+    lam: float = typer.Option(1.0, help="lambda: noise scale of the warm start."),
+    steps: int = typer.Option(35, help="N reverse steps of the full grid."),
+    sampler: str = typer.Option("heun", help="heun | euler | dpmpp_2m."),
+    seed: int = typer.Option(0, help="Run seed; each clip's noise derives from (seed, clip ID)."),
+    domain: str = typer.Option(None, help="Corpus inputs: guide domain to take, e.g. violin."),
+    role: str = typer.Option(None, help="Corpus inputs: guide role (default: the task's)."),
+    split: str = typer.Option(None, help="Corpus inputs: split to take (default all)."),
+    limit: int = typer.Option(None, help="At most this many clips."),
+    out: str = typer.Option(None, help="Root of run folders (default DATA_ROOT)."),
+    run_id: str = typer.Option(None, help="Name the run (default: a hash of the job, so re-runs resume)."),
+    actors: int = typer.Option(2, help="Ray actors (0: in this process)."),
+    gpu: bool = typer.Option(False, help="One GPU per actor, bf16."),
+    clips_per_task: int = typer.Option(4, help="Clips per actor call and per committed shard."),
+    prefect: bool = PrefectOpt,
+):
+    """Transform a corpus into the model's domain; outputs + table under OUT/runs/<run_id>/, exactly once."""
+    from flows.transform import transform_corpus, transform_flow
+    from schemas.diffusion import SamplerConfig, WarmStartConfig
+    from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+
+    try:
+        warm = WarmStartConfig(t_init=0.5 if t_init is None and sigma_start is None else t_init,
+                               sigma_start=sigma_start, lam=lam)
+        cfg = TransformConfig(task=task, method=method, model=model, source_model=source_model, warm=warm,
+                              sampler=SamplerConfig(name=sampler, steps=steps), seed=seed)
+        sel = InputSelection(domain=domain, role=role, split=split, limit=limit)
+        log = TransformLogistics(num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
+                                 out_url=out or _root(), run_id=run_id)
+        res = (transform_flow if prefect else transform_corpus)(inputs, sel, cfg, log)
+    except ValueError as e:
+        _metric_error(e)
+    _print_rows([{"": k, "value": v} for k, v in res.items() if k not in ("run_url", "outputs_url")], "transform")
+    console.print(f"outputs table: {res['outputs_url']}\naudio:         {res['run_url']}/audio/\n"
+                  f"MLflow run:    {res['mlflow_run_id']}")
+
+
 def _set_spec(url: str, domain, role, split, limit, label):
     from tasks.metrics.compute import SetSpec
 

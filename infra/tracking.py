@@ -119,6 +119,26 @@ def registered_name(domain: str, cond_domain: str | None = None) -> str:
     return f"reinstrument-{domain}" if cond_domain is None else f"reinstrument-cond-{cond_domain}-to-{domain}"
 
 
+def resolve_model(uri: str) -> tuple[str, str]:
+    """(pinned URI, 'name/version') for a registry URI; an alias is resolved once, so a champion
+    promoted mid-run cannot mix two models into one run. Other URIs (runs:/...) pass as they are."""
+    if not uri.startswith("models:/"):
+        return uri, uri
+    ref = uri[len("models:/"):]
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = client().get_model_version_by_alias(name, alias).version
+        except MlflowException as e:
+            raise ValueError(f"no model version {name!r} has alias {alias!r} in {tracking_uri()}; "
+                             "train and register one first (reinstrument train ...)") from e
+    else:
+        name, version = ref.rsplit("/", 1)
+    return f"models:/{name}/{version}", f"{name}/{version}"
+
+
 def champion_version(name: str):
     from mlflow.exceptions import MlflowException
 

@@ -76,4 +76,29 @@ METRICS = pa.schema([
     ("detail", pa.string()),
 ])
 
-TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS}
+OUTPUTS = pa.schema([
+    ("output_key", pa.string()),       # content hash of (input clip, model version, method, settings)
+    ("run_id", pa.string()),
+    ("clip_id", pa.string()),          # the input (guide) clip
+    ("clean_id", pa.string()),         # the guide's clean counterpart, when the corpus knows it
+    ("input_domain", pa.string()),
+    ("target_domain", pa.string()),
+    ("model", pa.string()),            # registered name/version, e.g. reinstrument-flute/3
+    ("source_model", pa.string()),     # ddib only
+    ("method", pa.string()),
+    ("task", pa.string()),
+    ("t_init", pa.float64()),
+    ("sigma_start", pa.float64()),     # the sigma the run actually started from
+    ("lam", pa.float64()),
+    ("steps", pa.int32()),
+    ("sampler", pa.string()),
+    ("seed", pa.int64()),
+    ("output_uri", pa.string()),       # FLAC, mono, the model's sample rate
+    ("sample_rate_hz", pa.int32()),
+    ("duration_s", pa.float64()),
+    ("seconds_spent", pa.float64()),   # wall time of this clip's transform + vocode + encode
+    ("config_hash", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
+                                "outputs": OUTPUTS}

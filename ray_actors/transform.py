@@ -1,0 +1,157 @@
+"""Corpus-scale transformation on Ray: a Ray Data pipeline over the pending clips whose
+callable class loads the model once per actor (one GPU each, bf16, when the cluster has them)
+and transforms, vocodes, encodes and stores each clip; the driver commits the outputs table
+batch by batch, manifest last, so a killed run resumes where it stopped.
+
+Exactly once: an output's key hashes (clip, model version, method, settings); a key already in
+the committed table is never recomputed; audio is written atomically to audio/<key>.flac before
+its row is committed, and a recomputation after a crash rewrites the same bytes (per-clip
+seeds), so table rows and objects stay one-to-one."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from infra.datasets import ShardBuffer, ShardedDataset
+from infra.storage import Storage
+from schemas.transform import TransformConfig, TransformLogistics
+from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
+from tasks.transform import LoadedModel, Transformer, output_key
+
+OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
+
+
+def load_models(cfg: TransformConfig, pinned: dict[str, str]) -> tuple[LoadedModel, LoadedModel | None]:
+    from infra.tracking import load_denoiser
+
+    target = LoadedModel(*load_denoiser(pinned["model_uri"]), pinned["model"])
+    source = LoadedModel(*load_denoiser(pinned["source_uri"]), pinned["source_model"]) if cfg.source_model else None
+    return target, source
+
+
+class ClipTransformer:
+    """Heavy state in __init__ (models, mel front end, vocoder); __call__ is one batch of clips."""
+
+    def __init__(self, cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str], run_url: str, run_id: str,
+                 fault_marker: str | None = None):
+        import torch
+
+        self.cfg, self.logistics = cfg, logistics
+        gpu = self.logistics.use_gpu and torch.cuda.is_available()
+        if not gpu:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.logistics.num_actors)))
+        target, source = load_models(self.cfg, pinned)
+        self.transformer = Transformer(self.cfg, target, source, batch_windows=self.logistics.batch_windows,
+                                       device="cuda" if gpu else "cpu", bf16=gpu)
+        self.pinned, self.run, self.run_id = pinned, Storage(run_url), run_id
+        self.fault_marker = fault_marker
+
+    def _maybe_crash(self) -> None:
+        # Fault injection for the tests: the first call that finds the marker removes it and
+        # kills this actor's process outright (no exception, no cleanup), like an OOM kill.
+        if self.fault_marker and os.path.exists(self.fault_marker):
+            os.remove(self.fault_marker)
+            os._exit(1)
+
+    def __call__(self, batch: dict) -> dict:
+        self._maybe_crash()
+        # Strings only ("" = none): an all-null column comes back from Arrow blocks as float NaN.
+        rows = {"output_key": [], "row": [], "error": []}
+        items = []
+        for i, key in enumerate(batch["output_key"]):
+            try:
+                audio, sr = decode_audio_bytes(bytes(batch["audio_flac"][i]))
+                items.append((i, key, audio, sr))
+            except Exception as e:  # noqa: BLE001 - a bad input is a quarantine row, not a failed run
+                rows["output_key"].append(key)
+                rows["row"].append("")
+                rows["error"].append(f"undecodable guide audio ({type(e).__name__}: {e})")
+        ok = items
+        try:  # the batch at once; clip by clip only when some clip in it is bad
+            outs = self.transformer.transform([batch["clip_id"][i] for i, *_ in ok], [a for *_, a, _ in ok],
+                                              [s for *_, s in ok])
+        except ValueError:
+            outs = []
+            for it in ok:
+                try:
+                    outs += self.transformer.transform([batch["clip_id"][it[0]]], [it[2]], [it[3]])
+                except ValueError as e:
+                    outs.append(e)
+        for (i, key, _, _), out in zip(ok, outs):
+            rows["output_key"].append(key)
+            if isinstance(out, Exception):
+                rows["row"].append("")
+                rows["error"].append(str(out))
+                continue
+            t0 = time.perf_counter()
+            y, _, _ = normalise_loudness(out.audio, out.sample_rate_hz, OUTPUT_LUFS, OUTPUT_PEAK_DBFS)
+            rel = f"audio/{key}.flac"
+            self.run.write_bytes(rel, encode_flac(y, out.sample_rate_hz))
+            rows["row"].append(json.dumps(self._row(batch, i, key, rel, y, out.sample_rate_hz,
+                                                    out.seconds_spent + time.perf_counter() - t0)))
+            rows["error"].append("")
+        return rows
+
+    def _row(self, batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int, seconds: float) -> dict:
+        c, tr = self.cfg, self.transformer
+        opt = lambda v: None if v is None else str(v)  # noqa: E731
+        return {"output_key": key, "run_id": self.run_id, "clip_id": str(batch["clip_id"][i]),
+                "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
+                "target_domain": tr.target.meta.get("domain"), "model": self.pinned["model"],
+                "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
+                "t_init": c.warm.t_init, "sigma_start": tr.sigma_start, "lam": c.warm.lam,
+                "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
+                "output_uri": self.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
+                "seconds_spent": seconds, "config_hash": c.config_hash()}
+
+
+def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, str], done: set[str]) -> list[dict]:
+    for row in clips:
+        row["output_key"] = output_key(row["clip_id"], pinned["model"], pinned.get("source_model"), cfg)
+    return [r for r in clips if r["output_key"] not in done]
+
+
+def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str],
+                run_url: str, run_id: str) -> Iterator[dict]:
+    """Result batches as they finish: on Ray actors, or in this process when num_actors == 0."""
+    args = (cfg, logistics, pinned, run_url, run_id,
+            os.environ.get("REINSTRUMENT_FAULT_ONCE"))
+    n = logistics.clips_per_task
+    if logistics.num_actors == 0:
+        worker = ClipTransformer(*args)
+        for k in range(0, len(pending), n):
+            chunk = pending[k:k + n]
+            yield worker({c: [r[c] for r in chunk] for c in chunk[0]})
+        return
+    import ray
+
+    from infra.ray_cluster import ensure_ray
+
+    ensure_ray()
+    ds = ray.data.from_items(pending, override_num_blocks=max(1, (len(pending) + n - 1) // n))
+    out = ds.map_batches(ClipTransformer, fn_constructor_args=args, batch_size=n, batch_format="numpy",
+                         concurrency=logistics.num_actors, num_gpus=1 if logistics.use_gpu else 0,
+                         num_cpus=0 if logistics.use_gpu else max(1, (os.cpu_count() or 1) // logistics.num_actors),
+                         max_restarts=-1, max_task_retries=-1)
+    for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+        yield {k: list(v) for k, v in batch.items()}
+
+
+def commit_batch(outputs: ShardedDataset, quarantine: ShardedDataset, batch: dict, config_hash: str,
+                 run_id: str) -> tuple[int, int]:
+    """One shard of output rows (and of quarantine rows), manifests last. Returns (ok, failed)."""
+    good = [json.loads(r) for r, e in zip(batch["row"], batch["error"]) if not e]
+    bad = [{"source_uri": f"output_key:{k}", "source_id": k, "stage": "transform", "reason": e,
+            "detail": run_id, "config_hash": config_hash}
+           for k, e in zip(batch["output_key"], batch["error"]) if e]
+    for ds, rows in ((outputs, good), (quarantine, bad)):
+        if rows:
+            buf = ShardBuffer(ds, config_hash, shard_rows=len(rows))
+            for r in rows:
+                buf.add(r)
+            buf.commit()
+    return len(good), len(bad)

@@ -1,0 +1,58 @@
+"""Transformation run configs. `TransformConfig` is the identity of every output (its hash is
+part of each output's key); `TransformLogistics` is how the run executes (never hashed)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.configs import StrictConfig
+from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
+
+# The guide of each task: which clips of a corpus are transformed.
+TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
+
+
+class TransformConfig(StrictConfig):
+    task: Literal["timbre", "midi2real", "enhance"] = "timbre"
+    method: Literal["warm_init", "ddib", "conditional"] = "warm_init"
+    model: str = Field(..., description="target model: models:/<name>@<alias>, models:/<name>/<version>, runs:/...")
+    source_model: str | None = Field(None, description="ddib only: the guide domain's unconditional model")
+    warm: WarmStartConfig = WarmStartConfig(t_init=0.5, lam=1.0)
+    sampler: SamplerConfig = SamplerConfig()
+    window: WindowConfig = WindowConfig()
+    seed: int = Field(0, description="run seed; every clip's noise derives from (seed, clip ID)")
+    vocoder: Literal["griffin-lim"] = "griffin-lim"
+    vocoder_iters: int = Field(32, ge=1)
+
+    @model_validator(mode="after")
+    def _method_needs(self) -> "TransformConfig":
+        if self.method == "ddib" and not self.source_model:
+            raise ValueError("method 'ddib' needs source_model (the guide domain's unconditional model)")
+        if self.method != "ddib" and self.source_model:
+            raise ValueError(f"source_model is only used by method 'ddib', not {self.method!r}")
+        if self.method == "ddib" and self.warm.t_init == 1:
+            raise ValueError("ddib with t_init=1 has no bridge to run (sigma_N = 0); use t_init < 1")
+        return self
+
+
+class InputSelection(StrictConfig):
+    """Which clips of the inputs are transformed (clips datasets; a folder is ingested whole)."""
+
+    domain: str | None = Field(None, description="guide domain, e.g. 'violin'")
+    role: str | None = Field(None, description="default: the task's guide role (clean | midi_guide | degraded)")
+    split: str | None = Field(None, description="train | valid | test; default all")
+    limit: int | None = Field(None, ge=1, description="at most this many clips (sorted by clip ID)")
+
+
+class TransformLogistics(StrictConfig):
+    num_actors: int = Field(2, ge=0, description="Ray actors; 0 transforms in this process")
+    use_gpu: bool = Field(False, description="one GPU per actor, bf16 autocast")
+    batch_windows: int = Field(8, ge=1, description="windows per model call; calls are padded to this "
+                                                     "fixed shape, so results never depend on batch-mates")
+    clips_per_task: int = Field(4, ge=1, description="clips per actor call (and per committed shard)")
+    out_url: str = Field(..., description="root; outputs go to <out_url>/runs/<run_id>/")
+    run_id: str | None = Field(None, description="default: a hash of inputs, selection, model version and config, "
+                                                 "so a re-run of the same job resumes it")
+    experiment: str = "reinstrument-transform"
+    audio_examples: int = Field(3, ge=0, description="outputs logged to MLflow as audio artifacts")

@@ -1,0 +1,134 @@
+"""Transform clips into a target domain (pure code; the Ray actor and the flow adapt it).
+
+Per clip: log-mel of the guide -> normalised with the model's statistics -> the method on
+overlapping windows (tasks.diffusion.windows, per-item noise from (run seed, clip ID)) ->
+denormalised -> vocoded -> trimmed to the guide's duration. Model calls always see a batch of
+exactly `batch_windows` windows (short batches are zero-padded): CPU kernels are chosen by
+shape, so a fixed shape makes each clip's result independent of what shares its batch."""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import torch
+
+from schemas.configs import MelConfig
+from schemas.transform import TransformConfig
+from tasks.diffusion.bridges import ddib
+from tasks.diffusion.conditional import conditioned, generate_conditional
+from tasks.diffusion.noise import ItemNoise
+from tasks.diffusion.precond import EDMPrecond
+from tasks.diffusion.train_data import denormalise, normalise
+from tasks.diffusion.vocoder import make_vocoder
+from tasks.diffusion.warm import warm_sigmas, warm_transform
+from tasks.diffusion.windows import transform_long
+from tasks.features import LogMel
+
+
+@dataclass
+class LoadedModel:
+    model: EDMPrecond
+    meta: dict            # normalisation statistics, mel config, domain (tasks.diffusion.checkpoint)
+    name: str             # registered name/version, e.g. "reinstrument-flute/3"
+
+
+@dataclass(frozen=True)
+class ClipOutput:
+    audio: np.ndarray     # mono float32 at `sample_rate_hz`
+    sample_rate_hz: int
+    seconds_spent: float
+
+
+def output_key(clip_id: str, model_name: str, source_model: str | None, cfg: TransformConfig) -> str:
+    """The content address of one output: input, model version(s), method and settings."""
+    key = "|".join([clip_id, model_name, source_model or "", cfg.config_hash()])
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+class Transformer:
+    def __init__(self, cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None, *,
+                 batch_windows: int = 8, device: str = "cpu", bf16: bool = False):
+        self.cfg, self.target, self.source = cfg, target, source
+        self.mel = MelConfig(**target.meta["mel"])
+        if cfg.method == "ddib":
+            if source is None:
+                raise ValueError("ddib needs the source model")
+            if source.meta["mel"] != target.meta["mel"]:
+                raise ValueError(f"ddib: source and target models use different mel configs "
+                                 f"({source.meta['mel']} vs {target.meta['mel']})")
+        is_cond = target.model.net.cfg.cond_channels > 0
+        if (cfg.method == "conditional") != is_cond:
+            raise ValueError(f"method {cfg.method!r} needs {'a conditional' if cfg.method == 'conditional' else 'an unconditional'} "
+                             f"model, but {target.name} is {'conditional' if is_cond else 'unconditional'}")
+        self.device = torch.device(device)
+        for m in (target, source):
+            if m is not None:
+                m.model.to(self.device).eval()
+        self.batch_windows = batch_windows
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
+        self.front = LogMel(self.mel)
+        self.vocoder = make_vocoder(cfg.vocoder, self.mel, n_iter=cfg.vocoder_iters, seed=cfg.seed)
+        self.edm = target.model.cfg
+        self.sigma_start = float(warm_sigmas(cfg.sampler, self.edm, cfg.warm)[0])
+        self.stage_seconds = {"logmel": 0.0, "diffusion": 0.0, "vocoder": 0.0}
+
+    # -- one fixed-shape model batch ---------------------------------------------------------
+    def _windows(self, guide: torch.Tensor, start_noise: torch.Tensor, noise: ItemNoise) -> torch.Tensor:
+        n, pad = guide.shape[0], self.batch_windows - guide.shape[0]
+        if pad < 0:
+            raise ValueError(f"{n} windows in one call; at most batch_windows={self.batch_windows}")
+        fill = lambda t: torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]).to(self.device)  # noqa: E731
+        g, eps = fill(guide), fill(start_noise)
+        noise = ItemNoise(noise.seeds + [0] * pad, device=self.device)
+        c = self.cfg
+        with torch.no_grad(), self.autocast:
+            if c.method == "warm_init":
+                out = warm_transform(self.target.model, g, c.sampler, self.edm, c.warm, noise, start_noise=eps)
+            elif c.method == "ddib":
+                steps = max(1, len(warm_sigmas(c.sampler, self.edm, c.warm)) - 1)
+                out = ddib(self.source.model, self.target.model, g, self.sigma_start, steps, self.edm,
+                           rho=c.sampler.rho, sampler="heun" if c.sampler.name == "heun" else "euler")
+            else:
+                out = generate_conditional(conditioned(self.target.model, g), g, c.sampler, self.edm, noise)
+        return out[:n].float().cpu()
+
+    def _guide_stats(self) -> tuple[list[float], list[float]]:
+        meta = (self.source or self.target).meta
+        if self.cfg.method == "conditional":
+            return meta["cond_mean"], meta["cond_std"]
+        return meta["mean"], meta["std"]
+
+    def transform(self, clip_ids: Sequence[str], audio: Sequence[np.ndarray], sample_rates_hz: Sequence[int]
+                  ) -> list[ClipOutput]:
+        sr = self.mel.sample_rate_hz
+        t0 = time.perf_counter()
+        guides, lengths = [], []
+        for x, rate in zip(audio, sample_rates_hz):
+            x = np.asarray(x, np.float32)
+            if not np.isfinite(x).all():
+                raise ValueError("guide audio contains NaN or infinite samples")
+            if rate != sr:
+                x = librosa.resample(x, orig_sr=rate, target_sr=sr, res_type="soxr_hq")
+            lengths.append(len(x))
+            guides.append(self.front(torch.from_numpy(x)[None])[0])
+        mean, std = self._guide_stats()
+        normed = [normalise(g, mean, std) for g in guides]
+        t1 = time.perf_counter()
+        outs = transform_long(self._windows, normed, list(clip_ids), self.cfg.window, self.cfg.seed,
+                              max_batch_windows=self.batch_windows)
+        t2 = time.perf_counter()
+        results = []
+        for o, n in zip(outs, lengths):
+            y = self.vocoder(denormalise(o, self.target.meta["mean"], self.target.meta["std"]).numpy())
+            y = np.pad(y, (0, max(0, n - len(y))))[:n].astype(np.float32)
+            results.append(y)
+        t3 = time.perf_counter()
+        for k, v in zip(self.stage_seconds, (t1 - t0, t2 - t1, t3 - t2)):
+            self.stage_seconds[k] += v
+        per_clip = (t3 - t0) / max(1, len(results))
+        return [ClipOutput(y, sr, per_clip) for y in results]
