@@ -117,7 +117,7 @@ def finalise(meta: dict, summary: dict, logistics: TransformLogistics) -> dict:
         for row in table.slice(0, logistics.audio_examples).to_pylist():
             path = os.path.join(tmp, f"{row['clip_id'][:12]}-{row['output_key'][:8]}.flac")
             with open(path, "wb") as f:
-                f.write(run.read_bytes(run.relative(row["output_uri"])))
+                f.write(run.read_bytes(f"audio/{row['output_key']}.flac"))
             c.log_artifact(rid, path, "audio_examples")
     c.set_terminated(rid)
     return summary | {"mlflow_run_id": rid, "outputs": table.num_rows}
