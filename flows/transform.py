@@ -88,7 +88,8 @@ def transform_task(meta: dict, selection: InputSelection, cfg: TransformConfig, 
           f"(skipped); {len(pending)} to do on {logistics.num_actors or 'no'} actor(s)")
     t0 = time.perf_counter()
     ok = failed = 0
-    audio_s = 0.0
+    audio_s = first_audio_s = 0.0
+    first_s = None
     if pending:
         batches = run_batches(pending, cfg, logistics, meta["pinned"], run.url, meta["run_id"])
         n_batches = (len(pending) + logistics.clips_per_task - 1) // logistics.clips_per_task
@@ -96,17 +97,22 @@ def transform_task(meta: dict, selection: InputSelection, cfg: TransformConfig, 
             g, b = commit_batch(outputs, quarantine, batch, cfg.config_hash(), meta["run_id"])
             ok, failed = ok + g, failed + b
             audio_s += sum(json.loads(r)["duration_s"] for r in batch["row"] if r)
+            if first_s is None:  # start-up (Ray, actors, model loading) ends with the first batch
+                first_s, first_audio_s = time.perf_counter() - t0, audio_s
     wall = time.perf_counter() - t0
+    steady = (audio_s - first_audio_s) / (wall - first_s) if first_s is not None and wall > first_s else None
     return {"run_id": meta["run_id"], "run_url": run.url, "outputs_url": outputs.url, "selected": len(clips),
             "skipped": len(clips) - len(pending), "transformed": ok, "failed": failed, "wall_s": wall,
-            "audio_s": audio_s, "realtime_factor": audio_s / wall if wall > 0 and audio_s else None}
+            "audio_s": audio_s, "realtime_factor": audio_s / wall if wall > 0 and audio_s else None,
+            "first_batch_s": first_s, "steady_realtime_factor": steady}
 
 
 @task(name="log-transform")
 def finalise(meta: dict, summary: dict, logistics: TransformLogistics) -> dict:
     c = tracking.client()
     rid = meta["mlflow_run_id"]
-    for k in ("selected", "skipped", "transformed", "failed", "wall_s", "audio_s", "realtime_factor"):
+    for k in ("selected", "skipped", "transformed", "failed", "wall_s", "audio_s", "realtime_factor",
+              "first_batch_s", "steady_realtime_factor"):
         if summary[k] is not None:
             c.log_metric(rid, k, float(summary[k]))
     table = ShardedDataset.at(summary["outputs_url"], "outputs").read()

@@ -59,6 +59,9 @@ class ClipTransformer:
 
     def __call__(self, batch: dict) -> dict:
         self._maybe_crash()
+        return self._transform_batch(batch)
+
+    def _transform_batch(self, batch: dict) -> dict:
         # Strings only ("" = none): an all-null column comes back from Arrow blocks as float NaN.
         rows = {"output_key": [], "row": [], "error": []}
         items = []
@@ -133,10 +136,12 @@ def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformL
 
     ensure_ray()
     ds = ray.data.from_items(pending, override_num_blocks=max(1, (len(pending) + n - 1) // n))
+    # Ray Data gives actor pools max_restarts=-1 and max_task_retries=-1 by default: a dead actor
+    # is restarted (its model reloaded) and its batch resubmitted.
     out = ds.map_batches(ClipTransformer, fn_constructor_args=args, batch_size=n, batch_format="numpy",
-                         concurrency=logistics.num_actors, num_gpus=1 if logistics.use_gpu else 0,
-                         num_cpus=0 if logistics.use_gpu else max(1, (os.cpu_count() or 1) // logistics.num_actors),
-                         max_restarts=-1, max_task_retries=-1)
+                         compute=ray.data.ActorPoolStrategy(size=logistics.num_actors),
+                         num_gpus=1 if logistics.use_gpu else 0,
+                         num_cpus=0 if logistics.use_gpu else max(1, (os.cpu_count() or 1) // logistics.num_actors))
     for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
         yield {k: list(v) for k, v in batch.items()}
 

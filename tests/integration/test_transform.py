@@ -88,6 +88,13 @@ def test_each_task_on_two_actors_into_s3(models, ray_local, s3_bucket, task, dom
     rows = check_run(res, s3_bucket, {r: durations[r] for r in
                                       [x["clip_id"] for x in ShardedDataset.at(res["outputs_url"], "outputs").read(["clip_id"]).to_pylist()]})
     assert {r["task"] for r in rows} == {task} and {r["model"] for r in rows} == {"reinstrument-flute/1"}
+    from infra import tracking
+    c = tracking.client()
+    run = c.get_run(res["mlflow_run_id"])
+    assert run.data.params["model"] == "reinstrument-flute/1" and run.data.params["warm.t_init"] == "0.6"
+    assert run.data.metrics["transformed"] == 3
+    names = [a.path for a in c.list_artifacts(res["mlflow_run_id"])]
+    assert "outputs.parquet" in names and len(c.list_artifacts(res["mlflow_run_id"], "audio_examples")) == 3
     again = transform_corpus(corpus.clips_url, sel, config(task=task), log)
     assert again["skipped"] == 3 and again["transformed"] == 0
 
