@@ -101,7 +101,8 @@ class ClipTransformer:
 
     def _row(self, batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int, seconds: float) -> dict:
         c, tr = self.cfg, self.transformer
-        opt = lambda v: None if v is None else str(v)  # noqa: E731
+        # Nulls may arrive as None or, from an all-null Arrow column, as float NaN.
+        opt = lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v)  # noqa: E731
         return {"output_key": key, "run_id": self.run_id, "clip_id": str(batch["clip_id"][i]),
                 "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
                 "target_domain": tr.target.meta.get("domain"), "model": self.pinned["model"],

@@ -50,3 +50,30 @@ def spectrograms_png(logmels: Sequence[np.ndarray], titles: Sequence[str], *, fr
         ax.set_xlabel("s")
         ax.set_ylabel(f"mel bin (0-{f_max_hz / 1000:.0f} kHz)")
     return _png(fig)
+
+
+def tradeoff_png(curves: dict[str, list[tuple[float, float, float]]], *, recommended: dict[str, float] | None = None,
+                 embedding: str = "musicnn-msd") -> bytes:
+    """Three panels per sweep: JD vs tau_init, FAD vs tau_init and FAD vs JD, one line per lambda.
+    `curves[label] = [(t_init, jd, fad), ...]`; `recommended[label]` marks the chosen tau_init."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for label, pts in curves.items():
+        pts = sorted(pts)
+        t, jd, fad = (np.array(v, dtype=float) for v in zip(*pts))
+        axes[0].plot(t, jd, "o-", label=label)
+        axes[1].plot(t, fad, "o-", label=label)
+        axes[2].plot(jd, fad, "o-", label=label)
+        for ti, a, b in pts:
+            axes[2].annotate(f"{ti:g}", (a, b), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        if recommended and label in recommended:
+            k = int(np.argmin(np.abs(t - recommended[label])))
+            for ax, (x, y) in zip(axes, ((t[k], jd[k]), (t[k], fad[k]), (jd[k], fad[k]))):
+                ax.plot([x], [y], "*", ms=14, color="crimson", zorder=5)
+    axes[0].set(xlabel="τ_init (fraction of reverse steps skipped)", ylabel="pitch JD vs guide", title="faithfulness")
+    axes[1].set(xlabel="τ_init", ylabel=f"FAD ({embedding})", title="realism")
+    axes[2].set(xlabel="pitch JD vs guide (lower: more faithful)", ylabel=f"FAD ({embedding}) (lower: more real)",
+                title="trade-off (★ recommended)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[0].legend(title="λ")
+    return _png(fig)

@@ -4,7 +4,6 @@ Basic Pitch tracking, on the same renders; plus the share of musicnn time spent 
 import os
 import time
 
-import numpy as np
 import pytest
 from music21 import corpus
 

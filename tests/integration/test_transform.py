@@ -112,6 +112,25 @@ def test_ddib_and_conditional_methods(models, s3_bucket):
     assert row["method"] == "ddib" and row["source_model"] == "reinstrument-violin/1"
 
 
+def test_an_undecodable_guide_is_quarantined_and_the_rest_transformed(models, tmp_path):
+    from flows.transform import transform_corpus
+    from infra.datasets import write_rows
+
+    corpus = models
+    rows = ShardedDataset.at(corpus.clips_url, "clips").read().to_pylist()
+    rows = sorted((r for r in rows if r["domain"] == "violin" and r["role"] == "clean"), key=lambda r: r["clip_id"])[:3]
+    rows[1]["audio_flac"] = rows[1]["audio_flac"][:40]  # truncated FLAC
+    bad = ShardedDataset.at(str(tmp_path / "bad/clips"), "clips")
+    bad.commit(bad.manifest(), write_rows(bad, rows, "test", 10, 0))
+    res = transform_corpus(bad.url, InputSelection(domain="violin"), config(),
+                           TransformLogistics(num_actors=0, clips_per_task=3, out_url=str(tmp_path / "out")))
+    assert res["transformed"] == 2 and res["failed"] == 1
+    q = ShardedDataset.at(res["run_url"] + "/quarantine", "quarantine").read().to_pylist()
+    assert len(q) == 1 and "undecodable guide audio" in q[0]["reason"] and q[0]["stage"] == "transform"
+    out_rows = ShardedDataset.at(res["outputs_url"], "outputs").read().to_pylist()
+    assert all(r["clean_id"] is None for r in out_rows)  # nulls stay null through Ray/numpy batches
+
+
 def test_an_actor_killed_mid_run_loses_nothing(models, ray_local, s3_bucket, tmp_path, monkeypatch):
     from flows.transform import transform_corpus
 

@@ -1,0 +1,24 @@
+import pytest
+
+from tasks.plots import tradeoff_png
+from tasks.tradeoff import Point, pareto_front, recommend
+
+
+def test_knee_of_a_convex_front_and_dominated_points_dropped():
+    # JD falls and FAD rises with tau_init; (0.9) is dominated by (1.0) (worse on both).
+    pts = [Point(0.0, 0.90, 5.0), Point(0.3, 0.60, 6.0), Point(0.5, 0.20, 8.0), Point(0.7, 0.10, 20.0),
+           Point(0.9, 0.08, 40.0), Point(1.0, 0.05, 39.0)]
+    front = pareto_front(pts)
+    assert [p.t_init for p in front] == [1.0, 0.7, 0.5, 0.3, 0.0]
+    rec = recommend(pts)
+    assert rec.t_init == 0.5  # the elbow: most of the JD gained for little FAD
+    assert "knee" in rec.rule
+
+
+def test_recommendation_edge_cases_and_plot():
+    assert recommend([Point(0.4, 0.3, 10.0)]).t_init == 0.4
+    assert recommend([Point(0.4, 0.3, 10.0), Point(0.6, 0.3, 10.0)]).t_init == 0.6  # tie: larger tau_init
+    with pytest.raises(ValueError, match="nothing to recommend"):
+        recommend([Point(0.4, float("nan"), 1.0)])
+    png = tradeoff_png({"1": [(0.2, 0.8, 5.0), (0.5, 0.3, 9.0), (0.8, 0.1, 30.0)]}, recommended={"1": 0.5})
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
