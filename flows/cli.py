@@ -328,6 +328,53 @@ def transform(
                   f"MLflow run:    {res['mlflow_run_id']}")
 
 
+@app.command()
+def sweep(
+    inputs: str = typer.Option(..., help="Clips dataset (or folder/s3:// prefix of audio/MIDI) to transform."),
+    model: str = typer.Option(..., help="Target model, e.g. models:/reinstrument-flute@champion."),
+    task: str = typer.Option("timbre", help="timbre | midi2real | enhance."),
+    method: str = typer.Option("warm_init", help="warm_init | ddib."),
+    source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
+    t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default a grid dense in 0.3-0.7."),
+    sigma_start: list[float] = typer.Option(None, help="sigma grid point (repeat) instead of tau_init."),
+    lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 and 1."),
+    steps: int = typer.Option(35, help="N reverse steps of the full grid."),
+    domain: str = typer.Option(None, help="Guide domain of a corpus, e.g. violin."),
+    split: str = typer.Option("test", help="Split of the inputs (held out from training)."),
+    limit: int = typer.Option(None, help="At most this many input clips."),
+    reference: str = typer.Option(None, help="Target-domain reference clips dataset (default: the inputs)."),
+    reference_split: str = typer.Option("train", help="Split of the reference clips."),
+    embedding: str = typer.Option("musicnn", help="FAD embedding: musicnn | musicnn-mtt."),
+    seed: int = typer.Option(0, help="Run seed."),
+    actors: int = typer.Option(2, help="Ray actors per grid point (0: in this process)."),
+    out: str = typer.Option(None, help="Root (default DATA_ROOT); results under OUT/sweeps/<sweep_id>/."),
+    prefect: bool = PrefectOpt,
+):
+    """The tau_init sweep: FAD and JD per grid point, trade-off plots, a recommended tau_init."""
+    from flows.sweep import sweep as run_sweep, sweep_t_init
+    from schemas.diffusion import SamplerConfig
+    from schemas.sweep import DEFAULT_T_INITS, SweepConfig
+    from schemas.transform import InputSelection, TransformLogistics
+
+    try:
+        cfg = SweepConfig(task=task, method=method, model=model, source_model=source_model,
+                          t_inits=None if sigma_start else tuple(t_init or DEFAULT_T_INITS),
+                          sigma_starts=tuple(sigma_start) if sigma_start else None, lams=tuple(lam or (0.0, 1.0)),
+                          sampler=SamplerConfig(steps=steps), seed=seed, embedding=embedding,
+                          reference_url=reference, reference_split=reference_split)
+        if prefect:
+            res = sweep_t_init(inputs=inputs, model=model, domain=domain, split=split, limit=limit, config=cfg,
+                               out=out, actors=actors)
+        else:
+            res = run_sweep(inputs, InputSelection(domain=domain, split=split, limit=limit), cfg,
+                            TransformLogistics(num_actors=actors, out_url=out or _root()))
+    except (ValueError, FileNotFoundError) as e:
+        _metric_error(e)
+    for lam_label, rec in res["recommended"].items():
+        console.print(f"recommended for lambda={lam_label}: {rec}")
+    console.print(f"metrics: {res['metrics_url']}\nplot:    {res['plot_url']}\nMLflow parent run: {res['mlflow_run_id']}")
+
+
 def _set_spec(url: str, domain, role, split, limit, label):
     from tasks.metrics.compute import SetSpec
 

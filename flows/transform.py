@@ -65,8 +65,10 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
     meta = json.loads(run.read_bytes("run.json")) if run.exists("run.json") else {}
     if "mlflow_run_id" not in meta:
         c = tracking.client()
-        r = c.create_run(tracking.experiment_id(logistics.experiment), run_name=run_id,
-                         tags={"reinstrument.kind": "transform", "reinstrument.run_folder": run.url})
+        tags = {"reinstrument.kind": "transform", "reinstrument.run_folder": run.url}
+        if logistics.parent_run_id:
+            tags["mlflow.parentRunId"] = logistics.parent_run_id
+        r = c.create_run(tracking.experiment_id(logistics.experiment), run_name=run_id, tags=tags)
         for k, v in (tracking.flatten(cfg.model_dump(mode="json")) | pinned |
                      {"inputs": inputs, "selection": selection.model_dump_json()}).items():
             c.log_param(r.info.run_id, k, str(v)[:6000])
@@ -101,7 +103,8 @@ def transform_task(meta: dict, selection: InputSelection, cfg: TransformConfig, 
                 first_s, first_audio_s = time.perf_counter() - t0, audio_s
     wall = time.perf_counter() - t0
     steady = (audio_s - first_audio_s) / (wall - first_s) if first_s is not None and wall > first_s else None
-    return {"run_id": meta["run_id"], "run_url": run.url, "outputs_url": outputs.url, "selected": len(clips),
+    return {"run_id": meta["run_id"], "run_url": run.url, "outputs_url": outputs.url, "clips_url": meta["clips_url"],
+            "selected": len(clips),
             "skipped": len(clips) - len(pending), "transformed": ok, "failed": failed, "wall_s": wall,
             "audio_s": audio_s, "realtime_factor": audio_s / wall if wall > 0 and audio_s else None,
             "first_batch_s": first_s, "steady_realtime_factor": steady}

@@ -56,3 +56,4 @@ class TransformLogistics(StrictConfig):
                                                  "so a re-run of the same job resumes it")
     experiment: str = "reinstrument-transform"
     audio_examples: int = Field(3, ge=0, description="outputs logged to MLflow as audio artifacts")
+    parent_run_id: str | None = Field(None, description="MLflow parent run (a sweep); this run becomes its child")

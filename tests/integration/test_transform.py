@@ -173,3 +173,45 @@ def test_sigkill_then_rerun_finishes_without_recomputing(models, tmp_path):
     rows = outputs.read(["output_key", "output_uri"]).to_pylist()
     assert len(rows) == len({x["output_key"] for x in rows}) == 6
     assert sorted(p.name for p in (out / "runs/killed/audio").iterdir() if not p.name.startswith(".tmp-")) == sorted(f"{x['output_key']}.flac" for x in rows)
+
+
+def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_bucket):
+    from flows.sweep import sweep
+    from infra import tracking
+    from schemas.sweep import SweepConfig
+
+    corpus = models
+    cfg = SweepConfig(model="models:/reinstrument-flute@champion", t_inits=(0.3, 0.6, 1.0), lams=(1.0,),
+                      sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16),
+                      vocoder_iters=4, reference_split=None, reference_limit=4)
+    log = TransformLogistics(num_actors=0, out_url=f"s3://{s3_bucket}/root")
+    res = sweep(corpus.clips_url, InputSelection(domain="violin", limit=2), cfg, log)
+    metrics = {(r["t_init"], r["metric"]) for r in res["rows"]}
+    for t in (0.3, 0.6, 1.0):
+        assert {(t, "fad"), (t, "jd"), (t, "jd_melody"), (t, "f1_midi")} <= metrics
+    assert res["recommended"]["1"]["t_init"] in (0.3, 0.6, 1.0)
+    keys = s3_keys(s3_bucket, f"root/sweeps/{res['sweep_id']}/")
+    assert {k.rsplit("/", 1)[1] for k in keys} >= {"metrics.parquet", "tradeoff.png", "recommendation.json"}
+    assert len(s3_keys(s3_bucket, "root/runs/")) >= 3 * 2  # each point's audio and table in S3
+    c = tracking.client()
+    children = c.search_runs([c.get_run(res["mlflow_run_id"]).info.experiment_id],
+                             f"tags.mlflow.parentRunId = '{res['mlflow_run_id']}'")
+    assert len(children) == 3 and all("jd" in ch.data.metrics for ch in children)
+    parent = c.get_run(res["mlflow_run_id"])
+    assert "recommended_t_init_lam1" in parent.data.metrics
+    assert {a.path for a in c.list_artifacts(res["mlflow_run_id"])} >= {"tradeoff.png", "recommendation.json", "metrics.parquet"}
+
+
+def test_sweep_for_enhancement_scores_against_the_clean_clip(models, tmp_path):
+    from flows.sweep import sweep
+    from schemas.sweep import SweepConfig
+
+    cfg = SweepConfig(task="enhance", model="models:/reinstrument-flute@champion", t_inits=(0.6,), lams=(1.0,),
+                      sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16),
+                      vocoder_iters=4, reference_split=None, reference_limit=3, vocoded_reference=False)
+    res = sweep(models.clips_url, InputSelection(domain="flute", limit=2), cfg,
+                TransformLogistics(num_actors=0, out_url=str(tmp_path)))
+    by = {r["metric"]: r for r in res["rows"]}
+    assert {"si_sdr_db", "lsd_db", "mel_l1_db", "fad", "jd"} <= set(by)
+    assert by["si_sdr_db"]["reference"] == "clean" and by["si_sdr_db"]["n"] == 2
+    assert by["fad"]["reference"] == "domain:flute"

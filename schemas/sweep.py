@@ -1,0 +1,43 @@
+"""The `sweep-t-init` job: a grid of tau_init (or sigma_start) x lambda over one input set."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from schemas.configs import StrictConfig
+from schemas.diffusion import SamplerConfig, WindowConfig
+
+# Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
+# spans sigma 8.4-0.4, where standardised log-mels change domain (ENVIRONMENT.md).
+DEFAULT_T_INITS = (0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0)
+
+
+class SweepConfig(StrictConfig):
+    task: Literal["timbre", "midi2real", "enhance"] = "timbre"
+    method: Literal["warm_init", "ddib"] = "warm_init"
+    model: str = Field(..., description="target model URI, e.g. models:/reinstrument-flute@champion")
+    source_model: str | None = None
+    t_inits: tuple[float, ...] | None = DEFAULT_T_INITS
+    sigma_starts: tuple[float, ...] | None = Field(None, description="a sigma grid instead of t_inits")
+    lams: tuple[float, ...] = (0.0, 1.0)
+    sampler: SamplerConfig = SamplerConfig()
+    window: WindowConfig = WindowConfig()
+    seed: int = 0
+    vocoder_iters: int = Field(32, ge=1)
+    embedding: str = "musicnn"
+    reference_url: str | None = Field(None, description="clips dataset of the target domain (default: the inputs)")
+    reference_domain: str | None = Field(None, description="default: the model's domain")
+    reference_split: str | None = Field("train", description="reference clips' split (held apart from the inputs)")
+    reference_limit: int | None = Field(None, ge=2)
+    vocoded_reference: bool = Field(True, description="pass the reference through the same mel + vocoder "
+                                                      "(tau_init=1), so FAD scores the model, not the vocoder")
+    jd_threshold: float = Field(0.3, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _grid(self) -> "SweepConfig":
+        if (self.t_inits is None) == (self.sigma_starts is None):
+            raise ValueError("give exactly one of t_inits and sigma_starts")
+        if not (self.t_inits or self.sigma_starts) or not self.lams:
+            raise ValueError("the grid is empty: need at least one t_init/sigma_start and one lambda")
+        return self
