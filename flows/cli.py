@@ -375,6 +375,22 @@ def sweep(
     console.print(f"metrics: {res['metrics_url']}\nplot:    {res['plot_url']}\nMLflow parent run: {res['mlflow_run_id']}")
 
 
+@app.command()
+def pull(
+    run: str = typer.Argument(..., help="A run folder: s3://bucket/prefix/runs/<run_id> (or a local path)."),
+    dest: str = typer.Argument(..., help="Local folder to pull into."),
+):
+    """Download a run's audio, outputs table and manifest; verify every file's SHA-256."""
+    from tasks.pull import pull_run
+
+    try:
+        res = pull_run(run, dest)
+    except ValueError as e:
+        _metric_error(e)
+    console.print(f"{res.files} outputs: {res.fetched} fetched, {res.skipped} already present and verified -> {res.dest}\n"
+                  f"check again any time: (cd {dest} && sha256sum -c SHA256SUMS)")
+
+
 def _set_spec(url: str, domain, role, split, limit, label):
     from tasks.metrics.compute import SetSpec
 

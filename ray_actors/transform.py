@@ -9,6 +9,7 @@ its row is committed, and a recomputation after a crash rewrites the same bytes 
 seeds), so table rows and objects stay one-to-one."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -93,9 +94,10 @@ class ClipTransformer:
             t0 = time.perf_counter()
             y, _, _ = normalise_loudness(out.audio, out.sample_rate_hz, OUTPUT_LUFS, OUTPUT_PEAK_DBFS)
             rel = f"audio/{key}.flac"
-            self.run.write_bytes(rel, encode_flac(y, out.sample_rate_hz))
-            rows["row"].append(json.dumps(self._row(batch, i, key, rel, y, out.sample_rate_hz,
-                                                    out.seconds_spent + time.perf_counter() - t0)))
+            flac = encode_flac(y, out.sample_rate_hz)
+            self.run.write_bytes(rel, flac)
+            row = self._row(batch, i, key, rel, y, out.sample_rate_hz, out.seconds_spent + time.perf_counter() - t0)
+            rows["row"].append(json.dumps(row | {"sha256": hashlib.sha256(flac).hexdigest()}))
             rows["error"].append("")
         return rows
 

@@ -94,6 +94,7 @@ OUTPUTS = pa.schema([
     ("sampler", pa.string()),
     ("seed", pa.int64()),
     ("output_uri", pa.string()),       # FLAC, mono, the model's sample rate
+    ("sha256", pa.string()),           # of the FLAC bytes: `reinstrument pull` verifies it
     ("sample_rate_hz", pa.int32()),
     ("duration_s", pa.float64()),
     ("seconds_spent", pa.float64()),   # wall time of this clip's transform + vocode + encode

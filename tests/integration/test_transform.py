@@ -97,6 +97,34 @@ def test_each_task_on_two_actors_into_s3(models, ray_local, s3_bucket, task, dom
     assert "outputs.parquet" in names and len(c.list_artifacts(res["mlflow_run_id"], "audio_examples")) == 3
     again = transform_corpus(corpus.clips_url, sel, config(task=task), log)
     assert again["skipped"] == 3 and again["transformed"] == 0
+    if task == "timbre":
+        check_pull(res["run_url"], s3_bucket)
+
+
+def check_pull(run_url: str, bucket: str) -> None:
+    import hashlib
+    import tempfile
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    dest = tempfile.mkdtemp()
+    r = CliRunner().invoke(app, ["pull", run_url, dest])
+    assert r.exit_code == 0 and "3 fetched" in r.output, r.output
+    r = CliRunner().invoke(app, ["pull", run_url, dest])
+    assert "0 fetched, 3 already present" in r.output
+    sums = open(os.path.join(dest, "SHA256SUMS")).read().splitlines()
+    for line in sums:
+        digest, rel = line.split("  ")
+        assert hashlib.sha256(open(os.path.join(dest, rel), "rb").read()).hexdigest() == digest
+    assert os.path.exists(os.path.join(dest, "outputs/_manifest.json")) and os.path.exists(os.path.join(dest, "run.json"))
+    # a corrupted object is refused, never written under its final name
+    key = next(k for k in s3_keys(bucket, run_url.split(f"s3://{bucket}/", 1)[1] + "/audio/"))
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"corrupt")
+    fresh = tempfile.mkdtemp()
+    r = CliRunner().invoke(app, ["pull", run_url, fresh])
+    assert r.exit_code == 1 and "ChecksumError" in r.output
 
 
 def test_ddib_and_conditional_methods(models, s3_bucket):
