@@ -372,7 +372,8 @@ def sweep(
         _metric_error(e)
     for lam_label, rec in res["recommended"].items():
         console.print(f"recommended for lambda={lam_label}: {rec}")
-    console.print(f"metrics: {res['metrics_url']}\nplot:    {res['plot_url']}\nMLflow parent run: {res['mlflow_run_id']}")
+    console.print(f"metrics: {res['metrics_url']}\nplot:    {res['plot_url']}\nreport:  {res['report_url']}\n"
+                  f"MLflow parent run: {res['mlflow_run_id']}")
 
 
 @app.command()

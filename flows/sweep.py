@@ -113,7 +113,8 @@ def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: 
         if r["metric"] in ("jd_midi", "f1_midi"):
             r["reference"] = "midi"
     tracking.log_metrics_table(res["mlflow_run_id"], rows)
-    return rows
+    return {"rows": rows, "run_url": res["run_url"], "outputs_url": res["outputs_url"], "clips_url": res["clips_url"],
+            "t_init": warm.t_init, "sigma_start": warm.sigma_start, "lam": warm.lam}
 
 
 def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict[str, dict]]:
@@ -133,8 +134,74 @@ def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict
     return curves, recs
 
 
+def listening_page(cfg: SweepConfig, points: list[dict], out: Storage, recs: dict, rows: list[dict],
+                   context: dict, n_examples: int = 3) -> str:
+    """Copy a few inputs' guides, outputs (and true targets) next to the page, draw their
+    spectrograms, write report.html. Returns its URI."""
+    import numpy as np
+    import torch
+
+    from schemas.configs import MelConfig
+    from tasks.audio import encode_flac
+    from tasks.features import LogMel
+    from tasks.plots import spectrograms_png
+    from tasks.report import Example, Report, render
+
+    first = ShardedDataset.at(points[0]["outputs_url"], "outputs").read(["clip_id"]).to_pylist()
+    ids = sorted(r["clip_id"] for r in first)[:n_examples]
+    clips = ShardedDataset.at(points[0]["clips_url"], "clips").read(
+        ["clip_id", "clean_id", "source_id", "domain", "role", "audio_flac"]).to_pylist()
+    by_id = {c["clip_id"]: c for c in clips}
+    # the true target: a guide's clean counterpart, else the target domain's clean render of the same segment
+    same_segment = {c["source_id"]: c["clip_id"] for c in clips
+                    if c["role"] == "clean" and c["domain"] == context.get("target_domain")}
+    mel = MelConfig()
+    front = LogMel(mel)
+    xkey = "t_init" if cfg.t_inits else "sigma_start"
+    examples = []
+    for cid in ids:
+        guide = AudioItem(cid, *decode_audio_bytes(by_id[cid]["audio_flac"]))
+        out.write_bytes(f"report/audio/{cid[:16]}-guide.flac", encode_flac(guide.audio, guide.sample_rate_hz))
+        mels, titles, outs = [front(torch.from_numpy(guide.audio)[None])[0].numpy()], ["guide"], []
+        for p in sorted(points, key=lambda p: (p["lam"], -(p[xkey] or 0))):
+            table = ShardedDataset.at(p["outputs_url"], "outputs").read(["clip_id", "output_key"]).to_pylist()
+            key = next((r["output_key"] for r in table if r["clip_id"] == cid), None)
+            if key is None:
+                continue
+            lbl = f"{'τ' if xkey == 't_init' else 'σ'} {p[xkey]:g}, λ {p['lam']:g}"
+            rel = f"report/audio/{cid[:16]}-{key[:12]}.flac"
+            data = Storage(p["run_url"]).read_bytes(f"audio/{key}.flac")
+            out.write_bytes(rel, data)
+            outs.append((lbl, rel.removeprefix("report/")))
+            if p["lam"] == max(cfg.lams):
+                y, _ = decode_audio_bytes(data)
+                mels.append(front(torch.from_numpy(y)[None])[0].numpy())
+                titles.append(lbl)
+        target = None
+        clean_id = by_id[cid].get("clean_id") or same_segment.get(by_id[cid]["source_id"])
+        if clean_id and clean_id in by_id and clean_id != cid:
+            t_audio, t_sr = decode_audio_bytes(by_id[clean_id]["audio_flac"])
+            out.write_bytes(f"report/audio/{cid[:16]}-target.flac", encode_flac(t_audio, t_sr))
+            target = f"audio/{cid[:16]}-target.flac"
+        n = min(m.shape[1] for m in mels)
+        out.write_bytes(f"report/spec/{cid[:16]}.png",
+                        spectrograms_png([np.asarray(m)[:, :n] for m in mels], titles,
+                                         frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples, f_max_hz=mel.f_max_hz))
+        examples.append(Example(cid, f"audio/{cid[:16]}-guide.flac", outs, f"spec/{cid[:16]}.png", target))
+    out.write_bytes("report/tradeoff.png", out.read_bytes("tradeoff.png"))
+    table = [{k: r[k] for k in ("t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low", "ci_high")}
+             for r in rows]
+    rec = {f"λ={lam}": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "rule")
+           for lam, r in recs.items()} | {"rule": next(iter(recs.values()))["rule"] if recs else "no point with JD and FAD"}
+    page = render(Report(f"sweep-t-init {out.url.rsplit('/', 1)[-1]}", cfg.model_dump(mode="json"), context, rec,
+                         "tradeoff.png", table, examples))
+    out.write_bytes("report/report.html", page.encode())
+    return out.uri("report/report.html")
+
+
 @task(name="sweep-report")
-def finish(cfg: SweepConfig, rows: list[dict], out: Storage, parent_run_id: str, sweep_id: str) -> dict:
+def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent_run_id: str, sweep_id: str, context: dict) -> dict:
+    rows = [r for p in points for r in p["rows"]]
     curves, recs = summarise(cfg, rows)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), buf)
@@ -143,8 +210,10 @@ def finish(cfg: SweepConfig, rows: list[dict], out: Storage, parent_run_id: str,
     png = tradeoff_png(curves, recommended={k: v.get("t_init", v.get("sigma_start")) for k, v in recs.items()},
                        embedding=emb_name)
     out.write_bytes("tradeoff.png", png)
+    report = listening_page(cfg, points, out, recs, rows, context)
     summary = {"sweep_id": sweep_id, "recommended": recs, "metrics_url": out.uri("metrics.parquet"),
-               "plot_url": out.uri("tradeoff.png"), "mlflow_run_id": parent_run_id, "points": len(grid(cfg))}
+               "plot_url": out.uri("tradeoff.png"), "report_url": report, "mlflow_run_id": parent_run_id,
+               "points": len(grid(cfg))}
     out.write_bytes("recommendation.json", json.dumps(summary, indent=2).encode())
     c = tracking.client()
     tracking.log_metrics_table(parent_run_id, rows)
@@ -153,6 +222,12 @@ def finish(cfg: SweepConfig, rows: list[dict], out: Storage, parent_run_id: str,
             with open(os.path.join(tmp, name), "wb") as f:
                 f.write(out.read_bytes(name))
             c.log_artifact(parent_run_id, os.path.join(tmp, name))
+        for rel in out.find("report"):  # the listening page with its audio and images
+            path = os.path.join(tmp, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(out.read_bytes(rel))
+        c.log_artifacts(parent_run_id, os.path.join(tmp, "report"), "report")
     for lam, rec in recs.items():
         for k in ("t_init", "sigma_start"):
             if k in rec:
@@ -182,11 +257,13 @@ def sweep(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: T
     stats, label, cached = call(reference_stats, cfg, inputs, root.url, domain, child_log)
     print(f"[sweep] {sweep_id}: {len(grid(cfg))} grid points; reference {label} "
           f"({'cached' if cached else 'computed'} statistics)")
-    rows = []
+    points = []
     for k, warm in enumerate(grid(cfg)):
         print(f"[sweep] point {k + 1}/{len(grid(cfg))}: t_init={warm.t_init} sigma_start={warm.sigma_start} lam={warm.lam}")
-        rows += call(grid_point, cfg, warm, inputs, selection, child_log, stats, label, sweep_id)
-    return call(finish, cfg, rows, out, pid, sweep_id) | {"rows": rows}
+        points.append(call(grid_point, cfg, warm, inputs, selection, child_log, stats, label, sweep_id))
+    rows = [r for p in points for r in p["rows"]]
+    return call(finish, cfg, points, out, pid, sweep_id, {"inputs": inputs, "model": model_name,
+                                                          "reference": label, "target_domain": domain} | selection.model_dump()) | {"rows": rows}
 
 
 @flow(name="sweep-t-init", log_prints=True)

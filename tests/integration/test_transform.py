@@ -219,7 +219,14 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
         assert {(t, "fad"), (t, "jd"), (t, "jd_melody"), (t, "f1_midi")} <= metrics
     assert res["recommended"]["1"]["t_init"] in (0.3, 0.6, 1.0)
     keys = s3_keys(s3_bucket, f"root/sweeps/{res['sweep_id']}/")
-    assert {k.rsplit("/", 1)[1] for k in keys} >= {"metrics.parquet", "tradeoff.png", "recommendation.json"}
+    assert {k.rsplit("/", 1)[1] for k in keys} >= {"metrics.parquet", "tradeoff.png", "recommendation.json", "report.html"}
+    page = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"root/sweeps/{res['sweep_id']}/report/report.html")["Body"].read().decode()
+    import re
+    srcs = re.findall(r'src="([^"]+)"', page)
+    # per example: guide, 3 outputs, the flute render of the same segment; its spectrogram; the curves
+    assert page.count("<audio") == 2 * (1 + 3 + 1) and len(srcs) == 2 * (1 + 3 + 1) + 2 + 1
+    for src in srcs:  # every linked file exists next to the page
+        assert f"root/sweeps/{res['sweep_id']}/report/{src}" in keys
     assert len(s3_keys(s3_bucket, "root/runs/")) >= 3 * 2  # each point's audio and table in S3
     c = tracking.client()
     children = c.search_runs([c.get_run(res["mlflow_run_id"]).info.experiment_id],
@@ -227,7 +234,8 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
     assert len(children) == 3 and all("jd" in ch.data.metrics for ch in children)
     parent = c.get_run(res["mlflow_run_id"])
     assert "recommended_t_init_lam1" in parent.data.metrics
-    assert {a.path for a in c.list_artifacts(res["mlflow_run_id"])} >= {"tradeoff.png", "recommendation.json", "metrics.parquet"}
+    assert {a.path for a in c.list_artifacts(res["mlflow_run_id"])} >= {"tradeoff.png", "recommendation.json", "metrics.parquet",
+                                                                       "report"}
 
 
 def test_sweep_for_enhancement_scores_against_the_clean_clip(models, tmp_path):
