@@ -376,6 +376,40 @@ def sweep(
                   f"MLflow parent run: {res['mlflow_run_id']}")
 
 
+@app.command("serve")
+def serve_cmd(
+    nightly_inputs: str = typer.Option(None, help="Prefix the nightly job watches (folder or s3://)."),
+    target: list[str] = typer.Option(None, help="Nightly target model URI (repeat), e.g. models:/reinstrument-flute@champion."),
+    out: str = typer.Option(None, help="Root for outputs (default DATA_ROOT)."),
+    cron: str = typer.Option("0 2 * * *", help="Nightly schedule (UTC cron)."),
+    actors: int = typer.Option(2, help="Ray actors per transform."),
+):
+    """Serve the `sweep-t-init` and `reinstrument-nightly` deployments (needs PREFECT_API_URL)."""
+    from flows.deploy import serve_all
+
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]PREFECT_API_URL is not set[/red]; start a server (prefect server start) and export "
+                      "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise typer.Exit(2)
+    serve_all(nightly_inputs=nightly_inputs, nightly_targets=[{"model": t} for t in target] if target else None,
+              out=out, cron=cron, actors=actors)
+
+
+@app.command()
+def nightly(
+    inputs: str = typer.Option(..., help="Prefix to watch (folder or s3://)."),
+    target: list[str] = typer.Option(..., help="Target model URI (repeat)."),
+    out: str = typer.Option(None, help="Root (default DATA_ROOT); outputs under OUT/nightly/<date>/."),
+    steps: int = typer.Option(35, help="N reverse steps."),
+    actors: int = typer.Option(2, help="Ray actors."),
+):
+    """Run the nightly job once: transform what arrived since the last successful run."""
+    from flows.nightly import nightly as run_nightly
+
+    res = run_nightly(inputs, [{"model": t} for t in target], out or _root(), actors=actors, steps=steps)
+    _print_rows(res["runs"], f"nightly (watermark {res['watermark']}, {res['new_shards']} new shards)")
+
+
 @app.command()
 def pull(
     run: str = typer.Argument(..., help="A run folder: s3://bucket/prefix/runs/<run_id> (or a local path)."),

@@ -211,7 +211,10 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent_run_id: st
                        embedding=emb_name)
     out.write_bytes("tradeoff.png", png)
     report = listening_page(cfg, points, out, recs, rows, context)
-    summary = {"sweep_id": sweep_id, "recommended": recs, "metrics_url": out.uri("metrics.parquet"),
+    import datetime as dt
+
+    summary = {"sweep_id": sweep_id, "model_version": context["model"], "recommended": recs,
+               "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(), "metrics_url": out.uri("metrics.parquet"),
                "plot_url": out.uri("tradeoff.png"), "report_url": report, "mlflow_run_id": parent_run_id,
                "points": len(grid(cfg))}
     out.write_bytes("recommendation.json", json.dumps(summary, indent=2).encode())

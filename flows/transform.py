@@ -40,8 +40,14 @@ def pin_models(cfg: TransformConfig) -> dict[str, str]:
 def select_clips(clips_url: str, selection: InputSelection, task_name: str, ingested: bool) -> list[dict]:
     """Rows of the clips to transform, sorted by clip ID (a folder's ingestion is taken whole)."""
     role = None if ingested else (selection.role or TASK_ROLES[task_name])
-    table = ShardedDataset.at(clips_url, "clips").read(CLIP_COLUMNS)
-    rows = [r for r in table.to_pylist()
+    ds = ShardedDataset.at(clips_url, "clips")
+    if selection.shards:
+        lo, hi = selection.shards
+        tables = [ds.read_shard(e, CLIP_COLUMNS) for e in ds.manifest().shards[lo:hi]]
+        rows_all = [r for t in tables for r in t.to_pylist()]
+    else:
+        rows_all = ds.read(CLIP_COLUMNS).to_pylist()
+    rows = [r for r in rows_all
             if (not selection.domain or r["domain"] == selection.domain) and (not role or r["role"] == role)
             and (not selection.split or r["split"] == selection.split)]
     rows.sort(key=lambda r: r["clip_id"])

@@ -251,3 +251,43 @@ def test_sweep_for_enhancement_scores_against_the_clean_clip(models, tmp_path):
     assert {"si_sdr_db", "lsd_db", "mel_l1_db", "fad", "jd"} <= set(by)
     assert by["si_sdr_db"]["reference"] == "clean" and by["si_sdr_db"]["n"] == 2
     assert by["fad"]["reference"] == "domain:flute"
+
+
+def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, tmp_path, monkeypatch):
+    import flows.nightly as nightly_mod
+    from tasks.metrics.sources import audio_items
+
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    clips = list(audio_items(models.clips_url, domain="violin", role="clean", limit=3))
+    for item in clips[:2]:
+        sf.write(inbox / f"{item.item_id[:10]}.wav", item.audio, item.sample_rate_hz)
+    targets = [{"model": "models:/reinstrument-flute@champion", "t_init": 0.6},
+               {"model": "models:/reinstrument-violin@champion", "t_init": 0.6}]
+    first = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1")
+    assert [r["transformed"] for r in first["runs"]] == [2, 2]
+    again = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
+    assert again["runs"] == [] and again["new_shards"] == 0  # nothing new, nothing redone
+
+    sf.write(inbox / f"{clips[2].item_id[:10]}.wav", clips[2].audio, clips[2].sample_rate_hz)
+    real = nightly_mod.transform_corpus
+    calls = []
+
+    def crash_on_second_target(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("simulated crash mid-run")
+        return real(*a, **k)
+
+    monkeypatch.setattr(nightly_mod, "transform_corpus", crash_on_second_target)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d2")
+    monkeypatch.setattr(nightly_mod, "transform_corpus", real)
+    resumed = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d3")
+    # the crashed night is finished under its own date: flute's output was committed, violin's was not
+    assert [(r["date"], r["transformed"], r["skipped"]) for r in resumed["runs"]] == [("d2", 0, 1), ("d2", 1, 0)]
+    for model in ("reinstrument-flute", "reinstrument-violin"):
+        ids = []
+        for manifest in out.glob(f"nightly/*/runs/nightly-*-{model}/outputs/_manifest.json"):
+            ids += ShardedDataset.at(str(manifest.parent), "outputs").read(["clip_id"]).column("clip_id").to_pylist()
+        assert len(ids) == len(set(ids)) == 3, model  # every input exactly once per target
