@@ -38,8 +38,12 @@ class ClipTransformer:
     """Heavy state in __init__ (models, mel front end, vocoder); __call__ is one batch of clips."""
 
     def __init__(self, cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str], run_url: str, run_id: str,
-                 fault_marker: str | None = None):
+                 fault_marker: str | None = None, driver_env: dict[str, str] | None = None):
         import torch
+
+        # The driver's storage/MLflow variables as they are now: a long-lived Ray cluster was
+        # started with whatever they were then (runtime_env is fixed at ray.init).
+        os.environ.update(driver_env or {})
 
         self.cfg, self.logistics = cfg, logistics
         gpu = self.logistics.use_gpu and torch.cuda.is_available()
@@ -124,8 +128,11 @@ def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, st
 def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str],
                 run_url: str, run_id: str) -> Iterator[dict]:
     """Result batches as they finish: on Ray actors, or in this process when num_actors == 0."""
-    args = (cfg, logistics, pinned, run_url, run_id,
-            os.environ.get("REINSTRUMENT_FAULT_ONCE"))
+    from infra.ray_cluster import forwarded_env
+    from infra.tracking import tracking_uri
+
+    env = forwarded_env() | {"MLFLOW_TRACKING_URI": tracking_uri()}
+    args = (cfg, logistics, pinned, run_url, run_id, os.environ.get("REINSTRUMENT_FAULT_ONCE"), env)
     n = logistics.clips_per_task
     if logistics.num_actors == 0:
         worker = ClipTransformer(*args)
