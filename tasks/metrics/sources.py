@@ -31,6 +31,18 @@ def list_audio(url: str) -> list[str]:
     return sorted(p for p in Storage(url).find() if p.lower().endswith(AUDIO_EXTENSIONS))
 
 
+def item_ids(url: str, *, domain: str | None = None, role: str | None = None, split: str | None = None,
+             limit: int | None = None) -> list[str]:
+    """The IDs `audio_items` would yield, in the same order, without decoding any audio."""
+    if not is_clips_dataset(url):
+        return list_audio(url)[:limit]
+    ids = []
+    for _, table in ShardedDataset.at(url, "clips").iter_shards(["clip_id", "domain", "role", "split"]):
+        ids += [r["clip_id"] for r in table.to_pylist()
+                if not ((domain and r["domain"] != domain) or (role and r["role"] != role) or (split and r["split"] != split))]
+    return ids[:limit]
+
+
 def audio_items(url: str, *, domain: str | None = None, role: str | None = None, split: str | None = None,
                 limit: int | None = None) -> Iterator[AudioItem]:
     """Items of a clips dataset (filtered by domain/role/split) or of a folder of audio files

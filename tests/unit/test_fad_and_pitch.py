@@ -197,3 +197,15 @@ def test_pitch_bad_input_and_table(tracker):
     assert values[0]["jd"] == 0.0 and 0.7 < values[0]["f1_midi"] <= 1.0
     rows = aggregate(GridPoint("run", t_init=0.5, lam=1.0), values * 3, ("jd", "f1_midi"), reference="guide")
     assert [r["metric"] for r in rows] == ["jd", "f1_midi"] and rows[0]["n"] == 3
+
+
+def test_item_ids_match_audio_items_without_decoding(built_corpus, tmp_path):
+    from tasks.metrics.sources import audio_items, item_ids
+
+    _, corpus = built_corpus
+    for kw in ({"domain": "flute", "role": "clean"}, {"role": "midi_guide", "limit": 2}, {}):
+        assert item_ids(corpus.clips_url, **kw) == [i.item_id for i in audio_items(corpus.clips_url, **kw)]
+    import soundfile as sf
+    for name in ("b.wav", "a.flac"):
+        sf.write(tmp_path / name, np.zeros(1600, np.float32), SR)
+    assert item_ids(str(tmp_path)) == [i.item_id for i in audio_items(str(tmp_path))] == ["a.flac", "b.wav"]
