@@ -108,9 +108,6 @@ def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: 
         clean = _clip_items(inputs, {c for c in clean_of.values() if c})
         epairs = [(o, clean[clean_of[o.item_id]]) for o in outs if clean_of.get(o.item_id) in clean]
         rows += aggregate(point, enhancement_item_values(epairs), ENHANCEMENT_METRICS, reference="clean")
-    for r in rows:
-        if r["metric"] in ("jd_midi", "f1_midi"):
-            r["reference"] = "midi"
     tracking.log_metrics_table(res["mlflow_run_id"], rows)
     return {"rows": rows, "run_url": res["run_url"], "outputs_url": res["outputs_url"], "clips_url": res["clips_url"],
             "t_init": warm.t_init, "sigma_start": warm.sigma_start, "lam": warm.lam}

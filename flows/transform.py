@@ -23,7 +23,7 @@ from ray_actors.transform import commit_batch, pending_inputs, run_batches
 from schemas.configs import IngestConfig, config_hash
 from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics
 from tasks.ingest import run_ingest
-from tasks.metrics.sources import is_clips_dataset
+from tasks.metrics.sources import clip_matches, is_clips_dataset
 
 CLIP_COLUMNS = ["clip_id", "clean_id", "domain", "role", "split", "audio_flac", "duration_s"]
 
@@ -47,9 +47,7 @@ def select_clips(clips_url: str, selection: InputSelection, task_name: str, inge
         rows_all = [r for t in tables for r in t.to_pylist()]
     else:
         rows_all = ds.read(CLIP_COLUMNS).to_pylist()
-    rows = [r for r in rows_all
-            if (not selection.domain or r["domain"] == selection.domain) and (not role or r["role"] == role)
-            and (not selection.split or r["split"] == selection.split)]
+    rows = [r for r in rows_all if clip_matches(r, selection.domain, role, selection.split)]
     rows.sort(key=lambda r: r["clip_id"])
     if not rows:
         raise ValueError(f"no clips in {clips_url} match domain={selection.domain} role={role} split={selection.split}")

@@ -78,7 +78,7 @@ class ClipTransformer:
                 rows["output_key"].append(key)
                 rows["row"].append("")
                 rows["error"].append(f"undecodable guide audio ({type(e).__name__}: {e})")
-        ok = items
+        ok = items  # the decodable ones
         try:  # the batch at once; clip by clip only when some clip in it is bad
             outs = self.transformer.transform([batch["clip_id"][i] for i, *_ in ok], [a for *_, a, _ in ok],
                                               [s for *_, s in ok])

@@ -73,9 +73,6 @@ def jd_between(a: SetSpec, b: SetSpec, tracker: BasicPitch, *, threshold: float 
     values = pitch_item_values(pairs, tracker, threshold)
     rows = aggregate(point or GridPoint(run_id="adhoc", method="reference", task="compare"), values,
                      PITCH_METRICS, reference="guide", detail=f"basic-pitch threshold={threshold}")
-    for r in rows:
-        if r["metric"] in ("jd_midi", "f1_midi"):
-            r["reference"] = "midi"
     return values, rows
 
 

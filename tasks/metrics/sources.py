@@ -23,6 +23,11 @@ class AudioItem:
     midi: bytes | None = None       # the clip's MIDI when known (clips column, or a .mid sidecar)
 
 
+def clip_matches(row: dict, domain: str | None = None, role: str | None = None, split: str | None = None) -> bool:
+    """A clips row passes the filters that are set (None: any)."""
+    return all(not want or row[col] == want for col, want in (("domain", domain), ("role", role), ("split", split)))
+
+
 def is_clips_dataset(url: str) -> bool:
     return ShardedDataset.at(url, "clips").exists()
 
@@ -39,7 +44,7 @@ def item_ids(url: str, *, domain: str | None = None, role: str | None = None, sp
     ids = []
     for _, table in ShardedDataset.at(url, "clips").iter_shards(["clip_id", "domain", "role", "split"]):
         ids += [r["clip_id"] for r in table.to_pylist()
-                if not ((domain and r["domain"] != domain) or (role and r["role"] != role) or (split and r["split"] != split))]
+                if clip_matches(r, domain, role, split)]
     return ids[:limit]
 
 
@@ -52,7 +57,7 @@ def audio_items(url: str, *, domain: str | None = None, role: str | None = None,
         count = 0
         for _, table in ds.iter_shards(["clip_id", "domain", "role", "split", "midi", "audio_flac"]):
             for row in table.to_pylist():
-                if (domain and row["domain"] != domain) or (role and row["role"] != role) or (split and row["split"] != split):
+                if not clip_matches(row, domain, role, split):
                     continue
                 if limit is not None and count >= limit:
                     return

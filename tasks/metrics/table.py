@@ -97,6 +97,9 @@ def enhancement_item_values(pairs: Iterable[tuple[AudioItem, AudioItem]]) -> lis
     return out
 
 
+MIDI_METRICS = ("jd_midi", "f1_midi")  # measured against the MIDI, whatever the other rows' reference
+
+
 def aggregate(point: GridPoint, items: list[dict], metrics: Iterable[str], reference: str, seed: int = 0,
               detail: str | None = None) -> list[dict]:
     rows = []
@@ -104,5 +107,6 @@ def aggregate(point: GridPoint, items: list[dict], metrics: Iterable[str], refer
         vals = [v[m] for v in items if m in v]
         if vals:
             mean, lo, hi = mean_ci(vals, seed=seed)
-            rows.append(row(point, m, len(vals), mean, lo, hi, reference=reference, detail=detail))
+            rows.append(row(point, m, len(vals), mean, lo, hi, reference="midi" if m in MIDI_METRICS else reference,
+                            detail=detail))
     return rows
