@@ -49,7 +49,7 @@ test: setup  ## run the whole suite (unit, integration with real local services,
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit
 
-demo: setup  ## build a small reference corpus and its log-mel features on local disk
+demo: setup  ## corpus, features, cpu-demo flute model, tau_init sweep violin->flute; prints table + report path
 	$(VENV)/bin/reinstrument demo --root $(DEMO_ROOT)
 
 bench: setup  ## throughput benchmarks (ratios measured side by side in one run)

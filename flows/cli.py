@@ -543,22 +543,47 @@ def config_show(kind: str = typer.Argument(..., help="corpus | ingest | augment 
 @app.command()
 def demo(
     root: str = typer.Option("./reinstrument-data/demo", help="Where the demo writes (local or s3://)."),
-    pieces: int = typer.Option(16, help="Chorales to render."),
+    pieces: int = typer.Option(32, help="Chorales to render (about 1 in 10 is held out for the sweep)."),
+    train_steps: int = typer.Option(None, help="Training steps (default: the cpu-demo preset's)."),
+    train_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
+    actors: int = typer.Option(2, help="Ray actors for features and transformation."),
     prefect: bool = PrefectOpt,
 ):
-    """The main job on the embedded defaults: a reference corpus and its log-mel features."""
+    """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
+    tau_init sweep of violin->flute on held-out chorales. A second run reuses the first's work."""
+    import io
+
+    import pyarrow.parquet as pq
+
     from flows.demo import DEMO_CORPUS, demo_flow
+    from infra.storage import Storage
+    from infra.tracking import tracking_uri
 
     cfg = DEMO_CORPUS.model_copy(update={"max_pieces": pieces})
-    res = _run(demo_flow, prefect, root=root, corpus=cfg)
-    c, f = res["corpus"], res["features"]
+    res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_steps=train_steps,
+               train_workers=train_workers)
+    c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     _print_rows(c["summary"], "reference corpus (role, domain, split)")
-    console.print(f"out-of-range notes per instrument: {c['out_of_range_notes']}")
-    console.print(f"pieces rendered now {c['pieces_built']}, reused {c['pieces_skipped']}; feature shards "
-                  f"added now {f['shards_added']}, reused {f['skipped']}")
-    console.print(f"clips:    {c['clips_url']}\nfeatures: {f['features_url']} ({f['rows']} segments)")
-    console.print(f"inspect:  reinstrument inspect {c['clips_url']}\n"
-                  f"listen:   reinstrument mel2audio {f['features_url']} /tmp/segment.wav")
+    console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused; features: "
+                  f"{f['shards_added']} shards added now, {f['skipped']} reused ({f['rows']} segments)")
+    console.print(f"model:  reinstrument-flute/{t['model_version']} (val loss {t.get('val_loss', float('nan')):.4f})")
+    url = s["metrics_url"]
+    folder, name = url.rsplit("/", 1)
+    rows = pq.read_table(io.BytesIO(Storage(folder).read_bytes(name))).to_pylist()
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["lam"], r["t_init"]), {})[r["metric"]] = r
+    table = []
+    for (lam, t_init), m in sorted(by.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        ci = lambda k: f"{m[k]['mean']:.3f} [{m[k]['ci_low']:.3f}, {m[k]['ci_high']:.3f}]" if k in m else "-"  # noqa: E731
+        table.append({"tau_init": f"{t_init:g}", "lambda": f"{lam:g}", "JD vs guide": ci("jd"),
+                      "FAD vs flute": ci("fad"), "F1 vs MIDI": ci("f1_midi")})
+    _print_rows(table, "sweep-t-init: violin -> flute on held-out chorales (95 % bootstrap CI)")
+    for lam_label, rec in s["recommended"].items():
+        console.print(f"[bold]recommended tau_init (lambda={lam_label}): {rec.get('t_init')}[/bold] "
+                      f"(JD {rec['jd']:.3f}, FAD {rec['fad']:.2f}; {rec['rule']})")
+    console.print(f"report:    {s['report_url']}\nplot:      {s['plot_url']}\nmetrics:   {url}")
+    console.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()}  (then open http://127.0.0.1:5000)")
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
 """`reinstrument-nightly`: transform whatever arrived under an input prefix since the last
 successful run, with each configured target's champion at its recommended tau_init, under a
-dated prefix. Never reprocesses an input; a run that crashed is finished by the next one.
+dated prefix, with a listening report (nightly/<date>/report/report.html). Never reprocesses an
+input; a run that crashed is finished by the next one.
 
 State lives in <out>/nightly/state.json, written atomically:
   {"watermark": N,             # clips shards of the nightly ingestion already transformed
-   "pending": {"run_date": D, "from": N, "to": M} | null}
+   "pending": {"run_date": D, "from": N, "to": M, "targets": [pinned model, tau_init, steps]} | null}
 Each night: ingest the prefix (content-hashed sources: nothing is ingested twice); if a pending
 batch exists (a crash), finish it first under its own run IDs (committed outputs are skipped);
 then take shards [watermark, end) as a new pending batch, transform it, and only then advance
@@ -25,6 +26,7 @@ from infra.storage import Storage
 from schemas.configs import IngestConfig
 from schemas.diffusion import WarmStartConfig
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from tasks.audio import decode_audio_bytes
 from tasks.ingest import run_ingest
 
 STATE = "nightly/state.json"
@@ -47,48 +49,90 @@ def recommended_t_init(root: Storage, model_version: str, default: float) -> flo
     return default if best is None else float(best[1])
 
 
-def run_targets(clips_url: str, shards: tuple[int, int], run_date: str, targets: list[dict], root: Storage, logistics: TransformLogistics,
-                steps: int) -> list[dict]:
-    done = []
+def resolve_targets(targets: list[dict], root: Storage, steps: int) -> list[dict]:
+    """Pin each target's model version and tau_init now: a batch is finished, after a crash, with
+    exactly the settings it started with (other settings would give other output keys, so a
+    committed input would be transformed twice)."""
+    resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
-        t_init = t.get("t_init") or recommended_t_init(root, version, 0.5)
-        cfg = TransformConfig(model=pinned_uri, warm=WarmStartConfig(t_init=t_init, lam=1.0))
-        cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"steps": steps})})
-        name = version.split("/")[0]
+        resolved.append({"model": pinned_uri, "version": version,
+                         "t_init": t.get("t_init") or recommended_t_init(root, version, 0.5), "steps": steps})
+    return resolved
+
+
+def run_targets(clips_url: str, shards: tuple[int, int], run_date: str, resolved: list[dict], root: Storage,
+                logistics: TransformLogistics) -> list[dict]:
+    done = []
+    for t in resolved:
+        cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(t_init=t["t_init"], lam=1.0))
+        cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"steps": t["steps"]})})
+        name = t["version"].split("/")[0]
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url})
         res = transform_corpus(clips_url, InputSelection(shards=shards), cfg, log)
-        done.append({"date": run_date, "model": version, "t_init": t_init, "transformed": res["transformed"],
+        done.append({"date": run_date, "model": t["version"], "t_init": t["t_init"], "transformed": res["transformed"],
                      "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"]})
     return done
 
 
+def nightly_report(root: Storage, run_date: str, clips_url: str, shards: tuple[int, int], runs: list[dict],
+                   n_examples: int = 3) -> str:
+    """nightly/<date>/report/report.html: a few of the night's inputs next to each target's output."""
+    from tasks.listening import write_example
+    from tasks.report import Report, render
+
+    ds = ShardedDataset.at(clips_url, "clips")
+    guides = {r["clip_id"]: r for e in ds.manifest().shards[shards[0]:shards[1]]
+              for r in ds.read_shard(e, ["clip_id", "audio_flac"]).to_pylist()}
+    tables = [(r, {x["clip_id"]: x["output_key"] for x in
+                   ShardedDataset.at(r["outputs"], "outputs").read(["clip_id", "output_key"]).to_pylist()}) for r in runs]
+    report, examples = root.child(f"nightly/{run_date}/report"), []
+    for cid in sorted(guides)[:n_examples]:
+        outs = [(f"{r['model']}, τ {r['t_init']:g}",
+                 Storage(r["outputs"].rsplit("/outputs", 1)[0]).read_bytes(f"audio/{keys[cid]}.flac"), True)
+                for r, keys in tables if cid in keys]
+        examples.append(write_example(report, cid, decode_audio_bytes(guides[cid]["audio_flac"]), outs))
+    page = render(Report(f"reinstrument-nightly {run_date}", {"inputs shards": f"{shards[0]}-{shards[1]}"},
+                         {r["model"]: f"tau_init {r['t_init']:g}" for r in runs}, {}, None, runs, examples))
+    report.write_bytes("report.html", page.encode())
+    return report.uri("report.html")
+
+
 def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int = 35,
-            run_date: str | None = None) -> dict:
+            run_date: str | None = None, clips_per_task: int = 4) -> dict:
     root = Storage(Storage(out).absolute_url())
     clips_url = run_ingest(inputs, root.child("nightly/ingested").url, IngestConfig()).clips_url
     state = _read_state(root)
-    log = TransformLogistics(num_actors=actors, out_url=root.url)
+    log = TransformLogistics(num_actors=actors, clips_per_task=clips_per_task, out_url=root.url)
     summary = []
-    if state["pending"]:  # finish what a crashed run left, under its own run IDs
+    if state["pending"]:  # finish what a crashed run left, under its own run IDs and settings
         p = state["pending"]
-        summary += run_targets(clips_url, (p["from"], p["to"]), p["run_date"], targets, root, log, steps)
+        print(f"[nightly] finishing the batch of {p['run_date']} (shards {p['from']}-{p['to']}) left by a crash")
+        done = run_targets(clips_url, (p["from"], p["to"]), p["run_date"], p["targets"], root, log)
+        nightly_report(root, p["run_date"], clips_url, (p["from"], p["to"]), done)
+        summary += done
         state = {"watermark": p["to"], "pending": None}
         root.write_bytes(STATE, json.dumps(state).encode())
     end = ShardedDataset.at(clips_url, "clips").manifest().next_shard_index()
     if end > state["watermark"]:
         date = run_date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%S")
-        pending = {"run_date": date, "from": state["watermark"], "to": end}
+        pending = {"run_date": date, "from": state["watermark"], "to": end,
+                   "targets": resolve_targets(targets, root, steps)}
         root.write_bytes(STATE, json.dumps({"watermark": state["watermark"], "pending": pending}).encode())
-        summary += run_targets(clips_url, (pending["from"], end), date, targets, root, log, steps)
+        done = run_targets(clips_url, (pending["from"], end), date, pending["targets"], root, log)
+        print(f"[nightly] report: {nightly_report(root, date, clips_url, (pending['from'], end), done)}")
+        summary += done
         root.write_bytes(STATE, json.dumps({"watermark": end, "pending": None}).encode())
     return {"runs": summary, "watermark": _read_state(root)["watermark"], "new_shards": end - state["watermark"]}
 
 
 @flow(name="reinstrument-nightly", log_prints=True)
-def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int = 35) -> dict:
-    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?}."""
-    res = nightly(inputs, targets, out or get_settings().data_root, actors=actors, steps=steps)
+def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int = 35,
+                 clips_per_task: int = 4) -> dict:
+    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?}.
+    clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""
+    res = nightly(inputs, targets, out or get_settings().data_root, actors=actors, steps=steps,
+                  clips_per_task=clips_per_task)
     _table_artifact("nightly-summary", res["runs"] or [{"note": "nothing new"}], "reinstrument-nightly")
     return res

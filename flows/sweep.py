@@ -132,16 +132,10 @@ def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict
 
 def listening_page(cfg: SweepConfig, points: list[dict], out: Storage, recs: dict, rows: list[dict],
                    context: dict, n_examples: int = 3) -> str:
-    """Copy a few inputs' guides, outputs (and true targets) next to the page, draw their
-    spectrograms, write report.html. Returns its URI."""
-    import numpy as np
-    import torch
-
-    from schemas.configs import MelConfig
-    from tasks.audio import encode_flac
-    from tasks.features import LogMel
-    from tasks.plots import spectrograms_png
-    from tasks.report import Example, Report, render
+    """A few inputs' guides, every grid point's output and the true target next to the page,
+    with spectrograms (tasks/listening.py); report.html. Returns its URI."""
+    from tasks.listening import write_example
+    from tasks.report import Report, render
 
     first = ShardedDataset.at(points[0]["outputs_url"], "outputs").read(["clip_id"]).to_pylist()
     ids = sorted(r["clip_id"] for r in first)[:n_examples]
@@ -151,48 +145,30 @@ def listening_page(cfg: SweepConfig, points: list[dict], out: Storage, recs: dic
     # the true target: a guide's clean counterpart, else the target domain's clean render of the same segment
     same_segment = {c["source_id"]: c["clip_id"] for c in clips
                     if c["role"] == "clean" and c["domain"] == context.get("target_domain")}
-    mel = MelConfig()
-    front = LogMel(mel)
     xkey = "t_init" if cfg.t_inits else "sigma_start"
-    examples = []
+    tables = {id(p): ShardedDataset.at(p["outputs_url"], "outputs").read(["clip_id", "output_key"]).to_pylist()
+              for p in points}
+    report, examples = out.child("report"), []
     for cid in ids:
-        guide = AudioItem(cid, *decode_audio_bytes(by_id[cid]["audio_flac"]))
-        out.write_bytes(f"report/audio/{cid[:16]}-guide.flac", encode_flac(guide.audio, guide.sample_rate_hz))
-        mels, titles, outs = [front(torch.from_numpy(guide.audio)[None])[0].numpy()], ["guide"], []
+        outs = []
         for p in sorted(points, key=lambda p: (p["lam"], -(p[xkey] or 0))):
-            table = ShardedDataset.at(p["outputs_url"], "outputs").read(["clip_id", "output_key"]).to_pylist()
-            key = next((r["output_key"] for r in table if r["clip_id"] == cid), None)
-            if key is None:
-                continue
-            lbl = f"{'τ' if xkey == 't_init' else 'σ'} {p[xkey]:g}, λ {p['lam']:g}"
-            rel = f"report/audio/{cid[:16]}-{key[:12]}.flac"
-            data = Storage(p["run_url"]).read_bytes(f"audio/{key}.flac")
-            out.write_bytes(rel, data)
-            outs.append((lbl, rel.removeprefix("report/")))
-            if p["lam"] == max(cfg.lams):
-                y, _ = decode_audio_bytes(data)
-                mels.append(front(torch.from_numpy(y)[None])[0].numpy())
-                titles.append(lbl)
-        target = None
+            key = next((r["output_key"] for r in tables[id(p)] if r["clip_id"] == cid), None)
+            if key is not None:
+                outs.append((f"{'τ' if xkey == 't_init' else 'σ'} {p[xkey]:g}, λ {p['lam']:g}",
+                             Storage(p["run_url"]).read_bytes(f"audio/{key}.flac"), p["lam"] == max(cfg.lams)))
         clean_id = by_id[cid].get("clean_id") or same_segment.get(by_id[cid]["source_id"])
-        if clean_id and clean_id in by_id and clean_id != cid:
-            t_audio, t_sr = decode_audio_bytes(by_id[clean_id]["audio_flac"])
-            out.write_bytes(f"report/audio/{cid[:16]}-target.flac", encode_flac(t_audio, t_sr))
-            target = f"audio/{cid[:16]}-target.flac"
-        n = min(m.shape[1] for m in mels)
-        out.write_bytes(f"report/spec/{cid[:16]}.png",
-                        spectrograms_png([np.asarray(m)[:, :n] for m in mels], titles,
-                                         frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples, f_max_hz=mel.f_max_hz))
-        examples.append(Example(cid, f"audio/{cid[:16]}-guide.flac", outs, f"spec/{cid[:16]}.png", target))
-    out.write_bytes("report/tradeoff.png", out.read_bytes("tradeoff.png"))
+        target = (decode_audio_bytes(by_id[clean_id]["audio_flac"]) if clean_id and clean_id in by_id and clean_id != cid
+                  else None)
+        examples.append(write_example(report, cid, decode_audio_bytes(by_id[cid]["audio_flac"]), outs, target))
+    report.write_bytes("tradeoff.png", out.read_bytes("tradeoff.png"))
     table = [{k: r[k] for k in ("t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low", "ci_high")}
              for r in rows]
     rec = {f"λ={lam}": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k != "rule")
            for lam, r in recs.items()} | {"rule": next(iter(recs.values()))["rule"] if recs else "no point with JD and FAD"}
     page = render(Report(f"sweep-t-init {out.url.rsplit('/', 1)[-1]}", cfg.model_dump(mode="json"), context, rec,
                          "tradeoff.png", table, examples))
-    out.write_bytes("report/report.html", page.encode())
-    return out.uri("report/report.html")
+    report.write_bytes("report.html", page.encode())
+    return report.uri("report.html")
 
 
 @task(name="sweep-report")
@@ -243,6 +219,10 @@ def sweep(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: T
                                     "model": model_name, "config": cfg.model_dump(mode="json")})
     root = Storage(Storage(logistics.out_url).absolute_url())
     out = root.child(f"sweeps/{sweep_id}")
+    if out.exists("recommendation.json"):  # the same inputs, grid and model version: results are deterministic
+        done = json.loads(out.read_bytes("recommendation.json"))
+        print(f"[sweep] {sweep_id} finished at {done['finished_at']}: reusing its results ({out.url})")
+        return done | {"rows": pq.read_table(io.BytesIO(out.read_bytes("metrics.parquet"))).to_pylist()}
     c = tracking.client()
     parent = c.create_run(tracking.experiment_id(EXPERIMENT), run_name=sweep_id,
                           tags={"reinstrument.kind": "sweep", "reinstrument.sweep_folder": out.url})

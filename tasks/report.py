@@ -1,4 +1,4 @@
-"""The listening page of a sweep: for a few inputs, players for the guide, each grid point's
+"""The listening page of a sweep (or of a nightly run, without curves and recommendation): for a few inputs, players for the guide, each grid point's
 output and (where the corpus has it) the true target, with spectrograms; the trade-off curves;
 the recommendation; the run's parameters and model versions. Plain static HTML with relative
 links, so the folder works from a local disk, a pulled copy or an S3 static website."""
@@ -23,8 +23,8 @@ class Report:
     title: str
     params: dict
     models: dict
-    recommendation: dict
-    curves_png: str
+    recommendation: dict                           # empty: no recommendation section (a nightly run)
+    curves_png: str | None
     table: Sequence[dict]
     examples: list[Example] = field(default_factory=list)
 
@@ -55,6 +55,7 @@ def render(report: Report) -> str:
     kv = lambda d: "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in d.items())  # noqa: E731
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(report.title)}</title>
+<link rel="icon" href="data:,">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; max-width: 1400px; color: #222; }}
 table {{ border-collapse: collapse; font-size: 0.85rem; }} td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: left; }}
@@ -62,8 +63,8 @@ table {{ border-collapse: collapse; font-size: 0.85rem; }} td, th {{ border: 1px
 img {{ max-width: 100%; }} .rec {{ background: #fff3f3; padding: 0.5rem 1rem; border-left: 4px solid crimson; }}
 </style></head><body>
 <h1>{_e(report.title)}</h1>
-<div class="rec"><h2>Recommendation</h2><table>{kv(report.recommendation)}</table></div>
-<h2>Trade-off</h2><img alt="JD and FAD against tau_init" src="{_e(report.curves_png)}">
+{f'<div class="rec"><h2>Recommendation</h2><table>{kv(report.recommendation)}</table></div>' if report.recommendation else ""}
+{f'<h2>Trade-off</h2><img alt="JD and FAD against tau_init" src="{_e(report.curves_png)}">' if report.curves_png else ""}
 <h2>Listen</h2>{examples}
 <h2>Metrics</h2><table><tr>{"".join(f"<th>{_e(c)}</th>" for c in cols)}</tr>{rows}</table>
 <h2>Models</h2><table>{kv(report.models)}</table>

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -221,7 +222,6 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
     keys = s3_keys(s3_bucket, f"root/sweeps/{res['sweep_id']}/")
     assert {k.rsplit("/", 1)[1] for k in keys} >= {"metrics.parquet", "tradeoff.png", "recommendation.json", "report.html"}
     page = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"root/sweeps/{res['sweep_id']}/report/report.html")["Body"].read().decode()
-    import re
     srcs = re.findall(r'src="([^"]+)"', page)
     # per example: guide, 3 outputs, the flute render of the same segment; its spectrogram; the curves
     assert page.count("<audio") == 2 * (1 + 3 + 1) and len(srcs) == 2 * (1 + 3 + 1) + 2 + 1
@@ -266,6 +266,9 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
                {"model": "models:/reinstrument-violin@champion", "t_init": 0.6}]
     first = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1")
     assert [r["transformed"] for r in first["runs"]] == [2, 2]
+    page = (out / "nightly/d1/report/report.html").read_text()  # each input: guide + one output per target
+    assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 and "reinstrument-violin/1" in page
+    assert all((out / "nightly/d1/report" / src).exists() for src in re.findall(r'src="([^"]+)"', page))
     again = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
     assert again["runs"] == [] and again["new_shards"] == 0  # nothing new, nothing redone
 
@@ -283,8 +286,9 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     with pytest.raises(RuntimeError, match="simulated crash"):
         nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d2")
     monkeypatch.setattr(nightly_mod, "transform_corpus", real)
-    resumed = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d3")
-    # the crashed night is finished under its own date: flute's output was committed, violin's was not
+    # asked for other settings, the crashed night is still finished with its own (same output keys),
+    # under its own date: flute's output was committed, violin's was not
+    resumed = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=6, run_date="d3")
     assert [(r["date"], r["transformed"], r["skipped"]) for r in resumed["runs"]] == [("d2", 0, 1), ("d2", 1, 0)]
     for model in ("reinstrument-flute", "reinstrument-violin"):
         ids = []

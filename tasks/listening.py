@@ -1,0 +1,45 @@
+"""Listening examples for the static reports (tasks/report.py): copy an input's guide, its
+outputs and (when known) its true target next to the page, and draw their log-mel
+spectrograms side by side. Paths in the returned `Example` are relative to the report folder."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from infra.storage import Storage
+from schemas.configs import MelConfig
+from tasks.audio import decode_audio_bytes, encode_flac
+from tasks.features import LogMel
+from tasks.plots import spectrograms_png
+from tasks.report import Example
+
+
+def write_example(report: Storage, clip_id: str, guide: tuple[np.ndarray, int], outputs: list[tuple[str, bytes, bool]],
+                  target: tuple[np.ndarray, int] | None = None, mel: MelConfig = MelConfig()) -> Example:
+    """outputs: (label, FLAC bytes, draw its spectrogram). Files land under report/audio and report/spec."""
+    front = LogMel(mel)
+    stem = clip_id[:16]
+
+    def logmel(audio: np.ndarray) -> np.ndarray:
+        return front(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None])[0].numpy()
+
+    report.write_bytes(f"audio/{stem}-guide.flac", encode_flac(*guide))
+    mels, titles, players = [logmel(guide[0])], ["guide"], []
+    for k, (label, flac, draw) in enumerate(outputs):
+        rel = f"audio/{stem}-{k:02d}.flac"
+        report.write_bytes(rel, flac)
+        players.append((label, rel))
+        if draw:
+            mels.append(logmel(decode_audio_bytes(flac)[0]))
+            titles.append(label)
+    target_rel = None
+    if target is not None:
+        target_rel = f"audio/{stem}-target.flac"
+        report.write_bytes(target_rel, encode_flac(*target))
+        mels.append(logmel(target[0]))
+        titles.append("true target")
+    n = min(m.shape[1] for m in mels)  # outputs keep their guide's length to a frame; align for the figure
+    report.write_bytes(f"spec/{stem}.png", spectrograms_png([m[:, :n] for m in mels], titles,
+                                                            frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples,
+                                                            f_max_hz=mel.f_max_hz))
+    return Example(clip_id, f"audio/{stem}-guide.flac", players, f"spec/{stem}.png", target_rel)

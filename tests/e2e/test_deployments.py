@@ -1,0 +1,283 @@
+"""The users' three commands, end to end against real services: a Prefect server on 127.0.0.1,
+`reinstrument serve` running both deployments, moto S3 for inputs and outputs, MLflow on sqlite
+(artifacts in S3). `prefect deployment run 'sweep-t-init/default'` on a tiny model; the nightly
+deployment triggered twice with arrivals in between, then killed mid-run and finished by the
+next trigger; the sweep's listening report opened in headless Chromium; a run pulled."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from infra.datasets import ShardedDataset
+from schemas.configs import FeatureConfig
+from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
+from tests.e2e.browser import check_page, chromium_path
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
+BIN = os.path.dirname(sys.executable)
+MODEL = "models:/reinstrument-flute@champion"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (from /proc: the flow-run subprocesses serve starts may sit in
+    their own session, out of reach of a process-group kill)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
+    """The serve process and the flow-run subprocesses it started, all at once (a crash)."""
+    for pid in [proc.pid] + _descendants(proc.pid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def stack(s3_env, built_corpus, tmp_path_factory):
+    """A Prefect server, an MLflow sqlite store with a tiny flute champion, a bucket; the env a
+    serve process needs."""
+    from flows.train import train_model
+    from ray_actors.features import extract_features
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    bucket = f"e2e-{os.urandom(4).hex()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    port = _free_port()
+    env = dict(os.environ, PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
+               REINSTRUMENT_MLFLOW_ARTIFACTS=f"s3://{bucket}/mlflow", REINSTRUMENT_PROGRESS="0",
+               COLUMNS="250")  # rich tables of the prefect CLI unwrapped
+    env.pop("PREFECT_PROFILES_PATH", None)
+    log = open(tmp / "server.log", "w")
+    server = subprocess.Popen([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
+    os.environ.update(MLFLOW_TRACKING_URI=env["MLFLOW_TRACKING_URI"],
+                      REINSTRUMENT_MLFLOW_ARTIFACTS=env["REINSTRUMENT_MLFLOW_ARTIFACTS"])
+    try:
+        _, corpus = built_corpus
+        feats = extract_features([corpus.clips_url], str(tmp / "features"),
+                                 FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
+        train_model(TrainConfig(features_url=feats["features_url"], domain="flute", **{**TRAIN_PRESETS["tiny"], "steps": 20}),
+                    TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
+        deadline = time.time() + 180
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.time() < deadline, open(tmp / "server.log").read()[-3000:]
+            time.sleep(0.5)
+        yield {"env": env, "bucket": bucket, "tmp": tmp, "corpus": corpus}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _serve(stack, name: str) -> subprocess.Popen:
+    cmd = [f"{BIN}/reinstrument", "serve", "--nightly-inputs", f"s3://{stack['bucket']}/incoming", "--target", MODEL,
+           "--out", f"s3://{stack['bucket']}/out", "--actors", "0"]
+    proc = subprocess.Popen(cmd, env=stack["env"], stdout=open(stack["tmp"] / f"{name}.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 120  # both deployments registered
+    while time.time() < deadline:
+        r = subprocess.run([f"{BIN}/prefect", "deployment", "ls"], env=stack["env"], capture_output=True, text=True)
+        if "sweep-t-init/default" in r.stdout and "reinstrument-nightly/default" in r.stdout:
+            return proc
+        assert proc.poll() is None, open(stack["tmp"] / f"{name}.log").read()[-3000:]
+        time.sleep(1)
+    raise AssertionError("serve did not register both deployments")
+
+
+def _run_deployment(stack, name: str, params: dict, watch: bool = True, timeout_s: int = 900):
+    cmd = [f"{BIN}/prefect", "deployment", "run", name, "--params", json.dumps(params)]
+    if not watch:
+        return subprocess.run(cmd, env=stack["env"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd + ["--watch", "--watch-timeout", str(timeout_s)],
+                       env=stack["env"], capture_output=True, text=True, timeout=timeout_s + 60)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+def keys(bucket: str, prefix: str) -> list[str]:
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
+
+
+def _get(bucket: str, key: str) -> bytes:
+    return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _put_inputs(stack, items) -> None:
+    for item in items:
+        buf = io.BytesIO()
+        sf.write(buf, item.audio, item.sample_rate_hz, format="WAV")
+        boto3.client("s3").put_object(Bucket=stack["bucket"], Key=f"incoming/{item.item_id[:12]}.wav", Body=buf.getvalue())
+
+
+def _nightly_outputs(bucket: str) -> list[str]:
+    """source IDs of every committed nightly output, across every dated run."""
+    ids = []
+    for k in keys(bucket, "out/nightly/"):
+        if re.search(r"/runs/nightly-[^/]+/outputs/_manifest\.json$", k):
+            ids += ShardedDataset.at(f"s3://{bucket}/{k.rsplit('/', 1)[0]}", "outputs").read(["clip_id"]).column(
+                "clip_id").to_pylist()
+    return ids
+
+
+def test_sweep_and_nightly_deployments_end_to_end(stack):
+    from infra import tracking
+    from tasks.metrics.sources import audio_items
+
+    bucket = stack["bucket"]
+    serve = _serve(stack, "serve-1")
+    try:
+        # --- sweep-t-init: the exact CLI a user types; tiny config, 2 inputs, 3 grid points -----------
+        config = {"model": MODEL, "t_inits": [0.3, 0.6, 1.0], "lams": [1.0], "sampler": {"steps": 6},
+                  "window": {"window_frames": 64, "overlap_frames": 16}, "vocoder_iters": 4,
+                  "reference_split": None, "reference_limit": 4}
+        _run_deployment(stack, "sweep-t-init/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
+                                                        "domain": "violin", "split": None, "limit": 2, "config": config})
+        sweep_keys = keys(bucket, "out/sweeps/")
+        (rec_key,) = [k for k in sweep_keys if k.endswith("/recommendation.json")]
+        folder = rec_key.rsplit("/", 1)[0]
+        rec = json.loads(_get(bucket, rec_key))
+        assert rec["recommended"]["1"]["t_init"] in (0.3, 0.6, 1.0) and rec["model_version"] == "reinstrument-flute/1"
+        table = pq.read_table(io.BytesIO(_get(bucket, f"{folder}/metrics.parquet"))).to_pylist()
+        for t in (0.3, 0.6, 1.0):
+            got = {r["metric"]: r for r in table if r["t_init"] == t}
+            assert {"fad", "jd", "f1_midi"} <= set(got) and got["jd"]["n"] == 2, (t, sorted(got))
+        assert _get(bucket, f"{folder}/tradeoff.png")[:8] == b"\x89PNG\r\n\x1a\n"
+        run_audio = [k for k in keys(bucket, "out/runs/") if k.endswith(".flac")]
+        assert len(run_audio) >= 3 * 2  # each grid point's 2 outputs (plus the vocoded reference)
+        c = tracking.client()
+        parent = c.get_run(rec["mlflow_run_id"])
+        children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+        assert parent.info.status == "FINISHED" and len(children) == 3
+        assert sorted(float(ch.data.params["warm.t_init"]) for ch in children) == [0.3, 0.6, 1.0]
+        assert all({"fad_musicnn-msd", "jd", "f1_midi"} <= set(ch.data.metrics) for ch in children)
+        assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"tradeoff.png", "report", "metrics.parquet"}
+
+        # --- the listening report in a real browser -------------------------------------------------
+        check_report(bucket, f"{folder}/report/", stack["tmp"] / "report")
+
+        # --- nightly: two arrivals, each processed once ---------------------------------------------
+        clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=7))
+        params = {"targets": [{"model": MODEL, "t_init": 0.6}], "steps": 4, "clips_per_task": 1}
+        _put_inputs(stack, clips[:2])
+        _run_deployment(stack, "reinstrument-nightly/default", params)
+        assert len(_nightly_outputs(bucket)) == 2
+        _put_inputs(stack, clips[2:3])
+        _run_deployment(stack, "reinstrument-nightly/default", params)
+        done = _nightly_outputs(bucket)
+        assert len(done) == len(set(done)) == 3, "the second night must process only the new arrival"
+
+        # --- a night killed mid-run, finished by the next trigger -----------------------------------
+        _put_inputs(stack, clips[3:7])
+        r = _run_deployment(stack, "reinstrument-nightly/default", params | {"steps": 35}, watch=False)
+        assert r.returncode == 0, r.stderr
+        deadline = time.time() + 600
+        while len(_nightly_outputs(bucket)) < 4:  # at least one of the four new inputs committed
+            assert time.time() < deadline, open(stack["tmp"] / "serve-1.log").read()[-3000:]
+            time.sleep(0.2)
+        _kill_tree(serve)
+        mid = len(_nightly_outputs(bucket))
+        assert 4 <= mid < 7, f"the kill landed after {mid - 3} of 4 new outputs"
+        state = json.loads(_get(bucket, "out/nightly/state.json"))
+        assert state["pending"] is not None, "the killed night left no pending batch"
+    finally:
+        _kill_tree(serve)
+    serve = _serve(stack, "serve-2")
+    try:
+        _run_deployment(stack, "reinstrument-nightly/default", params)
+        done = _nightly_outputs(bucket)
+        assert len(done) == len(set(done)) == 7, "every input transformed exactly once"
+        assert json.loads(_get(bucket, "out/nightly/state.json"))["pending"] is None
+    finally:
+        _kill_tree(serve, signal.SIGTERM)
+    check_pull(bucket, stack["tmp"] / "pulled")
+
+
+def check_report(bucket: str, prefix: str, dest) -> None:
+    """Download the report folder and open it over HTTP, as S3 static hosting would serve it."""
+    if chromium_path() is None:
+        pytest.fail("chromium is missing: `make setup` installs Debian's chromium for this check")
+    for k in keys(bucket, prefix):
+        path = dest / k[len(prefix):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_get(bucket, k))
+    handler = functools.partial(_QuietHandler, directory=str(dest))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = check_page(f"http://127.0.0.1:{server.server_address[1]}/report.html")
+    finally:
+        server.shutdown()
+    html = (dest / "report.html").read_text()
+    assert page.console_errors == []
+    assert len(page.audio) == html.count("<audio") >= 2 * (1 + 3)
+    assert all(a["error"] is None and (a["duration"] or 0) > 0 for a in page.audio), page.audio
+    assert len(page.images) == html.count("<img") >= 3 and all(i["width"] > 0 for i in page.images), page.images
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def check_pull(bucket: str, dest) -> None:
+    """`reinstrument pull` of a finished nightly run reproduces every object; tampering is caught."""
+    run_key = next(k for k in keys(bucket, "out/nightly/") if k.endswith("/outputs/_manifest.json"))
+    run_url = f"s3://{bucket}/{run_key.rsplit('/outputs/', 1)[0]}"
+    r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, str(dest)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    prefix = run_url.split(f"s3://{bucket}/", 1)[1] + "/"
+    pulled = [k for k in keys(bucket, prefix) if k[len(prefix):].startswith(("audio/", "outputs/", "run.json"))]
+    assert sum("/audio/" in k for k in pulled) == 2
+    for k in pulled:
+        assert hashlib.sha256((dest / k[len(prefix):]).read_bytes()).digest() == hashlib.sha256(_get(bucket, k)).digest(), k
+    audio = next(k for k in keys(bucket, prefix + "audio/"))
+    boto3.client("s3").put_object(Bucket=bucket, Key=audio, Body=_get(bucket, audio)[:-10] + b"\0" * 10)
+    r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, str(dest / "again")], capture_output=True, text=True)
+    assert r.returncode != 0 and "ChecksumError" in r.stdout + r.stderr, r.stdout + r.stderr
