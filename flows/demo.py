@@ -14,8 +14,8 @@ from schemas.configs import CorpusConfig, FeatureConfig
 from schemas.sweep import SweepConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 
-# Monophonic soprano lines: the cpu-demo network learns a flute line in 15 CPU minutes; the
-# polyphonic mix would need the GPU preset. 32 chorales leave 3 held out for the sweep.
+# Monophonic soprano lines, the simplest material for a network trained for minutes on a CPU
+# (clean roles only: the demo trains one unconditional model). 32 chorales hold 3 out for the sweep.
 DEMO_CORPUS = CorpusConfig(collection="bach", max_pieces=32, instruments=("flute", "violin"),
                            soundfonts=("fluidr3",), voices=("soprano",))
 # Coarser than the production default (DEFAULT_T_INITS): 6 points keep the demo within 30 min.

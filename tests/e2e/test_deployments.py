@@ -200,7 +200,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"tradeoff.png", "report", "metrics.parquet"}
 
         # --- the listening report in a real browser -------------------------------------------------
-        check_report(bucket, f"{folder}/report/", stack["tmp"] / "report")
+        check_report(bucket, f"{folder}/report/", stack["tmp"] / "report", min_audio=2 * (1 + 3), min_images=3)
 
         # --- nightly: two arrivals, each processed once ---------------------------------------------
         clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=7))
@@ -212,6 +212,9 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         _run_deployment(stack, "reinstrument-nightly/default", params)
         done = _nightly_outputs(bucket)
         assert len(done) == len(set(done)) == 3, "the second night must process only the new arrival"
+        nights = [k.rsplit("/report/", 1)[0] + "/report/" for k in keys(bucket, "out/nightly/") if k.endswith("/report/report.html")]
+        assert len(nights) == 2
+        check_report(bucket, nights[0], stack["tmp"] / "night-report", min_audio=2 * 2, min_images=2)
 
         # --- a night killed mid-run, finished by the next trigger -----------------------------------
         _put_inputs(stack, clips[3:7])
@@ -239,7 +242,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
     check_pull(bucket, stack["tmp"] / "pulled")
 
 
-def check_report(bucket: str, prefix: str, dest) -> None:
+def check_report(bucket: str, prefix: str, dest, *, min_audio: int, min_images: int) -> None:
     """Download the report folder and open it over HTTP, as S3 static hosting would serve it."""
     if chromium_path() is None:
         pytest.fail("chromium is missing: `make setup` installs Debian's chromium for this check")
@@ -256,9 +259,9 @@ def check_report(bucket: str, prefix: str, dest) -> None:
         server.shutdown()
     html = (dest / "report.html").read_text()
     assert page.console_errors == []
-    assert len(page.audio) == html.count("<audio") >= 2 * (1 + 3)
+    assert len(page.audio) == html.count("<audio") >= min_audio
     assert all(a["error"] is None and (a["duration"] or 0) > 0 for a in page.audio), page.audio
-    assert len(page.images) == html.count("<img") >= 3 and all(i["width"] > 0 for i in page.images), page.images
+    assert len(page.images) == html.count("<img") >= min_images and all(i["width"] > 0 for i in page.images), page.images
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
