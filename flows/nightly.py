@@ -99,6 +99,14 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, shards: tuple[i
     return report.uri("report.html")
 
 
+def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLogistics) -> list[dict]:
+    """Transform one batch (a `pending` entry of the state) for its targets, then its report."""
+    shards = (batch["from"], batch["to"])
+    done = run_targets(clips_url, shards, batch["run_date"], batch["targets"], root, logistics)
+    print(f"[nightly] {batch['run_date']}: report {nightly_report(root, batch['run_date'], clips_url, shards, done)}")
+    return done
+
+
 def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int = 35,
             run_date: str | None = None, clips_per_task: int = 4) -> dict:
     root = Storage(Storage(out).absolute_url())
@@ -109,9 +117,7 @@ def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, step
     if state["pending"]:  # finish what a crashed run left, under its own run IDs and settings
         p = state["pending"]
         print(f"[nightly] finishing the batch of {p['run_date']} (shards {p['from']}-{p['to']}) left by a crash")
-        done = run_targets(clips_url, (p["from"], p["to"]), p["run_date"], p["targets"], root, log)
-        nightly_report(root, p["run_date"], clips_url, (p["from"], p["to"]), done)
-        summary += done
+        summary += run_batch(clips_url, p, root, log)
         state = {"watermark": p["to"], "pending": None}
         root.write_bytes(STATE, json.dumps(state).encode())
     end = ShardedDataset.at(clips_url, "clips").manifest().next_shard_index()
@@ -120,9 +126,7 @@ def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, step
         pending = {"run_date": date, "from": state["watermark"], "to": end,
                    "targets": resolve_targets(targets, root, steps)}
         root.write_bytes(STATE, json.dumps({"watermark": state["watermark"], "pending": pending}).encode())
-        done = run_targets(clips_url, (pending["from"], end), date, pending["targets"], root, log)
-        print(f"[nightly] report: {nightly_report(root, date, clips_url, (pending['from'], end), done)}")
-        summary += done
+        summary += run_batch(clips_url, pending, root, log)
         root.write_bytes(STATE, json.dumps({"watermark": end, "pending": None}).encode())
     return {"runs": summary, "watermark": _read_state(root)["watermark"], "new_shards": end - state["watermark"]}
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import os
 
-import pyarrow as pa
-
 from infra.datasets import ShardedDataset, ShardBuffer
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
-from schemas.tables import FEATURES
-from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_rows
+from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_rows, features_table
 
 
 class FeatureShardWorker:
@@ -32,7 +29,7 @@ class FeatureShardWorker:
             clips = ShardedDataset.at(str(clips_url), "clips")
             table = clips.read_shard(ShardEntry.model_validate_json(str(entry_json)), CLIP_COLUMNS_FOR_FEATURES)
             rows, stats, bad = feature_rows(table, self.cfg, self.front_end)
-            entry = self.out.write_shard(int(index), pa.Table.from_pylist(rows, schema=FEATURES),
+            entry = self.out.write_shard(int(index), features_table(rows),
                                          self.cfg.config_hash())
             out["key"].append(str(key))
             out["entry"].append(entry.model_dump_json())

@@ -81,3 +81,19 @@ def test_clips_at_another_rate_are_quarantined_not_featurised(tmp_path):
     assert out["quarantined"] == 1 and out["rows"] == 0
     q = ShardedDataset.at(str(tmp_path / "f/quarantine"), "quarantine").read().to_pylist()
     assert q[0]["stage"] == "features" and "expects 16000 Hz" in q[0]["reason"]
+
+
+def test_features_table_is_the_row_wise_table_built_column_wise():
+    import pyarrow as pa
+
+    from schemas.tables import FEATURES
+    from tasks.features import features_table
+
+    rng = np.random.default_rng(0)
+    rows = [dict(feature_id=f"f{i}", clip_id="c", kind="logmel", domain="flute", role="clean", split="train",
+                 segment_index=i, start_frame=8 * i, num_frames=8, num_valid_frames=8 - i, num_bins=3,
+                 values=rng.standard_normal(3 * 8).astype(np.float32), config_hash="h") for i in range(4)]
+    got = features_table(rows)
+    assert got.schema == FEATURES and got.equals(pa.Table.from_pylist(rows, schema=FEATURES))
+    assert np.array_equal(got.column("values")[2].values.to_numpy(), rows[2]["values"])
+    assert features_table([]).num_rows == 0
