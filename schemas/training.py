@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.configs import StrictConfig
+from schemas.configs import StrictConfig, config_hash
 from schemas.diffusion import UNET_PRESETS, EDMConfig, unet_preset
 
 
@@ -50,6 +50,11 @@ class TrainConfig(StrictConfig):
     @property
     def paired(self) -> bool:
         return self.cond_domain is not None
+
+    def config_hash(self) -> str:
+        """Includes the preset's resolved fields: a preset that changes is a different model,
+        so a run trained under the old preset is never found (and resumed) under the new one."""
+        return config_hash({**self.model_dump(mode="json"), "preset_fields": {**UNET_PRESETS[self.preset], **self.unet}})
 
     def unet_config(self, n_mels: int):
         return unet_preset(self.preset, **{"n_mels": n_mels, "cond_channels": int(self.paired), **self.unet})

@@ -107,6 +107,24 @@ class Up(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+class LocalHead(nn.Module):
+    """A 2D refinement over (bins x frames) for a 1D U-Net: sees the network input x_in and the
+    body's output f as two image channels and adds a correction. 3x3 kernels are local in
+    frequency, which the 1D body (every bin mixed with every other) is not: that locality is
+    what separates small noise from harmonic lines."""
+
+    def __init__(self, channels: int, emb_dim: int):
+        super().__init__()
+        groups = 4
+        self.inp = nn.Conv2d(2, channels, 3, padding=1)
+        self.res = ResBlock(2, channels, channels, emb_dim, groups, 0.0)
+        self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), _zero(nn.Conv2d(channels, 1, 3, padding=1)))
+
+    def forward(self, x_in: torch.Tensor, f: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.res(self.inp(torch.stack([x_in, f], dim=1)), emb)
+        return f + self.out(h)[:, 0]
+
+
 class UNet(nn.Module):
     """F(x_in; c_noise, cond): x_in [batch, n_mels, frames] -> same shape, for any frame count.
     cond: [batch, cond_channels, n_mels, frames] (or [batch, n_mels, frames] for one channel)."""
@@ -137,6 +155,7 @@ class UNet(nn.Module):
                 self.dec.append(Up(d, ch))
         self.out = nn.Sequential(nn.GroupNorm(cfg.group_norm_groups, ch), nn.SiLU(),
                                  _zero(_conv(d, ch, cfg.data_channels)))
+        self.head = LocalHead(cfg.local_head_channels, cfg.embedding_dim) if cfg.local_head_channels else None
 
     def _to_net(self, x: torch.Tensor) -> torch.Tensor:
         """[batch, k, n_mels, frames] -> the network's layout."""
@@ -181,4 +200,5 @@ class UNet(nn.Module):
             h = m(h, emb)
         for m in self.dec:
             h = m(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(m, Level) else m(h, emb)
-        return self.out(h).reshape(*x.shape[:-1], frames + pad)[..., :frames]
+        f = self.out(h).reshape(*x.shape[:-1], frames + pad)[..., :frames]
+        return f if self.head is None else self.head(x, f, emb)

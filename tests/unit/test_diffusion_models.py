@@ -8,6 +8,7 @@ from schemas.diffusion import EDMConfig, UNetConfig, unet_preset
 from tasks.diffusion.checkpoint import ModelConfig, build_model, checkpoint_bytes, load_checkpoint_bytes
 from tasks.diffusion.precond import EDMPrecond
 from tasks.diffusion.train import train_step
+from tasks.diffusion.unet import UNet
 
 
 class Probe(torch.nn.Module):
@@ -136,3 +137,35 @@ def test_conditioned_refuses_an_unconditional_model():
 
     with pytest.raises(ValueError, match="unconditional"):
         conditioned(build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16))), torch.zeros(1, 16, 32))
+
+
+def test_local_head_starts_as_the_identity_and_is_checked():
+    """The 2D head's last layer is zero: at init the net equals its 1D body, so adding the head
+    cannot change what an untrained model does, only what it can learn."""
+    torch.manual_seed(0)
+    cfg = unet_preset("cpu-demo", n_mels=32, widths=(32, 48), attention_levels=(1,))
+    assert cfg.local_head_channels == 16
+    with_head = UNet(cfg)
+    body = UNet(cfg.model_copy(update={"local_head_channels": 0}))
+    missing, unexpected = body.load_state_dict(with_head.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("head.") for k in unexpected)
+    x = torch.randn(2, 32, 22)
+    with torch.no_grad():
+        assert torch.equal(with_head(x, torch.tensor([0.1, 2.0])), body(x, torch.tensor([0.1, 2.0])))
+    with pytest.raises(ValueError, match="local_head_channels=16 needs dims=1"):
+        unet_preset("tiny", n_mels=16, local_head_channels=16)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        unet_preset("cpu-demo", n_mels=16, local_head_channels=6)
+
+
+def test_a_changed_preset_is_a_different_training_run(monkeypatch):
+    """The run folder is keyed by the config hash; a preset whose fields change must not find
+    (and resume) a checkpoint of the old architecture."""
+    from schemas import training
+    from schemas.diffusion import UNET_PRESETS
+
+    cfg = training.TrainConfig(domain="flute", features_url="/x", preset="cpu-demo")
+    before = cfg.config_hash()
+    monkeypatch.setitem(UNET_PRESETS, "cpu-demo", {**UNET_PRESETS["cpu-demo"], "local_head_channels": 0})
+    assert cfg.config_hash() != before
+    assert cfg.model_copy(update={"unet": {"local_head_channels": 16}}).config_hash() != cfg.config_hash()
