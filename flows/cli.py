@@ -558,6 +558,7 @@ def demo(
     from flows.demo import DEMO_CORPUS, demo_flow
     from infra.storage import Storage
     from infra.tracking import tracking_uri
+    from tasks.tradeoff import fad_trend
 
     cfg = DEMO_CORPUS.model_copy(update={"max_pieces": pieces})
     res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_steps=train_steps,
@@ -580,11 +581,10 @@ def demo(
         table.append({"tau_init": f"{t_init:g}"} | ({"lambda": f"{lam:g}"} if len({k[0] for k in by}) > 1 else {})
                      | {"JD vs guide": ci("jd", 3), "FAD vs flute": ci("fad", 1), "F1 vs MIDI": ci("f1_midi", 3)})
     _print_rows(table, "sweep-t-init: violin -> flute on held-out chorales (95 % bootstrap CI)")
-    fad = {t_init: m["fad"]["mean"] for (lam, t_init), m in by.items() if "fad" in m}
-    if fad and min(fad) < 1.0 and 1.0 in fad and fad[min(fad)] >= fad[1.0]:
-        console.print("[yellow]FAD does not fall as tau_init falls: this model's samples are further from the flute "
-                      "reference than the violin guides are. The trade-off appears with a stronger model "
-                      "(`--train-steps` well beyond the preset's, or the gpu preset).[/yellow]")
+    for lam in sorted({k[0] for k in by}):
+        note = fad_trend({t: m["fad"]["mean"] for (lm, t), m in by.items() if lm == lam and "fad" in m})
+        if note:
+            console.print(f"[yellow]{note}[/yellow]" if note.startswith("FAD does not") else note)
     for lam_label, rec in s["recommended"].items():
         console.print(f"[bold]recommended tau_init (lambda={lam_label}): {rec.get('t_init')}[/bold] "
                       f"(JD {rec['jd']:.3f}, FAD {rec['fad']:.2f}; {rec['rule']})")

@@ -48,3 +48,24 @@ def recommend(points: Sequence[Point]) -> Recommendation:
     front = pareto_front(pts)
     best = min(front, key=lambda p: (float(np.hypot(*norm[id(p)])), -p.t_init))
     return Recommendation(best.t_init, best.jd, best.fad, front)
+
+
+def fad_trend(fad_by_t_init: dict[float, float]) -> str | None:
+    """One line on how FAD moves as tau_init falls from 1 (the guide itself), for a person
+    reading a sweep table; None when there is no guide point or nothing below it."""
+    if 1.0 not in fad_by_t_init or len(fad_by_t_init) < 2:
+        return None
+    guide = fad_by_t_init[1.0]
+    lower = {t: f for t, f in fad_by_t_init.items() if t < 1.0}
+    best_t = min(lower, key=lower.get)
+    lowest_t = min(lower)
+    if lower[best_t] >= guide:
+        return (f"FAD does not fall below the guide's ({guide:.1f}) at any tau_init: this model's outputs are "
+                "further from the target than the guides are. A stronger model (more training steps, or the gpu "
+                "preset) is needed for the trade-off.")
+    line = f"FAD falls from {guide:.1f} (the guide, tau_init=1) to {lower[best_t]:.1f} at tau_init={best_t:g}"
+    if best_t != lowest_t and lower[lowest_t] > lower[best_t]:
+        line += (f", then rises to {lower[lowest_t]:.1f} at tau_init={lowest_t:g}: below {best_t:g} the output is "
+                 "mostly the model's own sample, and this model's samples are weaker than its edits of a guide "
+                 "(more training steps, or the gpu preset, lift that end)")
+    return line + "."

@@ -22,3 +22,15 @@ def test_recommendation_edge_cases_and_plot():
         recommend([Point(0.4, float("nan"), 1.0)])
     png = tradeoff_png({"1": [(0.2, 0.8, 5.0), (0.5, 0.3, 9.0), (0.8, 0.1, 30.0)]}, recommended={"1": 0.5})
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_fad_trend_says_where_fad_falls_and_where_it_rises_again():
+    from tasks.tradeoff import fad_trend
+
+    falls = fad_trend({1.0: 27.6, 0.8: 25.4, 0.6: 28.6, 0.4: 19.1, 0.0: 39.1})
+    assert falls.startswith("FAD falls from 27.6 (the guide, tau_init=1) to 19.1 at tau_init=0.4")
+    assert "then rises to 39.1 at tau_init=0" in falls
+    monotone = fad_trend({1.0: 30.0, 0.5: 20.0, 0.0: 10.0})
+    assert monotone == "FAD falls from 30.0 (the guide, tau_init=1) to 10.0 at tau_init=0."
+    assert fad_trend({1.0: 27.6, 0.4: 61.6, 0.0: 53.3}).startswith("FAD does not fall below the guide's (27.6)")
+    assert fad_trend({0.4: 1.0, 0.0: 2.0}) is None and fad_trend({1.0: 3.0}) is None
