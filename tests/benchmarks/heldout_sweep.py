@@ -1,0 +1,72 @@
+"""A tau_init sweep of a demo-corpus flute model on 8 Bach chorales it never saw (pieces 33-40 of
+the collection; `make demo` renders and trains on the first 32), with the metrics functions:
+FAD (musicnn-msd) against the demo corpus's vocoded flute train clips, JD against the guide.
+Not collected by pytest; run it by hand:
+
+    MLFLOW_TRACKING_URI=sqlite:///$PWD/reinstrument-data/mlflow.db \
+    .venv/bin/python tests/benchmarks/heldout_sweep.py ./reinstrument-data/demo \
+        models:/reinstrument-flute/1 1,0.8,0.5,0.4 [EVAL_DIR]
+
+It renders the 40-chorale violin corpus under EVAL_DIR (default ./reinstrument-data/heldout40)
+and prints one JSON line per tau_init: JD and FAD, each with its 95 % bootstrap interval."""
+import os, sys, json, time
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import torch
+torch.set_num_threads(2)
+from infra.datasets import ShardedDataset
+from infra.tracking import load_denoiser
+from schemas.configs import CorpusConfig
+from schemas.diffusion import WarmStartConfig
+from schemas.transform import TransformConfig
+from tasks.corpus import run_corpus
+from tasks.transform import Transformer, LoadedModel
+from tasks.metrics.musicnn import Musicnn
+from tasks.metrics.pitch import BasicPitch
+from tasks.metrics.sources import AudioItem, audio_items
+from tasks.metrics.fad import embed_set, fad
+from tasks.metrics.frechet import gaussian_stats
+from tasks.metrics.table import pitch_item_values, mean_ci
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    DEMO = sys.argv[1]                       # demo root (…/reinstrument-data/demo)
+    MODEL = sys.argv[2]                      # models:/reinstrument-flute/N
+    T_INITS = [float(x) for x in sys.argv[3].split(",")]
+    EVAL = sys.argv[4] if len(sys.argv) > 4 else "./reinstrument-data/heldout40"
+    weights = os.environ.get("REINSTRUMENT_WEIGHTS_DIR", ".weights")
+    demo_pieces = set(ShardedDataset.at(f"{DEMO}/corpus/clips", "clips").read(["piece"]).column("piece").to_pylist())
+    cfg = CorpusConfig(collection="bach", max_pieces=40, instruments=("violin",), soundfonts=("fluidr3",), voices=("soprano",))
+    res = run_corpus(cfg, EVAL, workers=2)
+    t = ShardedDataset.at(res.clips_url, "clips").read(["clip_id", "piece", "domain", "role"])
+    held = {c for c, p, d, r in zip(*[t.column(k).to_pylist() for k in ("clip_id", "piece", "domain", "role")])
+            if p not in demo_pieces and d == "violin" and r == "clean"}
+    pieces = sorted({p for p in t.column("piece").to_pylist() if p not in demo_pieces})
+    guides = [i for i in audio_items(res.clips_url, domain="violin", role="clean") if i.item_id in held]
+    print(f"held-out pieces {len(pieces)}: {pieces}; {len(guides)} violin clips", flush=True)
+    m, meta = load_denoiser(MODEL)
+    emb = Musicnn("MSD_musicnn", weights)
+    tracker = BasicPitch(weights, threads=2)
+    def run(items, t):
+        tr = Transformer(TransformConfig(model="x", warm=WarmStartConfig(t_init=t, lam=1.0)), LoadedModel(m, meta, MODEL))
+        out = []
+        for k in range(0, len(items), 8):
+            c = items[k:k + 8]
+            o = tr.transform([i.item_id for i in c], [i.audio for i in c], [i.sample_rate_hz for i in c])
+            out += [AudioItem(i.item_id, x.audio, x.sample_rate_hz) for i, x in zip(c, o)]
+        return out
+    ref = list(audio_items(f"{DEMO}/corpus/clips", domain="flute", role="clean", split="train"))
+    stats = gaussian_stats(embed_set(run(ref, 1.0), emb).embeddings)
+    print(f"reference: {len(ref)} vocoded flute train clips", flush=True)
+    rows = []
+    for ti in T_INITS:
+        t0 = time.time()
+        outs = run(guides, ti)
+        f = fad(embed_set(outs, emb), stats, emb.name, seed=0)
+        vals = pitch_item_values(zip(outs, guides), tracker)
+        jd = mean_ci([v["jd"] for v in vals])
+        rows.append({"t_init": ti, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
+                     "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
+        print(json.dumps(rows[-1]), flush=True)
+
+if __name__ == "__main__":
+    main()
