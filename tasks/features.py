@@ -14,6 +14,7 @@ import torch
 import torchaudio
 
 from schemas.configs import FeatureConfig, MelConfig
+from schemas.tables import FEATURES
 from tasks.audio import clip_spans, decode_audio_bytes, stft_num_frames
 from tasks.ids import content_id
 
@@ -165,8 +166,6 @@ def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel,
 def features_table(rows: list[dict]) -> pa.Table:
     """The FEATURES table of `feature_rows`' rows. Column-wise: the float values go in as one flat
     array with offsets (pa.Table.from_pylist converts each float through Python, ~20x slower)."""
-    from schemas.tables import FEATURES
-
     values = [r["values"] for r in rows]
     offsets = np.zeros(len(values) + 1, dtype=np.int32)
     np.cumsum([len(v) for v in values], out=offsets[1:])
