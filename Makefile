@@ -25,11 +25,14 @@ $(STAMPS)/apt:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 	@touch $@
 
+# --compile-bytecode: shells here export PYTHONDONTWRITEBYTECODE=1, so without .pyc written at
+# install time every process (tests, Ray workers, Prefect) recompiles what it imports from source
+# (import torch+pyarrow+pandas: 3.8 s -> 1.9 s, measured).
 $(STAMPS)/venv: requirements.lock pyproject.toml
 	@mkdir -p $(STAMPS)
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m pip install -q "uv==$(UV_VERSION)"
 	@[ -x $(PY) ] || uv venv -q --python $(PYTHON) $(VENV)
-	uv pip install -q --python $(PY) -r requirements.lock
+	uv pip install -q --python $(PY) --compile-bytecode -r requirements.lock
 	uv pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 

@@ -547,6 +547,8 @@ def demo(
     train_steps: int = typer.Option(None, help="Training steps (default: the cpu-demo preset's)."),
     train_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
     actors: int = typer.Option(2, help="Ray actors for features and transformation."),
+    t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
+                                                  "dense where the cpu-demo model's trade-off happens."),
     prefect: bool = PrefectOpt,
 ):
     """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
@@ -561,8 +563,9 @@ def demo(
     from tasks.tradeoff import fad_trend
 
     cfg = DEMO_CORPUS.model_copy(update={"max_pieces": pieces})
+    grid = {"t_inits": tuple(t_init)} if t_init else {}
     res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_steps=train_steps,
-               train_workers=train_workers)
+               train_workers=train_workers, **grid)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     _print_rows(c["summary"], "reference corpus (role, domain, split)")
     console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused; features: "

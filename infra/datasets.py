@@ -101,8 +101,10 @@ class ShardedDataset:
     def read_shard(self, entry: ShardEntry, columns: Sequence[str] | None = None) -> pa.Table:
         data = self.storage.read_bytes(entry.name)
         # ParquetFile, not read_table: read_table goes through pyarrow.dataset, whose first import
-        # alone cost ~1 s of a 5 s feature-extraction run (profiled).
-        return pq.ParquetFile(io.BytesIO(data)).read(columns=list(columns) if columns else None)
+        # alone cost ~1 s of a 5 s feature-extraction run (profiled). BufferReader, not BytesIO:
+        # Arrow's reader threads then read memory directly instead of queueing on a Python file
+        # object under the GIL (a 46 MB FLAC column: 0.33 s -> 0.02 s, measured).
+        return pq.ParquetFile(pa.BufferReader(data)).read(columns=list(columns) if columns else None)
 
     def iter_shards(self, columns: Sequence[str] | None = None,
                     manifest: DatasetManifest | None = None) -> Iterator[tuple[ShardEntry, pa.Table]]:

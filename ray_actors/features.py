@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
 
 from infra.datasets import ShardedDataset, ShardBuffer
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
 from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_rows, features_table
+
+
+# One work item: a clips shard (its dataset URL and manifest entry) and its output shard number.
+ITEM_KEYS = ("key", "clips_url", "entry", "index")
 
 
 class FeatureShardWorker:
@@ -22,19 +29,24 @@ class FeatureShardWorker:
         self.front_end = LogMel(self.cfg.mel)
         self.out = ShardedDataset.at(out_url, "features")
 
+    def compute(self, item: dict) -> tuple[pa.Table, dict, list]:
+        """One clips shard -> its features table, per-domain statistics and quarantine rows."""
+        clips = ShardedDataset.at(str(item["clips_url"]), "clips")
+        table = clips.read_shard(ShardEntry.model_validate_json(str(item["entry"])), CLIP_COLUMNS_FOR_FEATURES)
+        rows, stats, bad = feature_rows(table, self.cfg, self.front_end)
+        return features_table(rows), stats, bad
+
+    def write(self, item: dict, table: pa.Table, stats: dict, bad: list) -> dict:
+        entry = self.out.write_shard(int(item["index"]), table, self.cfg.config_hash())
+        return {"key": str(item["key"]), "entry": entry.model_dump_json(),
+                "stats": json.dumps({k: v.to_dict() for k, v in stats.items()}), "bad": json.dumps(bad)}
+
     def __call__(self, batch: dict) -> dict:
         out: dict[str, list] = {"key": [], "entry": [], "stats": [], "bad": []}
-        for key, clips_url, entry_json, index in zip(batch["key"], batch["clips_url"],
-                                                     batch["entry"], batch["index"]):
-            clips = ShardedDataset.at(str(clips_url), "clips")
-            table = clips.read_shard(ShardEntry.model_validate_json(str(entry_json)), CLIP_COLUMNS_FOR_FEATURES)
-            rows, stats, bad = feature_rows(table, self.cfg, self.front_end)
-            entry = self.out.write_shard(int(index), features_table(rows),
-                                         self.cfg.config_hash())
-            out["key"].append(str(key))
-            out["entry"].append(entry.model_dump_json())
-            out["stats"].append(json.dumps({k: v.to_dict() for k, v in stats.items()}))
-            out["bad"].append(json.dumps(bad))
+        for values in zip(*(batch[k] for k in ITEM_KEYS)):
+            item = dict(zip(ITEM_KEYS, values))
+            for k, v in self.write(item, *self.compute(item)).items():
+                out[k].append(v)
         return out
 
 
@@ -85,13 +97,21 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
 
 
 def _run_local(todo: list[dict], cfg: FeatureConfig, out_url: str) -> list[dict]:
+    """In-process, two stages: shard k is serialised, hashed and written (single-threaded
+    Parquet + sha256 + fsync) on a writer thread while shard k+1 is decoded and transformed."""
     from infra.progress import progress
 
     worker = FeatureShardWorker(cfg.model_dump_json(), out_url, torch_threads=os.cpu_count() or 1)
-    results = []
-    for item in progress(todo, len(todo), "features"):
-        r = worker({k: [v] for k, v in item.items()})
-        results.append({k: v[0] for k, v in r.items()})
+    results: list[dict] = []
+    with ThreadPoolExecutor(1) as writer:
+        pending = None
+        for item in progress(todo, len(todo), "features"):
+            computed = worker.compute(item)
+            if pending is not None:
+                results.append(pending.result())
+            pending = writer.submit(worker.write, item, *computed)
+        if pending is not None:
+            results.append(pending.result())
     return results
 
 

@@ -97,3 +97,28 @@ def test_features_table_is_the_row_wise_table_built_column_wise():
     assert got.schema == FEATURES and got.equals(pa.Table.from_pylist(rows, schema=FEATURES))
     assert np.array_equal(got.column("values")[2].values.to_numpy(), rows[2]["values"])
     assert features_table([]).num_rows == 0
+
+
+def test_a_failed_write_in_the_local_pipeline_commits_nothing(built_corpus, copy_tree, tmp_path, monkeypatch):
+    """The in-process path writes shard k on a thread while it computes shard k+1: an error on
+    that thread must still reach the caller before any manifest is written."""
+    from infra.datasets import ShardedDataset
+
+    root, res = built_corpus
+    urls = [res.clips_url, str(copy_tree(root / "clips"))]
+    cfg = FeatureConfig(roles=("clean",))
+    real_write = ShardedDataset.write_shard
+
+    def fail_second(self, index, table, config_hash):
+        if index == 1:
+            raise OSError("disk full (injected)")
+        return real_write(self, index, table, config_hash)
+
+    monkeypatch.setattr(ShardedDataset, "write_shard", fail_second)
+    with pytest.raises(OSError, match="injected"):
+        extract_features(urls, str(tmp_path), cfg, local=True)
+    assert ShardedDataset.at(feature_set_url(str(tmp_path), cfg), "features").manifest().shards == []
+    monkeypatch.undo()
+    out = extract_features(urls, str(tmp_path), cfg, local=True)
+    one = extract_features([res.clips_url], str(tmp_path / "one"), cfg, local=True)
+    assert out["shards_added"] == 2 and out["rows"] == 2 * one["rows"]
