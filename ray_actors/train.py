@@ -25,8 +25,8 @@ from tasks.diffusion.checkpoint import ModelConfig, build_model, load_train_stat
 from tasks.diffusion.noise import ItemNoise, item_seed
 from tasks.diffusion.precond import EDMLoss
 from tasks.diffusion.samplers import heun, karras_sigmas
-from tasks.diffusion.train import (crop_batch, ema_update, lr_at, step_generator, train_step,
-                                   validation_loss)
+from tasks.diffusion.train import (autocast_dtype_for, crop_batch, ema_update, lr_at, step_generator,
+                                   train_step, validation_loss)
 from tasks.diffusion.train_data import denormalise, segments_tensor
 from tasks.diffusion.vocoder import GriffinLimVocoder
 from tasks.plots import spectrograms_png
@@ -292,7 +292,10 @@ def train_loop(loop: dict) -> None:
         import ray.train.torch
 
         device = ray.train.torch.get_device()
-    bf16 = logistics.precision == "bf16" or (logistics.precision == "auto" and device.type == "cuda")
+    amp_dtype = autocast_dtype_for(logistics.precision, device.type)
+    if rank == 0:
+        print(f"[train {cfg.domain}] {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'} "
+              f"(precision={logistics.precision})", flush=True)
     r = _restore(cfg, loop["metadata"], Storage(loop["run_url"]))
     r.model.to(device)
     r.ema.to(device)
@@ -319,7 +322,7 @@ def train_loop(loop: dict) -> None:
             group["lr"] = lr
         loss = train_step(loss_fn, r.opt, x.to(device), sigma=sigma.to(device), noise=noise.to(device),
                           mask=mask.to(device), cond=None if cond is None else cond.to(device),
-                          max_grad_norm=cfg.grad_clip, autocast_dtype=torch.bfloat16 if bf16 else None)
+                          max_grad_norm=cfg.grad_clip, autocast_dtype=amp_dtype)
         if world > 1:
             t = torch.tensor([loss], device=device)
             torch.distributed.all_reduce(t)

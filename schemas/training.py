@@ -63,7 +63,8 @@ class TrainConfig(StrictConfig):
 class TrainLogistics(StrictConfig):
     num_workers: int = Field(2, ge=0, description="Ray Train workers; 0 trains in this process")
     use_gpu: bool = False
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere")
     out_url: str = Field(..., description="root of run folders (checkpoints, per-run files)")
     resume: bool = True
     experiment: str = "reinstrument-train"

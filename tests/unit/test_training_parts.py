@@ -8,8 +8,8 @@ import torch
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from tasks.diffusion.checkpoint import (ModelConfig, build_model, ema_checkpoint_bytes, load_checkpoint_bytes,
                                         load_train_state, train_state_bytes)
-from tasks.diffusion.train import (crop_batch, ema_update, lr_at, step_generator, validation_loss,
-                                   validation_sigmas)
+from tasks.diffusion.train import (autocast_dtype_for, crop_batch, ema_update, lr_at, step_generator,
+                                   train_step, validation_loss, validation_sigmas)
 from tasks.diffusion.train_data import denormalise, normalise, segments_tensor
 from schemas.diffusion import unet_preset
 
@@ -109,3 +109,26 @@ def test_timbre_probe_separates_two_spectral_envelopes():
     assert p_target(probe, env_a + 0.3 * rng.standard_normal((10, 16, 20))).mean() > 0.9
     assert p_target(probe, env_b + 0.3 * rng.standard_normal((10, 16, 20))).mean() < 0.1
     assert math.isfinite(float(p_target(probe, a).mean()))
+
+
+def test_precision_rule_and_a_bf16_step_on_cpu():
+    amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    assert autocast_dtype_for("auto", "cuda") is torch.bfloat16
+    assert autocast_dtype_for("auto", "cpu") is (torch.bfloat16 if amx else None)
+    assert autocast_dtype_for("fp32", "cuda") is None and autocast_dtype_for("bf16", "cpu") is torch.bfloat16
+    with pytest.raises(ValueError, match="expected auto, fp32 or bf16"):
+        autocast_dtype_for("fp16", "cpu")
+    # A bf16-autocast step keeps fp32 master weights and moves them like an fp32 step does.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16)))
+    y, sigma, noise = torch.randn(4, 16, 32), torch.full((4,), 0.5), torch.randn(4, 16, 32)
+    moved = {}
+    for dtype in (None, torch.bfloat16):
+        m = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=16)))
+        m.load_state_dict(model.state_dict())
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        loss = train_step(m, opt, y, sigma=sigma, noise=noise, autocast_dtype=dtype)
+        assert math.isfinite(loss) and all(p.dtype == torch.float32 for p in m.parameters())
+        moved[dtype] = torch.cat([(p - q).flatten() for p, q in zip(m.parameters(), model.parameters())])
+    cos = torch.nn.functional.cosine_similarity(moved[None], moved[torch.bfloat16], dim=0)
+    assert cos > 0.95, f"bf16 update direction differs from fp32 (cosine {cos:.3f})"
