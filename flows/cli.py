@@ -544,11 +544,12 @@ def config_show(kind: str = typer.Argument(..., help="corpus | ingest | augment 
 def demo(
     root: str = typer.Option("./reinstrument-data/demo", help="Where the demo writes (local or s3://)."),
     pieces: int = typer.Option(32, help="Chorales to render (about 1 in 10 is held out for the sweep)."),
-    train_steps: int = typer.Option(None, help="Training steps (default: the cpu-demo preset's)."),
+    train_steps: int = typer.Option(None, help="Training steps of the cpu-demo model (default: flows/demo.py's, 5,000)."),
     train_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
     actors: int = typer.Option(2, help="Ray actors for features and transformation."),
     t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
                                                   "dense where the cpu-demo model's trade-off happens."),
+    lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 (see flows/demo.py)."),
     prefect: bool = PrefectOpt,
 ):
     """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
@@ -563,9 +564,9 @@ def demo(
     from tasks.tradeoff import fad_trend
 
     cfg = DEMO_CORPUS.model_copy(update={"max_pieces": pieces})
-    grid = {"t_inits": tuple(t_init)} if t_init else {}
-    res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_steps=train_steps,
-               train_workers=train_workers, **grid)
+    overrides = ({"t_inits": tuple(t_init)} if t_init else {}) | ({"lams": tuple(lam)} if lam else {})
+    overrides |= {"train_steps": train_steps} if train_steps else {}
+    res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     _print_rows(c["summary"], "reference corpus (role, domain, split)")
     console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused; features: "
@@ -583,9 +584,11 @@ def demo(
             return f"{m[k]['mean']:.{digits}f} ({m[k]['ci_low']:.{digits}f}–{m[k]['ci_high']:.{digits}f})" if k in m else "-"
         table.append({"tau_init": f"{t_init:g}"} | ({"lambda": f"{lam:g}"} if len({k[0] for k in by}) > 1 else {})
                      | {"JD vs guide": ci("jd", 3), "FAD vs flute": ci("fad", 1), "F1 vs MIDI": ci("f1_midi", 3)})
-    _print_rows(table, "sweep-t-init: violin -> flute on held-out chorales (95 % bootstrap CI)")
-    for lam in sorted({k[0] for k in by}):
-        note = fad_trend({t: m["fad"]["mean"] for (lm, t), m in by.items() if lm == lam and "fad" in m})
+    lams = sorted({k[0] for k in by})
+    _print_rows(table, "sweep-t-init: violin -> flute on held-out chorales (95 % bootstrap CI)"
+                + (f", lambda {lams[0]:g}" if len(lams) == 1 else ""))
+    for lam_value in lams:
+        note = fad_trend({t: m["fad"]["mean"] for (lm, t), m in by.items() if lm == lam_value and "fad" in m})
         if note:
             console.print(f"[yellow]{note}[/yellow]" if note.startswith("FAD does not") else note)
     for lam_label, rec in s["recommended"].items():

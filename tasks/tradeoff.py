@@ -65,7 +65,7 @@ def fad_trend(fad_by_t_init: dict[float, float]) -> str | None:
                 "preset) is needed for the trade-off.")
     line = f"FAD falls from {guide:.1f} (the guide, tau_init=1) to {lower[best_t]:.1f} at tau_init={best_t:g}"
     if best_t != lowest_t and lower[lowest_t] > lower[best_t]:
-        line += (f", then rises to {lower[lowest_t]:.1f} at tau_init={lowest_t:g}: below {best_t:g} the output is "
-                 "mostly the model's own sample, and this model's samples are weaker than its edits of a guide "
-                 "(more training steps, or the gpu preset, lift that end)")
+        line += (f", then rises to {lower[lowest_t]:.1f} at tau_init={lowest_t:g}: below {best_t:g} the output "
+                 "leaves the guide's structure faster than this model can make it realistic (a stronger model, "
+                 "from more training steps or the gpu preset, moves that point lower)")
     return line + "."
