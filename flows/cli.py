@@ -585,8 +585,8 @@ def demo(
         table.append({"tau_init": f"{t_init:g}"} | ({"lambda": f"{lam:g}"} if len({k[0] for k in by}) > 1 else {})
                      | {"JD vs guide": ci("jd", 3), "FAD vs flute": ci("fad", 1), "F1 vs MIDI": ci("f1_midi", 3)})
     lams = sorted({k[0] for k in by})
-    _print_rows(table, "sweep-t-init: violin -> flute on held-out chorales (95 % bootstrap CI)"
-                + (f", lambda {lams[0]:g}" if len(lams) == 1 else ""))
+    _print_rows(table, "sweep-t-init" + (f" (lambda {lams[0]:g})" if len(lams) == 1 else "")
+                + ": violin -> flute on held-out chorales (95 % bootstrap CI)")
     for lam_value in lams:
         note = fad_trend({t: m["fad"]["mean"] for (lm, t), m in by.items() if lm == lam_value and "fad" in m})
         if note:
