@@ -7,6 +7,8 @@ Not collected by pytest; run it by hand:
     .venv/bin/python tests/benchmarks/heldout_sweep.py ./reinstrument-data/demo \
         models:/reinstrument-flute/1 1,0.8,0.5,0.4 [EVAL_DIR]
 
+LAM=0 in the environment sweeps lambda 0 (default 1).
+
 It renders the 40-chorale violin corpus under EVAL_DIR (default ./reinstrument-data/heldout40)
 and prints one JSON line per tau_init: JD and FAD, each with its 95 % bootstrap interval."""
 import os, sys, json, time
@@ -47,7 +49,8 @@ def main():
     emb = Musicnn("MSD_musicnn", weights)
     tracker = BasicPitch(weights, threads=2)
     def run(items, t):
-        tr = Transformer(TransformConfig(model="x", warm=WarmStartConfig(t_init=t, lam=1.0)), LoadedModel(m, meta, MODEL))
+        warm = WarmStartConfig(t_init=t, lam=float(os.environ.get("LAM", "1")))
+        tr = Transformer(TransformConfig(model="x", warm=warm), LoadedModel(m, meta, MODEL))
         out = []
         for k in range(0, len(items), 8):
             c = items[k:k + 8]
@@ -64,7 +67,7 @@ def main():
         f = fad(embed_set(outs, emb), stats, emb.name, seed=0)
         vals = pitch_item_values(zip(outs, guides), tracker)
         jd = mean_ci([v["jd"] for v in vals])
-        rows.append({"t_init": ti, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
+        rows.append({"t_init": ti, "lam": float(os.environ.get("LAM", "1")), "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
                      "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
         print(json.dumps(rows[-1]), flush=True)
 
