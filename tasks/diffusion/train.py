@@ -30,7 +30,6 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, y: torc
     return float(loss.detach())
 
 
-
 def autocast_dtype_for(precision: str, device_type: str) -> torch.dtype | None:
     """The autocast dtype of a training step (None: plain fp32). "auto" takes bf16 where the
     hardware multiplies bf16 natively: CUDA, and CPUs with AMX tiles, where the cpu-demo step ran
@@ -46,6 +45,7 @@ def autocast_dtype_for(precision: str, device_type: str) -> torch.dtype | None:
 def _cpu_has_amx() -> bool:
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.11; absent: no
     return bool(probe and probe())
+
 
 # --- the pieces of a deterministic, resumable training run --------------------------------
 # There is no RNG state to checkpoint: every random draw of step s on rank r comes from a

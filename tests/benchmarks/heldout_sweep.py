@@ -35,6 +35,7 @@ def main():
     MODEL = sys.argv[2]                      # models:/reinstrument-flute/N
     T_INITS = [float(x) for x in sys.argv[3].split(",")]
     EVAL = sys.argv[4] if len(sys.argv) > 4 else "./reinstrument-data/heldout40"
+    LAM = float(os.environ.get("LAM", "1"))
     weights = os.environ.get("REINSTRUMENT_WEIGHTS_DIR", ".weights")
     demo_pieces = set(ShardedDataset.at(f"{DEMO}/corpus/clips", "clips").read(["piece"]).column("piece").to_pylist())
     cfg = CorpusConfig(collection="bach", max_pieces=40, instruments=("violin",), soundfonts=("fluidr3",), voices=("soprano",))
@@ -49,7 +50,7 @@ def main():
     emb = Musicnn("MSD_musicnn", weights)
     tracker = BasicPitch(weights, threads=2)
     def run(items, t):
-        warm = WarmStartConfig(t_init=t, lam=float(os.environ.get("LAM", "1")))
+        warm = WarmStartConfig(t_init=t, lam=LAM)
         tr = Transformer(TransformConfig(model="x", warm=warm), LoadedModel(m, meta, MODEL))
         out = []
         for k in range(0, len(items), 8):
@@ -67,7 +68,7 @@ def main():
         f = fad(embed_set(outs, emb), stats, emb.name, seed=0)
         vals = pitch_item_values(zip(outs, guides), tracker)
         jd = mean_ci([v["jd"] for v in vals])
-        rows.append({"t_init": ti, "lam": float(os.environ.get("LAM", "1")), "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
+        rows.append({"t_init": ti, "lam": LAM, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
                      "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
         print(json.dumps(rows[-1]), flush=True)
 
