@@ -11,24 +11,33 @@ LAM=0 in the environment sweeps lambda 0 (default 1).
 
 It renders the 40-chorale violin corpus under EVAL_DIR (default ./reinstrument-data/heldout40)
 and prints one JSON line per tau_init: JD and FAD, each with its 95 % bootstrap interval."""
-import os, sys, json, time
+import json
+import os
+import sys
+import time
+
+# Run as a script from anywhere: the repository root is three levels up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import torch
-torch.set_num_threads(2)
-from infra.datasets import ShardedDataset
-from infra.tracking import load_denoiser
-from schemas.configs import CorpusConfig
-from schemas.diffusion import WarmStartConfig
-from schemas.transform import TransformConfig
-from tasks.corpus import run_corpus
-from tasks.transform import Transformer, LoadedModel
-from tasks.metrics.musicnn import Musicnn
-from tasks.metrics.pitch import BasicPitch
-from tasks.metrics.sources import AudioItem, audio_items
-from tasks.metrics.fad import embed_set, fad
-from tasks.metrics.frechet import gaussian_stats
-from tasks.metrics.table import pitch_item_values, mean_ci
+
+import torch  # noqa: E402
+
+from infra.datasets import ShardedDataset  # noqa: E402
+from infra.tracking import load_denoiser  # noqa: E402
+from schemas.configs import CorpusConfig  # noqa: E402
+from schemas.diffusion import WarmStartConfig  # noqa: E402
+from schemas.transform import TransformConfig  # noqa: E402
+from tasks.corpus import run_corpus  # noqa: E402
+from tasks.metrics.fad import embed_set, fad  # noqa: E402
+from tasks.metrics.frechet import gaussian_stats  # noqa: E402
+from tasks.metrics.musicnn import Musicnn  # noqa: E402
+from tasks.metrics.pitch import BasicPitch  # noqa: E402
+from tasks.metrics.sources import AudioItem, audio_items  # noqa: E402
+from tasks.metrics.table import mean_ci, pitch_item_values  # noqa: E402
+from tasks.transform import LoadedModel, Transformer  # noqa: E402
+
+
 def main():
+    torch.set_num_threads(2)
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     DEMO = sys.argv[1]                       # demo root (…/reinstrument-data/demo)
@@ -71,6 +80,7 @@ def main():
         rows.append({"t_init": ti, "lam": LAM, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
                      "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
         print(json.dumps(rows[-1]), flush=True)
+
 
 if __name__ == "__main__":
     main()
