@@ -24,7 +24,7 @@ DEMO_CORPUS = CorpusConfig(collection="bach", max_pieces=32, instruments=("flute
 # reach 17.7), and its trade-off happens between tau_init 0.8 and 0.5 (sigma 0.06 -> 1.9).
 DEMO_T_INITS = (1.0, 0.8, 0.7, 0.65, 0.6, 0.5)
 DEMO_LAMS = (0.0,)
-# The cpu-demo preset with 5,000 steps: ~15 min in bf16 on an AMX CPU (2 cores), where the
+# The cpu-demo preset with 5,000 steps: ~16 min in bf16 on an AMX CPU (2 cores), where the
 # preset's 3,500 fp32 steps took 14.5 (validation loss 0.248 vs 0.283).
 DEMO_TRAIN_STEPS = 5000
 
