@@ -49,7 +49,8 @@ def run_sampler(cfg: SamplerConfig, denoiser: Denoiser, x: torch.Tensor, sigmas:
     extra = {}
     if cfg.name == "heun" and cfg.churn > 0:
         extra = dict(churn=cfg.churn, churn_sigma_min=cfg.churn_sigma_min,
-                     churn_sigma_max=cfg.churn_sigma_max, churn_noise=cfg.churn_noise)
+                     churn_sigma_max=cfg.churn_sigma_max, churn_noise=cfg.churn_noise,
+                     churn_steps=cfg.steps)
     return SAMPLERS[cfg.name](denoiser, x, sigmas, noise=noise, callback=callback, **extra)
 
 

@@ -87,6 +87,26 @@ def test_probability_of_staying_in_the_guides_component_falls_with_t_init():
     assert all(a <= b + 0.01 for a, b in zip(measured, measured[1:])), measured
 
 
+def test_warm_start_runs_the_tail_of_the_full_churned_sampler():
+    """tau_init skips steps of the N-step sampler: the steps it runs are the full run's, churn
+    gamma_i = min(S_churn/N, sqrt(2)-1) included (not S_churn over the steps left)."""
+    def recording(calls):
+        def denoiser(x, sigma):
+            calls.append(float(sigma[0]))
+            return MIX.denoise(x, sigma)
+        return denoiser
+    cfg = SamplerConfig(name="heun", steps=12, churn=3)
+    full_calls, tail_calls = [], []
+    guide = torch.zeros(1, 1, dtype=torch.float64)
+    warm_transform(recording(full_calls), guide, cfg, EDM, WarmStartConfig(t_init=0.0), noise_for(1))
+    warm_transform(recording(tail_calls), guide, cfg, EDM, WarmStartConfig(t_init=0.5), noise_for(1))
+    # Heun evaluates at sigma_hat then sigma_next; 6 of 12 steps skipped = 12 evaluations skipped.
+    assert len(tail_calls) == len(full_calls) - 12
+    assert tail_calls == pytest.approx(full_calls[12:], rel=1e-12)
+    gamma = 3 / 12
+    assert tail_calls[0] == pytest.approx(float(warm_sigmas(cfg, EDM)[6]) * (1 + gamma), rel=1e-12)
+
+
 def test_outputs_do_not_depend_on_the_batch():
     cfg, warm = SamplerConfig(name="heun", steps=12, churn=5), WarmStartConfig(t_init=0.4)
     guides = torch.linspace(-3, 3, 6, dtype=torch.float64)[:, None]
