@@ -27,6 +27,9 @@ CONFIG_KINDS = {"corpus": "CorpusConfig", "ingest": "IngestConfig", "augment": "
 PrefectOpt = typer.Option(True, "--prefect/--no-prefect",
                           help="Run as a Prefect flow (history, logs; starts a temporary API if "
                                "PREFECT_API_URL is unset) or call the function directly.")
+# Stochastic Heun (EDM Algorithm 2), shared by transform, sweep and demo.
+ChurnOpt = typer.Option(0.0, help="Heun's S_churn (EDM Algorithm 2; 0: the deterministic ODE).")
+ChurnSigmaMinOpt = typer.Option(0.0, help="S_tmin: churn only at sigma >= this.")
 
 
 def _config(kind: str, path: Optional[Path], **overrides):
@@ -295,6 +298,8 @@ def transform(
     lam: float = typer.Option(1.0, help="lambda: noise scale of the warm start."),
     steps: int = typer.Option(35, help="N reverse steps of the full grid."),
     sampler: str = typer.Option("heun", help="heun | euler | dpmpp_2m."),
+    churn: float = ChurnOpt,
+    churn_sigma_min: float = ChurnSigmaMinOpt,
     seed: int = typer.Option(0, help="Run seed; each clip's noise derives from (seed, clip ID)."),
     domain: str = typer.Option(None, help="Corpus inputs: guide domain to take, e.g. violin."),
     role: str = typer.Option(None, help="Corpus inputs: guide role (default: the task's)."),
@@ -316,7 +321,8 @@ def transform(
         warm = WarmStartConfig(t_init=0.5 if t_init is None and sigma_start is None else t_init,
                                sigma_start=sigma_start, lam=lam)
         cfg = TransformConfig(task=task, method=method, model=model, source_model=source_model, warm=warm,
-                              sampler=SamplerConfig(name=sampler, steps=steps), seed=seed)
+                              sampler=SamplerConfig(name=sampler, steps=steps, churn=churn,
+                                                    churn_sigma_min=churn_sigma_min), seed=seed)
         sel = InputSelection(domain=domain, role=role, split=split, limit=limit)
         log = TransformLogistics(num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
                                  out_url=out or _root(), run_id=run_id)
@@ -339,6 +345,8 @@ def sweep(
     sigma_start: list[float] = typer.Option(None, help="sigma grid point (repeat) instead of tau_init."),
     lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 and 1."),
     steps: int = typer.Option(35, help="N reverse steps of the full grid."),
+    churn: float = ChurnOpt,
+    churn_sigma_min: float = ChurnSigmaMinOpt,
     domain: str = typer.Option(None, help="Guide domain of a corpus, e.g. violin."),
     split: str = typer.Option("test", help="Split of the inputs (held out from training)."),
     limit: int = typer.Option(None, help="At most this many input clips."),
@@ -360,7 +368,8 @@ def sweep(
         cfg = SweepConfig(task=task, method=method, model=model, source_model=source_model,
                           t_inits=None if sigma_start else tuple(t_init or DEFAULT_T_INITS),
                           sigma_starts=tuple(sigma_start) if sigma_start else None, lams=tuple(lam or (0.0, 1.0)),
-                          sampler=SamplerConfig(steps=steps), seed=seed, embedding=embedding,
+                          sampler=SamplerConfig(steps=steps, churn=churn, churn_sigma_min=churn_sigma_min),
+                          seed=seed, embedding=embedding,
                           reference_url=reference, reference_split=reference_split)
         if prefect:
             res = sweep_t_init(inputs=inputs, model=model, domain=domain, split=split, limit=limit, config=cfg,
@@ -550,6 +559,8 @@ def demo(
     t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
                                                   "dense where the cpu-demo model's trade-off happens."),
     lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 (see flows/demo.py)."),
+    churn: float = typer.Option(None, help="Heun's S_churn; default flows/demo.py's (7; 0: the ODE)."),
+    churn_sigma_min: float = typer.Option(None, help="S_tmin: churn only at sigma >= this (default 0.5)."),
     prefect: bool = PrefectOpt,
 ):
     """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
@@ -558,7 +569,7 @@ def demo(
 
     import pyarrow.parquet as pq
 
-    from flows.demo import DEMO_CORPUS, demo_flow
+    from flows.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_flow
     from infra.storage import Storage
     from infra.tracking import tracking_uri
     from tasks.tradeoff import fad_trend
@@ -566,6 +577,8 @@ def demo(
     cfg = DEMO_CORPUS.model_copy(update={"max_pieces": pieces})
     overrides = ({"t_inits": tuple(t_init)} if t_init else {}) | ({"lams": tuple(lam)} if lam else {})
     overrides |= {"train_steps": train_steps} if train_steps else {}
+    churned = {k: v for k, v in (("churn", churn), ("churn_sigma_min", churn_sigma_min)) if v is not None}
+    overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
     res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     _print_rows(c["summary"], "reference corpus (role, domain, split)")

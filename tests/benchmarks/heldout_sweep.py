@@ -7,7 +7,8 @@ Not collected by pytest; run it by hand:
     .venv/bin/python tests/benchmarks/heldout_sweep.py ./reinstrument-data/demo \
         models:/reinstrument-flute/1 1,0.8,0.5,0.4 [EVAL_DIR]
 
-LAM=0 in the environment sweeps lambda 0 (default 1).
+LAM=0 in the environment sweeps lambda 0 (default 1); CHURN and CHURN_SIGMA_MIN set the Heun
+sampler's S_churn and S_tmin (default 0: the deterministic sampler).
 
 It renders the 40-chorale violin corpus under EVAL_DIR (default ./reinstrument-data/heldout40)
 and prints one JSON line per tau_init: JD and FAD, each with its 95 % bootstrap interval."""
@@ -24,7 +25,7 @@ import torch  # noqa: E402
 from infra.datasets import ShardedDataset  # noqa: E402
 from infra.tracking import load_denoiser  # noqa: E402
 from schemas.configs import CorpusConfig  # noqa: E402
-from schemas.diffusion import WarmStartConfig  # noqa: E402
+from schemas.diffusion import SamplerConfig, WarmStartConfig  # noqa: E402
 from schemas.transform import TransformConfig  # noqa: E402
 from tasks.corpus import run_corpus  # noqa: E402
 from tasks.metrics.fad import embed_set, fad  # noqa: E402
@@ -45,6 +46,8 @@ def main():
     T_INITS = [float(x) for x in sys.argv[3].split(",")]
     EVAL = sys.argv[4] if len(sys.argv) > 4 else "./reinstrument-data/heldout40"
     LAM = float(os.environ.get("LAM", "1"))
+    sampler = SamplerConfig(churn=float(os.environ.get("CHURN", "0")),
+                            churn_sigma_min=float(os.environ.get("CHURN_SIGMA_MIN", "0")))
     weights = os.environ.get("REINSTRUMENT_WEIGHTS_DIR", ".weights")
     demo_pieces = set(ShardedDataset.at(f"{DEMO}/corpus/clips", "clips").read(["piece"]).column("piece").to_pylist())
     cfg = CorpusConfig(collection="bach", max_pieces=40, instruments=("violin",), soundfonts=("fluidr3",), voices=("soprano",))
@@ -60,7 +63,7 @@ def main():
     tracker = BasicPitch(weights, threads=2)
     def run(items, t):
         warm = WarmStartConfig(t_init=t, lam=LAM)
-        tr = Transformer(TransformConfig(model="x", warm=warm), LoadedModel(m, meta, MODEL))
+        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), LoadedModel(m, meta, MODEL))
         out = []
         for k in range(0, len(items), 8):
             c = items[k:k + 8]
@@ -77,7 +80,7 @@ def main():
         f = fad(embed_set(outs, emb), stats, emb.name, seed=0)
         vals = pitch_item_values(zip(outs, guides), tracker)
         jd = mean_ci([v["jd"] for v in vals])
-        rows.append({"t_init": ti, "lam": LAM, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
+        rows.append({"t_init": ti, "lam": LAM, "churn": sampler.churn, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
                      "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
         print(json.dumps(rows[-1]), flush=True)
 

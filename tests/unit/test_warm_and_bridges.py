@@ -107,6 +107,28 @@ def test_warm_start_runs_the_tail_of_the_full_churned_sampler():
     assert tail_calls[0] == pytest.approx(float(warm_sigmas(cfg, EDM)[6]) * (1 + gamma), rel=1e-12)
 
 
+def test_lambda_zero_ode_shrinks_as_the_closed_form_says_and_churn_restores_the_spread():
+    """Data N(0, s^2 I): the PF-ODE is linear, x(sigma) = x0 sqrt(s^2 + sigma^2)/s, so a lambda-0
+    start (the bare guide at sigma_start) comes out scaled by s/sqrt(s^2 + sigma_start^2): every
+    output shrinks towards the mean once sigma_start exceeds s, even with the exact denoiser.
+    Churn at sigma >= S_tmin supplies the missing noise and the spread returns (the demo's sampler);
+    below S_tmin the sampler is the ODE, bit for bit."""
+    s = 0.5
+    gauss = GaussianMixture(weights=(1.0,), means=((0.0,) * 8,), stds=(s,))
+    guide, _ = gauss.sample(2000, torch.Generator().manual_seed(0))
+    ode, churned = SamplerConfig(steps=35), SamplerConfig(steps=35, churn=7.0, churn_sigma_min=0.5)
+    for t_init in (0.65, 0.5, 0.4):
+        warm = WarmStartConfig(t_init=t_init, lam=0.0)
+        sigma_start = float(warm_sigmas(ode, EDM, warm)[0])
+        out = warm_transform(gauss.denoise, guide, ode, EDM, warm, noise_for(2000))
+        assert torch.allclose(out, guide * s / math.sqrt(s ** 2 + sigma_start ** 2), rtol=0.03, atol=1e-4)
+        out_churned = warm_transform(gauss.denoise, guide, churned, EDM, warm, noise_for(2000))
+        if sigma_start < 0.5:
+            assert torch.equal(out_churned, out)
+        else:
+            assert float(out.std()) < 0.3 * s and abs(float(out_churned.std()) / s - 1) < 0.12
+
+
 def test_outputs_do_not_depend_on_the_batch():
     cfg, warm = SamplerConfig(name="heun", steps=12, churn=5), WarmStartConfig(t_init=0.4)
     guides = torch.linspace(-3, 3, 6, dtype=torch.float64)[:, None]
