@@ -27,7 +27,7 @@ DEMO_T_INITS = (1.0, 0.8, 0.7, 0.65, 0.6, 0.5, 0.4)
 DEMO_LAMS = (0.0,)
 # Churn (EDM Algorithm 2, gamma = 7/35 = 0.2) only at sigma >= 0.5. A lambda-0 start is the bare
 # guide at sigma_start: far too little noise once sigma_start exceeds the data's scale, and the
-# ODE then shrinks every output towards one average (even with an exact denoiser; see
+# ODE then shrinks every output towards the mean (even with an exact denoiser; see
 # tests/unit/test_warm_and_bridges.py), so FAD rose again below tau_init 0.65 (18.3 at 0.6, 23.4
 # at 0.5). Churn there supplies the missing noise (16.7, 15.8, 12.6 at 0.6, 0.5, 0.4); below
 # sigma 0.5 (tau_init >= 0.65) the sampler stays the deterministic ODE, the sharpest knee measured.
