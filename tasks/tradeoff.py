@@ -66,6 +66,7 @@ def fad_trend(fad_by_t_init: dict[float, float]) -> str | None:
     line = f"FAD falls from {guide:.1f} (the guide, tau_init=1) to {lower[best_t]:.1f} at tau_init={best_t:g}"
     if best_t != lowest_t and lower[lowest_t] > lower[best_t]:
         line += (f", then rises to {lower[lowest_t]:.1f} at tau_init={lowest_t:g}: below {best_t:g} the output "
-                 "leaves the guide's structure faster than this model can make it realistic (a stronger model, "
-                 "from more training steps or the gpu preset, moves that point lower)")
+                 "leaves the guide's structure faster than it is made realistic (with lambda 0 and no churn "
+                 "this happens even with an exact denoiser: the bare guide is too little noise for a large "
+                 "sigma_start; churn at large sigma, --churn, or a stronger model moves that point lower)")
     return line + "."
