@@ -233,22 +233,18 @@ def features(
 
 
 @app.command()
-def inspect(url: str = typer.Argument(..., help="A dataset URL (the folder holding _manifest.json).")):
+def inspect(url: str = typer.Argument(..., help="A dataset URL (the folder holding _commits/).")):
     """Show a dataset's manifest: table, shards, rows, and a per-column breakdown."""
     from infra.datasets import ShardedDataset
-    from infra.storage import Storage
-    from schemas.manifest import DatasetManifest, MANIFEST_NAME
 
-    st = Storage(url)
-    if not st.exists(MANIFEST_NAME):
-        console.print(f"[red]no manifest at {url}[/red]; expected a dataset folder with {MANIFEST_NAME}")
-        raise typer.Exit(1)
-    m = DatasetManifest.model_validate_json(st.read_bytes(MANIFEST_NAME))
-    console.print(f"{m.table} v{m.schema_version}: {len(m.shards)} shards, {m.num_rows} rows, "
-                  f"updated {m.updated_at}; extra keys {sorted(m.extra)}")
+    ds = ShardedDataset.detect(url)
+    m = ds.manifest()
+    console.print(f"{m.table} v{m.schema_version}: {len(m.commits)} commits, {len(m.shards)} shards, "
+                  f"{m.num_rows} rows listed, updated {m.updated_at}; extra keys {sorted(m.extra)}")
     group = {"clips": ["role", "domain", "split"], "features": ["role", "domain", "split"],
-             "quarantine": ["stage", "reason"]}[m.table]
-    t = ShardedDataset(st, m.table).read(group)
+             "quarantine": ["stage", "reason"], "outputs": ["target_domain", "method", "t_init"],
+             "metrics": ["metric", "reference"]}[m.table]
+    t = ds.read(group)
     counts: dict[tuple, int] = {}
     for r in t.to_pylist():
         k = tuple(r[c] for c in group)
@@ -416,7 +412,7 @@ def nightly(
     from flows.nightly import nightly as run_nightly
 
     res = run_nightly(inputs, [{"model": t} for t in target], out or _root(), actors=actors, steps=steps)
-    _print_rows(res["runs"], f"nightly (watermark {res['watermark']}, {res['new_shards']} new shards)")
+    _print_rows(res["runs"], f"nightly ({res['new_commits']} new ingestion commits, {res['done_commits']} done in all)")
 
 
 @app.command()

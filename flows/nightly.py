@@ -4,12 +4,13 @@ dated prefix, with a listening report (nightly/<date>/report/report.html). Never
 input; a run that crashed is finished by the next one.
 
 State lives in <out>/nightly/state.json, written atomically:
-  {"watermark": N,             # clips shards of the nightly ingestion already transformed
-   "pending": {"run_date": D, "from": N, "to": M, "targets": [pinned model, tau_init, steps]} | null}
+  {"done": [commit IDs],       # commits of the nightly ingestion already transformed
+   "pending": {"run_date": D, "commits": [...], "targets": [pinned model, tau_init, steps]} | null}
 Each night: ingest the prefix (content-hashed sources: nothing is ingested twice); if a pending
 batch exists (a crash), finish it first under its own run IDs (committed outputs are skipped);
-then take shards [watermark, end) as a new pending batch, transform it, and only then advance
-the watermark and clear `pending`."""
+then take the ingestion's commits not yet done as a new pending batch, transform it, and only then
+add them to `done` and clear `pending`. Commits, not shard positions: a commit that another
+writer published late (its ID older than one already done) is still picked up."""
 from __future__ import annotations
 
 import datetime as dt
@@ -33,7 +34,7 @@ STATE = "nightly/state.json"
 
 
 def _read_state(root: Storage) -> dict:
-    return json.loads(root.read_bytes(STATE)) if root.exists(STATE) else {"watermark": 0, "pending": None}
+    return json.loads(root.read_bytes(STATE)) if root.exists(STATE) else {"done": [], "pending": None}
 
 
 def recommended_t_init(root: Storage, model_version: str, default: float) -> float:
@@ -61,7 +62,7 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int) -> list[dict
     return resolved
 
 
-def run_targets(clips_url: str, shards: tuple[int, int], run_date: str, resolved: list[dict], root: Storage,
+def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: list[dict], root: Storage,
                 logistics: TransformLogistics) -> list[dict]:
     done = []
     for t in resolved:
@@ -70,20 +71,20 @@ def run_targets(clips_url: str, shards: tuple[int, int], run_date: str, resolved
         name = t["version"].split("/")[0]
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url})
-        res = transform_corpus(clips_url, InputSelection(shards=shards), cfg, log)
+        res = transform_corpus(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
         done.append({"date": run_date, "model": t["version"], "t_init": t["t_init"], "transformed": res["transformed"],
                      "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"]})
     return done
 
 
-def nightly_report(root: Storage, run_date: str, clips_url: str, shards: tuple[int, int], runs: list[dict],
+def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[str], runs: list[dict],
                    n_examples: int = 3) -> str:
     """nightly/<date>/report/report.html: a few of the night's inputs next to each target's output."""
     from tasks.listening import write_example
     from tasks.report import Report, render
 
     ds = ShardedDataset.at(clips_url, "clips")
-    guides = {r["clip_id"]: r for e in ds.manifest().shards[shards[0]:shards[1]]
+    guides = {r["clip_id"]: r for e in ds.commit_shards(commits)
               for r in ds.read_shard(e, ["clip_id", "audio_flac"]).to_pylist()}
     tables = [(r, {x["clip_id"]: x["output_key"] for x in
                    ShardedDataset.at(r["outputs"], "outputs").read(["clip_id", "output_key"]).to_pylist()}) for r in runs]
@@ -93,7 +94,7 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, shards: tuple[i
                  Storage(r["outputs"].rsplit("/outputs", 1)[0]).read_bytes(f"audio/{keys[cid]}.flac"), True)
                 for r, keys in tables if cid in keys]
         examples.append(write_example(report, cid, decode_audio_bytes(guides[cid]["audio_flac"]), outs))
-    page = render(Report(f"reinstrument-nightly {run_date}", {"inputs shards": f"{shards[0]}-{shards[1]}"},
+    page = render(Report(f"reinstrument-nightly {run_date}", {"input commits": str(len(commits))},
                          {r["model"]: f"tau_init {r['t_init']:g}" for r in runs}, {}, None, runs, examples))
     report.write_bytes("report.html", page.encode())
     return report.uri("report.html")
@@ -101,9 +102,9 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, shards: tuple[i
 
 def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLogistics) -> list[dict]:
     """Transform one batch (a `pending` entry of the state) for its targets, then its report."""
-    shards = (batch["from"], batch["to"])
-    done = run_targets(clips_url, shards, batch["run_date"], batch["targets"], root, logistics)
-    print(f"[nightly] {batch['run_date']}: report {nightly_report(root, batch['run_date'], clips_url, shards, done)}")
+    commits = batch["commits"]
+    done = run_targets(clips_url, commits, batch["run_date"], batch["targets"], root, logistics)
+    print(f"[nightly] {batch['run_date']}: report {nightly_report(root, batch['run_date'], clips_url, commits, done)}")
     return done
 
 
@@ -116,19 +117,18 @@ def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, step
     summary = []
     if state["pending"]:  # finish what a crashed run left, under its own run IDs and settings
         p = state["pending"]
-        print(f"[nightly] finishing the batch of {p['run_date']} (shards {p['from']}-{p['to']}) left by a crash")
+        print(f"[nightly] finishing the batch of {p['run_date']} ({len(p['commits'])} commits) left by a crash")
         summary += run_batch(clips_url, p, root, log)
-        state = {"watermark": p["to"], "pending": None}
+        state = {"done": state["done"] + p["commits"], "pending": None}
         root.write_bytes(STATE, json.dumps(state).encode())
-    end = ShardedDataset.at(clips_url, "clips").manifest().next_shard_index()
-    if end > state["watermark"]:
+    new = [c for c in ShardedDataset.at(clips_url, "clips").manifest().commits if c not in set(state["done"])]
+    if new:
         date = run_date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%S")
-        pending = {"run_date": date, "from": state["watermark"], "to": end,
-                   "targets": resolve_targets(targets, root, steps)}
-        root.write_bytes(STATE, json.dumps({"watermark": state["watermark"], "pending": pending}).encode())
+        pending = {"run_date": date, "commits": new, "targets": resolve_targets(targets, root, steps)}
+        root.write_bytes(STATE, json.dumps({"done": state["done"], "pending": pending}).encode())
         summary += run_batch(clips_url, pending, root, log)
-        root.write_bytes(STATE, json.dumps({"watermark": end, "pending": None}).encode())
-    return {"runs": summary, "watermark": _read_state(root)["watermark"], "new_shards": end - state["watermark"]}
+        root.write_bytes(STATE, json.dumps({"done": state["done"] + new, "pending": None}).encode())
+    return {"runs": summary, "done_commits": len(_read_state(root)["done"]), "new_commits": len(new)}
 
 
 @flow(name="reinstrument-nightly", log_prints=True)

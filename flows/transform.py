@@ -41,10 +41,9 @@ def select_clips(clips_url: str, selection: InputSelection, task_name: str, inge
     """Rows of the clips to transform, sorted by clip ID (a folder's ingestion is taken whole)."""
     role = None if ingested else (selection.role or TASK_ROLES[task_name])
     ds = ShardedDataset.at(clips_url, "clips")
-    if selection.shards:
-        lo, hi = selection.shards
-        tables = [ds.read_shard(e, CLIP_COLUMNS) for e in ds.manifest().shards[lo:hi]]
-        rows_all = [r for t in tables for r in t.to_pylist()]
+    if selection.commits:
+        tables = [ds.read_shard(e, CLIP_COLUMNS) for e in ds.commit_shards(selection.commits)]
+        rows_all = list({r["clip_id"]: r for t in tables for r in t.to_pylist()}.values())
     else:
         rows_all = ds.read(CLIP_COLUMNS).to_pylist()
     rows = [r for r in rows_all if clip_matches(r, selection.domain, role, selection.split)]

@@ -1,33 +1,71 @@
-"""Sharded Parquet datasets: numbered shards, each written whole, and a manifest written last.
+"""Sharded Parquet datasets that any number of concurrent writers can append to, locally or on S3.
 
 Layout of a dataset at URL:
-    URL/_manifest.json            the only list of shards a reader trusts
-    URL/shards/part-00000.parquet ...
+    URL/shards/part-<writer>-<k>.parquet   payload; the writer ID makes every name unique
+    URL/_commits/<commit_id>.json          one per commit: the shards it adds and its metadata
+    URL/_checkpoints/<commit_id>.json      optional: the fold of many commits (a read shortcut)
 
-A shard written by a writer that then died is never listed, so never read; the next writer
-overwrites it under the same number. Single writer per dataset (the flows guarantee that).
+Commit protocol (the guarantees are stated in README, "Storage"):
+1. A writer draws a random writer ID; its shards are `part-<writer>-<k>`, so two writers never
+   write the same key and nothing another writer wrote is ever overwritten.
+2. Each shard is placed in one atomic write (infra/storage.py).
+3. The commit is one atomic write of a new object `_commits/<UTC ns>-<writer>-<seq>.json` that
+   lists the shards. No read-modify-write of a shared object, so no lock and no lost update:
+   two writers that commit at the same instant both land.
+4. A reader lists `_commits/` and folds every commit in ID order (shards appended, `extra` merged
+   by `merge_extra`). A shard no commit lists (its writer died first) is never read.
+5. Rows are identified by the table's key (schemas.tables.TABLE_KEYS, content hashes): a row that
+   two writers raced to add is read once, from the first commit.
+Every CHECKPOINT_EVERY commits a writer also writes a checkpoint, the fold so far with the IDs it
+covers, so a reader fetches the newest checkpoint plus the commits it does not cover instead of
+every commit object. Checkpoints are derived data: deleting them changes nothing.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import io
+import itertools
+import time
+import uuid
 from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.storage import Storage
-from schemas.manifest import MANIFEST_NAME, DatasetManifest, ShardEntry
-from schemas.tables import SCHEMA_VERSION, TABLES
+from schemas.manifest import CHECKPOINTS_DIR, COMMITS_DIR, Commit, DatasetManifest, ShardEntry
+from schemas.tables import SCHEMA_VERSION, TABLE_KEYS, TABLES
+
+CHECKPOINT_EVERY = 64
 
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def new_writer_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
 class SchemaMismatchError(ValueError):
     pass
+
+
+def merge_extra(base: dict, add: dict) -> dict:
+    """Merge a commit's `extra` into the fold: dicts merge key by key (recursively), lists become
+    their union in first-seen order, any other value is replaced by the later commit's. So
+    writers record only their own additions (inputs done, pieces built) and none is lost."""
+    out = dict(base)
+    for k, v in add.items():
+        old = out.get(k)
+        if isinstance(old, dict) and isinstance(v, dict):
+            out[k] = merge_extra(old, v)
+        elif isinstance(old, list) and isinstance(v, list):
+            out[k] = old + [x for x in v if x not in old]
+        else:
+            out[k] = v
+    return out
 
 
 class ShardedDataset:
@@ -37,45 +75,92 @@ class ShardedDataset:
         self.storage = storage
         self.table = table
         self.schema = TABLES[table]
+        self.key = TABLE_KEYS.get(table, ())
 
     @classmethod
     def at(cls, url: str, table: str) -> "ShardedDataset":
         return cls(Storage(url), table)
 
+    @classmethod
+    def detect(cls, url: str) -> "ShardedDataset":
+        """The dataset at `url`, whatever its table (read from its first commit)."""
+        st = Storage(url)
+        first = next((p for p in st.find(COMMITS_DIR) if p.endswith(".json")), None)
+        if first is None:
+            raise ValueError(f"no dataset at {url}: nothing under {COMMITS_DIR}/; expected a dataset folder "
+                             "(e.g. <dest>/clips written by `reinstrument ingest`)")
+        return cls(st, Commit.model_validate_json(st.read_bytes(first)).table)
+
     @property
     def url(self) -> str:
         return self.storage.url
 
-    # -- manifest -----------------------------------------------------------------------
+    # -- the commit log -----------------------------------------------------------------
+    def _commit_ids(self, folder: str) -> list[str]:
+        return [p.rsplit("/", 1)[-1][:-len(".json")] for p in self.storage.find(folder) if p.endswith(".json")]
+
     def exists(self) -> bool:
-        self.storage.refresh()
-        return self.storage.exists(MANIFEST_NAME)
+        return bool(self._commit_ids(COMMITS_DIR))
 
     def manifest(self) -> DatasetManifest:
-        if not self.exists():
-            return DatasetManifest(table=self.table, schema_version=SCHEMA_VERSION)
-        m = DatasetManifest.model_validate_json(self.storage.read_bytes(MANIFEST_NAME))
+        """The fold of every visible commit (fresh listing; empty if nothing was committed)."""
+        ids = self._commit_ids(COMMITS_DIR)
+        fold = DatasetManifest(table=self.table, schema_version=SCHEMA_VERSION)
+        checkpoints = self._commit_ids(CHECKPOINTS_DIR)
+        if checkpoints:
+            fold = self._validated(DatasetManifest.model_validate_json(
+                self.storage.read_bytes(f"{CHECKPOINTS_DIR}/{max(checkpoints)}.json")))
+        covered = set(fold.commits)
+        todo = [i for i in ids if i not in covered]
+        blobs = self.storage.read_many([f"{COMMITS_DIR}/{i}.json" for i in todo])
+        for i in todo:
+            fold = self._fold(fold, self._validated(Commit.model_validate_json(blobs[f"{COMMITS_DIR}/{i}.json"])))
+        return fold
+
+    def _validated(self, m: Commit | DatasetManifest) -> Commit | DatasetManifest:
         if m.table != self.table:
             raise SchemaMismatchError(f"{self.url} holds table {m.table!r}, expected {self.table!r}")
         if m.schema_version != SCHEMA_VERSION:
             raise SchemaMismatchError(
-                f"{self.url} has schema version {m.schema_version}; this code reads {SCHEMA_VERSION}")
+                f"{self.url} has schema version {m.schema_version}; this code reads {SCHEMA_VERSION} "
+                "(re-create the dataset with this version)")
         return m
 
-    def commit(self, manifest: DatasetManifest, new_shards: Sequence[ShardEntry],
-               extra: dict | None = None) -> DatasetManifest:
-        """Append shards to the manifest and write it (atomically, last)."""
-        shards = list(manifest.shards) + list(new_shards)
-        merged = dict(manifest.extra)
-        merged.update(extra or {})
-        out = DatasetManifest(table=self.table, schema_version=SCHEMA_VERSION,
-                              shards=shards, extra=merged, updated_at=_now())
-        self.storage.write_bytes(MANIFEST_NAME, out.model_dump_json(indent=1).encode())
-        return out
+    @staticmethod
+    def _fold(fold: DatasetManifest, c: Commit) -> DatasetManifest:
+        return fold.model_copy(update={"shards": fold.shards + c.shards, "extra": merge_extra(fold.extra, c.extra),
+                                       "commits": fold.commits + [c.commit_id], "updated_at": c.created_at})
+
+    def commit(self, new_shards: Sequence[ShardEntry], extra: dict | None = None,
+               writer_id: str | None = None) -> DatasetManifest:
+        """Publish shards (already written) and this writer's `extra` additions in one new commit
+        object. Returns the manifest as read right after, which includes this commit."""
+        writer = writer_id or new_writer_id()
+        commit_id = f"{time.time_ns():020d}-{writer}-{next(_SEQ):06d}"
+        c = Commit(commit_id=commit_id, table=self.table, schema_version=SCHEMA_VERSION,
+                   shards=list(new_shards), extra=extra or {}, created_at=_now())
+        self.storage.write_bytes(f"{COMMITS_DIR}/{commit_id}.json", c.model_dump_json(indent=1).encode())
+        m = self.manifest()
+        if len(m.commits) - len(self._checkpoint_base(m)) >= CHECKPOINT_EVERY:
+            self.storage.write_bytes(f"{CHECKPOINTS_DIR}/{max(m.commits)}.json", m.model_dump_json().encode())
+        return m
+
+    def commit_shards(self, commit_ids: Sequence[str]) -> list[ShardEntry]:
+        """The shards of the given commits, in that order (a batch of arrivals, e.g. the nightly
+        job's): commit objects are immutable, so this never changes once they exist."""
+        blobs = self.storage.read_many([f"{COMMITS_DIR}/{i}.json" for i in commit_ids])
+        return [e for i in commit_ids for e in self._validated(
+            Commit.model_validate_json(blobs[f"{COMMITS_DIR}/{i}.json"])).shards]
+
+    def _checkpoint_base(self, m: DatasetManifest) -> list[str]:
+        ids = self._commit_ids(CHECKPOINTS_DIR)
+        if not ids:
+            return []
+        return DatasetManifest.model_validate_json(self.storage.read_bytes(f"{CHECKPOINTS_DIR}/{max(ids)}.json")).commits
 
     # -- shards -------------------------------------------------------------------------
-    def write_shard(self, index: int, table: pa.Table, config_hash: str) -> ShardEntry:
-        """Serialise to Parquet in memory, then place it in one atomic write."""
+    def write_shard(self, name: str, table: pa.Table, config_hash: str) -> ShardEntry:
+        """Serialise to Parquet in memory, then place it in one atomic write under shards/NAME."""
         table = table.select(self.schema.names).cast(self.schema)
         table = table.replace_schema_metadata({
             b"reinstrument.table": self.table.encode(),
@@ -92,9 +177,9 @@ class ShardedDataset:
         codecs = {f.name: ("none" if f.name in payload else "zstd") for f in self.schema}
         pq.write_table(table, buf, compression=codecs, use_dictionary=meta, write_statistics=meta)
         data = buf.getvalue()
-        name = f"shards/part-{index:05d}.parquet"
-        self.storage.write_bytes(name, data)
-        return ShardEntry(name=name, num_rows=table.num_rows, num_bytes=len(data),
+        rel = f"shards/{name}.parquet"
+        self.storage.write_bytes(rel, data)
+        return ShardEntry(name=rel, num_rows=table.num_rows, num_bytes=len(data),
                           sha256=hashlib.sha256(data).hexdigest(), config_hash=config_hash,
                           created_at=_now())
 
@@ -108,11 +193,19 @@ class ShardedDataset:
 
     def iter_shards(self, columns: Sequence[str] | None = None,
                     manifest: DatasetManifest | None = None) -> Iterator[tuple[ShardEntry, pa.Table]]:
+        """Manifest-listed shards in commit order, each row once: a key already read (or
+        repeated within the shard) is dropped, so concurrent writers never duplicate a row."""
+        want = list(columns) if columns else None
+        read_cols = want and want + [k for k in self.key if k not in want]
+        seen: set = set()
         for entry in (manifest or self.manifest()).shards:
-            yield entry, self.read_shard(entry, columns)
+            t = self.read_shard(entry, read_cols)
+            if self.key:
+                t = _first_occurrences(t, self.key, seen)
+            yield entry, (t.select(want) if want else t)
 
     def read(self, columns: Sequence[str] | None = None) -> pa.Table:
-        """The whole table, from manifest-listed shards only."""
+        """The whole table, from manifest-listed shards only, each row once."""
         tables = [t for _, t in self.iter_shards(columns)]
         if not tables:
             schema = pa.schema([self.schema.field(c) for c in columns]) if columns else self.schema
@@ -123,26 +216,28 @@ class ShardedDataset:
         return set(self.read([column]).column(column).to_pylist())
 
 
-def write_rows(dataset: ShardedDataset, rows: list[dict], config_hash: str,
-               shard_rows: int, start_index: int) -> list[ShardEntry]:
-    """Write rows as consecutive numbered shards; returns their entries (not yet committed)."""
-    entries = []
-    for k in range(0, len(rows), shard_rows):
-        chunk = rows[k:k + shard_rows]
-        table = pa.Table.from_pylist(chunk, schema=dataset.schema)
-        entries.append(dataset.write_shard(start_index + len(entries), table, config_hash))
-    return entries
+def _first_occurrences(t: pa.Table, key: Sequence[str], seen: set) -> pa.Table:
+    keys = (t.column(key[0]).to_pylist() if len(key) == 1
+            else list(zip(*(t.column(k).to_pylist() for k in key))))
+    mask = []
+    for k in keys:
+        mask.append(k not in seen)
+        seen.add(k)
+    return t if all(mask) else t.filter(pa.array(mask))
+
+
+_SEQ = itertools.count()  # commit sequence within this process (IDs stay unique at equal ns)
 
 
 class ShardBuffer:
-    """Accumulates rows and flushes full shards as it goes, so memory stays bounded;
-    `commit()` flushes the rest and writes the manifest last."""
+    """One writer: accumulates rows, writes full shards as it goes (bounded memory) under its own
+    writer ID; `commit()` writes the rest and publishes everything in one commit object."""
 
     def __init__(self, dataset: ShardedDataset, config_hash: str, shard_rows: int):
         self.dataset = dataset
         self.config_hash = config_hash
         self.shard_rows = shard_rows
-        self.manifest = dataset.manifest()
+        self.writer_id = new_writer_id()
         self.rows: list[dict] = []
         self.entries: list[ShardEntry] = []
 
@@ -152,19 +247,22 @@ class ShardBuffer:
             self.flush()
 
     def flush(self) -> None:
-        if self.rows:
-            start = self.manifest.next_shard_index() + len(self.entries)
-            self.entries += write_rows(self.dataset, self.rows, self.config_hash,
-                                       self.shard_rows, start)
-            self.rows = []
+        for k in range(0, len(self.rows), self.shard_rows):
+            table = pa.Table.from_pylist(self.rows[k:k + self.shard_rows], schema=self.dataset.schema)
+            name = f"part-{self.writer_id}-{len(self.entries):05d}"
+            self.entries.append(self.dataset.write_shard(name, table, self.config_hash))
+        self.rows = []
 
     @property
     def num_rows(self) -> int:
         return sum(e.num_rows for e in self.entries) + len(self.rows)
 
     def commit(self, extra: dict | None = None) -> DatasetManifest | None:
-        """Write the manifest; writes nothing at all when nothing was added (a no-op re-run)."""
+        """Publish; writes nothing at all when nothing was added (a no-op re-run)."""
         self.flush()
         if not self.entries and not extra:
             return None
-        return self.dataset.commit(self.manifest, self.entries, extra)
+        m = self.dataset.commit(self.entries, extra, self.writer_id)
+        self.entries = []
+        return m
+

@@ -77,6 +77,13 @@ class Storage:
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
+    def read_many(self, rels: list[str]) -> dict[str, bytes]:
+        """Several small objects at once (S3: concurrent GETs in one call), keyed by `rels`."""
+        if not rels:
+            return {}
+        got = self.fs.cat([self.path(r) for r in rels])
+        return {r: got[self.path(r)] for r in rels}
+
     @contextmanager
     def open_read(self, rel: str) -> Iterator[IO[bytes]]:
         """A seekable binary stream (S3: ranged reads), for decoding large files lazily."""

@@ -1,6 +1,6 @@
 """Feature extraction on Ray Data: one actor per CPU slot holds the front end; each call turns
 one clips shard into one features shard (written atomically through the storage module).
-The driver assigns shard numbers and writes the manifest last."""
+The driver names the shards after its writer ID and publishes them in one commit, last."""
 from __future__ import annotations
 
 import json
@@ -9,15 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
-from infra.datasets import ShardedDataset, ShardBuffer
+from infra.datasets import ShardBuffer, ShardedDataset, new_writer_id
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
 from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_rows, features_table
 
 
-# One work item: a clips shard (its dataset URL and manifest entry) and its output shard number.
-ITEM_KEYS = ("key", "clips_url", "entry", "index")
+# One work item: a clips shard (its dataset URL and manifest entry) and its output shard name.
+ITEM_KEYS = ("key", "clips_url", "entry", "name")
 
 
 class FeatureShardWorker:
@@ -37,7 +37,7 @@ class FeatureShardWorker:
         return features_table(rows), stats, bad
 
     def write(self, item: dict, table: pa.Table, stats: dict, bad: list) -> dict:
-        entry = self.out.write_shard(int(item["index"]), table, self.cfg.config_hash())
+        entry = self.out.write_shard(str(item["name"]), table, self.cfg.config_hash())
         return {"key": str(item["key"]), "entry": entry.model_dump_json(),
                 "stats": json.dumps({k: v.to_dict() for k, v in stats.items()}), "bad": json.dumps(bad)}
 
@@ -63,20 +63,28 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
     out = ShardedDataset.at(out_url, "features")
     manifest = out.manifest()
     done: dict = manifest.extra.get("inputs", {})
+    writer = new_writer_id()
     todo = []
     for url in clips_urls:
-        for e in ShardedDataset.at(url, "clips").manifest().shards:
+        clips = ShardedDataset.at(url, "clips")
+        if not clips.exists():
+            raise ValueError(f"{url} is not a clips dataset (no commits under {url.rstrip('/')}/_commits); "
+                             "expected the clips folder written by `reinstrument ingest` or `corpus build`")
+        for e in clips.manifest().shards:
             key = f"{url.rstrip('/')}#{e.sha256}"
             if key not in done:
                 todo.append({"key": key, "clips_url": url, "entry": e.model_dump_json(),
-                             "index": manifest.next_shard_index() + len(todo)})
+                             "name": f"part-{writer}-{len(todo):05d}"})
+    if not todo and not manifest.shards:
+        raise ValueError(f"no clips to featurise in {', '.join(clips_urls)}: the datasets hold no shards; "
+                         "expected clips from `reinstrument ingest` or `corpus build`")
     if not todo:
         return {"features_url": out_url, "shards_added": 0, "rows": manifest.num_rows, "skipped": len(done)}
     results = _run_local(todo, cfg, out_url) if local else _run_ray(todo, cfg, out_url, num_actors)
     for r in results:  # parse each returned entry once
         r["entry"] = ShardEntry.model_validate_json(r["entry"])
     results.sort(key=lambda r: r["entry"].name)
-    stats = {k: BinStats.from_dict(v) for k, v in manifest.extra.get("stats", {}).items()}
+    stats: dict[str, BinStats] = {}
     bad: list[dict] = []
     for r in results:
         for k, d in json.loads(r["stats"]).items():
@@ -89,9 +97,11 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
             q.add(row)
         q.commit()
     entries = [r["entry"] for r in results]
-    new_done = dict(done, **{r["key"]: r["entry"].name for r in results})
-    m = out.commit(manifest, entries, {"inputs": new_done, "config": cfg.model_dump(mode="json"),
-                                       "stats": {k: v.to_dict() for k, v in sorted(stats.items())}})
+    # Only this writer's additions: its inputs and its statistics (keyed by writer, summed at read
+    # by total_stats), so a concurrent extraction into the same set loses neither.
+    m = out.commit(entries, {"inputs": {r["key"]: r["entry"].name for r in results},
+                             "config": cfg.model_dump(mode="json"),
+                             "stats": {writer: {k: v.to_sums() for k, v in sorted(stats.items())}}}, writer)
     return {"features_url": out_url, "shards_added": len(entries), "rows": m.num_rows,
             "skipped": len(done), "quarantined": len(bad)}
 

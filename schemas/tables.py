@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1"
+# 2: datasets are commit logs (_commits/), not one rewritten _manifest.json (infra/datasets.py).
+SCHEMA_VERSION = "2"
 
 CLIPS = pa.schema([
     ("clip_id", pa.string()),          # content hash: source content + config + span
@@ -103,3 +104,9 @@ OUTPUTS = pa.schema([
 
 TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
                                 "outputs": OUTPUTS}
+
+# The identity of a row: two writers that raced to add the same row (same content-hash key) leave it
+# visible once; the first commit wins. Metrics rows have no natural key (each sweep writes its own).
+TABLE_KEYS: dict[str, tuple[str, ...]] = {"clips": ("clip_id",), "features": ("feature_id",),
+                                          "outputs": ("output_key",),
+                                          "quarantine": ("source_uri", "source_id", "stage", "reason")}

@@ -43,8 +43,8 @@ class InputSelection(StrictConfig):
     role: str | None = Field(None, description="default: the task's guide role (clean | midi_guide | degraded)")
     split: str | None = Field(None, description="train | valid | test; default all")
     limit: int | None = Field(None, ge=1, description="at most this many clips (sorted by clip ID)")
-    shards: tuple[int, int] | None = Field(None, description="only shards [first, last) of the clips dataset "
-                                                              "(the nightly job's batch of new arrivals)")
+    commits: tuple[str, ...] | None = Field(None, description="only the shards of these commits of the clips "
+                                                               "dataset (the nightly job's batch of new arrivals)")
 
 
 class TransformLogistics(StrictConfig):

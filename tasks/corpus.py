@@ -224,11 +224,12 @@ def run_corpus(cfg: CorpusConfig, dest_url: str, shard_rows: int = 256, workers:
     dest = Storage(dest_url)
     h = cfg.config_hash()
     buf = ShardBuffer(ShardedDataset(dest.child("clips"), "clips"), h, shard_rows)
-    prior = buf.manifest.extra.get("corpus_config_hash")
+    manifest = buf.dataset.manifest()
+    prior = manifest.extra.get("corpus_config_hash")
     if prior and prior != h:
         raise ValueError(f"{buf.dataset.url} was built with corpus config {prior}; this config is {h}. "
                          "Use another destination for a different corpus.")
-    done = set(buf.manifest.extra.get("pieces", []))
+    done = set(manifest.extra.get("pieces", []))
     if cfg.midi_dir:
         src = Storage(cfg.midi_dir)
         names = [f for f in src.find() if f.lower().endswith((".mid", ".midi"))]
@@ -249,7 +250,7 @@ def run_corpus(cfg: CorpusConfig, dest_url: str, shard_rows: int = 256, workers:
             oor.update(rep.out_of_range_notes)
             built.append(rep.piece)
     if built:
-        buf.commit({"pieces": sorted(done | set(built)), "corpus_config_hash": h,
+        buf.commit({"pieces": sorted(built), "corpus_config_hash": h,  # lists merge as unions
                     "corpus_config": cfg.model_dump(mode="json")})
     table = buf.dataset.read([c for c in ("role", "domain", "split", "piece", "duration_s")])
     return CorpusResult(len(built), len(pieces) - len(built), rows_added, silent, dict(oor),

@@ -8,19 +8,19 @@ import numpy as np
 import torch
 
 from infra.datasets import ShardedDataset
-from tasks.features import BinStats
+from tasks.features import total_stats
 
 
 def normalisation(url: str, role: str, domain: str | None) -> tuple[np.ndarray, np.ndarray]:
     """Per-bin (mean, std) over the train split of `role` (and `domain`, else all domains)."""
-    stats = ShardedDataset.at(url, "features").manifest().extra.get("stats", {})
+    stats = total_stats(ShardedDataset.at(url, "features").manifest().extra.get("stats", {}))
     keys = [k for k in stats if k.split("/", 1)[0] == role and (domain is None or k.split("/", 1)[1] == domain)]
     if not keys:
         raise ValueError(f"{url} has no train statistics for role={role!r} domain={domain!r}; "
                          f"it has {sorted(stats)}")
-    acc = BinStats.from_dict(stats[keys[0]])
+    acc = stats[keys[0]]
     for k in keys[1:]:
-        acc.merge(BinStats.from_dict(stats[k]))
+        acc.merge(stats[k])
     d = acc.to_dict()
     return np.array(d["mean"], np.float32), np.maximum(np.array(d["std"], np.float32), 1e-3)
 

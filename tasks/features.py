@@ -106,11 +106,25 @@ class BinStats:
         return {"count": self.count, "sum": self.sum.tolist(), "sumsq": self.sumsq.tolist(),
                 "mean": mean.tolist(), "std": np.sqrt(var).tolist()}
 
+    def to_sums(self) -> dict:
+        """The mergeable part only (what a dataset commit stores)."""
+        return {"count": self.count, "sum": self.sum.tolist(), "sumsq": self.sumsq.tolist()}
+
     @classmethod
     def from_dict(cls, d: dict) -> "BinStats":
         s = cls(len(d["sum"]))
         s.count, s.sum, s.sumsq = int(d["count"]), np.array(d["sum"]), np.array(d["sumsq"])
         return s
+
+
+def total_stats(per_writer: dict) -> dict[str, BinStats]:
+    """A feature set's statistics per (role/domain/split) group: the sum over the writers that
+    added to it (each commit records its own sums under its writer ID)."""
+    out: dict[str, BinStats] = {}
+    for groups in per_writer.values():
+        for k, d in groups.items():
+            out.setdefault(k, BinStats(len(d["sum"]))).merge(BinStats.from_dict(d))
+    return out
 
 
 def _quarantine(clip: dict, reason: str, config_hash: str) -> dict:

@@ -159,10 +159,10 @@ def _put_inputs(stack, items) -> None:
 def _nightly_outputs(bucket: str) -> list[str]:
     """source IDs of every committed nightly output, across every dated run."""
     ids = []
-    for k in keys(bucket, "out/nightly/"):
-        if re.search(r"/runs/nightly-[^/]+/outputs/_manifest\.json$", k):
-            ids += ShardedDataset.at(f"s3://{bucket}/{k.rsplit('/', 1)[0]}", "outputs").read(["clip_id"]).column(
-                "clip_id").to_pylist()
+    datasets = {m.group(1) for k in keys(bucket, "out/nightly/")
+                if (m := re.search(r"^(.*/runs/nightly-[^/]+/outputs)/_commits/[^/]+\.json$", k))}
+    for d in sorted(datasets):
+        ids += ShardedDataset.at(f"s3://{bucket}/{d}", "outputs").read(["clip_id"]).column("clip_id").to_pylist()
     return ids
 
 
@@ -271,7 +271,7 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def check_pull(bucket: str, dest) -> None:
     """`reinstrument pull` of a finished nightly run reproduces every object; tampering is caught."""
-    run_key = next(k for k in keys(bucket, "out/nightly/") if k.endswith("/outputs/_manifest.json"))
+    run_key = next(k for k in keys(bucket, "out/nightly/") if "/outputs/_commits/" in k)
     run_url = f"s3://{bucket}/{run_key.rsplit('/outputs/', 1)[0]}"
     r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, str(dest)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

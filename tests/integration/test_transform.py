@@ -119,7 +119,7 @@ def check_pull(run_url: str, bucket: str) -> None:
     for line in sums:
         digest, rel = line.split("  ")
         assert hashlib.sha256(open(os.path.join(dest, rel), "rb").read()).hexdigest() == digest
-    assert os.path.exists(os.path.join(dest, "outputs/_manifest.json")) and os.path.exists(os.path.join(dest, "run.json"))
+    assert os.path.isdir(os.path.join(dest, "outputs/_commits")) and os.path.exists(os.path.join(dest, "run.json"))
     # a corrupted object is refused, never written under its final name
     key = next(k for k in s3_keys(bucket, run_url.split(f"s3://{bucket}/", 1)[1] + "/audio/"))
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"corrupt")
@@ -143,14 +143,17 @@ def test_ddib_and_conditional_methods(models, s3_bucket):
 
 def test_an_undecodable_guide_is_quarantined_and_the_rest_transformed(models, tmp_path):
     from flows.transform import transform_corpus
-    from infra.datasets import write_rows
+    from infra.datasets import ShardBuffer
 
     corpus = models
     rows = ShardedDataset.at(corpus.clips_url, "clips").read().to_pylist()
     rows = sorted((r for r in rows if r["domain"] == "violin" and r["role"] == "clean"), key=lambda r: r["clip_id"])[:3]
     rows[1]["audio_flac"] = rows[1]["audio_flac"][:40]  # truncated FLAC
     bad = ShardedDataset.at(str(tmp_path / "bad/clips"), "clips")
-    bad.commit(bad.manifest(), write_rows(bad, rows, "test", 10, 0))
+    buf = ShardBuffer(bad, "test", 10)
+    for r in rows:
+        buf.add(r)
+    buf.commit()
     res = transform_corpus(bad.url, InputSelection(domain="violin"), config(),
                            TransformLogistics(num_actors=0, clips_per_task=3, out_url=str(tmp_path / "out")))
     assert res["transformed"] == 2 and res["failed"] == 1
@@ -270,7 +273,7 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 and "reinstrument-violin/1" in page
     assert all((out / "nightly/d1/report" / src).exists() for src in re.findall(r'src="([^"]+)"', page))
     again = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
-    assert again["runs"] == [] and again["new_shards"] == 0  # nothing new, nothing redone
+    assert again["runs"] == [] and again["new_commits"] == 0  # nothing new, nothing redone
 
     sf.write(inbox / f"{clips[2].item_id[:10]}.wav", clips[2].audio, clips[2].sample_rate_hz)
     real = nightly_mod.transform_corpus
@@ -292,6 +295,6 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     assert [(r["date"], r["transformed"], r["skipped"]) for r in resumed["runs"]] == [("d2", 0, 1), ("d2", 1, 0)]
     for model in ("reinstrument-flute", "reinstrument-violin"):
         ids = []
-        for manifest in out.glob(f"nightly/*/runs/nightly-*-{model}/outputs/_manifest.json"):
-            ids += ShardedDataset.at(str(manifest.parent), "outputs").read(["clip_id"]).column("clip_id").to_pylist()
+        for outputs in out.glob(f"nightly/*/runs/nightly-*-{model}/outputs"):
+            ids += ShardedDataset.at(str(outputs), "outputs").read(["clip_id"]).column("clip_id").to_pylist()
         assert len(ids) == len(set(ids)) == 3, model  # every input exactly once per target

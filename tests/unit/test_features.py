@@ -109,10 +109,10 @@ def test_a_failed_write_in_the_local_pipeline_commits_nothing(built_corpus, copy
     cfg = FeatureConfig(roles=("clean",))
     real_write = ShardedDataset.write_shard
 
-    def fail_second(self, index, table, config_hash):
-        if index == 1:
+    def fail_second(self, name, table, config_hash):
+        if name.endswith("-00001"):
             raise OSError("disk full (injected)")
-        return real_write(self, index, table, config_hash)
+        return real_write(self, name, table, config_hash)
 
     monkeypatch.setattr(ShardedDataset, "write_shard", fail_second)
     with pytest.raises(OSError, match="injected"):

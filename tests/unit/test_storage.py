@@ -49,7 +49,7 @@ def test_shard_round_trip_and_metadata(tmp_path):
     for r in _rows(7):
         buf.add(r)
     m = buf.commit()
-    assert [s.name for s in m.shards] == [f"shards/part-0000{i}.parquet" for i in range(3)]
+    assert [s.name for s in m.shards] == [f"shards/part-{buf.writer_id}-0000{i}.parquet" for i in range(3)]
     t = ds.read()
     assert t.num_rows == 7 and t.column("feature_id").to_pylist() == [f"a{i}" for i in range(7)]
     assert t.column("values").to_pylist()[5] == [5.0] * 4
@@ -67,7 +67,7 @@ def test_reader_trusts_only_the_manifest(tmp_path):
         buf.add(r)
     buf.commit()
     # A writer that wrote a shard and died before its manifest: the shard is invisible.
-    ds.write_shard(1, pa.Table.from_pylist(_rows(5, "orphan"), schema=FEATURES), "h")
+    ds.write_shard("part-orphan-00000", pa.Table.from_pylist(_rows(5, "orphan"), schema=FEATURES), "h")
     assert ds.read().num_rows == 2
     assert set(ds.read(["feature_id"]).column("feature_id").to_pylist()) == {"a0", "a1"}
 
