@@ -45,8 +45,15 @@ def _config(kind: str, path: Optional[Path], **overrides):
         raise typer.Exit(2) from None
 
 
-def _run(flow_obj, use_prefect: bool, **kwargs):
-    return flow_obj(**kwargs) if use_prefect else flow_obj.fn(**kwargs)
+def _run(flow_obj, job, use_prefect: bool, **kwargs):
+    """The Prefect flow (with a Prefect API: PREFECT_API_URL's, or a temporary one on 127.0.0.1
+    that dies with this process) or the same job as a plain function, with no Prefect at all."""
+    if not use_prefect:
+        return job(**kwargs)
+    from infra.prefect_api import prefect_api
+
+    with prefect_api():
+        return flow_obj(**kwargs)
 
 
 def _print_rows(rows: list[dict], title: str) -> None:
@@ -83,11 +90,11 @@ def corpus_build(
     """Render a reference corpus: clean clips per (voice, instrument, soundfont), MIDI guides
     and degraded guides, split by piece. Example:
     reinstrument corpus build --dest ./data/corpus --pieces 16 --instrument flute --instrument violin"""
-    from flows.data import corpus_build_flow
+    from flows.data import corpus_build_flow, corpus_job
 
     cfg = _config("corpus", config, max_pieces=pieces, collection=collection, midi_dir=midi_dir,
                   instruments=instrument, soundfonts=soundfont, voices=voice)
-    res = _run(corpus_build_flow, prefect, dest=dest or f"{_root()}/corpus", config=cfg, workers=workers)
+    res = _run(corpus_build_flow, corpus_job, prefect, dest=dest or f"{_root()}/corpus", config=cfg, workers=workers)
     _print_rows(res["summary"], "reference corpus")
     console.print(f"built {res['pieces_built']} pieces ({res['pieces_skipped']} already there), "
                   f"{res['clips_added']} clips added; out-of-range notes {res['out_of_range_notes']}")
@@ -108,7 +115,7 @@ def ingest(
 ):
     """Ingest a corpus: bad files go to quarantine with a reason; re-runs add nothing. Example:
     reinstrument ingest s3://bucket/raw ./data/ingested --domain-pattern '^(?P<domain>[^/]+)/'"""
-    from flows.data import ingest_flow
+    from flows.data import ingest_flow, ingest_job
 
     clip = {k: v for k, v in dict(clip_s=clip_s, overlap_s=overlap_s, sample_rate_hz=sample_rate).items()
             if v is not None}
@@ -116,7 +123,7 @@ def ingest(
     if clip:
         base["clip"] = dict(base.get("clip", {}), **clip)
     cfg = _config("ingest", None, **base, domain_pattern=domain_pattern)
-    res = _run(ingest_flow, prefect, src=src, dest=dest, config=cfg, sidecar=sidecar)
+    res = _run(ingest_flow, ingest_job, prefect, src=src, dest=dest, config=cfg, sidecar=sidecar)
     console.print(f"sources {res['sources_seen']} (skipped {res['sources_skipped']} already done), "
                   f"clips added {res['clips_added']}, quarantined {res['quarantined']}")
     console.print(f"clips: {res['clips_url']}\nquarantine: {res['quarantine_url']}")
@@ -134,10 +141,10 @@ def augment(
 ):
     """Pitch-augment clips: MIDI-backed clips are re-rendered transposed (exact), audio-only
     clips use librosa's phase vocoder. Example: reinstrument augment ./data/corpus/clips ./data/aug --shift -12 --shift 12"""
-    from flows.data import augment_flow
+    from flows.data import augment_flow, augment_job
 
     cfg = _config("augment", config, shifts_semitones=shift, splits=split, roles=role)
-    res = _run(augment_flow, prefect, clips=clips, out=out, config=cfg)
+    res = _run(augment_flow, augment_job, prefect, clips=clips, out=out, config=cfg)
     console.print(f"augmented clips added {res['clips_added']}, skipped {res['clips_skipped']}: {res['out_url']}")
 
 
@@ -188,8 +195,7 @@ def train(
     except Exception as e:
         console.print(f"[red]invalid training config:[/red] {e}")
         raise typer.Exit(2) from None
-    # train_flow calls Prefect tasks; without Prefect the same steps run as plain functions.
-    res = train_flow(cfg=cfg, logistics=logistics) if prefect else train_model(cfg, logistics)
+    res = _run(train_flow, train_model, prefect, cfg=cfg, logistics=logistics)
     Console().print_json(json.dumps(res, default=str))
 
 
@@ -223,10 +229,10 @@ def features(
 ):
     """Extract log-mel segments into Parquet shards with normalisation statistics. Example:
     reinstrument features ./data/corpus/clips --out ./data/features"""
-    from flows.data import features_flow
+    from flows.data import features_flow, features_job
 
     cfg = _config("features", config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames)
-    res = _run(features_flow, prefect, clips=list(clips), out=out or f"{_root()}/features", config=cfg,
+    res = _run(features_flow, features_job, prefect, clips=list(clips), out=out or f"{_root()}/features", config=cfg,
                actors=actors, local=local)
     console.print(f"feature shards added {res['shards_added']} (inputs already done {res['skipped']}), "
                   f"rows {res['rows']}\nfeatures: {res['features_url']}")
@@ -322,9 +328,9 @@ def transform(
         sel = InputSelection(domain=domain, role=role, split=split, limit=limit)
         log = TransformLogistics(num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
                                  out_url=out or _root(), run_id=run_id)
-        res = (transform_flow if prefect else transform_corpus)(inputs, sel, cfg, log)
+        res = _run(transform_flow, transform_corpus, prefect, inputs=inputs, selection=sel, cfg=cfg, logistics=log)
     except ValueError as e:
-        _metric_error(e)
+        _fail(e)
     _print_rows([{"": k, "value": v} for k, v in res.items() if k not in ("run_url", "outputs_url")], "transform")
     console.print(f"outputs table: {res['outputs_url']}\naudio:         {res['run_url']}/audio/\n"
                   f"MLflow run:    {res['mlflow_run_id']}")
@@ -355,10 +361,9 @@ def sweep(
     prefect: bool = PrefectOpt,
 ):
     """The tau_init sweep: FAD and JD per grid point, trade-off plots, a recommended tau_init."""
-    from flows.sweep import sweep as run_sweep, sweep_t_init
+    from flows.sweep import sweep_job, sweep_t_init
     from schemas.diffusion import SamplerConfig
     from schemas.sweep import DEFAULT_T_INITS, SweepConfig
-    from schemas.transform import InputSelection, TransformLogistics
 
     try:
         cfg = SweepConfig(task=task, method=method, model=model, source_model=source_model,
@@ -367,14 +372,10 @@ def sweep(
                           sampler=SamplerConfig(steps=steps, churn=churn, churn_sigma_min=churn_sigma_min),
                           seed=seed, embedding=embedding,
                           reference_url=reference, reference_split=reference_split)
-        if prefect:
-            res = sweep_t_init(inputs=inputs, model=model, domain=domain, split=split, limit=limit, config=cfg,
-                               out=out, actors=actors)
-        else:
-            res = run_sweep(inputs, InputSelection(domain=domain, split=split, limit=limit), cfg,
-                            TransformLogistics(num_actors=actors, out_url=out or _root()))
+        res = _run(sweep_t_init, sweep_job, prefect, inputs=inputs, model=model, domain=domain, split=split,
+                   limit=limit, config=cfg, out=out, actors=actors)
     except (ValueError, FileNotFoundError) as e:
-        _metric_error(e)
+        _fail(e)
     for lam_label, rec in res["recommended"].items():
         console.print(f"recommended for lambda={lam_label}: {rec}")
     console.print(f"metrics: {res['metrics_url']}\nplot:    {res['plot_url']}\nreport:  {res['report_url']}\n"
@@ -426,7 +427,7 @@ def pull(
     try:
         res = pull_run(run, dest)
     except ValueError as e:
-        _metric_error(e)
+        _fail(e)
     console.print(f"{res.files} outputs: {res.fetched} fetched, {res.skipped} already present and verified -> {res.dest}\n"
                   f"check again any time: (cd {dest} && sha256sum -c SHA256SUMS)")
 
@@ -461,8 +462,16 @@ def _emit(rows: list[dict], title: str, out: Optional[str], mlflow_run: Optional
         console.print(f"logged to MLflow run {mlflow_run}")
 
 
-def _metric_error(e: Exception) -> None:
-    console.print(f"[red]{type(e).__name__}:[/red] {e}")
+def _fail(e: BaseException) -> None:
+    """One line: what was wrong and what was expected (the exception's own message)."""
+    from pydantic import ValidationError
+
+    from tasks.errors import clean_reason
+
+    text = (f"invalid {e.title}: " + "; ".join(f"{'.'.join(map(str, x['loc'])) or 'value'}: {x['msg']}"
+                                             for x in e.errors())) if isinstance(e, ValidationError) else str(e)
+    console.print(f"[red]error:[/red] {type(e).__name__}: {clean_reason(text, 2000)} "
+                  "(REINSTRUMENT_DEBUG=1 shows the traceback)", soft_wrap=True, highlight=False)
     raise typer.Exit(1)
 
 
@@ -500,7 +509,7 @@ def metrics_fad(
         cache_url = None if no_cache else (cache or f"{_root()}/metrics/reference-stats")
         result, cached = fad_between(ev, ref, emb, cache_url=cache_url, reference_domain=domain, n_boot=boot)
     except (ValueError, FileNotFoundError) as e:
-        _metric_error(e)
+        _fail(e)
     console.print(f"reference statistics {'from cache' if cached else 'computed'}; "
                   f"{result.n_clips} clips, {result.n_embeddings} embeddings, {result.silent_clips} silent, "
                   f"{result.short_clips} shorter than one patch (skipped)")
@@ -530,7 +539,7 @@ def metrics_jd(
         values, rows = jd_between(_set_spec(a, None, None, None, limit, "A"), _set_spec(b, None, None, None, limit, "B"),
                                   BasicPitch(get_settings().weights_dir), threshold=threshold)
     except (ValueError, FileNotFoundError) as e:
-        _metric_error(e)
+        _fail(e)
     if per_item:
         _print_rows(values, "per pair")
     _emit(rows, f"pitch metrics (Basic Pitch, threshold {threshold})", out, mlflow_run)
@@ -565,7 +574,7 @@ def demo(
 
     import pyarrow.parquet as pq
 
-    from flows.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_flow
+    from flows.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_flow, demo_job
     from infra.storage import Storage
     from infra.tracking import tracking_uri
     from tasks.tradeoff import fad_trend
@@ -575,7 +584,7 @@ def demo(
     overrides |= {"train_steps": train_steps} if train_steps else {}
     churned = {k: v for k, v in (("churn", churn), ("churn_sigma_min", churn_sigma_min)) if v is not None}
     overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
-    res = _run(demo_flow, prefect, root=root, corpus=cfg, actors=actors, train_workers=train_workers, **overrides)
+    res = _run(demo_flow, demo_job, prefect, root=root, corpus=cfg, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     _print_rows(c["summary"], "reference corpus (role, domain, split)")
     console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused; features: "
@@ -607,6 +616,22 @@ def demo(
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()}  (then open http://127.0.0.1:5000)")
 
 
+# Errors that describe the user's input or environment (a path, a config, an endpoint, a model
+# URI): one line, not a traceback. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, TimeoutError)
+USER_ERROR_PACKAGES = ("botocore", "aiobotocore", "s3fs", "mlflow")
+
+
+def user_error(e: BaseException) -> BaseException | None:
+    """The user-facing error in `e` (a Ray task error is unwrapped to its cause), else None."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException) and cause is not e:
+        e = cause
+    if isinstance(e, USER_ERRORS) or type(e).__module__.split(".")[0] in USER_ERROR_PACKAGES:
+        return e
+    return None
+
+
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -615,6 +640,14 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+        err = user_error(e)
+        if err is None or os.environ.get("REINSTRUMENT_DEBUG"):
+            raise
+        try:
+            _fail(err)
+        except typer.Exit:
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from flows.data import corpus_build_flow, features_flow
-from flows.sweep import sweep_t_init
+from flows.data import corpus_build_flow, corpus_job, features_flow, features_job
+from flows.sweep import sweep_job, sweep_t_init
 from flows.train import train_model
 from schemas.configs import CorpusConfig, FeatureConfig
 from schemas.diffusion import SamplerConfig
@@ -37,11 +37,34 @@ DEMO_SAMPLER = SamplerConfig(churn=7.0, churn_sigma_min=0.5)
 DEMO_TRAIN_STEPS = 5000
 
 
-@task(name="train-cpu-demo")
-def train_task(features_url: str, root: str, steps: int, workers: int) -> dict:
+def train_cpu_demo(features_url: str, root: str, steps: int, workers: int) -> dict:
     preset = TRAIN_PRESETS["cpu-demo"] | {"steps": steps}
     return train_model(TrainConfig(features_url=features_url, domain="flute", **preset),
                        TrainLogistics(num_workers=workers, out_url=f"{root}/training"))
+
+
+train_task = task(name="train-cpu-demo")(train_cpu_demo)
+
+
+def demo_job(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureConfig = FeatureConfig(roles=("clean",)),
+             workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
+             t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
+             sampler: SamplerConfig = DEMO_SAMPLER, *, prefect: bool = False) -> dict:
+    """The demo's four steps; as Prefect subflows and tasks, or (prefect=False) as plain jobs."""
+    corpus_build, featurise, train, sweep = ((corpus_build_flow, features_flow, train_task, sweep_t_init) if prefect
+                                             else (corpus_job, features_job, train_cpu_demo, sweep_job))
+    print("[demo] 1/4 reference corpus")
+    built = corpus_build(dest=f"{root}/corpus", config=corpus, workers=workers)
+    print("[demo] 2/4 log-mel features")
+    feats = featurise(clips=[built["clips_url"]], out=f"{root}/features", config=features, actors=actors, local=False)
+    print("[demo] 3/4 train the cpu-demo flute model")
+    trained = train(feats["features_url"], root, train_steps, train_workers)
+    model = f"models:/reinstrument-flute/{trained['model_version']}"
+    print(f"[demo] 4/4 sweep-t-init: violin -> flute with {model} on the held-out chorales")
+    swept = sweep(inputs=built["clips_url"], model=model, domain="violin", split="test",
+                  config=SweepConfig(model=model, t_inits=t_inits, lams=lams, sampler=sampler, reference_split="train"),
+                  out=root, actors=actors)
+    return {"corpus": built, "features": feats, "trained": trained, "sweep": swept}
 
 
 @flow(name="demo", log_prints=True)
@@ -49,16 +72,5 @@ def demo_flow(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureCo
               workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
               t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
               sampler: SamplerConfig = DEMO_SAMPLER) -> dict:
-    print("[demo] 1/4 reference corpus")
-    built = corpus_build_flow(dest=f"{root}/corpus", config=corpus, workers=workers)
-    print("[demo] 2/4 log-mel features")
-    feats = features_flow(clips=[built["clips_url"]], out=f"{root}/features", config=features, actors=actors)
-    print("[demo] 3/4 train the cpu-demo flute model")
-    trained = train_task(feats["features_url"], root, train_steps, train_workers)
-    model = f"models:/reinstrument-flute/{trained['model_version']}"
-    print(f"[demo] 4/4 sweep-t-init: violin -> flute with {model} on the held-out chorales")
-    swept = sweep_t_init(inputs=built["clips_url"], model=model, domain="violin", split="test",
-                         config=SweepConfig(model=model, t_inits=t_inits, lams=lams, sampler=sampler,
-                                            reference_split="train"),
-                         out=root, actors=actors)
-    return {"corpus": built, "features": feats, "trained": trained, "sweep": swept}
+    return demo_job(root, corpus, features, workers, actors, train_steps, train_workers, t_inits, lams, sampler,
+                    prefect=True)

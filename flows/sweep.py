@@ -40,13 +40,6 @@ from tasks.tradeoff import Point, recommend
 EXPERIMENT = "reinstrument-sweep"
 
 
-def grid(cfg: SweepConfig) -> list[WarmStartConfig]:
-    starts = [{"t_init": t} for t in cfg.t_inits] if cfg.t_inits else [{"sigma_start": s} for s in cfg.sigma_starts]
-    if cfg.method == "ddib":  # a bridge needs somewhere to go: tau_init=1 / sigma 0 has no DDIB counterpart
-        starts = [s for s in starts if s.get("t_init") != 1.0 and s.get("sigma_start") != 0]
-    return [WarmStartConfig(**s, lam=lam) for lam in cfg.lams for s in starts]
-
-
 def point_config(cfg: SweepConfig, warm: WarmStartConfig) -> TransformConfig:
     return TransformConfig(task=cfg.task, method=cfg.method, model=cfg.model, source_model=cfg.source_model, warm=warm,
                            sampler=cfg.sampler, window=cfg.window, seed=cfg.seed, vocoder_iters=cfg.vocoder_iters)
@@ -188,7 +181,7 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent_run_id: st
     summary = {"sweep_id": sweep_id, "model_version": context["model"], "recommended": recs,
                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(), "metrics_url": out.uri("metrics.parquet"),
                "plot_url": out.uri("tradeoff.png"), "report_url": report, "mlflow_run_id": parent_run_id,
-               "points": len(grid(cfg))}
+               "points": len(cfg.grid())}
     out.write_bytes("recommendation.json", json.dumps(summary, indent=2).encode())
     c = tracking.client()
     tracking.log_metrics_table(parent_run_id, rows)
@@ -227,6 +220,13 @@ def sweep(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: T
     parent = c.create_run(tracking.experiment_id(EXPERIMENT), run_name=sweep_id,
                           tags={"reinstrument.kind": "sweep", "reinstrument.sweep_folder": out.url})
     pid = parent.info.run_id
+    with tracking.ends_failed_on_error(pid):
+        return _sweep_points(call, cfg, inputs, selection, logistics, root, out, pid, sweep_id, model_name)
+
+
+def _sweep_points(call, cfg: SweepConfig, inputs: str, selection: InputSelection, logistics: TransformLogistics,
+                  root: Storage, out: Storage, pid: str, sweep_id: str, model_name: str) -> dict:
+    c = tracking.client()
     for k, v in (tracking.flatten(cfg.model_dump(mode="json")) | {"inputs": inputs, "model_version": model_name}).items():
         c.log_param(pid, k, str(v)[:6000])
     from infra.tracking import load_denoiser
@@ -234,15 +234,25 @@ def sweep(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: T
     domain = cfg.reference_domain or load_denoiser(tracking.resolve_model(cfg.model)[0])[1]["domain"]
     child_log = logistics.model_copy(update={"parent_run_id": pid, "experiment": EXPERIMENT, "run_id": None})
     stats, label, cached = call(reference_stats, cfg, inputs, root.url, domain, child_log)
-    print(f"[sweep] {sweep_id}: {len(grid(cfg))} grid points; reference {label} "
+    print(f"[sweep] {sweep_id}: {len(cfg.grid())} grid points; reference {label} "
           f"({'cached' if cached else 'computed'} statistics)")
     points = []
-    for k, warm in enumerate(grid(cfg)):
-        print(f"[sweep] point {k + 1}/{len(grid(cfg))}: t_init={warm.t_init} sigma_start={warm.sigma_start} lam={warm.lam}")
+    for k, warm in enumerate(cfg.grid()):
+        print(f"[sweep] point {k + 1}/{len(cfg.grid())}: t_init={warm.t_init} sigma_start={warm.sigma_start} lam={warm.lam}")
         points.append(call(grid_point, cfg, warm, inputs, selection, child_log, stats, label, sweep_id))
     rows = [r for p in points for r in p["rows"]]
     return call(finish, cfg, points, out, pid, sweep_id, {"inputs": inputs, "model": model_name,
                                                           "reference": label, "target_domain": domain} | selection.model_dump()) | {"rows": rows}
+
+
+def sweep_job(inputs: str, model: str, task_name: str = "timbre", domain: str | None = None,
+              split: str | None = "test", limit: int | None = None, config: SweepConfig | None = None,
+              out: str | None = None, actors: int = 2, *, use_prefect_tasks: bool = False) -> dict:
+    """The deployment's parameters as a plain job (the CLI's --no-prefect and the demo call it)."""
+    cfg = config or SweepConfig(model=model, task=task_name)
+    log = TransformLogistics(num_actors=actors, out_url=out or get_settings().data_root)
+    return sweep(inputs, InputSelection(domain=domain, split=split, limit=limit), cfg, log,
+                 use_prefect_tasks=use_prefect_tasks)
 
 
 @flow(name="sweep-t-init", log_prints=True)
@@ -250,9 +260,7 @@ def sweep_t_init(inputs: str, model: str, task_name: str = "timbre", domain: str
                  split: str | None = "test", limit: int | None = None, config: SweepConfig | None = None,
                  out: str | None = None, actors: int = 2) -> dict:
     """Trace realism (FAD) against faithfulness (JD) over a tau_init x lambda grid and recommend a tau_init."""
-    cfg = config or SweepConfig(model=model, task=task_name)
-    log = TransformLogistics(num_actors=actors, out_url=out or get_settings().data_root)
-    result = sweep(inputs, InputSelection(domain=domain, split=split, limit=limit), cfg, log, use_prefect_tasks=True)
+    result = sweep_job(inputs, model, task_name, domain, split, limit, config, out, actors, use_prefect_tasks=True)
     table = [{k: r[k] for k in ("t_init", "sigma_start", "lam", "metric", "n", "mean", "ci_low", "ci_high")}
              for r in result["rows"]]
     _table_artifact("sweep-metrics", table, f"sweep {result['sweep_id']}: metrics per grid point")

@@ -142,12 +142,14 @@ def _maybe_promote(cfg: TrainConfig, meta: dict, name: str, version: str, val: f
 
 def train_model(cfg: TrainConfig, logistics: TrainLogistics) -> dict:
     run_url, meta, run_id = prepare.fn(cfg, logistics)
-    fit_task.fn(cfg, logistics, run_url, meta, run_id)
-    return finalise.fn(cfg, logistics, run_url, meta, run_id)
+    with tracking.ends_failed_on_error(run_id):  # the run folder stays: its checkpoints resume the run
+        fit_task.fn(cfg, logistics, run_url, meta, run_id)
+        return finalise.fn(cfg, logistics, run_url, meta, run_id)
 
 
 @flow(name="train")
 def train_flow(cfg: TrainConfig, logistics: TrainLogistics) -> dict:
     run_url, meta, run_id = prepare(cfg, logistics)
-    fit_task(cfg, logistics, run_url, meta, run_id)
-    return finalise(cfg, logistics, run_url, meta, run_id)
+    with tracking.ends_failed_on_error(run_id):
+        fit_task(cfg, logistics, run_url, meta, run_id)
+        return finalise(cfg, logistics, run_url, meta, run_id)

@@ -10,6 +10,8 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pyarrow.parquet as pq
 from prefect import flow, task
@@ -37,15 +39,16 @@ def pin_models(cfg: TransformConfig) -> dict[str, str]:
     return pinned
 
 
-def select_clips(clips_url: str, selection: InputSelection, task_name: str, ingested: bool) -> list[dict]:
+def select_clips(clips_url: str, selection: InputSelection, task_name: str, ingested: bool,
+                 columns: list[str] = CLIP_COLUMNS) -> list[dict]:
     """Rows of the clips to transform, sorted by clip ID (a folder's ingestion is taken whole)."""
     role = None if ingested else (selection.role or TASK_ROLES[task_name])
     ds = ShardedDataset.at(clips_url, "clips")
     if selection.commits:
-        tables = [ds.read_shard(e, CLIP_COLUMNS) for e in ds.commit_shards(selection.commits)]
+        tables = [ds.read_shard(e, columns) for e in ds.commit_shards(selection.commits)]
         rows_all = list({r["clip_id"]: r for t in tables for r in t.to_pylist()}.values())
     else:
-        rows_all = ds.read(CLIP_COLUMNS).to_pylist()
+        rows_all = ds.read(columns).to_pylist()
     rows = [r for r in rows_all if clip_matches(r, selection.domain, role, selection.split)]
     rows.sort(key=lambda r: r["clip_id"])
     if not rows:
@@ -65,8 +68,16 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
     if ingested:  # a plain folder or prefix of audio/MIDI: ingest it into the run first
         ing = IngestConfig(midi_soundfont="sine") if cfg.task == "midi2real" else IngestConfig()
         clips_url = run_ingest(inputs, run.child("inputs").url, ing).clips_url
+    # Validated before the run is created: a selection that matches nothing leaves no run behind.
+    try:
+        select_clips(clips_url, selection, cfg.task, ingested, [c for c in CLIP_COLUMNS if c != "audio_flac"])
+    except ValueError:
+        if not run.exists("run.json"):
+            run.delete("")  # this invocation's ingestion of a plain folder, if any
+        raise
     meta = json.loads(run.read_bytes("run.json")) if run.exists("run.json") else {}
-    if "mlflow_run_id" not in meta:
+    created = "mlflow_run_id" not in meta
+    if created:
         c = tracking.client()
         tags = {"reinstrument.kind": "transform", "reinstrument.run_folder": run.url}
         if logistics.parent_run_id:
@@ -78,7 +89,7 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
         meta = {"run_id": run_id, "mlflow_run_id": r.info.run_id, "pinned": pinned, "inputs": inputs,
                 "clips_url": clips_url, "config": cfg.model_dump(mode="json"), "selection": selection.model_dump()}
         run.write_bytes("run.json", json.dumps(meta, indent=2).encode())
-    return meta | {"run_url": run.url, "ingested": ingested, "clips_url": clips_url}
+    return meta | {"run_url": run.url, "ingested": ingested, "clips_url": clips_url, "created": created}
 
 
 @task(name="transform-clips")
@@ -135,17 +146,34 @@ def finalise(meta: dict, summary: dict, logistics: TransformLogistics) -> dict:
     return summary | {"mlflow_run_id": rid, "outputs": table.num_rows}
 
 
+@contextmanager
+def _cleanup_on_error(meta: dict) -> Iterator[None]:
+    """A run this invocation created and that failed before committing any output is removed
+    (its MLflow run ends FAILED): a failed command leaves no debris. A run with committed outputs
+    stays, so a re-run resumes it."""
+    with tracking.ends_failed_on_error(meta["mlflow_run_id"]):
+        try:
+            yield
+        except BaseException:
+            run = Storage(meta["run_url"])
+            if meta.get("created") and not ShardedDataset(run.child("outputs"), "outputs").exists():
+                run.delete("")
+            raise
+
+
 def transform_corpus(inputs: str, selection: InputSelection, cfg: TransformConfig,
                      logistics: TransformLogistics) -> dict:
     meta = prepare.fn(inputs, selection, cfg, logistics)
-    return finalise.fn(meta, transform_task.fn(meta, selection, cfg, logistics), logistics)
+    with _cleanup_on_error(meta):
+        return finalise.fn(meta, transform_task.fn(meta, selection, cfg, logistics), logistics)
 
 
 @flow(name="transform", log_prints=True)
 def transform_flow(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> dict:
     """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model."""
     meta = prepare(inputs, selection, cfg, logistics)
-    result = finalise(meta, transform_task(meta, selection, cfg, logistics), logistics)
+    with _cleanup_on_error(meta):
+        result = finalise(meta, transform_task(meta, selection, cfg, logistics), logistics)
     _table_artifact("transform-summary", [result], f"transform run {meta['run_id']}")
     return result
 

@@ -1,27 +1,128 @@
-"""Local Ray by default; any cluster via RAY_ADDRESS / REINSTRUMENT_RAY_ADDRESS. Workers get
-the AWS_* and REINSTRUMENT_* variables so they reach the same storage as the driver."""
+"""Local Ray by default, listening on 127.0.0.1 only; any cluster via RAY_ADDRESS / REINSTRUMENT_RAY_ADDRESS.
+
+Workers reach the same storage and tracking as the driver, but no secret ever enters Ray's
+runtime_env (Ray writes it in clear to its runtime-env agent log) nor the environment the local
+Ray's processes inherit:
+- plain settings (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MLFLOW_TRACKING_URI, REINSTRUMENT_*) travel
+  in runtime_env, as Ray intends;
+- secrets (variables named *KEY*, *SECRET*, *TOKEN*, *PASSWORD*) are written by every job to files
+  only this user can read (0600 in a 0700 folder): an AWS shared-credentials file, which boto,
+  s3fs and pyarrow read by themselves (so Ray Data's own tasks find it), and an environment file
+  that the product's actors and training workers apply (`apply_worker_env`). Each job rewrites
+  them, so credentials set after Ray started still reach its workers.
+On a remote cluster those files are on the driver's machine only: nodes there resolve credentials
+themselves (instance profile, their own environment), as Ray recommends.
+"""
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
 
 from infra.settings import get_settings
 
 FORWARDED_PREFIXES = ("AWS_", "REINSTRUMENT_", "MLFLOW_")
+SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+WORKER_ENV_VAR = "REINSTRUMENT_WORKER_ENV_FILE"
+_FILES: dict[str, str] = {}
 
 
 def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
 
 
-def ensure_ray() -> None:
+def is_secret(name: str) -> bool:
+    return bool(SECRET_RE.search(name)) and name not in (WORKER_ENV_VAR, "AWS_SHARED_CREDENTIALS_FILE")
+
+
+def _private_dir() -> str:
+    if "dir" not in _FILES:
+        d = tempfile.mkdtemp(prefix="reinstrument-secrets-")  # mkdtemp: mode 0700, owner only
+        atexit.register(shutil.rmtree, d, True)
+        _FILES["dir"] = d
+    return _FILES["dir"]
+
+
+def _write_private(name: str, text: str) -> str:
+    path = os.path.join(_private_dir(), name)
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_worker_files(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """(Re)write the private files from the current environment (plus `extra`, e.g. the resolved
+    MLflow URI); returns the variables that point workers at them (paths only, no secret)."""
+    env = forwarded_env() | (extra or {})
+    creds = ""
+    if env.get("AWS_ACCESS_KEY_ID"):
+        creds = "[default]\n" + "".join(f"{k.lower()} = {env[k]}\n" for k in
+                                        ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") if env.get(k))
+    else:  # a user's own credentials file (profiles) keeps working
+        own = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", os.path.expanduser("~/.aws/credentials"))
+        if os.path.isfile(own) and own != _FILES.get("creds"):
+            with open(own) as f:
+                creds = f.read()
+    _FILES["creds"] = _write_private("aws-credentials", creds)
+    path = _write_private("worker-env.json", json.dumps(env))
+    return {"AWS_SHARED_CREDENTIALS_FILE": _FILES["creds"], WORKER_ENV_VAR: path}
+
+
+def apply_worker_env() -> None:
+    """In a Ray worker: take the driver's current storage/MLflow variables (secrets included) from
+    the private file the job wrote. A no-op where there is none (remote clusters, plain processes)."""
+    path = os.environ.get(WORKER_ENV_VAR)
+    if path and os.path.isfile(path):
+        with open(path) as f:
+            os.environ.update(json.load(f))
+
+
+@contextmanager
+def _without_secrets():
+    """The local Ray's processes inherit this process's environment at start: keep secrets out."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(FORWARDED_PREFIXES) and is_secret(k)}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _bind_local(host: str) -> dict:
+    """ray.init arguments that make a local Ray listen on `host` only. Ray maps 127.0.0.1 to the
+    machine's outward address unless it runs in its single-machine mode, which is what
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 selects (GCS, raylet, workers and agents then all bind
+    loopback; measured with psutil, tests/integration/test_secrets_and_sockets.py)."""
+    import ray._private.ray_constants as rc
+
+    if host in ("127.0.0.1", "localhost", "::1"):
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # for Ray's child processes
+        rc.ENABLE_RAY_CLUSTER = False                          # for this process (read at import)
+        return {}
+    return {"_node_ip_address": host}
+
+
+def ensure_ray(extra_env: dict[str, str] | None = None) -> None:
+    """Start (or join) Ray once per process; every call (one per job) refreshes the workers'
+    private files with the current variables and `extra_env`."""
     import ray
 
+    files = write_worker_files(extra_env)
     if ray.is_initialized():
         return
     s = get_settings()
     address = s.ray_address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict = {"runtime_env": {"env_vars": forwarded_env()}, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=s.ray_num_cpus or os.cpu_count(), include_dashboard=False, **kwargs)
+    plain = {k: v for k, v in forwarded_env().items() if not is_secret(k)}
+    kwargs: dict = {"runtime_env": {"env_vars": plain | files}, "log_to_driver": False}
+    with _without_secrets():
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=s.ray_num_cpus or os.cpu_count(), include_dashboard=False,
+                     **_bind_local(s.ray_host), **kwargs)

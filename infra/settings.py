@@ -16,6 +16,9 @@ class Settings(BaseSettings):
     data_root: str = "./reinstrument-data"
     ray_address: str | None = None      # None: start a local Ray; also honours RAY_ADDRESS
     ray_num_cpus: int | None = None     # for the local Ray only
+    # Where the local Ray listens. Loopback by default: Ray has no authentication, so anyone who
+    # reaches a listening port can run code in the workers. A node IP lets other machines join.
+    ray_host: str = "127.0.0.1"
     shard_rows: int = 256               # rows per Parquet shard (clips)
     progress: bool = True
     # Pretrained metric weights unpacked from their wheels by `make setup` (weights.lock).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +74,15 @@ class Storage:
     # -- reads --------------------------------------------------------------------------
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
+
+    def escapes_root(self, rel: str) -> bool:
+        """Local: whether `rel` is (or passes through) a symbolic link that resolves outside the
+        root, so reading it would read a file the user never put under it. S3 has no links."""
+        if not self.is_local:
+            return False
+        root = os.path.realpath(self.root)
+        target = os.path.realpath(self.path(rel))
+        return os.path.commonpath([root, target]) != root
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
@@ -149,3 +159,29 @@ class Storage:
         if self.fs.exists(self.path(rel)):
             self.fs.rm(self.path(rel), recursive=True)
             self.refresh()
+
+
+@contextmanager
+def staging_dir(final_dir: str) -> Iterator[str]:
+    """A hidden temporary folder beside `final_dir` (same filesystem, so `replace_tree` is a
+    rename); removed on exit, whatever happened."""
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f"{TMP_PREFIX}{uuid.uuid4().hex}-{os.path.basename(final_dir)}")
+    os.makedirs(tmp)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_tree(staged: str, final_dir: str) -> None:
+    """Put the folder `staged` in place of `final_dir` (local): the old tree is moved aside first
+    and removed only after the new one is in place."""
+    aside = None
+    if os.path.exists(final_dir):
+        aside = f"{staged}.old"
+        os.replace(final_dir, aside)
+    os.replace(staged, final_dir)
+    if aside:
+        shutil.rmtree(aside, ignore_errors=True)

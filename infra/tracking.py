@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -44,6 +46,21 @@ def client():
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
     mlflow.set_tracking_uri(tracking_uri())
     return mlflow.MlflowClient(tracking_uri())
+
+
+@contextmanager
+def ends_failed_on_error(run_id: str) -> Iterator[None]:
+    """A job's MLflow run ends FAILED (KILLED on Ctrl-C) when the job raises; otherwise it would
+    show RUNNING forever. The job's own error is what the user needs, so a tracking error while
+    marking the run is not allowed to replace it."""
+    try:
+        yield
+    except BaseException as e:
+        try:
+            client().set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        except Exception:  # noqa: BLE001 - see the docstring
+            pass
+        raise
 
 
 def experiment_id(name: str) -> str:

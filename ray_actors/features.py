@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 
 from infra.datasets import ShardBuffer, ShardedDataset, new_writer_id
+from infra.ray_cluster import apply_worker_env
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
@@ -24,6 +25,7 @@ class FeatureShardWorker:
     def __init__(self, cfg_json: str, out_url: str, torch_threads: int = 1):
         import torch
 
+        apply_worker_env()
         torch.set_num_threads(torch_threads)
         self.cfg = FeatureConfig.model_validate_json(cfg_json)
         self.front_end = LogMel(self.cfg.mel)

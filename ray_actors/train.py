@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import torch
 
 from infra.datasets import ShardedDataset
+from infra.ray_cluster import apply_worker_env
 from infra.storage import Storage
 from schemas.configs import MelConfig
 from schemas.training import TrainConfig, TrainLogistics
@@ -278,6 +279,7 @@ def _rows_from_ray() -> dict[str, list]:
 def train_loop(loop: dict) -> None:
     """Per-worker body. `loop`: config/logistics JSON, run folder URL, metadata (normalisation,
     mel config), MLflow tracking URI and run ID; in-process callers also pass `data`."""
+    apply_worker_env()  # the driver's current storage/MLflow variables (private file; no-op in-process)
     cfg = TrainConfig.model_validate_json(loop["config"])
     logistics = TrainLogistics.model_validate_json(loop["logistics"])
     rank, world, local_world = _world()

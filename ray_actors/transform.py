@@ -18,9 +18,11 @@ from collections.abc import Iterator
 import numpy as np
 
 from infra.datasets import ShardBuffer, ShardedDataset
+from infra.ray_cluster import apply_worker_env
 from infra.storage import Storage
 from schemas.transform import TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
+from tasks.errors import clean_reason
 from tasks.transform import LoadedModel, Transformer, output_key
 
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
@@ -38,12 +40,12 @@ class ClipTransformer:
     """Heavy state in __init__ (models, mel front end, vocoder); __call__ is one batch of clips."""
 
     def __init__(self, cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str], run_url: str, run_id: str,
-                 fault_marker: str | None = None, driver_env: dict[str, str] | None = None):
+                 fault_marker: str | None = None):
         import torch
 
         # The driver's storage/MLflow variables as they are now: a long-lived Ray cluster was
         # started with whatever they were then (runtime_env is fixed at ray.init).
-        os.environ.update(driver_env or {})
+        apply_worker_env()
 
         self.cfg, self.logistics = cfg, logistics
         gpu = self.logistics.use_gpu and torch.cuda.is_available()
@@ -128,11 +130,9 @@ def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, st
 def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str],
                 run_url: str, run_id: str) -> Iterator[dict]:
     """Result batches as they finish: on Ray actors, or in this process when num_actors == 0."""
-    from infra.ray_cluster import forwarded_env
     from infra.tracking import tracking_uri
 
-    env = forwarded_env() | {"MLFLOW_TRACKING_URI": tracking_uri()}
-    args = (cfg, logistics, pinned, run_url, run_id, os.environ.get("REINSTRUMENT_FAULT_ONCE"), env)
+    args = (cfg, logistics, pinned, run_url, run_id, os.environ.get("REINSTRUMENT_FAULT_ONCE"))
     n = logistics.clips_per_task
     if logistics.num_actors == 0:
         worker = ClipTransformer(*args)
@@ -144,7 +144,7 @@ def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformL
 
     from infra.ray_cluster import ensure_ray
 
-    ensure_ray()
+    ensure_ray({"MLFLOW_TRACKING_URI": tracking_uri()})
     ds = ray.data.from_items(pending, override_num_blocks=max(1, (len(pending) + n - 1) // n))
     # Ray Data gives actor pools max_restarts=-1 and max_task_retries=-1 by default: a dead actor
     # is restarted (its model reloaded) and its batch resubmitted.
@@ -160,7 +160,7 @@ def commit_batch(outputs: ShardedDataset, quarantine: ShardedDataset, batch: dic
                  run_id: str) -> tuple[int, int]:
     """One shard of output rows (and of quarantine rows), manifests last. Returns (ok, failed)."""
     good = [json.loads(r) for r, e in zip(batch["row"], batch["error"]) if not e]
-    bad = [{"source_uri": f"output_key:{k}", "source_id": k, "stage": "transform", "reason": e,
+    bad = [{"source_uri": f"output_key:{k}", "source_id": k, "stage": "transform", "reason": clean_reason(e),
             "detail": run_id, "config_hash": config_hash}
            for k, e in zip(batch["output_key"], batch["error"]) if e]
     for ds, rows in ((outputs, good), (quarantine, bad)):

@@ -39,6 +39,8 @@ class ClipConfig(StrictConfig):
     target_lufs: float = Field(-23.0, le=0, description="ITU-R BS.1770 integrated loudness")
     peak_ceiling_dbfs: float = Field(-1.0, le=0)
     silence_dbfs: float = Field(-70.0, description="a clip whose peak is below this is silent")
+    min_audible_fraction: float = Field(0.02, ge=0, le=1, description="a clip is inaudible unless this fraction "
+                                        "of it is covered by sounds of >= 100 ms above silence_dbfs in the 30 Hz-7.5 kHz band")
 
     @model_validator(mode="after")
     def _overlap_below_clip(self) -> "ClipConfig":

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
-from schemas.diffusion import SamplerConfig, WindowConfig
+from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
 # spans sigma 8.4-0.4, where standardised log-mels change domain (ENVIRONMENT.md).
@@ -25,7 +25,7 @@ class SweepConfig(StrictConfig):
     window: WindowConfig = WindowConfig()
     seed: int = 0
     vocoder_iters: int = Field(32, ge=1)
-    embedding: str = "musicnn"
+    embedding: Literal["musicnn", "musicnn-msd", "musicnn-mtt"] = "musicnn"
     reference_url: str | None = Field(None, description="clips dataset of the target domain (default: the inputs)")
     reference_domain: str | None = Field(None, description="default: the model's domain")
     reference_split: str | None = Field("train", description="reference clips' split (held apart from the inputs)")
@@ -40,4 +40,15 @@ class SweepConfig(StrictConfig):
             raise ValueError("give exactly one of t_inits and sigma_starts")
         if not (self.t_inits or self.sigma_starts) or not self.lams:
             raise ValueError("the grid is empty: need at least one t_init/sigma_start and one lambda")
+        if not self.grid():
+            raise ValueError("the grid is empty for ddib: tau_init 1 / sigma 0 has no bridge; "
+                             "expected at least one tau_init < 1 or sigma > 0")
         return self
+
+    def grid(self) -> list[WarmStartConfig]:
+        """Every grid point, validated (a bad tau_init, sigma or lambda fails here, before any work)."""
+        starts = ([{"t_init": t} for t in self.t_inits] if self.t_inits
+                  else [{"sigma_start": s} for s in self.sigma_starts])
+        if self.method == "ddib":  # a bridge needs somewhere to go: tau_init=1 / sigma 0 has no DDIB counterpart
+            starts = [s for s in starts if s.get("t_init") != 1.0 and s.get("sigma_start") != 0]
+        return [WarmStartConfig(**s, lam=lam) for lam in self.lams for s in starts]

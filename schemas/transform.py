@@ -54,7 +54,9 @@ class TransformLogistics(StrictConfig):
                                                      "fixed shape, so results never depend on batch-mates")
     clips_per_task: int = Field(4, ge=1, description="clips per actor call (and per committed shard)")
     out_url: str = Field(..., description="root; outputs go to <out_url>/runs/<run_id>/")
-    run_id: str | None = Field(None, description="default: a hash of inputs, selection, model version and config, "
+    run_id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+                               description="a plain name, [A-Za-z0-9_.-] (it becomes a folder under runs/); "
+                                           "default: a hash of inputs, selection, model version and config, "
                                                  "so a re-run of the same job resumes it")
     experiment: str = "reinstrument-transform"
     audio_examples: int = Field(3, ge=0, description="outputs logged to MLflow as audio artifacts")

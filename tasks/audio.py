@@ -79,9 +79,36 @@ def decode_audio_bytes(data: bytes) -> tuple[np.ndarray, int]:
     return (x[:, 0] if x.shape[1] == 1 else x.mean(axis=1)), int(sr)
 
 
+def wav_truncation(f: IO[bytes]) -> str | None:
+    """For a RIFF/WAVE stream: a reason if its data chunk is shorter than its header declares
+    (libsndfile silently reads what is there), else None. Leaves the stream at its start."""
+    start = f.tell()
+    head = f.read(1 << 16)
+    f.seek(0, 2)
+    size = f.tell() - start
+    f.seek(start)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        cid, n = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            have = size - (pos + 8)
+            # 0 and 0xFFFFFFFF: streaming writers that never went back to fill in the size.
+            if n not in (0, 0xFFFFFFFF) and have < n:
+                return (f"truncated WAV: the header declares {n} bytes of audio, the file holds {have}; "
+                        "expected a complete file")
+            return None
+        pos += 8 + n + (n & 1)
+    return None
+
+
 def stream_mono(f: IO[bytes], out_rate_hz: int, block_frames: int = 1 << 16) -> Iterator[np.ndarray]:
     """Decode in blocks, downmix to mono, resample with soxr (VHQ) as a stream: memory is
-    bounded by the block size, whatever the file length. Raises AudioError on NaN/inf."""
+    bounded by the block size, whatever the file length. Raises AudioError on NaN/inf and on a
+    WAV shorter than its header says."""
+    if reason := wav_truncation(f):
+        raise AudioError(reason)
     try:
         s = sf.SoundFile(f)
     except Exception as e:

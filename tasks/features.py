@@ -16,6 +16,7 @@ import torchaudio
 from schemas.configs import FeatureConfig, MelConfig
 from schemas.tables import FEATURES
 from tasks.audio import clip_spans, decode_audio_bytes, stft_num_frames
+from tasks.errors import clean_reason
 from tasks.ids import content_id
 
 
@@ -129,7 +130,7 @@ def total_stats(per_writer: dict) -> dict[str, BinStats]:
 
 def _quarantine(clip: dict, reason: str, config_hash: str) -> dict:
     return {"source_uri": clip["source_uri"], "source_id": clip["clip_id"], "stage": "features",
-            "reason": reason, "detail": "", "config_hash": config_hash}
+            "reason": clean_reason(reason), "detail": "", "config_hash": config_hash}
 
 
 def decode_all(payloads: list[bytes]) -> list:

@@ -19,6 +19,7 @@ from infra.storage import PathEscapeError, Storage, safe_relpath
 from schemas.configs import IngestConfig
 from tasks.audio import AudioError, stream_clips, stream_mono
 from tasks.clips import clip_and_hop_samples, clip_row, is_silent
+from tasks.errors import clean_reason
 from tasks.ids import content_id, split_for
 from tasks.midi import MidiError, midi_bytes, parse_midi, render, slice_midi
 
@@ -41,7 +42,7 @@ class SourceFile:
 
 def quarantine_row(source_uri: str, reason: str, config_hash: str, source_id: str = "",
                    stage: str = "ingest", detail: str = "") -> dict:
-    return dict(source_uri=source_uri, source_id=source_id, stage=stage, reason=reason,
+    return dict(source_uri=source_uri, source_id=source_id, stage=stage, reason=clean_reason(reason),
                 detail=detail, config_hash=config_hash)
 
 
@@ -52,15 +53,20 @@ def read_sidecar(storage: Storage, rel: str) -> list[dict]:
         rows = pq.read_table(io.BytesIO(data)).to_pylist()
     else:
         rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-    if rows and not {"path", "domain"} <= set(rows[0]):
+    if not rows:
+        raise ValueError(f"sidecar {rel} has no rows; expected columns path, domain[, split]")
+    if not {"path", "domain"} <= set(rows[0]):
         raise ValueError(f"sidecar {rel} has columns {sorted(rows[0])}; expected path, domain[, split]")
     return rows
 
 
-def _label(domain: str) -> str:
-    if not LABEL_RE.match(domain or ""):
+def _label(domain: object) -> str:
+    """A domain label: a plain non-empty name. None and "" are refused, never turned into "None"."""
+    if domain is None or not str(domain).strip():
+        raise QuarantineError("empty domain label; expected a plain name such as 'flute'")
+    if not LABEL_RE.match(str(domain)):
         raise QuarantineError(f"domain label {domain!r} is not a plain name; expected [A-Za-z0-9_.+-]")
-    return domain
+    return str(domain)
 
 
 def discover(storage: Storage, cfg: IngestConfig, sidecar: list[dict] | None = None,
@@ -74,7 +80,7 @@ def discover(storage: Storage, cfg: IngestConfig, sidecar: list[dict] | None = N
         for row in sidecar:
             try:
                 rel = safe_relpath(str(row["path"]))
-                entries.append((rel, _label(str(row["domain"])), row.get("split") or None))
+                entries.append((rel, _label(row["domain"]), row.get("split") or None))
             except (PathEscapeError, QuarantineError) as e:
                 refused.append((str(row.get("path")), str(e)))
     else:
@@ -87,6 +93,13 @@ def discover(storage: Storage, cfg: IngestConfig, sidecar: list[dict] | None = N
                 entries.append((rel, _label(dom), None))
             except QuarantineError as e:
                 refused.append((rel, str(e)))
+    inside = []
+    for rel, dom, split in entries:
+        if storage.escapes_root(rel):
+            refused.append((rel, "a symbolic link that resolves outside SRC; expected files inside SRC"))
+        else:
+            inside.append((rel, dom, split))
+    entries = inside
     audio_stems = {os.path.splitext(r)[0] for r, _, _ in entries if r.lower().endswith(AUDIO_EXTS)}
     out = []
     for rel, dom, split in entries:
@@ -99,7 +112,8 @@ def discover(storage: Storage, cfg: IngestConfig, sidecar: list[dict] | None = N
 
 
 def source_id(storage: Storage, src: SourceFile, config_hash: str) -> str:
-    return content_id("source", storage.sha256(src.rel), config_hash)
+    """(content, label): the same bytes under two domains are two sources, one clip set each."""
+    return content_id("source", storage.sha256(src.rel), src.domain, config_hash)
 
 
 def ingest_source(storage: Storage, src: SourceFile, cfg: IngestConfig, sid: str) -> list[dict]:
@@ -142,7 +156,8 @@ def _clips(blocks: Iterator[np.ndarray], cfg: IngestConfig, base: dict, sid: str
     if total < c.min_clip_s * sr:
         raise QuarantineError(f"too short: {total / sr:.3f} s; expected at least min_clip_s={c.min_clip_s} s")
     if not rows:
-        raise QuarantineError(f"silent: every clip peaks below {c.silence_dbfs} dBFS; expected audible audio")
+        raise QuarantineError(f"no audible content: every clip is silent, a DC offset, infrasound or sparse clicks "
+                              f"(peak or 30 Hz-7.5 kHz level below {c.silence_dbfs} dBFS); expected audible audio")
     return rows
 
 
@@ -164,6 +179,8 @@ def run_ingest(src_url: str, dest_url: str, cfg: IngestConfig, sidecar_url: str 
     from infra.progress import progress
 
     src = Storage(src_url)
+    if not src.exists(""):
+        raise FileNotFoundError(f"SRC {src_url} does not exist; expected a folder or s3:// prefix of audio/MIDI")
     dest = Storage(dest_url)
     h = cfg.config_hash()
     clips = ShardBuffer(ShardedDataset(dest.child("clips"), "clips"), h, shard_rows)
@@ -184,7 +201,9 @@ def run_ingest(src_url: str, dest_url: str, cfg: IngestConfig, sidecar_url: str 
         try:
             sid = source_id(src, s, h)
         except FileNotFoundError:
-            quar.add(quarantine_row(src.uri(s.rel), "listed in the sidecar but not found under SRC", h))
+            if src.uri(s.rel) not in done:  # quarantined once, not on every re-run
+                quar.add(quarantine_row(src.uri(s.rel), "listed in the sidecar but not found under SRC", h))
+                done.add(src.uri(s.rel))
             continue
         if sid in done:
             skipped += 1

@@ -1,19 +1,29 @@
-"""Pull a transformation run's outputs (audio, `outputs` table, manifest, run.json) from any
-storage URL to a local folder, verifying every audio file's SHA-256 against the table.
-Idempotent: a file already present with the right checksum is not fetched again."""
+"""Pull a transformation run (audio, `outputs` table, run.json) from any storage URL to a local
+folder. Only what the outputs table's commits list is copied, and every object is verified: audio
+against the table's SHA-256, table shards against their commit's SHA-256.
+
+All or nothing: the new tree is assembled in a temporary folder beside DEST and moved into place
+only once every object is verified, so a failed pull (a deleted or changed object, a dropped
+connection) leaves DEST as it was. A re-pull checks every source object again (S3 ETag or local
+size and mtime, recorded by the last pull): an unchanged object already in DEST is reused, a
+changed one is fetched and verified, so a changed source cannot hide behind an old local copy."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 
 from infra.datasets import ShardedDataset
 from infra.progress import progress
-from infra.storage import Storage
+from infra.storage import Storage, replace_tree, staging_dir
+from schemas.manifest import COMMITS_DIR
+
+STATE = ".pull-state.json"  # rel -> source fingerprint of the last verified pull
 
 
 class ChecksumError(ValueError):
-    """A pulled file does not match the checksum the outputs table records."""
+    """A pulled object does not match the checksum its table or commit records."""
 
 
 @dataclass(frozen=True)
@@ -24,38 +34,59 @@ class PullResult:
     dest: str
 
 
-def _sha256_file(path: str) -> str | None:
-    if not os.path.exists(path):
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+def _fingerprint(src: Storage, rel: str) -> str:
+    try:
+        info = src.info(rel)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{src.uri(rel)} is listed by the run's outputs table but missing at the source; "
+                                "expected every committed object to exist (was it deleted?)") from None
+    return str(info.get("ETag") or info.get("etag") or f"{info.get('size')}:{info.get('mtime')}")
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def pull_run(run_url: str, dest_dir: str) -> PullResult:
-    src, dest = Storage(run_url), Storage(os.path.abspath(dest_dir))
+    src = Storage(run_url)
     outputs = ShardedDataset(src.child("outputs"), "outputs")
     if not outputs.exists():
-        raise ValueError(f"{run_url} has no outputs manifest (outputs/_manifest.json); expected a run folder "
+        raise ValueError(f"{run_url} has no outputs table (outputs/{COMMITS_DIR}/); expected a run folder "
                          "<root>/runs/<run_id> written by `reinstrument transform`")
+    manifest = outputs.manifest()
     rows = outputs.read(["output_key", "sha256"]).to_pylist()
-    fetched = skipped = 0
-    for r in progress(rows, len(rows), "pull"):
-        rel = f"audio/{r['output_key']}.flac"
-        if _sha256_file(dest.path(rel)) == r["sha256"]:
-            skipped += 1
-            continue
-        data = src.read_bytes(rel)
-        got = hashlib.sha256(data).hexdigest()
-        if got != r["sha256"]:
-            raise ChecksumError(f"{src.uri(rel)}: SHA-256 {got} does not match the outputs table's {r['sha256']}")
-        dest.write_bytes(rel, data)
-        fetched += 1
-    meta = [p for p in src.find("outputs")] + (["run.json"] if src.exists("run.json") else [])
-    for rel in sorted(meta, key=lambda p: p.endswith("_manifest.json")):  # the manifest last
-        dest.write_bytes(rel, src.read_bytes(rel))
-    sums = "".join(f"{r['sha256']}  audio/{r['output_key']}.flac\n" for r in rows)
-    dest.write_bytes("SHA256SUMS", sums.encode())
-    return PullResult(len(rows), fetched, skipped, dest.url)
+    # Every object to copy, with the SHA-256 it must have (None: checked by its own commit's list).
+    wanted = {f"audio/{r['output_key']}.flac": r["sha256"] for r in rows}
+    wanted |= {f"outputs/{e.name}": e.sha256 for e in manifest.shards}
+    wanted |= {f"outputs/{COMMITS_DIR}/{c}.json": None for c in manifest.commits}
+    if src.exists("run.json"):
+        wanted["run.json"] = None
+    final = os.path.abspath(dest_dir)
+    old = Storage(final)
+    state = json.loads(old.read_bytes(STATE)) if old.exists(STATE) else {}
+    new_state, fetched, skipped = {}, 0, 0
+    with staging_dir(final) as tmp:
+        stage = Storage(tmp)
+        for rel in progress(sorted(wanted), len(wanted), "pull"):
+            fp = _fingerprint(src, rel)
+            data = None
+            if state.get(rel) == fp and old.exists(rel):
+                data = old.read_bytes(rel)
+                if wanted[rel] is not None and _sha256(data) != wanted[rel]:
+                    data = None  # the local copy was changed: fetch again
+            audio = rel.startswith("audio/")
+            if data is None:
+                data = src.read_bytes(rel)
+                if wanted[rel] is not None and _sha256(data) != wanted[rel]:
+                    raise ChecksumError(f"{src.uri(rel)}: SHA-256 {_sha256(data)} does not match the recorded "
+                                        f"{wanted[rel]}; the source changed after it was committed")
+                fetched += audio
+            else:
+                skipped += audio
+            stage.write_bytes(rel, data)
+            new_state[rel] = fp
+        stage.write_bytes("SHA256SUMS", "".join(f"{r['sha256']}  audio/{r['output_key']}.flac\n"
+                                                for r in rows).encode())
+        stage.write_bytes(STATE, json.dumps(new_state, indent=0, sort_keys=True).encode())
+        replace_tree(tmp, final)
+    return PullResult(len(rows), fetched, skipped, final)
