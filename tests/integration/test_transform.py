@@ -298,3 +298,151 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
         for outputs in out.glob(f"nightly/*/runs/nightly-*-{model}/outputs"):
             ids += ShardedDataset.at(str(outputs), "outputs").read(["clip_id"]).column("clip_id").to_pylist()
         assert len(ids) == len(set(ids)) == 3, model  # every input exactly once per target
+
+
+def _listening(pids: set[int]) -> set[str]:
+    import psutil
+
+    return {c.laddr.ip for c in psutil.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def _our_tree() -> set[int]:
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid} | {p.pid for p in me.children(recursive=True)}
+
+
+def test_every_service_listens_on_loopback_while_a_job_runs(models, ray_local, s3_bucket):
+    """Issue 16, defect 3: while a transform runs on the local Ray (GCS, raylet, workers, agents)
+    with moto S3 in this process, every socket this process tree listens on is loopback."""
+    import threading
+
+    from flows.transform import transform_corpus
+
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.update(_listening(_our_tree()))
+            stop.wait(0.5)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        res = transform_corpus(models.clips_url, InputSelection(domain="violin", limit=2), config(seed=11),
+                               TransformLogistics(num_actors=2, clips_per_task=1, out_url=f"s3://{s3_bucket}/lo"))
+    finally:
+        stop.set()
+        t.join()
+    assert res["transformed"] == 2
+    assert len(seen) >= 1, "no listening socket was seen (the watcher is broken)"
+    assert seen <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, f"listening beyond loopback: {seen}"
+
+
+SENTINEL_JOB = """
+import json, os, sys
+import ray
+from infra.ray_cluster import ensure_ray
+from infra.storage import Storage
+from flows.transform import transform_corpus
+from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+clips, bucket, key_id, secret, token, late = sys.argv[1:7]
+sentinels = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "MLFLOW_TRACKING_TOKEN": token}
+if late == "late":   # Ray starts before any credential exists (a job without S3 ran first)
+    for k in sentinels:
+        os.environ.pop(k, None)
+    ensure_ray()
+os.environ.update(sentinels)
+cfg = TransformConfig(model="models:/reinstrument-flute@champion", warm=WarmStartConfig(t_init=0.6, lam=1.0),
+                      sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16),
+                      vocoder_iters=4, seed=13)
+res = transform_corpus(clips, InputSelection(domain="violin", limit=2), cfg,
+                       TransformLogistics(num_actors=1, clips_per_task=1, out_url=f"s3://{bucket}/{late}"))
+# A plain Ray task that does not run any of our code first, as Ray Data's own file listing does.
+listed = ray.get(ray.remote(lambda url: len(Storage(url).find())).remote(f"s3://{bucket}/{late}"))
+print(json.dumps({"transformed": res["transformed"], "listed": listed,
+                  "session": ray._private.worker._global_node.get_session_dir_path()}))
+"""
+
+
+@pytest.mark.parametrize("when", ["early", "late"])
+def test_secrets_are_never_written_and_reach_workers_set_after_ray_started(models, s3_bucket, tmp_path, when):
+    """Issue 16, defect 2, in a fresh process with its own Ray. `early`: the sentinel credentials
+    are in the environment when Ray starts; `late`: Ray starts without any and the job sets them
+    after. Either way the workers reach S3 (the actors and a bare Ray task), and the sentinels are
+    in no file under Ray's session folder, MLflow's store, Prefect's home or the outputs."""
+    import json
+    import uuid
+
+    sentinels = [f"AKIASENTINEL{uuid.uuid4().hex[:8].upper()}", f"sentinel-secret-{uuid.uuid4().hex}",
+                 f"sentinel-token-{uuid.uuid4().hex}"]
+    env = dict(os.environ, REINSTRUMENT_PROGRESS="0", RAY_ADDRESS="", PREFECT_HOME=str(tmp_path / "prefect-home"))
+    r = subprocess.run([sys.executable, "-c", SENTINEL_JOB, models.clips_url, s3_bucket, *sentinels, when],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["transformed"] == 2 and out["listed"] > 0
+    mlflow_db = os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
+    needles = [s.encode() for s in sentinels]
+    hits = []
+    for place in (out["session"], os.path.dirname(mlflow_db), str(tmp_path / "prefect-home"),
+                  os.path.expanduser("~/.prefect")):
+        for d, _, files in os.walk(place):
+            for f in files:
+                try:
+                    data = open(os.path.join(d, f), "rb").read()
+                except OSError:
+                    continue
+                hits += [os.path.join(d, f) for n in needles if n in data]
+    for k in s3_keys(s3_bucket, f"{when}/"):
+        body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=k)["Body"].read()
+        hits += [f"s3://{s3_bucket}/{k}" for n in needles if n in body]
+    assert hits == [], f"a secret was written to {hits}"
+
+
+def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_path, monkeypatch):
+    """Issue 16, defect 6: a transform, a sweep and a training that fail mid-way."""
+    import flows.sweep as sweep_mod
+    import flows.train as train_mod
+    import flows.transform as transform_mod
+    from infra import tracking
+    from schemas.sweep import SweepConfig
+
+    def boom(*a, **k):
+        raise RuntimeError("injected failure")
+
+    c = tracking.client()
+    monkeypatch.setattr(transform_mod, "run_batches", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        transform_mod.transform_corpus(models.clips_url, InputSelection(domain="violin", limit=1), config(seed=12),
+                                       TransformLogistics(num_actors=0, out_url=str(tmp_path / "t"), run_id="fails"))
+    assert not (tmp_path / "t/runs/fails").exists()
+    exp = c.get_experiment_by_name("reinstrument-transform").experiment_id
+    run = c.search_runs([exp], "attributes.run_name = 'fails'")[0]
+    assert run.info.status == "FAILED"
+
+    monkeypatch.setattr(sweep_mod, "make_embedding", boom)
+    cfg = SweepConfig(model="models:/reinstrument-flute@champion", t_inits=(0.6,), lams=(1.0,),
+                      sampler=SamplerConfig(steps=6), reference_split=None, reference_limit=3, vocoded_reference=False)
+    with pytest.raises(RuntimeError, match="injected"):
+        sweep_mod.sweep(models.clips_url, InputSelection(domain="violin", limit=1), cfg,
+                        TransformLogistics(num_actors=0, out_url=str(tmp_path / "s")))
+    runs = c.search_runs([c.get_experiment_by_name("reinstrument-sweep").experiment_id], "",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"
+
+    monkeypatch.setattr(train_mod, "fit", boom)
+    features_url = extract_features([models.clips_url], str(tmp_path / "f"),
+                                    FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)),
+                                    local=True)["features_url"]
+    with pytest.raises(RuntimeError, match="injected"):
+        train_mod.train_model(TrainConfig(features_url=features_url, **{**TRAIN_PRESETS["tiny"], "steps": 3,
+                                                                        "domain": "flute", "seed": 99}),
+                              TrainLogistics(num_workers=0, out_url=str(tmp_path / "train")))
+    runs = c.search_runs([c.get_experiment_by_name("reinstrument-train").experiment_id], "",
+                         order_by=["attributes.start_time DESC"], max_results=1)
+    assert runs[0].info.status == "FAILED"

@@ -1,0 +1,136 @@
+"""Mistakes that used to succeed or end in a traceback, and Prefect processes that outlived their
+command (issue 16, defects 5, 6 and 8). Each runs the real `reinstrument` command."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from infra.datasets import ShardedDataset
+from tests.conftest import tone, write_wav
+
+BIN = os.path.dirname(sys.executable)
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full = dict(os.environ, REINSTRUMENT_PROGRESS="0") | (env or {})
+    return subprocess.run([f"{BIN}/reinstrument", *args], capture_output=True, text=True, env=full, timeout=timeout)
+
+
+def one_line_error(r: subprocess.CompletedProcess, *expected: str) -> None:
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1, r.stderr
+    for text in expected:
+        assert text in err[0], err[0]
+
+
+@pytest.fixture
+def src(tmp_path):
+    for k in range(3):
+        write_wav(str(tmp_path / f"src/flute/t{k}.wav"), tone(400 + 40 * k, 2.0))
+    return tmp_path / "src"
+
+
+def test_ingest_from_a_missing_src_fails(tmp_path):
+    one_line_error(cli("ingest", str(tmp_path / "nope"), str(tmp_path / "d"), "--no-prefect"), "does not exist")
+    assert not (tmp_path / "d").exists()
+
+
+def test_features_on_an_empty_folder_fails_and_prints_no_url(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = cli("features", str(tmp_path / "empty"), "--out", str(tmp_path / "f"), "--local", "--no-prefect")
+    one_line_error(r, "not a clips dataset")
+    assert "features:" not in r.stdout + r.stderr and not (tmp_path / "f").exists()
+
+
+def test_a_run_id_that_escapes_runs_is_refused(tmp_path, src):
+    r = cli("transform", "--inputs", str(src), "--model", "models:/x/1", "--run-id", "../escaped",
+            "--out", str(tmp_path / "out"), "--no-prefect", env={"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")})
+    one_line_error(r, "run_id")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_a_sidecar_without_a_domain_column_is_one_line(tmp_path, src):
+    side = tmp_path / "side.csv"
+    side.write_text("path,label\nflute/t0.wav,flute\n")
+    one_line_error(cli("ingest", str(src), str(tmp_path / "d"), "--sidecar", str(side), "--no-prefect"),
+                   "expected path, domain")
+
+
+def test_a_model_that_does_not_exist_is_one_line(tmp_path, src):
+    env = {"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")}
+    one_line_error(cli("transform", "--inputs", str(src), "--model", "models:/reinstrument-nope@champion",
+                       "--out", str(tmp_path / "out"), "--no-prefect", env=env), "reinstrument-nope")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_on_an_empty_root_or_an_unknown_domain_is_one_line(tmp_path, src):
+    env = {"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")}
+    (tmp_path / "empty").mkdir()
+    one_line_error(cli("train", str(tmp_path / "empty"), "--domain", "flute", "--preset", "tiny", "--workers", "0",
+                       "--no-prefect", env=env), "not a feature set")
+    side = tmp_path / "side.csv"
+    side.write_text("path,domain,split\n" + "".join(f"flute/t{k}.wav,flute,train\n" for k in range(3)))
+    assert cli("ingest", str(src), str(tmp_path / "ing"), "--sidecar", str(side), "--no-prefect").returncode == 0
+    r = cli("features", str(tmp_path / "ing/clips"), "--out", str(tmp_path / "feat"), "--local", "--no-prefect")
+    assert r.returncode == 0, r.stderr
+    from ray_actors.features import feature_set_url
+    from schemas.configs import FeatureConfig
+
+    url = feature_set_url(str(tmp_path / "feat"), FeatureConfig())
+    one_line_error(cli("train", url, "--domain", "violin", "--preset", "tiny", "--workers", "0", "--no-prefect",
+                       env=env), "no train statistics", "violin")
+
+
+def test_an_s3_endpoint_that_is_down_is_one_line(tmp_path):
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
+           "AWS_MAX_ATTEMPTS": "1"}
+    one_line_error(cli("ingest", "s3://bucket/in", str(tmp_path / "d"), "--no-prefect", env=env), "127.0.0.1:9")
+
+
+def test_no_prefect_means_no_prefect(tmp_path, src):
+    """With a PREFECT_API_URL nothing answers on, any Prefect call would fail the command."""
+    r = cli("ingest", str(src), str(tmp_path / "d"), "--no-prefect", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert r.returncode == 0, r.stderr
+    assert ShardedDataset.at(str(tmp_path / "d/clips"), "clips").read(["clip_id"]).num_rows == 3
+
+
+def _uvicorn_children(proc: psutil.Process) -> list[psutil.Process]:
+    out = []
+    for p in proc.children(recursive=True):
+        try:
+            if "uvicorn" in " ".join(p.cmdline()):
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_the_temporary_prefect_api_is_on_loopback_and_dies_with_its_command(tmp_path, src):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "REINSTRUMENT_PROGRESS": "0"}
+    p = subprocess.Popen([f"{BIN}/reinstrument", "ingest", str(src), str(tmp_path / "d")], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(p.pid)
+    deadline, servers = time.time() + 120, []
+    while time.time() < deadline and not servers:
+        servers = _uvicorn_children(parent)
+        time.sleep(0.2)
+    assert servers, "no temporary Prefect API was started"
+    server = servers[0]
+    listening = []
+    while time.time() < deadline and not listening:
+        listening = [c.laddr.ip for c in server.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        time.sleep(0.2)
+    assert listening and all(ip in ("127.0.0.1", "::1") for ip in listening), listening
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    gone, alive = psutil.wait_procs([server], timeout=15)
+    assert not alive, "the temporary Prefect API outlived its command"
