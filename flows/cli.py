@@ -464,14 +464,10 @@ def _emit(rows: list[dict], title: str, out: Optional[str], mlflow_run: Optional
 
 def _fail(e: BaseException) -> None:
     """One line: what was wrong and what was expected (the exception's own message)."""
-    from pydantic import ValidationError
+    from tasks.errors import describe
 
-    from tasks.errors import clean_reason
-
-    text = (f"invalid {e.title}: " + "; ".join(f"{'.'.join(map(str, x['loc'])) or 'value'}: {x['msg']}"
-                                             for x in e.errors())) if isinstance(e, ValidationError) else str(e)
-    console.print(f"[red]error:[/red] {type(e).__name__}: {clean_reason(text, 2000)} "
-                  "(REINSTRUMENT_DEBUG=1 shows the traceback)", soft_wrap=True, highlight=False)
+    console.print(f"[red]error:[/red] {describe(e)} (REINSTRUMENT_DEBUG=1 shows the traceback)",
+                  soft_wrap=True, highlight=False)
     raise typer.Exit(1)
 
 
@@ -616,22 +612,6 @@ def demo(
     console.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()}  (then open http://127.0.0.1:5000)")
 
 
-# Errors that describe the user's input or environment (a path, a config, an endpoint, a model
-# URI): one line, not a traceback. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, TimeoutError)
-USER_ERROR_PACKAGES = ("botocore", "aiobotocore", "s3fs", "mlflow")
-
-
-def user_error(e: BaseException) -> BaseException | None:
-    """The user-facing error in `e` (a Ray task error is unwrapped to its cause), else None."""
-    cause = getattr(e, "cause", None)
-    if isinstance(cause, BaseException) and cause is not e:
-        e = cause
-    if isinstance(e, USER_ERRORS) or type(e).__module__.split(".")[0] in USER_ERROR_PACKAGES:
-        return e
-    return None
-
-
 def main() -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -641,6 +621,8 @@ def main() -> None:
         console.print("interrupted")
         sys.exit(130)
     except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
+        from tasks.errors import user_error
+
         err = user_error(e)
         if err is None or os.environ.get("REINSTRUMENT_DEBUG"):
             raise

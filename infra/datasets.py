@@ -104,6 +104,10 @@ class ShardedDataset:
 
     def manifest(self) -> DatasetManifest:
         """The fold of every visible commit (fresh listing; empty if nothing was committed)."""
+        return self._read()[0]
+
+    def _read(self) -> tuple[DatasetManifest, int]:
+        """The fold, and how many commits were folded from the log (not from a checkpoint)."""
         ids = self._commit_ids(COMMITS_DIR)
         fold = DatasetManifest(table=self.table, schema_version=SCHEMA_VERSION)
         checkpoints = self._commit_ids(CHECKPOINTS_DIR)
@@ -115,7 +119,7 @@ class ShardedDataset:
         blobs = self.storage.read_many([f"{COMMITS_DIR}/{i}.json" for i in todo])
         for i in todo:
             fold = self._fold(fold, self._validated(Commit.model_validate_json(blobs[f"{COMMITS_DIR}/{i}.json"])))
-        return fold
+        return fold, len(todo)
 
     def _validated(self, m: Commit | DatasetManifest) -> Commit | DatasetManifest:
         if m.table != self.table:
@@ -140,8 +144,8 @@ class ShardedDataset:
         c = Commit(commit_id=commit_id, table=self.table, schema_version=SCHEMA_VERSION,
                    shards=list(new_shards), extra=extra or {}, created_at=_now())
         self.storage.write_bytes(f"{COMMITS_DIR}/{commit_id}.json", c.model_dump_json(indent=1).encode())
-        m = self.manifest()
-        if len(m.commits) - len(self._checkpoint_base(m)) >= CHECKPOINT_EVERY:
+        m, from_log = self._read()
+        if from_log >= CHECKPOINT_EVERY:
             self.storage.write_bytes(f"{CHECKPOINTS_DIR}/{max(m.commits)}.json", m.model_dump_json().encode())
         return m
 
@@ -151,12 +155,6 @@ class ShardedDataset:
         blobs = self.storage.read_many([f"{COMMITS_DIR}/{i}.json" for i in commit_ids])
         return [e for i in commit_ids for e in self._validated(
             Commit.model_validate_json(blobs[f"{COMMITS_DIR}/{i}.json"])).shards]
-
-    def _checkpoint_base(self, m: DatasetManifest) -> list[str]:
-        ids = self._commit_ids(CHECKPOINTS_DIR)
-        if not ids:
-            return []
-        return DatasetManifest.model_validate_json(self.storage.read_bytes(f"{CHECKPOINTS_DIR}/{max(ids)}.json")).commits
 
     # -- shards -------------------------------------------------------------------------
     def write_shard(self, name: str, table: pa.Table, config_hash: str) -> ShardEntry:
@@ -239,7 +237,8 @@ class ShardBuffer:
         self.shard_rows = shard_rows
         self.writer_id = new_writer_id()
         self.rows: list[dict] = []
-        self.entries: list[ShardEntry] = []
+        self.entries: list[ShardEntry] = []   # written, not yet committed
+        self.shards_written = 0               # names stay unique across commits of this writer
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
@@ -249,8 +248,9 @@ class ShardBuffer:
     def flush(self) -> None:
         for k in range(0, len(self.rows), self.shard_rows):
             table = pa.Table.from_pylist(self.rows[k:k + self.shard_rows], schema=self.dataset.schema)
-            name = f"part-{self.writer_id}-{len(self.entries):05d}"
+            name = f"part-{self.writer_id}-{self.shards_written:05d}"
             self.entries.append(self.dataset.write_shard(name, table, self.config_hash))
+            self.shards_written += 1
         self.rows = []
 
     @property

@@ -108,3 +108,56 @@ def test_sigkill_mid_write_leaves_no_visible_object(tmp_path):
     st = Storage(str(tmp_path))
     assert not st.exists("shards/part-00000.parquet")
     assert st.find() == []
+
+
+def test_merge_extra_keeps_every_writers_additions():
+    from infra.datasets import merge_extra
+
+    a = {"inputs": {"x": 1}, "pieces": ["p1", "p2"], "config": {"n": 1}}
+    b = {"inputs": {"y": 2}, "pieces": ["p2", "p3"], "config": {"n": 2}}
+    assert merge_extra(a, b) == {"inputs": {"x": 1, "y": 2}, "pieces": ["p1", "p2", "p3"], "config": {"n": 2}}
+
+
+def test_a_buffer_committed_twice_never_reuses_a_shard_name(tmp_path):
+    ds = ShardedDataset.at(str(tmp_path / "f"), "features")
+    buf = ShardBuffer(ds, "h", shard_rows=2)
+    for r in _rows(3, "a"):
+        buf.add(r)
+    buf.commit()
+    for r in _rows(3, "b"):
+        buf.add(r)
+    m = buf.commit()
+    names = [s.name for s in m.shards]
+    assert len(names) == len(set(names)) == 4 and ds.read().num_rows == 6
+
+
+def test_checkpoints_are_a_shortcut_that_changes_nothing(tmp_path, monkeypatch):
+    import infra.datasets as datasets
+
+    monkeypatch.setattr(datasets, "CHECKPOINT_EVERY", 5)
+    ds = ShardedDataset.at(str(tmp_path / "f"), "features")
+    for k in range(12):
+        buf = ShardBuffer(ds, "h", shard_rows=10)
+        for r in _rows(2, f"w{k}-"):
+            buf.add(r)
+        buf.commit({"inputs": {f"k{k}": k}})
+    assert os.listdir(tmp_path / "f/_checkpoints")
+    with_cp = ds.manifest()
+    for f in os.listdir(tmp_path / "f/_checkpoints"):
+        os.remove(tmp_path / "f/_checkpoints" / f)
+    without = ds.manifest()
+    assert with_cp.commits == without.commits and with_cp.extra == without.extra
+    assert [s.name for s in with_cp.shards] == [s.name for s in without.shards]
+    assert ds.read().num_rows == 24 and len(with_cp.extra["inputs"]) == 12
+
+
+def test_a_row_added_twice_is_read_once(tmp_path):
+    ds = ShardedDataset.at(str(tmp_path / "f"), "features")
+    for _ in range(2):  # two writers add the same content-hashed rows
+        buf = ShardBuffer(ds, "h", shard_rows=10)
+        for r in _rows(3) + _rows(1):  # and one is repeated inside a shard
+            buf.add(r)
+        buf.commit()
+    assert ds.manifest().num_rows == 8
+    assert sorted(ds.read(["values"]).column("values").to_pylist()) == [[0.0] * 4, [1.0] * 4, [2.0] * 4]
+    assert ds.read(["feature_id"]).column("feature_id").to_pylist() == ["a0", "a1", "a2"]
