@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 
 from flows.data import _table_artifact
-from flows.transform import transform_corpus
+from flows.transform import CLIP_COLUMNS, select_clips, transform_corpus
 from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.settings import get_settings
@@ -31,7 +31,7 @@ from tasks.audio import decode_audio_bytes
 from tasks.metrics.embeddings import make_embedding
 from tasks.metrics.fad import cached_reference_stats, embed_set, fad
 from tasks.metrics.pitch import BasicPitch
-from tasks.metrics.sources import AudioItem, audio_items, item_ids
+from tasks.metrics.sources import AudioItem, audio_items, is_clips_dataset, item_ids
 from tasks.metrics.table import (ENHANCEMENT_METRICS, PITCH_METRICS, GridPoint, aggregate, enhancement_item_values,
                                  fad_rows, pitch_item_values)
 from tasks.plots import tradeoff_png
@@ -208,6 +208,8 @@ def sweep(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: T
           *, use_prefect_tasks: bool = False) -> dict:
     call = (lambda t, *a: t(*a)) if use_prefect_tasks else (lambda t, *a: t.fn(*a))
     _, model_name = tracking.resolve_model(cfg.model)
+    if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
+        select_clips(inputs, selection, cfg.task, False, [c for c in CLIP_COLUMNS if c != "audio_flac"])
     sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.model_dump(),
                                     "model": model_name, "config": cfg.model_dump(mode="json")})
     root = Storage(Storage(logistics.out_url).absolute_url())

@@ -134,3 +134,11 @@ def test_the_temporary_prefect_api_is_on_loopback_and_dies_with_its_command(tmp_
     p.wait()
     gone, alive = psutil.wait_procs([server], timeout=15)
     assert not alive, "the temporary Prefect API outlived its command"
+
+
+def test_a_sweep_grid_is_validated_before_any_work(tmp_path):
+    r = cli("sweep", "--inputs", str(tmp_path / "clips"), "--model", "models:/reinstrument-flute/1",
+            "--t-init", "0.5", "--t-init", "2.0", "--out", str(tmp_path / "out"), "--no-prefect",
+            env={"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")}, timeout=120)
+    one_line_error(r, "t_init", "less than or equal to 1")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "root").exists()
