@@ -119,7 +119,9 @@ def ensure_ray(extra_env: dict[str, str] | None = None) -> None:
     s = get_settings()
     address = s.ray_address or os.environ.get("RAY_ADDRESS")
     plain = {k: v for k, v in forwarded_env().items() if not is_secret(k)}
-    kwargs: dict = {"runtime_env": {"env_vars": plain | files}, "log_to_driver": False}
+    # The private files exist on this machine only: a remote cluster's nodes keep their own
+    # credential resolution (pointing them at a missing file would hide their ~/.aws).
+    kwargs: dict = {"runtime_env": {"env_vars": plain | ({} if address else files)}, "log_to_driver": False}
     with _without_secrets():
         if address:
             ray.init(address=address, **kwargs)
