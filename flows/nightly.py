@@ -58,7 +58,9 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int) -> list[dict
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
         resolved.append({"model": pinned_uri, "version": version,
-                         "t_init": t.get("t_init") or recommended_t_init(root, version, 0.5), "steps": steps})
+                         # an explicit 0.0 is a choice (plain generation), not "unset"
+                         "t_init": t["t_init"] if t.get("t_init") is not None else recommended_t_init(root, version, 0.5),
+                         "steps": steps})
     return resolved
 
 

@@ -31,7 +31,7 @@ from tasks.audio import decode_audio_bytes
 from tasks.metrics.embeddings import make_embedding
 from tasks.metrics.fad import cached_reference_stats, embed_set, fad
 from tasks.metrics.pitch import BasicPitch
-from tasks.metrics.sources import AudioItem, audio_items, is_clips_dataset, item_ids
+from tasks.metrics.sources import AudioItem, audio_items, is_clips_dataset, item_content_ids
 from tasks.metrics.table import (ENHANCEMENT_METRICS, PITCH_METRICS, GridPoint, aggregate, enhancement_item_values,
                                  fad_rows, pitch_item_values)
 from tasks.plots import tradeoff_png
@@ -62,7 +62,7 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
     emb = make_embedding(cfg.embedding, get_settings().weights_dir)
     url = cfg.reference_url or inputs
     sel = InputSelection(domain=domain, role="clean", split=cfg.reference_split, limit=cfg.reference_limit)
-    ids = item_ids(url, domain=domain, role="clean", split=cfg.reference_split, limit=cfg.reference_limit)
+    ids = item_content_ids(url, domain=domain, role="clean", split=cfg.reference_split, limit=cfg.reference_limit)
     if len(ids) < 2:
         raise ValueError(f"the reference set ({url}, domain={domain}, split={cfg.reference_split}) has {len(ids)} clips; "
                          "FAD needs a reference of the target domain")

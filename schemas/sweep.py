@@ -7,6 +7,7 @@ from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
+from schemas.transform import check_ddib_sampler
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
 # spans sigma 8.4-0.4, where standardised log-mels change domain (ENVIRONMENT.md).
@@ -40,6 +41,8 @@ class SweepConfig(StrictConfig):
             raise ValueError("give exactly one of t_inits and sigma_starts")
         if not (self.t_inits or self.sigma_starts) or not self.lams:
             raise ValueError("the grid is empty: need at least one t_init/sigma_start and one lambda")
+        if self.method == "ddib":
+            check_ddib_sampler(self.sampler)
         if not self.grid():
             raise ValueError("the grid is empty for ddib: tau_init 1 / sigma 0 has no bridge; "
                              "expected at least one tau_init < 1 or sigma > 0")

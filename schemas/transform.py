@@ -9,6 +9,14 @@ from pydantic import Field, model_validator
 from schemas.configs import StrictConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
 
+def check_ddib_sampler(sampler: SamplerConfig) -> None:
+    """DDIB integrates the probability-flow ODE up with the source model and down with the target
+    (both deterministic, so the code at sigma_N is the guide's): only Euler or Heun, no churn."""
+    if sampler.name not in ("euler", "heun") or sampler.churn > 0:
+        raise ValueError(f"ddib runs the deterministic ODE both ways with 'heun' or 'euler' and churn 0; "
+                         f"got sampler {sampler.name!r} with churn {sampler.churn:g}")
+
+
 # The guide of each task: which clips of a corpus are transformed.
 TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
 
@@ -33,6 +41,8 @@ class TransformConfig(StrictConfig):
             raise ValueError(f"source_model is only used by method 'ddib', not {self.method!r}")
         if self.method == "ddib" and self.warm.t_init == 1:
             raise ValueError("ddib with t_init=1 has no bridge to run (sigma_N = 0); use t_init < 1")
+        if self.method == "ddib":
+            check_ddib_sampler(self.sampler)
         return self
 
 

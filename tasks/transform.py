@@ -92,7 +92,7 @@ class Transformer:
             elif c.method == "ddib":
                 steps = max(1, len(warm_sigmas(c.sampler, self.edm, c.warm)) - 1)
                 out = ddib(self.source.model, self.target.model, g, self.sigma_start, steps, self.edm,
-                           rho=c.sampler.rho, sampler="heun" if c.sampler.name == "heun" else "euler")
+                           rho=c.sampler.rho, sampler=c.sampler.name)  # euler | heun (TransformConfig checks)
             else:
                 out = generate_conditional(conditioned(self.target.model, g), g, c.sampler, self.edm, noise)
         return out[:n].float().cpu()

@@ -11,7 +11,7 @@ from tasks.metrics.embeddings import Embedding
 from tasks.metrics.fad import FadResult, cached_reference_stats, embed_set, fad
 from tasks.metrics.frechet import gaussian_stats
 from tasks.metrics.pitch import DEFAULT_THRESHOLD, BasicPitch
-from tasks.metrics.sources import AudioItem, audio_items
+from tasks.metrics.sources import AudioItem, audio_items, content_key
 from tasks.metrics.table import GridPoint, PITCH_METRICS, aggregate, fad_rows, pitch_item_values
 
 
@@ -44,7 +44,7 @@ def fad_between(evaluated: SetSpec, reference: SetSpec, embedding: Embedding, *,
     build = lambda: embed_set(ref_items, embedding)  # noqa: E731
     if cache_url:
         stats, cached = cached_reference_stats(Storage(cache_url), reference_domain or reference.domain or "any",
-                                               embedding.name, [i.item_id for i in ref_items], build)
+                                               embedding.name, [content_key(i) for i in ref_items], build)
     else:
         stats, cached = gaussian_stats(build().embeddings), False
     return fad(embed_set(evaluated.items(), embedding), stats, embedding.name,

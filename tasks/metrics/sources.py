@@ -2,6 +2,7 @@
 (read only through its manifest), yielded one decoded item at a time."""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,14 @@ class AudioItem:
     audio: np.ndarray               # mono float32
     sample_rate_hz: int
     midi: bytes | None = None       # the clip's MIDI when known (clips column, or a .mid sidecar)
+
+
+def content_key(item: AudioItem) -> str:
+    """What a cache of results about `item` may be keyed by: its ID and a hash of its samples
+    (a folder's IDs are file names, which two different folders can share)."""
+    h = hashlib.sha256(np.ascontiguousarray(item.audio, np.float32).tobytes())
+    h.update(str(item.sample_rate_hz).encode())
+    return f"{item.item_id}#{h.hexdigest()[:32]}"
 
 
 def clip_matches(row: dict, domain: str | None = None, role: str | None = None, split: str | None = None) -> bool:
@@ -46,6 +55,17 @@ def item_ids(url: str, *, domain: str | None = None, role: str | None = None, sp
         ids += [r["clip_id"] for r in table.to_pylist()
                 if clip_matches(r, domain, role, split)]
     return ids[:limit]
+
+
+def item_content_ids(url: str, *, domain: str | None = None, role: str | None = None, split: str | None = None,
+                     limit: int | None = None) -> list[str]:
+    """Like `item_ids`, but unique to the content without decoding anything: a clips dataset's IDs
+    are content hashes already; a folder's file names get each file's SHA-256."""
+    ids = item_ids(url, domain=domain, role=role, split=split, limit=limit)
+    if is_clips_dataset(url):
+        return ids
+    st = Storage(url)
+    return [f"{rel}#{st.sha256(rel)}" for rel in ids]
 
 
 def audio_items(url: str, *, domain: str | None = None, role: str | None = None, split: str | None = None,

@@ -209,3 +209,27 @@ def test_item_ids_match_audio_items_without_decoding(built_corpus, tmp_path):
     for name in ("b.wav", "a.flac"):
         sf.write(tmp_path / name, np.zeros(1600, np.float32), SR)
     assert item_ids(str(tmp_path)) == [i.item_id for i in audio_items(str(tmp_path))] == ["a.flac", "b.wav"]
+
+
+def test_folders_with_the_same_file_names_never_share_reference_statistics(tmp_path, sets, musicnn):
+    """Issue 17: the cache was keyed by relative file names, so a second folder with the same
+    names silently reused the first one's statistics."""
+    import soundfile as sf
+
+    from tasks.metrics.compute import SetSpec, fad_between
+    from tasks.metrics.sources import item_content_ids, item_ids
+
+    rendered, _ = sets
+    for folder, key in (("flute", "A"), ("violin", "violin")):
+        for k, item in enumerate(rendered[key][:6]):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            sf.write(tmp_path / folder / f"clip{k}.wav", item.audio, item.sample_rate_hz)
+    assert item_ids(str(tmp_path / "flute")) == item_ids(str(tmp_path / "violin"))  # the same names
+    assert set(item_content_ids(str(tmp_path / "flute"))).isdisjoint(item_content_ids(str(tmp_path / "violin")))
+    cache = str(tmp_path / "cache")
+    evaluated = SetSpec(str(tmp_path / "flute"))
+    same, _ = fad_between(evaluated, SetSpec(str(tmp_path / "flute")), musicnn, cache_url=cache, reference_domain="x")
+    other, cached = fad_between(evaluated, SetSpec(str(tmp_path / "violin")), musicnn, cache_url=cache,
+                                reference_domain="x")
+    assert not cached
+    assert same.fad < 1.0 < 5.0 < other.fad, (same.fad, other.fad)
