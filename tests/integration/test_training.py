@@ -181,7 +181,10 @@ def test_train_flow_under_prefect_and_warm_probe(s3_features, mlflow_env, prefec
 
     res = train_flow(tiny(s3_features, steps=6, seed=3, checkpoint_every=3),
                      TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))
-    assert res["steps"] == 6 and res["model_version"]
+    from infra import tracking
+
+    latest = max(int(v.version) for v in tracking.client().search_model_versions(f"name='reinstrument-{DOMAIN}'"))
+    assert res["steps"] == 6 and res["model_version"] == str(latest)
     rows = warm_probe(f"models:/reinstrument-{DOMAIN}@champion", s3_features, "violin", [1.0, 0.0], steps=4, segments=4)
     assert [r["t_init"] for r in rows] == [1.0, 0.0]
     assert rows[0]["mean |out - guide| (normalised)"] == 0.0  # tau_init = 1 returns the guides

@@ -221,7 +221,12 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
     metrics = {(r["t_init"], r["metric"]) for r in res["rows"]}
     for t in (0.3, 0.6, 1.0):
         assert {(t, "fad"), (t, "jd"), (t, "jd_melody"), (t, "f1_midi")} <= metrics
-    assert res["recommended"]["1"]["t_init"] in (0.3, 0.6, 1.0)
+    from tasks.tradeoff import Point, recommend
+
+    by = {(r["t_init"], r["metric"]): r["mean"] for r in res["rows"]}
+    expected = recommend([Point(t, by[(t, "jd")], by[(t, "fad")]) for t in (0.3, 0.6, 1.0)])
+    assert res["recommended"]["1"]["t_init"] == expected.t_init
+    assert (res["recommended"]["1"]["jd"], res["recommended"]["1"]["fad"]) == (expected.jd, expected.fad)
     keys = s3_keys(s3_bucket, f"root/sweeps/{res['sweep_id']}/")
     assert {k.rsplit("/", 1)[1] for k in keys} >= {"metrics.parquet", "tradeoff.png", "recommendation.json", "report.html"}
     page = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"root/sweeps/{res['sweep_id']}/report/report.html")["Body"].read().decode()
