@@ -406,7 +406,7 @@ def nightly(
     inputs: str = typer.Option(..., help="Prefix to watch (folder or s3://)."),
     target: list[str] = typer.Option(..., help="Target model URI (repeat)."),
     out: str = typer.Option(None, help="Root (default DATA_ROOT); outputs under OUT/nightly/<date>/."),
-    steps: int = typer.Option(35, help="N reverse steps."),
+    steps: int = typer.Option(None, help="N reverse steps (default: the recommended operating point's, else 35)."),
     actors: int = typer.Option(2, help="Ray actors."),
 ):
     """Run the nightly job once: transform what arrived since the last successful run."""

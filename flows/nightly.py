@@ -5,7 +5,7 @@ input; a run that crashed is finished by the next one.
 
 State lives in <out>/nightly/state.json, written atomically:
   {"done": [commit IDs],       # commits of the nightly ingestion already transformed
-   "pending": {"run_date": D, "commits": [...], "targets": [pinned model, tau_init, steps]} | null}
+   "pending": {"run_date": D, "commits": [...], "targets": [pinned model, warm start, sampler]} | null}
 Each night: ingest the prefix (content-hashed sources: nothing is ingested twice); if a pending
 batch exists (a crash), finish it first under its own run IDs (committed outputs are skipped);
 then take the ingestion's commits not yet done as a new pending batch, transform it, and only then
@@ -25,7 +25,7 @@ from infra.datasets import ShardedDataset
 from infra.settings import get_settings
 from infra.storage import Storage
 from schemas.configs import IngestConfig
-from schemas.diffusion import WarmStartConfig
+from schemas.diffusion import SamplerConfig, WarmStartConfig
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes
 from tasks.ingest import run_ingest
@@ -37,44 +37,62 @@ def _read_state(root: Storage) -> dict:
     return json.loads(root.read_bytes(STATE)) if root.exists(STATE) else {"done": [], "pending": None}
 
 
-def recommended_t_init(root: Storage, model_version: str, default: float) -> float:
-    """The newest sweep's recommendation (lambda 1) for this model version, else `default`."""
+DEFAULT_T_INIT, DEFAULT_STEPS = 0.5, 35
+
+
+def recommended_point(root: Storage, model_version: str) -> dict | None:
+    """The newest sweep's operating point for this model version (flows/sweep.operating_point:
+    tau_init or sigma, lambda and sampler settings), else None."""
     best = None
     for rel in root.find("sweeps"):
         if rel.endswith("recommendation.json"):
             rec = json.loads(root.read_bytes(rel))
-            if rec.get("model_version") == model_version and "1" in rec.get("recommended", {}):
-                stamp = rec.get("finished_at", "")
-                if best is None or stamp > best[0]:
-                    best = (stamp, rec["recommended"]["1"].get("t_init", default))
-    return default if best is None else float(best[1])
+            if rec.get("model_version") == model_version and rec.get("operating_point"):
+                if best is None or rec.get("finished_at", "") > best.get("finished_at", ""):
+                    best = rec
+    return None if best is None else best["operating_point"]
 
 
-def resolve_targets(targets: list[dict], root: Storage, steps: int) -> list[dict]:
-    """Pin each target's model version and tau_init now: a batch is finished, after a crash, with
-    exactly the settings it started with (other settings would give other output keys, so a
-    committed input would be transformed twice)."""
+def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None) -> list[dict]:
+    """Pin each target's model version and operating point now: a batch is finished, after a crash,
+    with exactly the settings it started with (other settings would give other output keys, so a
+    committed input would be transformed twice). A target's own `t_init` (0.0 included: plain
+    generation is a choice) wins, with `lam` (default 1); else the newest sweep's operating point
+    is applied whole; else tau_init 0.5, lambda 1. `steps` overrides the sampler's N."""
     resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
-        resolved.append({"model": pinned_uri, "version": version,
-                         # an explicit 0.0 is a choice (plain generation), not "unset"
-                         "t_init": t["t_init"] if t.get("t_init") is not None else recommended_t_init(root, version, 0.5),
-                         "steps": steps})
+        point = None if t.get("t_init") is not None else recommended_point(root, version)
+        if point is None:
+            warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
+            sampler = SamplerConfig(steps=steps or DEFAULT_STEPS)
+        else:
+            warm = {k: point[k] for k in ("t_init", "sigma_start", "lam") if k in point}
+            sampler = SamplerConfig(**point["sampler"])
+            sampler = sampler.model_copy(update={"steps": steps}) if steps else sampler
+        WarmStartConfig(**warm)  # validated now, not mid-batch
+        resolved.append({"model": pinned_uri, "version": version, "warm": warm,
+                         "sampler": sampler.model_dump(mode="json")})
     return resolved
+
+
+def _label(t: dict) -> str:
+    w, s = t["warm"], t["sampler"]
+    x = f"τ {w['t_init']:g}" if w.get("t_init") is not None else f"σ {w['sigma_start']:g}"
+    churn = f", S_churn {s['churn']:g}" if s.get("churn") else ""
+    return f"{x}, λ {w['lam']:g}, {s['name']} {s['steps']}{churn}"
 
 
 def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: list[dict], root: Storage,
                 logistics: TransformLogistics) -> list[dict]:
     done = []
     for t in resolved:
-        cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(t_init=t["t_init"], lam=1.0))
-        cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"steps": t["steps"]})})
+        cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(**t["warm"]), sampler=SamplerConfig(**t["sampler"]))
         name = t["version"].split("/")[0]
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url})
         res = transform_corpus(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
-        done.append({"date": run_date, "model": t["version"], "t_init": t["t_init"], "transformed": res["transformed"],
+        done.append({"date": run_date, "model": t["version"], "point": _label(t), "transformed": res["transformed"],
                      "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"]})
     return done
 
@@ -92,12 +110,12 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[s
                    ShardedDataset.at(r["outputs"], "outputs").read(["clip_id", "output_key"]).to_pylist()}) for r in runs]
     report, examples = root.child(f"nightly/{run_date}/report"), []
     for cid in sorted(guides)[:n_examples]:
-        outs = [(f"{r['model']}, τ {r['t_init']:g}",
+        outs = [(f"{r['model']}, {r['point']}",
                  Storage(r["outputs"].rsplit("/outputs", 1)[0]).read_bytes(f"audio/{keys[cid]}.flac"), True)
                 for r, keys in tables if cid in keys]
         examples.append(write_example(report, cid, decode_audio_bytes(guides[cid]["audio_flac"]), outs))
     page = render(Report(f"reinstrument-nightly {run_date}", {"input commits": str(len(commits))},
-                         {r["model"]: f"tau_init {r['t_init']:g}" for r in runs}, {}, None, runs, examples))
+                         {r["model"]: r["point"] for r in runs}, {}, None, runs, examples))
     report.write_bytes("report.html", page.encode())
     return report.uri("report.html")
 
@@ -110,7 +128,7 @@ def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLo
     return done
 
 
-def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int = 35,
+def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int | None = None,
             run_date: str | None = None, clips_per_task: int = 4) -> dict:
     root = Storage(Storage(out).absolute_url())
     clips_url = run_ingest(inputs, root.child("nightly/ingested").url, IngestConfig()).clips_url
@@ -134,7 +152,7 @@ def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, step
 
 
 @flow(name="reinstrument-nightly", log_prints=True)
-def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int = 35,
+def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int | None = None,
                  clips_per_task: int = 4) -> dict:
     """Transform what arrived under INPUTS since the last success, for each target {model, t_init?}.
     clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""

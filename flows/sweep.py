@@ -123,6 +123,20 @@ def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict
     return curves, recs
 
 
+def operating_point(cfg: SweepConfig, curves: dict[str, list]) -> dict | None:
+    """The one point to run with: the knee (tasks/tradeoff.py) of every grid point pooled over
+    lambda, with everything that produced it (tau_init or sigma, lambda, sampler settings), so a
+    consumer (the nightly job) applies it whole."""
+    xkey = "t_init" if cfg.t_inits else "sigma_start"
+    pooled = [(float(lam), Point(x, j, f)) for lam, pts in curves.items() for x, j, f in pts]
+    if not pooled:
+        return None
+    rec = recommend([p for _, p in pooled])
+    lam = next(lam for lam, p in pooled if (p.t_init, p.jd, p.fad) == (rec.t_init, rec.jd, rec.fad))
+    return {xkey: rec.t_init, "lam": lam, "jd": rec.jd, "fad": rec.fad, "rule": rec.rule,
+            "sampler": cfg.sampler.model_dump(mode="json")}
+
+
 def listening_page(cfg: SweepConfig, points: list[dict], out: Storage, recs: dict, rows: list[dict],
                    context: dict, n_examples: int = 3) -> str:
     """A few inputs' guides, every grid point's output and the true target next to the page,
@@ -179,6 +193,7 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent_run_id: st
     import datetime as dt
 
     summary = {"sweep_id": sweep_id, "model_version": context["model"], "recommended": recs,
+               "operating_point": operating_point(cfg, curves),
                "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(), "metrics_url": out.uri("metrics.parquet"),
                "plot_url": out.uri("tradeoff.png"), "report_url": report, "mlflow_run_id": parent_run_id,
                "points": len(cfg.grid())}

@@ -30,19 +30,39 @@ def test_ddib_accepts_the_deterministic_samplers(name):
     assert TransformConfig(**DDIB, sampler=SamplerConfig(name=name)).sampler.name == name
 
 
-def test_nightly_keeps_an_explicit_tau_init_of_zero(tmp_path):
+def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_explicit_zero(tmp_path):
+    """It used to turn an explicit t_init 0.0 into the recommendation (`or`), and to apply only
+    lambda 1's tau_init, dropping the lambda and sampler (churn) the sweep recommended."""
     from flows.nightly import resolve_targets
 
     root = Storage(str(tmp_path))
+    sampler = SamplerConfig(steps=35, churn=7.0, churn_sigma_min=0.5).model_dump(mode="json")
     rec = {"model_version": "reinstrument-flute/3", "finished_at": "2026-11-30T00:00:00",
-           "recommended": {"1": {"t_init": 0.65, "jd": 0.1, "fad": 3.0, "rule": "knee"}}}
+           "recommended": {"0": {"t_init": 0.65, "jd": 0.1, "fad": 3.0, "rule": "knee"}},
+           "operating_point": {"t_init": 0.65, "lam": 0.0, "jd": 0.1, "fad": 3.0, "rule": "knee", "sampler": sampler}}
     root.write_bytes("sweeps/sw-1/recommendation.json", json.dumps(rec).encode())
+    older = dict(rec, finished_at="2026-11-01T00:00:00", operating_point=dict(rec["operating_point"], t_init=0.9))
+    root.write_bytes("sweeps/sw-0/recommendation.json", json.dumps(older).encode())
     got = resolve_targets([{"model": "models:/reinstrument-flute/3", "t_init": 0.0},
                            {"model": "models:/reinstrument-flute/3"},
-                           {"model": "models:/reinstrument-violin/1"}], root, steps=12)
-    assert [t["t_init"] for t in got] == [0.0, 0.65, 0.5]
+                           {"model": "models:/reinstrument-violin/1"}], root)
+    assert got[0]["warm"] == {"t_init": 0.0, "lam": 1.0} and got[0]["sampler"]["churn"] == 0
+    assert got[1]["warm"] == {"t_init": 0.65, "lam": 0.0} and got[1]["sampler"] == sampler
+    assert got[2]["warm"] == {"t_init": 0.5, "lam": 1.0} and got[2]["sampler"]["steps"] == 35
     assert [t["version"] for t in got] == ["reinstrument-flute/3", "reinstrument-flute/3", "reinstrument-violin/1"]
-    assert {t["model"] for t in got[:2]} == {"models:/reinstrument-flute/3"} and {t["steps"] for t in got} == {12}
+    assert resolve_targets([{"model": "models:/reinstrument-flute/3"}], root, steps=12)[0]["sampler"]["steps"] == 12
+
+
+def test_the_sweeps_operating_point_is_the_knee_over_every_lambda():
+    from flows.sweep import operating_point
+
+    cfg = SweepConfig(model="models:/m/1", t_inits=(0.2, 0.5, 0.8), lams=(0.0, 1.0),
+                      sampler=SamplerConfig(churn=7.0, churn_sigma_min=0.5))
+    curves = {"0": [(0.2, 0.8, 5.0), (0.5, 0.3, 9.0), (0.8, 0.1, 30.0)],
+              "1": [(0.2, 0.9, 4.0), (0.5, 0.85, 15.0), (0.8, 0.2, 5.0)]}
+    op = operating_point(cfg, curves)
+    assert (op["t_init"], op["lam"]) == (0.8, 1.0) and op["sampler"]["churn"] == 7.0
+    assert operating_point(cfg, {}) is None
 
 
 def test_summarise_pairs_each_grid_points_jd_with_its_fad_per_lambda():
