@@ -16,6 +16,18 @@ class AudioError(ValueError):
     """A source that cannot become clips; the message is the quarantine reason."""
 
 
+def check_audio(audio: np.ndarray, what: str = "audio") -> np.ndarray:
+    """Mono float32, finite, not empty: every metric's first line of defence."""
+    x = np.asarray(audio)
+    if x.ndim != 1:
+        raise ValueError(f"{what}: need mono audio [samples], got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{what}: empty signal")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{what}: contains NaN or infinite samples")
+    return x.astype(np.float32, copy=False)
+
+
 def clip_spans(num_samples: int, clip_samples: int, hop_samples: int) -> list[tuple[int, int]]:
     """[start, end) spans of clips covering [0, num_samples): full clips every hop, plus one
     clip aligned to the end if the hops left a tail. A source shorter than a clip is one span."""

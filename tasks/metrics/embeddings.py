@@ -32,15 +32,3 @@ def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = Non
                              "(a torchvggish-style state dict; see README 'Metrics')")
         return vggish.VGGish.from_file(vggish_weights)
     raise ValueError(f"unknown embedding {name!r}; expected one of {EMBEDDINGS}")
-
-
-def check_audio(audio: np.ndarray, what: str = "audio") -> np.ndarray:
-    """Mono float32, finite, not empty: every metric's first line of defence."""
-    x = np.asarray(audio)
-    if x.ndim != 1:
-        raise ValueError(f"{what}: need mono audio [samples], got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError(f"{what}: empty signal")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{what}: contains NaN or infinite samples")
-    return x.astype(np.float32, copy=False)

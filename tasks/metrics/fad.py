@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.storage import Storage
-from tasks.audio import normalise_loudness, peak_dbfs
-from tasks.metrics.embeddings import Embedding, check_audio
+from tasks.audio import check_audio, normalise_loudness, peak_dbfs
+from tasks.metrics.embeddings import Embedding
 from tasks.metrics.frechet import GaussianStats, bootstrap_ci, fad_inf, frechet_distance, gaussian_stats
 from tasks.metrics.sources import AudioItem
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.metrics.embeddings import check_audio
+from tasks.audio import check_audio
 from tasks.metrics.tf_bundle import read_bundle
 
 SAMPLE_RATE_HZ = 16000

@@ -14,7 +14,7 @@ import librosa
 import numpy as np
 import pretty_midi
 
-from tasks.metrics.embeddings import check_audio
+from tasks.audio import check_audio
 from tasks.metrics.pitch_sets import JaccardResult, active_sets, jaccard_distance
 
 SAMPLE_RATE_HZ = 22050

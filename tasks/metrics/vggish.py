@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tasks.metrics.embeddings import check_audio
+from tasks.audio import check_audio
 
 SAMPLE_RATE_HZ = 16000
 WINDOW, HOP, N_FFT = 400, 160, 512
