@@ -38,6 +38,7 @@ from schemas.manifest import CHECKPOINTS_DIR, COMMITS_DIR, Commit, DatasetManife
 from schemas.tables import SCHEMA_VERSION, TABLE_KEYS, TABLES
 
 CHECKPOINT_EVERY = 64
+LEGACY_MANIFEST = "_manifest.json"
 
 
 def _now() -> str:
@@ -68,6 +69,16 @@ def merge_extra(base: dict, add: dict) -> dict:
     return out
 
 
+def _refuse_legacy(storage: Storage) -> bool:
+    """A dataset of the first layout (one rewritten _manifest.json) must not look empty: a writer
+    would start a second log beside it and its rows would be invisible. Returns False otherwise."""
+    if storage.exists(LEGACY_MANIFEST):
+        raise SchemaMismatchError(f"{storage.url} was written by an earlier version (one {LEGACY_MANIFEST}, schema "
+                                  f"version 1); this code reads commit logs (schema {SCHEMA_VERSION}): "
+                                  "re-create the dataset with this version")
+    return False
+
+
 class ShardedDataset:
     def __init__(self, storage: Storage, table: str):
         if table not in TABLES:
@@ -87,6 +98,7 @@ class ShardedDataset:
         st = Storage(url)
         first = next((p for p in st.find(COMMITS_DIR) if p.endswith(".json")), None)
         if first is None:
+            _refuse_legacy(st)
             raise ValueError(f"no dataset at {url}: nothing under {COMMITS_DIR}/; expected a dataset folder "
                              "(e.g. <dest>/clips written by `reinstrument ingest`)")
         return cls(st, Commit.model_validate_json(st.read_bytes(first)).table)
@@ -100,7 +112,7 @@ class ShardedDataset:
         return [p.rsplit("/", 1)[-1][:-len(".json")] for p in self.storage.find(folder) if p.endswith(".json")]
 
     def exists(self) -> bool:
-        return bool(self._commit_ids(COMMITS_DIR))
+        return bool(self._commit_ids(COMMITS_DIR)) or _refuse_legacy(self.storage)
 
     def manifest(self) -> DatasetManifest:
         """The fold of every visible commit (fresh listing; empty if nothing was committed)."""
@@ -109,6 +121,8 @@ class ShardedDataset:
     def _read(self) -> tuple[DatasetManifest, int]:
         """The fold, and how many commits were folded from the log (not from a checkpoint)."""
         ids = self._commit_ids(COMMITS_DIR)
+        if not ids:
+            _refuse_legacy(self.storage)
         fold = DatasetManifest(table=self.table, schema_version=SCHEMA_VERSION)
         checkpoints = self._commit_ids(CHECKPOINTS_DIR)
         if checkpoints:

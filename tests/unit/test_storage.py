@@ -161,3 +161,14 @@ def test_a_row_added_twice_is_read_once(tmp_path):
     assert ds.manifest().num_rows == 8
     assert sorted(ds.read(["values"]).column("values").to_pylist()) == [[0.0] * 4, [1.0] * 4, [2.0] * 4]
     assert ds.read(["feature_id"]).column("feature_id").to_pylist() == ["a0", "a1", "a2"]
+
+
+def test_a_dataset_of_the_first_layout_is_refused_not_read_as_empty(tmp_path):
+    from infra.datasets import SchemaMismatchError
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old/_manifest.json").write_text('{"table": "clips", "schema_version": "1", "shards": []}')
+    ds = ShardedDataset.at(str(tmp_path / "old"), "clips")
+    for call in (ds.exists, ds.manifest, ds.read, lambda: ShardedDataset.detect(str(tmp_path / "old"))):
+        with pytest.raises(SchemaMismatchError, match="re-create the dataset"):
+            call()
