@@ -117,14 +117,15 @@ def ensure_ray(extra_env: dict[str, str] | None = None) -> None:
     if ray.is_initialized():
         return
     s = get_settings()
-    address = s.ray_address or os.environ.get("RAY_ADDRESS")
+    address = s.ray_address or os.environ.get("RAY_ADDRESS") or None
+    local = address in (None, "local")  # "local": a new local cluster, even when one is running
     plain = {k: v for k, v in forwarded_env().items() if not is_secret(k)}
     # The private files exist on this machine only: a remote cluster's nodes keep their own
     # credential resolution (pointing them at a missing file would hide their ~/.aws).
-    kwargs: dict = {"runtime_env": {"env_vars": plain | ({} if address else files)}, "log_to_driver": False}
+    kwargs: dict = {"runtime_env": {"env_vars": plain | (files if local else {})}, "log_to_driver": False}
     with _without_secrets():
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=s.ray_num_cpus or os.cpu_count(), include_dashboard=False,
+        if local:
+            ray.init(address=address, num_cpus=s.ray_num_cpus or os.cpu_count(), include_dashboard=False,
                      **_bind_local(s.ray_host), **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
