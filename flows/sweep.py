@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 
 from flows.data import _table_artifact
-from flows.transform import CLIP_COLUMNS, select_clips, transform_corpus
+from flows.transform import check_selection, transform_corpus
 from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.settings import get_settings
@@ -224,7 +224,7 @@ def sweep(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: T
     call = (lambda t, *a: t(*a)) if use_prefect_tasks else (lambda t, *a: t.fn(*a))
     _, model_name = tracking.resolve_model(cfg.model)
     if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
-        select_clips(inputs, selection, cfg.task, False, [c for c in CLIP_COLUMNS if c != "audio_flac"])
+        check_selection(inputs, selection, cfg.task, False)
     sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.model_dump(),
                                     "model": model_name, "config": cfg.model_dump(mode="json")})
     root = Storage(Storage(logistics.out_url).absolute_url())

@@ -56,6 +56,11 @@ def select_clips(clips_url: str, selection: InputSelection, task_name: str, inge
     return rows[:selection.limit]
 
 
+def check_selection(clips_url: str, selection: InputSelection, task_name: str, ingested: bool) -> None:
+    """Raise now if the selection matches no clip (metadata only: no audio is read)."""
+    select_clips(clips_url, selection, task_name, ingested, [c for c in CLIP_COLUMNS if c != "audio_flac"])
+
+
 @task(name="prepare-transform")
 def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> dict:
     pinned = pin_models(cfg)
@@ -70,7 +75,7 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
         clips_url = run_ingest(inputs, run.child("inputs").url, ing).clips_url
     # Validated before the run is created: a selection that matches nothing leaves no run behind.
     try:
-        select_clips(clips_url, selection, cfg.task, ingested, [c for c in CLIP_COLUMNS if c != "audio_flac"])
+        check_selection(clips_url, selection, cfg.task, ingested)
     except ValueError:
         if not run.exists("run.json"):
             run.delete("")  # this invocation's ingestion of a plain folder, if any

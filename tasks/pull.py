@@ -77,8 +77,8 @@ def pull_run(run_url: str, dest_dir: str) -> PullResult:
             audio = rel.startswith("audio/")
             if data is None:
                 data = src.read_bytes(rel)
-                if wanted[rel] is not None and _sha256(data) != wanted[rel]:
-                    raise ChecksumError(f"{src.uri(rel)}: SHA-256 {_sha256(data)} does not match the recorded "
+                if wanted[rel] is not None and (got := _sha256(data)) != wanted[rel]:
+                    raise ChecksumError(f"{src.uri(rel)}: SHA-256 {got} does not match the recorded "
                                         f"{wanted[rel]}; the source changed after it was committed")
                 fetched += audio
             else:
