@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from prefect import serve
 
-from flows.nightly import nightly_flow
-from flows.sweep import sweep_t_init
+from flows.jobs import nightly_flow, sweep_t_init
 
 NIGHTLY_CRON = "0 2 * * *"
 

@@ -1,11 +1,15 @@
-"""MLflow: where runs, metrics, artifacts and registered models go. The tracking store is MLflow
-on a local sqlite file by default (MLFLOW_TRACKING_URI for a server); the artifact root is a
-local folder by default (REINSTRUMENT_MLFLOW_ARTIFACTS, e.g. s3://bucket/mlflow, with the
-endpoint from AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)."""
+"""MLflow, behind one facade: `TrackedRun` (a run: params, metrics, artifacts from bytes, tables,
+finish) and the model registry (log a model, resolve an alias once, read a model's checkpoint).
+Nothing outside infra/ touches an MlflowClient. The tracking store is MLflow on a local sqlite
+file by default (MLFLOW_TRACKING_URI for a server); the artifact root is a local folder by
+default (REINSTRUMENT_MLFLOW_ARTIFACTS, e.g. s3://bucket/mlflow, with the endpoint from
+AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +20,11 @@ import mlflow.pyfunc
 import numpy as np
 
 from infra.settings import get_settings
+from infra.storage import Storage
 
 CHAMPION = "champion"
 PIP_REQUIREMENTS = ["reinstrument", "torch==2.11.0", "torchaudio==2.11.0"]
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 
 
 def local_root() -> Path:
@@ -40,27 +46,15 @@ def artifact_root() -> str:
     return os.environ.get("REINSTRUMENT_MLFLOW_ARTIFACTS") or (local_root() / "mlartifacts").as_uri()
 
 
-def client():
-    # The S3 artifact store reads MLFLOW_S3_ENDPOINT_URL; default it to the AWS endpoint.
+def client() -> mlflow.MlflowClient:
+    """The raw client, for infra/ and tests only. MLflow's S3 artifact store reads
+    MLFLOW_S3_ENDPOINT_URL alone, so it follows AWS_ENDPOINT_URL unless set on its own."""
     if os.environ.get("AWS_ENDPOINT_URL") and not os.environ.get("MLFLOW_S3_ENDPOINT_URL"):
         os.environ["MLFLOW_S3_ENDPOINT_URL"] = os.environ["AWS_ENDPOINT_URL"]
-    mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.MlflowClient(tracking_uri())
-
-
-@contextmanager
-def ends_failed_on_error(run_id: str) -> Iterator[None]:
-    """A job's MLflow run ends FAILED (KILLED on Ctrl-C) when the job raises; otherwise it would
-    show RUNNING forever. The job's own error is what the user needs, so a tracking error while
-    marking the run is not allowed to replace it."""
-    try:
-        yield
-    except BaseException as e:
-        try:
-            client().set_terminated(run_id, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        except Exception:  # noqa: BLE001 - see the docstring
-            pass
-        raise
+    uri = tracking_uri()
+    if mlflow.get_tracking_uri() != uri:
+        mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
 
 
 def experiment_id(name: str) -> str:
@@ -83,6 +77,98 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+class TrackedRun:
+    """One MLflow run, as every job uses it: start (or resume by ID), params from a config,
+    metrics, artifacts from bytes or a storage folder, a metrics table, finish. As a context
+    manager it ends FAILED (KILLED on Ctrl-C) when the job raises, FINISHED never implicitly:
+    a job says when it is done (`finish`), so a resumable job can leave its run open."""
+
+    def __init__(self, run_id: str):
+        self.id = run_id
+
+    @classmethod
+    def start(cls, experiment: str, name: str, *, tags: dict[str, str] | None = None,
+              parent: str | None = None) -> "TrackedRun":
+        tags = dict(tags or {}) | ({"mlflow.parentRunId": parent} if parent else {})
+        return cls(client().create_run(experiment_id(experiment), run_name=name, tags=tags).info.run_id)
+
+    def params(self, values: dict) -> "TrackedRun":
+        """Nested dicts are flattened ('edm.sigma_data'); values are cut to MLflow's limit."""
+        c = client()
+        for k, v in flatten(values).items():
+            c.log_param(self.id, k, v[:MAX_PARAM_CHARS])
+        return self
+
+    def metrics(self, values: dict[str, float | None], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in values.items() if v is not None]
+        for i in range(0, len(batch), 1000):  # MLflow's limit per log_batch call
+            client().log_batch(self.id, metrics=batch[i:i + 1000])
+
+    def tag(self, key: str, value: str) -> None:
+        client().set_tag(self.id, key, value)
+
+    def tags(self) -> dict[str, str]:
+        return client().get_run(self.id).data.tags
+
+    def artifact(self, name: str, data: bytes, folder: str | None = None) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            client().log_artifact(self.id, str(path), folder)
+
+    def artifacts_from(self, storage: Storage, prefix: str, folder: str) -> None:
+        """Every object under `prefix` of a storage folder, keeping its relative layout."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for rel in storage.find(prefix):
+                path = Path(tmp) / Path(rel).relative_to(prefix)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(storage.read_bytes(rel))
+            if any(Path(tmp).iterdir()):
+                client().log_artifacts(self.id, tmp, folder)
+
+    def table(self, rows: list[dict], artifact_name: str = "metrics.parquet") -> None:
+        """A `metrics` table: each row as a metric named after what it is (`fad_musicnn-msd`,
+        `jd`, ... with `_ci_low`/`_ci_high`; grid coordinates appended when the table spans
+        several points) and the whole table as a Parquet artifact."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from schemas.tables import METRICS
+
+        points = {(r["method"], r["task"], r["t_init"], r["sigma_start"], r["lam"]) for r in rows}
+        values: dict[str, float | None] = {}
+        for r in rows:
+            name = r["metric"] + (f"_{r['embedding']}" if r["embedding"] else "")
+            if len(points) > 1:
+                coords = {"t": r["t_init"], "s": r["sigma_start"], "l": r["lam"]}
+                name += "/" + "_".join([r["method"], r["task"]] + [f"{k}{v:g}" for k, v in coords.items() if v is not None])
+            values |= {name: r["mean"], f"{name}_ci_low": r["ci_low"], f"{name}_ci_high": r["ci_high"]}
+        self.metrics(values)
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), buf)
+        self.artifact(artifact_name, buf.getvalue())
+
+    def finish(self, status: str = "FINISHED") -> None:
+        client().set_terminated(self.id, status)
+
+    @contextmanager
+    def failed_on_error(self) -> Iterator["TrackedRun"]:
+        """Ends the run FAILED (KILLED on Ctrl-C) if the block raises; otherwise it would show
+        RUNNING forever. The job's own error is what the user needs, so a tracking error while
+        marking the run is not allowed to replace it."""
+        try:
+            yield self
+        except BaseException as e:
+            try:
+                self.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass
+            raise
+
+
 class MetricLogger:
     """Batched metric logging to one run, usable from a Ray worker (plain tracking URI + run ID)."""
 
@@ -90,44 +176,52 @@ class MetricLogger:
         self.client, self.run_id = mlflow.MlflowClient(uri), run_id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
-def log_denoiser(run_id: str, checkpoint: bytes, n_mels: int, registered_name: str | None,
-                 conditional: bool = False):
-    """Log the checkpoint as an MLflow pyfunc model (frames dimension free) and register it.
-    The model is logged from code (infra/mlflow_model.py), not as a pickled object."""
+# -- the model registry ---------------------------------------------------------------------
+CHECKPOINT_ARTIFACT = "model.pt"
+
+
+def log_model(run: TrackedRun, checkpoint: bytes, *, code: Path, artifact: str, n_bins: int,
+              conditional: bool, registered_name: str | None) -> str:
+    """Log a checkpoint as an MLflow pyfunc model logged from code (`code`: the python model file,
+    which lives above tasks/; no pickled objects) with a signature whose frame axis is free, and
+    register it. Returns the new version ('' when not registered)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     client()
-    mel_spec = lambda name=None: TensorSpec(np.dtype(np.float32), (-1, n_mels, -1), name)  # noqa: E731
-    inputs = Schema([mel_spec("x"), mel_spec("cond")] if conditional else [mel_spec()])
-    sig = ModelSignature(inputs=inputs,
-                         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_mels, -1))]),
-                         params=ParamSchema([ParamSpec("sigma", "double", 1.0)]))
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id), warnings.catch_warnings():
+    spec = lambda name=None: TensorSpec(np.dtype(np.float32), (-1, n_bins, -1), name)  # noqa: E731
+    sig = ModelSignature(inputs=Schema([spec("x"), spec("cond")] if conditional else [spec()]),
+                         outputs=Schema([spec()]), params=ParamSchema([ParamSpec("sigma", "double", 1.0)]))
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run.id), warnings.catch_warnings():
         # The signature is given explicitly (tensor specs with free frame counts); MLflow's advice
         # to add an input example / predict type hints does not apply.
         warnings.filterwarnings("ignore", message=".*input example.*")
         warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        path = Path(tmp) / "model.pt"
+        path = Path(tmp) / CHECKPOINT_ARTIFACT
         path.write_bytes(checkpoint)
-        return mlflow.pyfunc.log_model(name="denoiser", python_model=str(Path(__file__).with_name("mlflow_model.py")), artifacts={"checkpoint": str(path)},
+        info = mlflow.pyfunc.log_model(name=artifact, python_model=str(code), artifacts={"checkpoint": str(path)},
                                        signature=sig, pip_requirements=PIP_REQUIREMENTS,
                                        registered_model_name=registered_name)
+    return str(info.registered_model_version or "")
 
 
-def load_denoiser(model_uri: str):
-    """(EDMPrecond, metadata) from e.g. 'models:/reinstrument-flute@champion'."""
+def model_checkpoint(model_uri: str) -> bytes:
+    """The checkpoint bytes of a logged model (models:/name/version, models:/name@alias, runs:/…),
+    read as a file: the model's python code is not executed to load it."""
     client()
-    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
-    return wrapper.model, wrapper.metadata
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        found = list(local.rglob(CHECKPOINT_ARTIFACT))
+        if len(found) != 1:
+            raise ValueError(f"{model_uri} is not a reinstrument model (expected one {CHECKPOINT_ARTIFACT} artifact, "
+                             f"found {len(found)})")
+        return found[0].read_bytes()
 
 
 def registered_name(domain: str, cond_domain: str | None = None) -> str:
@@ -156,36 +250,18 @@ def resolve_model(uri: str) -> tuple[str, str]:
     return f"models:/{name}/{version}", f"{name}/{version}"
 
 
-def champion_version(name: str):
+def champion_version(name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
-        return client().get_model_version_by_alias(name, CHAMPION)
+        return str(client().get_model_version_by_alias(name, CHAMPION).version)
     except MlflowException:
         return None
 
 
-def log_metrics_table(run_id: str, rows: list[dict], artifact_name: str = "metrics.parquet") -> None:
-    """Log a `metrics` table to one MLflow run: each row as a metric named after what it is
-    (`fad_musicnn-msd`, `jd`, ... with `_ci_low`/`_ci_high`; grid coordinates appended when the
-    table spans several points) and the whole table as a Parquet artifact."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def set_champion(name: str, version: str) -> None:
+    client().set_registered_model_alias(name, CHAMPION, version)
 
-    from schemas.tables import METRICS
 
-    c = client()
-    points = {(r["method"], r["task"], r["t_init"], r["sigma_start"], r["lam"]) for r in rows}
-    for r in rows:
-        name = r["metric"] + (f"_{r['embedding']}" if r["embedding"] else "")
-        if len(points) > 1:
-            coords = {"t": r["t_init"], "s": r["sigma_start"], "l": r["lam"]}
-            name += "/" + "_".join([r["method"], r["task"]] + [f"{k}{v:g}" for k, v in coords.items() if v is not None])
-        c.log_metric(run_id, name, r["mean"])
-        for bound in ("ci_low", "ci_high"):
-            if r[bound] is not None:
-                c.log_metric(run_id, f"{name}_{bound}", r[bound])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, artifact_name)
-        pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), path)
-        c.log_artifact(run_id, path)
+def tag_model_version(name: str, version: str, key: str, value: str) -> None:
+    client().set_model_version_tag(name, version, key, value)

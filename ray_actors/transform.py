@@ -23,16 +23,18 @@ from infra.storage import Storage
 from schemas.transform import TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
 from tasks.errors import clean_reason
-from tasks.transform import LoadedModel, Transformer, output_key
+from infra.tracking import model_checkpoint
+from schemas.records import RunLayout
+from tasks.builders import LoadedModel, load_model
+from tasks.transform import Transformer, output_key
 
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
 
 
 def load_models(cfg: TransformConfig, pinned: dict[str, str]) -> tuple[LoadedModel, LoadedModel | None]:
-    from infra.tracking import load_denoiser
-
-    target = LoadedModel(*load_denoiser(pinned["model_uri"]), pinned["model"])
-    source = LoadedModel(*load_denoiser(pinned["source_uri"]), pinned["source_model"]) if cfg.source_model else None
+    """The run's pinned versions, read from the registry as checkpoint files (tasks/builders)."""
+    target = load_model(model_checkpoint(pinned["model_uri"]), pinned["model"])
+    source = load_model(model_checkpoint(pinned["source_uri"]), pinned["source_model"]) if cfg.source_model else None
     return target, source
 
 
@@ -99,7 +101,7 @@ class ClipTransformer:
                 continue
             t0 = time.perf_counter()
             y, _, _ = normalise_loudness(out.audio, out.sample_rate_hz, OUTPUT_LUFS, OUTPUT_PEAK_DBFS)
-            rel = f"audio/{key}.flac"
+            rel = RunLayout.audio(key)
             flac = encode_flac(y, out.sample_rate_hz)
             self.run.write_bytes(rel, flac)
             row = self._row(batch, i, key, rel, y, out.sample_rate_hz, out.seconds_spent + time.perf_counter() - t0)
@@ -113,7 +115,7 @@ class ClipTransformer:
         opt = lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v)  # noqa: E731
         return {"output_key": key, "run_id": self.run_id, "clip_id": str(batch["clip_id"][i]),
                 "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
-                "target_domain": tr.target.meta.get("domain"), "model": self.pinned["model"],
+                "target_domain": tr.target.card.domain, "model": self.pinned["model"],
                 "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
                 "t_init": c.warm.t_init, "sigma_start": tr.sigma_start, "lam": c.warm.lam,
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from schemas.configs import StrictConfig
 
@@ -110,15 +110,27 @@ class SamplerConfig(StrictConfig):
     name: Literal["euler", "heun", "dpmpp_2m"] = "heun"
     steps: int = Field(35, ge=1, description="N: reverse steps on the full grid")
     rho: float = Field(7.0, gt=0)
-    churn: float = Field(0.0, ge=0, description="S_churn of EDM Algorithm 2 (heun only)")
-    churn_sigma_min: float = Field(0.0, ge=0)
-    churn_sigma_max: float = Field(float("inf"), ge=0)
-    churn_noise: float = Field(1.0, gt=0, description="S_noise")
+    # EDM's names (Karras et al. 2022, Algorithm 2), as EDM and k-diffusion expose them. The names
+    # before issue 17 (churn, churn_sigma_min, ...) are still read, so older recommendation.json
+    # files and nightly states load.
+    S_churn: float = Field(0.0, ge=0, validation_alias=AliasChoices("S_churn", "churn"),
+                           description="total churn over the N steps: gamma_i = min(S_churn/N, sqrt(2)-1) (heun only)")
+    S_tmin: float = Field(0.0, ge=0, validation_alias=AliasChoices("S_tmin", "churn_sigma_min"),
+                          description="churn only at sigma >= S_tmin")
+    S_tmax: float = Field(float("inf"), ge=0, validation_alias=AliasChoices("S_tmax", "churn_sigma_max"),
+                          description="churn only at sigma <= S_tmax")
+    S_noise: float = Field(1.0, gt=0, validation_alias=AliasChoices("S_noise", "churn_noise"),
+                           description="scale of the churn noise")
+
+    @field_validator("S_tmax", mode="before")
+    @classmethod
+    def _no_upper_bound(cls, v):  # JSON has no infinity: pydantic writes it as null
+        return float("inf") if v is None else v
 
     @model_validator(mode="after")
     def _churn_heun_only(self) -> "SamplerConfig":
-        if self.churn > 0 and self.name != "heun":
-            raise ValueError(f"churn is EDM Algorithm 2 (heun); sampler {self.name!r} takes churn=0")
+        if self.S_churn > 0 and self.name != "heun":
+            raise ValueError(f"churn is EDM Algorithm 2 (heun); sampler {self.name!r} takes S_churn=0")
         return self
 
 
@@ -155,3 +167,10 @@ class WindowConfig(StrictConfig):
             raise ValueError(f"overlap_frames={self.overlap_frames} must be at most half of "
                              f"window_frames={self.window_frames}")
         return self
+
+
+class ModelConfig(StrictConfig):
+    """A denoiser's architecture: the U-Net and the EDM preconditioning (what a checkpoint names)."""
+
+    unet: UNetConfig
+    edm: EDMConfig = EDMConfig()

@@ -12,9 +12,9 @@ from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
 def check_ddib_sampler(sampler: SamplerConfig) -> None:
     """DDIB integrates the probability-flow ODE up with the source model and down with the target
     (both deterministic, so the code at sigma_N is the guide's): only Euler or Heun, no churn."""
-    if sampler.name not in ("euler", "heun") or sampler.churn > 0:
+    if sampler.name not in ("euler", "heun") or sampler.S_churn > 0:
         raise ValueError(f"ddib runs the deterministic ODE both ways with 'heun' or 'euler' and churn 0; "
-                         f"got sampler {sampler.name!r} with churn {sampler.churn:g}")
+                         f"got sampler {sampler.name!r} with churn {sampler.S_churn:g}")
 
 
 # The guide of each task: which clips of a corpus are transformed.

@@ -1,7 +1,10 @@
 """Listening examples for the static reports (tasks/report.py): copy an input's guide, its
 outputs and (when known) its true target next to the page, and draw their log-mel
-spectrograms side by side. Paths in the returned `Example` are relative to the report folder."""
+spectrograms side by side, and build the page (`write_page`, for sweeps and nightly runs alike).
+Paths in the returned `Example` are relative to the report folder."""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,7 +14,7 @@ from schemas.configs import MelConfig
 from tasks.audio import decode_audio_bytes, encode_flac
 from tasks.features import LogMel
 from tasks.plots import spectrograms_png
-from tasks.report import Example
+from tasks.report import Example, Report, render
 
 
 def write_example(report: Storage, clip_id: str, guide: tuple[np.ndarray, int], outputs: list[tuple[str, bytes, bool]],
@@ -43,3 +46,25 @@ def write_example(report: Storage, clip_id: str, guide: tuple[np.ndarray, int], 
                                                             frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples,
                                                             f_max_hz=mel.f_max_hz))
     return Example(clip_id, f"audio/{stem}-guide.flac", players, f"spec/{stem}.png", target_rel)
+
+
+@dataclass
+class ListeningInput:
+    """One input of a listening page: its guide, each method's or grid point's output as
+    (label, FLAC bytes, draw its spectrogram), and the true target where known."""
+    clip_id: str
+    guide: tuple[np.ndarray, int]
+    outputs: list[tuple[str, bytes, bool]]
+    target: tuple[np.ndarray, int] | None = None
+
+
+def write_page(report: Storage, title: str, params: dict, models: dict, recommendation: dict, table: list[dict],
+               inputs: list[ListeningInput], curves_png: bytes | None = None) -> str:
+    """The one report builder (sweep, nightly): examples, curves and page into `report`; its URI."""
+    examples = [write_example(report, x.clip_id, x.guide, x.outputs, x.target) for x in inputs]
+    if curves_png is not None:
+        report.write_bytes("tradeoff.png", curves_png)
+    page = render(Report(title, params, models, recommendation, "tradeoff.png" if curves_png is not None else None,
+                         table, examples))
+    report.write_bytes("report.html", page.encode())
+    return report.uri("report.html")

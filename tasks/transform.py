@@ -17,24 +17,13 @@ import librosa
 import numpy as np
 import torch
 
-from schemas.configs import MelConfig
 from schemas.transform import TransformConfig
-from tasks.diffusion.bridges import ddib
-from tasks.diffusion.conditional import conditioned, generate_conditional
+from tasks.builders import LoadedModel, make_method, make_vocoder
 from tasks.diffusion.noise import ItemNoise
-from tasks.diffusion.precond import EDMPrecond
 from tasks.diffusion.train_data import denormalise, normalise
-from tasks.diffusion.vocoder import make_vocoder
-from tasks.diffusion.warm import warm_sigmas, warm_transform
+from tasks.diffusion.warm import warm_sigmas
 from tasks.diffusion.windows import transform_long
 from tasks.features import LogMel
-
-
-@dataclass
-class LoadedModel:
-    model: EDMPrecond
-    meta: dict            # normalisation statistics, mel config, domain (tasks.diffusion.checkpoint)
-    name: str             # registered name/version, e.g. "reinstrument-flute/3"
 
 
 @dataclass(frozen=True)
@@ -54,17 +43,8 @@ class Transformer:
     def __init__(self, cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None, *,
                  batch_windows: int = 8, device: str = "cpu", bf16: bool = False):
         self.cfg, self.target, self.source = cfg, target, source
-        self.mel = MelConfig(**target.meta["mel"])
-        if cfg.method == "ddib":
-            if source is None:
-                raise ValueError("ddib needs the source model")
-            if source.meta["mel"] != target.meta["mel"]:
-                raise ValueError(f"ddib: source and target models use different mel configs "
-                                 f"({source.meta['mel']} vs {target.meta['mel']})")
-        is_cond = target.model.net.cfg.cond_channels > 0
-        if (cfg.method == "conditional") != is_cond:
-            raise ValueError(f"method {cfg.method!r} needs {'a conditional' if cfg.method == 'conditional' else 'an unconditional'} "
-                             f"model, but {target.name} is {'conditional' if is_cond else 'unconditional'}")
+        self.mel = target.card.mel
+        self.method = make_method(cfg, target, source)  # checks the models against the method
         self.device = torch.device(device)
         for m in (target, source):
             if m is not None:
@@ -85,23 +65,12 @@ class Transformer:
         fill = lambda t: torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]).to(self.device)  # noqa: E731
         g, eps = fill(guide), fill(start_noise)
         noise = ItemNoise(noise.seeds + [0] * pad, device=self.device)
-        c = self.cfg
         with torch.no_grad(), self.autocast:
-            if c.method == "warm_init":
-                out = warm_transform(self.target.model, g, c.sampler, self.edm, c.warm, noise, start_noise=eps)
-            elif c.method == "ddib":
-                steps = max(1, len(warm_sigmas(c.sampler, self.edm, c.warm)) - 1)
-                out = ddib(self.source.model, self.target.model, g, self.sigma_start, steps, self.edm,
-                           rho=c.sampler.rho, sampler=c.sampler.name)  # euler | heun (TransformConfig checks)
-            else:
-                out = generate_conditional(conditioned(self.target.model, g), g, c.sampler, self.edm, noise)
+            out = self.method(g, eps, noise)
         return out[:n].float().cpu()
 
-    def _guide_stats(self) -> tuple[list[float], list[float]]:
-        meta = (self.source or self.target).meta
-        if self.cfg.method == "conditional":
-            return meta["cond_mean"], meta["cond_std"]
-        return meta["mean"], meta["std"]
+    def _guide_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (self.source or self.target).card.guide_stats(conditional_input=self.cfg.method == "conditional")
 
     def transform(self, clip_ids: Sequence[str], audio: Sequence[np.ndarray], sample_rates_hz: Sequence[int]
                   ) -> list[ClipOutput]:
@@ -124,7 +93,7 @@ class Transformer:
         t2 = time.perf_counter()
         results = []
         for o, n in zip(outs, lengths):
-            y = self.vocoder(denormalise(o, self.target.meta["mean"], self.target.meta["std"]).numpy())
+            y = self.vocoder(denormalise(o, self.target.card.mean, self.target.card.std).numpy())
             y = np.pad(y, (0, max(0, n - len(y))))[:n].astype(np.float32)
             results.append(y)
         t3 = time.perf_counter()

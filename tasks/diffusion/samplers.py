@@ -59,24 +59,24 @@ def euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, noise: N
 
 @torch.no_grad()
 def heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *, noise: NoiseFn | None = None,
-         callback: Callback | None = None, churn: float = 0.0, churn_sigma_min: float = 0.0,
-         churn_sigma_max: float = float("inf"), churn_noise: float = 1.0,
+         callback: Callback | None = None, S_churn: float = 0.0, S_tmin: float = 0.0,
+         S_tmax: float = float("inf"), S_noise: float = 1.0,
          churn_steps: int | None = None) -> torch.Tensor:
-    """EDM Algorithm 2 (Algorithm 1 when churn=0): Heun's 2nd-order method with optional
+    """EDM Algorithm 2 (Algorithm 1 when S_churn=0): Heun's 2nd-order method with optional
     stochastic churn gamma_i = min(S_churn/N, sqrt(2)-1) for sigma in [S_tmin, S_tmax].
     N is `churn_steps`, the full schedule's step count (default: this grid's): a warm start
     runs the tail of the full sampler, so its gamma_i must not grow as steps are skipped.
     Works on an ascending grid too (DDIB encoding); the final step to sigma=0 is Euler."""
     s = sigmas.tolist()
     n = len(s) - 1
-    gamma_churn = min(churn / (churn_steps or n), math.sqrt(2) - 1)
+    gamma_churn = min(S_churn / (churn_steps or n), math.sqrt(2) - 1)
     for i in range(n):
         sigma, sigma_next = s[i], s[i + 1]
-        gamma = gamma_churn if churn > 0 and churn_sigma_min <= sigma <= churn_sigma_max else 0.0
+        gamma = gamma_churn if S_churn > 0 and S_tmin <= sigma <= S_tmax else 0.0
         sigma_hat = sigma * (1 + gamma)
         if gamma > 0:
             eps = noise(x) if noise is not None else torch.randn_like(x)
-            x = x + math.sqrt(sigma_hat ** 2 - sigma ** 2) * churn_noise * eps
+            x = x + math.sqrt(sigma_hat ** 2 - sigma ** 2) * S_noise * eps
         d, denoised = _d(denoiser, x, sigma_hat)
         x_next = x + (sigma_next - sigma_hat) * d
         if sigma_next != 0:

@@ -7,6 +7,7 @@ import torch
 
 from tasks.diffusion.noise import item_seed
 from tasks.diffusion.precond import EDMLoss, EDMPrecond
+from tasks.solver import optimise
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, y: torch.Tensor, *,
@@ -14,20 +15,12 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, y: torc
                mask: torch.Tensor | None = None, sigma: torch.Tensor | None = None,
                noise: torch.Tensor | None = None, max_grad_norm: float | None = 1.0,
                autocast_dtype: torch.dtype | None = None) -> float:
-    """Loss (EDM eq. 8, mean over the batch) before the update; gradients clipped to max_grad_norm.
+    """One step of the EDM loss (eq. 8, mean over the batch) through the solver's `optimise`.
     `model` is an EDMPrecond or an EDMLoss (possibly DDP-wrapped, so gradients are all-reduced)."""
     loss_fn = EDMLoss(model) if isinstance(model, EDMPrecond) else model
-    loss_fn.train()
-    optimizer.zero_grad(set_to_none=True)
-    with torch.autocast(y.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        loss = loss_fn(y, sigma=sigma, noise=noise, cond=cond, generator=generator, mask=mask).mean()
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss {loss.item()}")
-    loss.backward()
-    if max_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(loss_fn.parameters(), max_grad_norm)
-    optimizer.step()
-    return float(loss.detach())
+    batch = {"y": y, "sigma": sigma, "noise": noise, "cond": cond, "mask": mask}
+    return optimise(loss_fn, optimizer, {k: v for k, v in batch.items() if v is not None} | {"generator": generator},
+                    max_grad_norm=max_grad_norm, autocast_dtype=autocast_dtype)
 
 
 def autocast_dtype_for(precision: str, device_type: str) -> torch.dtype | None:

@@ -46,9 +46,3 @@ class GriffinLimVocoder:
 
 
 VOCODERS = {"griffin-lim": GriffinLimVocoder}
-
-
-def make_vocoder(name: str, cfg: MelConfig, **kwargs) -> Vocoder:
-    if name not in VOCODERS:
-        raise ValueError(f"unknown vocoder {name!r}; available: {sorted(VOCODERS)}")
-    return VOCODERS[name](cfg, **kwargs)

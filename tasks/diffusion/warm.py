@@ -47,9 +47,9 @@ def warm_start_state(guide: torch.Tensor, sigma_start: float, lam: float, eps: t
 def run_sampler(cfg: SamplerConfig, denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, *,
                 noise: NoiseFn | None = None, callback: Callback | None = None) -> torch.Tensor:
     extra = {}
-    if cfg.name == "heun" and cfg.churn > 0:
-        extra = dict(churn=cfg.churn, churn_sigma_min=cfg.churn_sigma_min,
-                     churn_sigma_max=cfg.churn_sigma_max, churn_noise=cfg.churn_noise,
+    if cfg.name == "heun" and cfg.S_churn > 0:
+        extra = dict(S_churn=cfg.S_churn, S_tmin=cfg.S_tmin,
+                     S_tmax=cfg.S_tmax, S_noise=cfg.S_noise,
                      churn_steps=cfg.steps)
     return SAMPLERS[cfg.name](denoiser, x, sigmas, noise=noise, callback=callback, **extra)
 

@@ -1,5 +1,6 @@
-"""Set-level metric jobs the CLI and the flows share: FAD of one set against another, and
-pitch JD of paired items (same relative path or clip ID on both sides)."""
+"""Set-level metrics the jobs share: FAD of one set against another, pitch JD of paired items
+(same relative path or clip ID on both sides), and every metric of one transformed set
+(`point_rows`: realism, faithfulness, and enhancement quality where the clean clip is known)."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,11 @@ from infra.progress import progress
 from infra.storage import Storage
 from tasks.metrics.embeddings import Embedding
 from tasks.metrics.fad import FadResult, cached_reference_stats, embed_set, fad
-from tasks.metrics.frechet import gaussian_stats
+from tasks.metrics.frechet import GaussianStats, gaussian_stats
 from tasks.metrics.pitch import DEFAULT_THRESHOLD, BasicPitch
 from tasks.metrics.sources import AudioItem, audio_items, content_key
-from tasks.metrics.table import GridPoint, PITCH_METRICS, aggregate, fad_rows, pitch_item_values
+from tasks.metrics.table import (ENHANCEMENT_METRICS, PITCH_METRICS, GridPoint, aggregate, enhancement_item_values,
+                                 fad_rows, pitch_item_values)
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,19 @@ def fad_table_rows(result: FadResult, reference: SetSpec, point: GridPoint | Non
     domain = domain or reference.domain
     return fad_rows(point or GridPoint(run_id="adhoc", method="reference", task="compare"), result,
                     reference=f"domain:{domain}" if domain else reference.describe())
+
+
+def point_rows(point: GridPoint, outputs: list[AudioItem], guides: dict[str, AudioItem], reference: GaussianStats,
+               reference_label: str, embedding: Embedding, tracker: BasicPitch, *, threshold: float = DEFAULT_THRESHOLD,
+               clean: dict[str, AudioItem] | None = None, seed: int = 0) -> list[dict]:
+    """The metrics rows of one set of outputs: FAD against the reference statistics, JD/melody JD
+    (and F1/JD against the MIDI where a guide has one) against the guide of the same clip ID,
+    and SI-SDR/LSD/mel-L1 against the clean clip when `clean` maps clip IDs to it."""
+    rows = fad_rows(point, fad(embed_set(outputs, embedding), reference, embedding.name, seed=seed), reference_label)
+    pairs = [(o, guides[o.item_id]) for o in outputs if o.item_id in guides]
+    rows += aggregate(point, pitch_item_values(pairs, tracker, threshold), PITCH_METRICS, reference="guide",
+                      detail=f"basic-pitch threshold={threshold}")
+    if clean is not None:
+        epairs = [(o, clean[o.item_id]) for o in outputs if o.item_id in clean]
+        rows += aggregate(point, enhancement_item_values(epairs), ENHANCEMENT_METRICS, reference="clean")
+    return rows

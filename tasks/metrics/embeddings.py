@@ -1,4 +1,4 @@
-"""The interface every FAD embedding implements, and the registry the CLI and flows use."""
+"""The interface every FAD embedding implements (tasks/builders.make_embedding builds one by name)."""
 from __future__ import annotations
 
 from typing import Protocol
@@ -17,18 +17,3 @@ class Embedding(Protocol):
 
 
 EMBEDDINGS = ("musicnn", "musicnn-mtt", "vggish")
-
-
-def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = None) -> Embedding:
-    from tasks.metrics import musicnn, vggish
-
-    if name in ("musicnn", "musicnn-msd"):
-        return musicnn.Musicnn("MSD_musicnn", weights_dir)
-    if name == "musicnn-mtt":
-        return musicnn.Musicnn("MTT_musicnn", weights_dir)
-    if name == "vggish":
-        if not vggish_weights:
-            raise ValueError("the vggish embedding needs a weights file: pass --vggish-weights PATH "
-                             "(a torchvggish-style state dict; see README 'Metrics')")
-        return vggish.VGGish.from_file(vggish_weights)
-    raise ValueError(f"unknown embedding {name!r}; expected one of {EMBEDDINGS}")

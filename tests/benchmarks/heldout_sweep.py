@@ -46,8 +46,8 @@ def main():
     T_INITS = [float(x) for x in sys.argv[3].split(",")]
     EVAL = sys.argv[4] if len(sys.argv) > 4 else "./reinstrument-data/heldout40"
     LAM = float(os.environ.get("LAM", "1"))
-    sampler = SamplerConfig(churn=float(os.environ.get("CHURN", "0")),
-                            churn_sigma_min=float(os.environ.get("CHURN_SIGMA_MIN", "0")))
+    sampler = SamplerConfig(S_churn=float(os.environ.get("CHURN", "0")),
+                            S_tmin=float(os.environ.get("CHURN_SIGMA_MIN", "0")))
     weights = os.environ.get("REINSTRUMENT_WEIGHTS_DIR", ".weights")
     demo_pieces = set(ShardedDataset.at(f"{DEMO}/corpus/clips", "clips").read(["piece"]).column("piece").to_pylist())
     cfg = CorpusConfig(collection="bach", max_pieces=40, instruments=("violin",), soundfonts=("fluidr3",), voices=("soprano",))
@@ -80,7 +80,7 @@ def main():
         f = fad(embed_set(outs, emb), stats, emb.name, seed=0)
         vals = pitch_item_values(zip(outs, guides), tracker)
         jd = mean_ci([v["jd"] for v in vals])
-        rows.append({"t_init": ti, "lam": LAM, "churn": sampler.churn, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
+        rows.append({"t_init": ti, "lam": LAM, "S_churn": sampler.S_churn, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
                      "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
         print(json.dumps(rows[-1]), flush=True)
 

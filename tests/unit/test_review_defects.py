@@ -15,7 +15,7 @@ DDIB = dict(method="ddib", model="models:/reinstrument-flute/1", source_model="m
             warm=WarmStartConfig(t_init=0.5))
 
 
-@pytest.mark.parametrize("sampler", [SamplerConfig(name="dpmpp_2m"), SamplerConfig(name="heun", churn=7.0)])
+@pytest.mark.parametrize("sampler", [SamplerConfig(name="dpmpp_2m"), SamplerConfig(name="heun", S_churn=7.0)])
 def test_ddib_refuses_a_sampler_it_cannot_run(sampler):
     """It used to run Euler (no churn) while the outputs table recorded the configured sampler."""
     with pytest.raises(ValidationError, match="ddib runs the deterministic ODE"):
@@ -36,7 +36,7 @@ def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_expl
     from flows.nightly import resolve_targets
 
     root = Storage(str(tmp_path))
-    sampler = SamplerConfig(steps=35, churn=7.0, churn_sigma_min=0.5).model_dump(mode="json")
+    sampler = SamplerConfig(steps=35, S_churn=7.0, S_tmin=0.5).model_dump(mode="json")
     rec = {"model_version": "reinstrument-flute/3", "finished_at": "2026-11-30T00:00:00",
            "recommended": {"0": {"t_init": 0.65, "jd": 0.1, "fad": 3.0, "rule": "knee"}},
            "operating_point": {"t_init": 0.65, "lam": 0.0, "jd": 0.1, "fad": 3.0, "rule": "knee", "sampler": sampler}}
@@ -46,7 +46,7 @@ def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_expl
     got = resolve_targets([{"model": "models:/reinstrument-flute/3", "t_init": 0.0},
                            {"model": "models:/reinstrument-flute/3"},
                            {"model": "models:/reinstrument-violin/1"}], root)
-    assert got[0]["warm"] == {"t_init": 0.0, "lam": 1.0} and got[0]["sampler"]["churn"] == 0
+    assert got[0]["warm"] == {"t_init": 0.0, "lam": 1.0} and got[0]["sampler"]["S_churn"] == 0
     assert got[1]["warm"] == {"t_init": 0.65, "lam": 0.0} and got[1]["sampler"] == sampler
     assert got[2]["warm"] == {"t_init": 0.5, "lam": 1.0} and got[2]["sampler"]["steps"] == 35
     assert [t["version"] for t in got] == ["reinstrument-flute/3", "reinstrument-flute/3", "reinstrument-violin/1"]
@@ -57,11 +57,11 @@ def test_the_sweeps_operating_point_is_the_knee_over_every_lambda():
     from flows.sweep import operating_point
 
     cfg = SweepConfig(model="models:/m/1", t_inits=(0.2, 0.5, 0.8), lams=(0.0, 1.0),
-                      sampler=SamplerConfig(churn=7.0, churn_sigma_min=0.5))
+                      sampler=SamplerConfig(S_churn=7.0, S_tmin=0.5))
     curves = {"0": [(0.2, 0.8, 5.0), (0.5, 0.3, 9.0), (0.8, 0.1, 30.0)],
               "1": [(0.2, 0.9, 4.0), (0.5, 0.85, 15.0), (0.8, 0.2, 5.0)]}
     op = operating_point(cfg, curves)
-    assert (op["t_init"], op["lam"]) == (0.8, 1.0) and op["sampler"]["churn"] == 7.0
+    assert (op["t_init"], op["lam"]) == (0.8, 1.0) and op["sampler"]["S_churn"] == 7.0
     assert operating_point(cfg, {}) is None
 
 

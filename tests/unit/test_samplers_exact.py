@@ -101,9 +101,9 @@ def test_churn_uses_the_given_noise_and_keeps_the_distribution():
         gen = torch.Generator().manual_seed(seed)
         return lambda like: torch.randn(like.shape, generator=gen, dtype=like.dtype)
 
-    a = SAMPLERS["heun"](MIX, x_T, grid, churn=10, noise=lambda like: torch.zeros_like(like))
-    b = SAMPLERS["heun"](MIX, x_T, grid, churn=10, noise=seeded(3))
-    b2 = SAMPLERS["heun"](MIX, x_T, grid, churn=10, noise=seeded(3))
+    a = SAMPLERS["heun"](MIX, x_T, grid, S_churn=10, noise=lambda like: torch.zeros_like(like))
+    b = SAMPLERS["heun"](MIX, x_T, grid, S_churn=10, noise=seeded(3))
+    b2 = SAMPLERS["heun"](MIX, x_T, grid, S_churn=10, noise=seeded(3))
     assert torch.equal(b, b2) and not torch.equal(a, b)
     assert abs(float((b > BOUNDARY).double().mean()) - 0.7) < 0.03
 

@@ -95,7 +95,7 @@ def test_warm_start_runs_the_tail_of_the_full_churned_sampler():
             calls.append(float(sigma[0]))
             return MIX.denoise(x, sigma)
         return denoiser
-    cfg = SamplerConfig(name="heun", steps=12, churn=3)
+    cfg = SamplerConfig(name="heun", steps=12, S_churn=3)
     full_calls, tail_calls = [], []
     guide = torch.zeros(1, 1, dtype=torch.float64)
     warm_transform(recording(full_calls), guide, cfg, EDM, WarmStartConfig(t_init=0.0), noise_for(1))
@@ -116,7 +116,7 @@ def test_lambda_zero_ode_shrinks_as_the_closed_form_says_and_churn_restores_the_
     s = 0.5
     gauss = GaussianMixture(weights=(1.0,), means=((0.0,) * 8,), stds=(s,))
     guide, _ = gauss.sample(2000, torch.Generator().manual_seed(0))
-    ode, churned = SamplerConfig(steps=35), SamplerConfig(steps=35, churn=7.0, churn_sigma_min=0.5)
+    ode, churned = SamplerConfig(steps=35), SamplerConfig(steps=35, S_churn=7.0, S_tmin=0.5)
     for t_init in (0.65, 0.5, 0.4):
         warm = WarmStartConfig(t_init=t_init, lam=0.0)
         sigma_start = float(warm_sigmas(ode, EDM, warm)[0])
@@ -130,7 +130,7 @@ def test_lambda_zero_ode_shrinks_as_the_closed_form_says_and_churn_restores_the_
 
 
 def test_outputs_do_not_depend_on_the_batch():
-    cfg, warm = SamplerConfig(name="heun", steps=12, churn=5), WarmStartConfig(t_init=0.4)
+    cfg, warm = SamplerConfig(name="heun", steps=12, S_churn=5), WarmStartConfig(t_init=0.4)
     guides = torch.linspace(-3, 3, 6, dtype=torch.float64)[:, None]
     seeds = [item_seed(1, f"clip-{i}") for i in range(6)]
     together = warm_transform(MIX, guides, cfg, EDM, warm, ItemNoise(seeds))

@@ -16,19 +16,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from prefect import flow
-
-from flows.data import _table_artifact
-from flows.transform import transform_corpus
 from infra import tracking
 from infra.datasets import ShardedDataset
-from infra.settings import get_settings
 from infra.storage import Storage
+from jobs.steps import Step, inline
+from jobs.transform import transform_job
 from schemas.configs import IngestConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig
+from schemas.records import OperatingPoint, Recommendation, RunLayout, SweepLayout
+from schemas.results import NightlyResult
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes
 from tasks.ingest import run_ingest
+from tasks.listening import ListeningInput, write_page
 
 STATE = "nightly/state.json"
 
@@ -40,17 +40,17 @@ def _read_state(root: Storage) -> dict:
 DEFAULT_T_INIT, DEFAULT_STEPS = 0.5, 35
 
 
-def recommended_point(root: Storage, model_version: str) -> dict | None:
-    """The newest sweep's operating point for this model version (flows/sweep.operating_point:
+def recommended_point(root: Storage, model_version: str) -> OperatingPoint | None:
+    """The newest sweep's operating point for this model version (jobs/sweep.operating_point:
     tau_init or sigma, lambda and sampler settings), else None."""
     best = None
-    for rel in root.find("sweeps"):
-        if rel.endswith("recommendation.json"):
-            rec = json.loads(root.read_bytes(rel))
-            if rec.get("model_version") == model_version and rec.get("operating_point"):
-                if best is None or rec.get("finished_at", "") > best.get("finished_at", ""):
+    for rel in root.find(SweepLayout.SWEEPS):
+        if rel.endswith(SweepLayout.RECOMMENDATION):
+            rec = Recommendation.model_validate_json(root.read_bytes(rel))
+            if rec.model_version == model_version and rec.operating_point is not None:
+                if best is None or rec.finished_at > best.finished_at:
                     best = rec
-    return None if best is None else best["operating_point"]
+    return None if best is None else best.operating_point
 
 
 def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None) -> list[dict]:
@@ -67,9 +67,8 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
             warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
             sampler = SamplerConfig(steps=steps or DEFAULT_STEPS)
         else:
-            warm = {k: point[k] for k in ("t_init", "sigma_start", "lam") if k in point}
-            sampler = SamplerConfig(**point["sampler"])
-            sampler = sampler.model_copy(update={"steps": steps}) if steps else sampler
+            warm = point.warm().model_dump(exclude_none=True)
+            sampler = point.sampler.model_copy(update={"steps": steps}) if steps else point.sampler
         WarmStartConfig(**warm)  # validated now, not mid-batch
         resolved.append({"model": pinned_uri, "version": version, "warm": warm,
                          "sampler": sampler.model_dump(mode="json")})
@@ -79,8 +78,8 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
 def _label(t: dict) -> str:
     w, s = t["warm"], t["sampler"]
     x = f"τ {w['t_init']:g}" if w.get("t_init") is not None else f"σ {w['sigma_start']:g}"
-    churn = f", S_churn {s['churn']:g}" if s.get("churn") else ""
-    return f"{x}, λ {w['lam']:g}, {s['name']} {s['steps']}{churn}"
+    S_churn = f", S_churn {s['S_churn']:g}" if s.get("S_churn") else ""
+    return f"{x}, λ {w['lam']:g}, {s.name} {s.steps}{churn}"
 
 
 def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: list[dict], root: Storage,
@@ -91,33 +90,26 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
         name = t["version"].split("/")[0]
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url})
-        res = transform_corpus(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
+        res = transform_job(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
         done.append({"date": run_date, "model": t["version"], "point": _label(t), "transformed": res["transformed"],
-                     "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"]})
+                     "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"],
+                     "run": res["run_url"]})
     return done
 
 
 def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[str], runs: list[dict],
                    n_examples: int = 3) -> str:
     """nightly/<date>/report/report.html: a few of the night's inputs next to each target's output."""
-    from tasks.listening import write_example
-    from tasks.report import Report, render
-
     ds = ShardedDataset.at(clips_url, "clips")
     guides = {r["clip_id"]: r for e in ds.commit_shards(commits)
               for r in ds.read_shard(e, ["clip_id", "audio_flac"]).to_pylist()}
-    tables = [(r, {x["clip_id"]: x["output_key"] for x in
-                   ShardedDataset.at(r["outputs"], "outputs").read(["clip_id", "output_key"]).to_pylist()}) for r in runs]
-    report, examples = root.child(f"nightly/{run_date}/report"), []
-    for cid in sorted(guides)[:n_examples]:
-        outs = [(f"{r['model']}, {r['point']}",
-                 Storage(r["outputs"].rsplit("/outputs", 1)[0]).read_bytes(f"audio/{keys[cid]}.flac"), True)
-                for r, keys in tables if cid in keys]
-        examples.append(write_example(report, cid, decode_audio_bytes(guides[cid]["audio_flac"]), outs))
-    page = render(Report(f"reinstrument-nightly {run_date}", {"input commits": str(len(commits))},
-                         {r["model"]: r["point"] for r in runs}, {}, None, runs, examples))
-    report.write_bytes("report.html", page.encode())
-    return report.uri("report.html")
+    keys = [(r, {x["clip_id"]: x["output_key"] for x in
+                 ShardedDataset.at(r["outputs"], "outputs").read(["clip_id", "output_key"]).to_pylist()}) for r in runs]
+    inputs = [ListeningInput(cid, decode_audio_bytes(guides[cid]["audio_flac"]),
+                             [(f"{r['model']}, {r['point']}", Storage(r["run"]).read_bytes(RunLayout.audio(k[cid])), True)
+                              for r, k in keys if cid in k]) for cid in sorted(guides)[:n_examples]]
+    return write_page(root.child(f"nightly/{run_date}/report"), f"reinstrument-nightly {run_date}",
+                      {"input commits": str(len(commits))}, {r["model"]: r["point"] for r in runs}, {}, runs, inputs)
 
 
 def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLogistics) -> list[dict]:
@@ -128,8 +120,10 @@ def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLo
     return done
 
 
-def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int | None = None,
-            run_date: str | None = None, clips_per_task: int = 4) -> dict:
+def nightly_job(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int | None = None,
+                run_date: str | None = None, clips_per_task: int = 4, step: Step = inline) -> NightlyResult:
+    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?, lam?}.
+    clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""
     root = Storage(Storage(out).absolute_url())
     clips_url = run_ingest(inputs, root.child("nightly/ingested").url, IngestConfig()).clips_url
     state = _read_state(root)
@@ -138,7 +132,7 @@ def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, step
     if state["pending"]:  # finish what a crashed run left, under its own run IDs and settings
         p = state["pending"]
         print(f"[nightly] finishing the batch of {p['run_date']} ({len(p['commits'])} commits) left by a crash")
-        summary += run_batch(clips_url, p, root, log)
+        summary += step(run_batch, clips_url, p, root, log)
         state = {"done": state["done"] + p["commits"], "pending": None}
         root.write_bytes(STATE, json.dumps(state).encode())
     new = [c for c in ShardedDataset.at(clips_url, "clips").manifest().commits if c not in set(state["done"])]
@@ -146,17 +140,6 @@ def nightly(inputs: str, targets: list[dict], out: str, *, actors: int = 2, step
         date = run_date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%S")
         pending = {"run_date": date, "commits": new, "targets": resolve_targets(targets, root, steps)}
         root.write_bytes(STATE, json.dumps({"done": state["done"], "pending": pending}).encode())
-        summary += run_batch(clips_url, pending, root, log)
+        summary += step(run_batch, clips_url, pending, root, log)
         root.write_bytes(STATE, json.dumps({"done": state["done"] + new, "pending": None}).encode())
-    return {"runs": summary, "done_commits": len(_read_state(root)["done"]), "new_commits": len(new)}
-
-
-@flow(name="reinstrument-nightly", log_prints=True)
-def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int | None = None,
-                 clips_per_task: int = 4) -> dict:
-    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?}.
-    clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""
-    res = nightly(inputs, targets, out or get_settings().data_root, actors=actors, steps=steps,
-                  clips_per_task=clips_per_task)
-    _table_artifact("nightly-summary", res["runs"] or [{"note": "nothing new"}], "reinstrument-nightly")
-    return res
+    return NightlyResult(runs=summary, done_commits=len(_read_state(root)["done"]), new_commits=len(new))

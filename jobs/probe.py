@@ -1,4 +1,4 @@
-"""`reinstrument warm-probe`: how far warm initialization moves guides toward a model's domain,
+"""`reinstrument warm-probe` (probe_job): how far warm initialization moves guides toward a model's domain,
 per tau_init, measured with the timbre probe (tasks.timbre_probe). A quick check of a trained
 model, not the paper metrics (FAD/JD come with the metrics stage)."""
 from __future__ import annotations
@@ -9,8 +9,9 @@ import pyarrow.compute as pc
 import torch
 
 from infra.datasets import ShardedDataset
-from infra.tracking import load_denoiser
+from infra.tracking import model_checkpoint, resolve_model
 from schemas.diffusion import SamplerConfig, WarmStartConfig
+from tasks.builders import load_model
 from tasks.diffusion.noise import ItemNoise, item_seed
 from tasks.diffusion.train_data import denormalise, normalise
 from tasks.diffusion.warm import warm_transform
@@ -32,22 +33,24 @@ def _segments(url: str, domain: str, splits: tuple[str, ...], limit: int | None 
     return values.astype(np.float32), t.column("feature_id").to_pylist()
 
 
-def warm_probe(model_uri: str, features_url: str, guide_domain: str, t_inits: list[float], *,
-               steps: int = 35, sampler: str = "heun", lam: float = 1.0, segments: int = 32,
-               seed: int = 0) -> list[dict]:
-    model, meta = load_denoiser(model_uri)
-    target = meta["domain"]
+def probe_job(model_uri: str, features_url: str, guide_domain: str, t_inits: list[float], *,
+              steps: int = 35, sampler: str = "heun", lam: float = 1.0, segments: int = 32,
+              seed: int = 0) -> list[dict]:
+    pinned, name = resolve_model(model_uri)
+    loaded = load_model(model_checkpoint(pinned), name)
+    model, card = loaded.model, loaded.card
+    target = card.domain
     probe = fit_probe(_segments(features_url, target, ("train",))[0],
                       _segments(features_url, guide_domain, ("train",))[0], seed)
     guides, ids = _segments(features_url, guide_domain, ("valid", "test"), segments)
-    g = normalise(torch.from_numpy(guides), meta["mean"], meta["std"])
+    g = normalise(torch.from_numpy(guides), card.mean, card.std)
     rows = []
     for t in t_inits:
         noise = ItemNoise([item_seed(seed, i) for i in ids])
         with torch.no_grad():
             out = warm_transform(model, g, SamplerConfig(name=sampler, steps=steps), model.cfg,
                                  WarmStartConfig(t_init=t, lam=lam), noise)
-        logmel = denormalise(out, meta["mean"], meta["std"]).numpy()
+        logmel = denormalise(out, card.mean, card.std).numpy()
         rows.append({"t_init": t, f"P({target})": float(p_target(probe, logmel).mean()),
                      "mean |out - guide| (normalised)": float((out - g).abs().mean())})
     return rows

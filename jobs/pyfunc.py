@@ -1,9 +1,9 @@
-"""The MLflow pyfunc model of a trained denoiser, logged "from code" (no pickled objects).
+"""The MLflow pyfunc model of a trained denoiser, logged "from code" (no pickled objects) by the
+train job; MLflow runs this file when a user serves the model (`mlflow models serve`). The
+pipeline itself reads the checkpoint file and builds the model (tasks/builders.load_model).
 
 Input [batch, n_mels, frames] float32 (any frame count), or {"x", "cond"} for a conditional-
-baseline model; param `sigma` -> D(x; sigma). After `mlflow.pyfunc.load_model(uri)`,
-`.unwrap_python_model().model` is the EDMPrecond the samplers take and `.metadata` carries the
-normalisation statistics and the mel config."""
+baseline model; param `sigma` -> D(x; sigma)."""
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -14,7 +14,7 @@ from mlflow.models import set_model
 
 class ReinstrumentDenoiser(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
-        from tasks.diffusion.checkpoint import load_checkpoint_bytes
+        from tasks.builders import load_checkpoint_bytes
 
         self.model, self.metadata = load_checkpoint_bytes(Path(context.artifacts["checkpoint"]).read_bytes())
 

@@ -5,15 +5,21 @@ Prefect in-process). Renders a small reference corpus, extracts log-mel features
 corpus, features, model and sweep."""
 from __future__ import annotations
 
-from prefect import flow, task
+import io
 
-from flows.data import corpus_build_flow, corpus_job, features_flow, features_job
-from flows.sweep import sweep_job, sweep_t_init
-from flows.train import train_model
+import pyarrow.parquet as pq
+
+from infra.storage import Storage
+from jobs.data import corpus_job, features_job
+from jobs.steps import Step, inline
+from jobs.sweep import sweep_job
+from jobs.train import train_job
 from schemas.configs import CorpusConfig, FeatureConfig
 from schemas.diffusion import SamplerConfig
 from schemas.sweep import SweepConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
+from schemas.transform import InputSelection, TransformLogistics
+from tasks.tradeoff import fad_trend
 
 # Monophonic soprano lines, the simplest material for a network trained for minutes on a CPU
 # (clean roles only: the demo trains one unconditional model). 32 chorales hold 3 out for the sweep.
@@ -31,46 +37,49 @@ DEMO_LAMS = (0.0,)
 # tests/unit/test_warm_and_bridges.py), so FAD rose again below tau_init 0.65 (18.3 at 0.6, 23.4
 # at 0.5). Churn there supplies the missing noise (16.7, 15.8, 12.6 at 0.6, 0.5, 0.4); below
 # sigma 0.5 (tau_init >= 0.65) the sampler stays the deterministic ODE, the sharpest knee measured.
-DEMO_SAMPLER = SamplerConfig(churn=7.0, churn_sigma_min=0.5)
+DEMO_SAMPLER = SamplerConfig(S_churn=7.0, S_tmin=0.5)
 # The cpu-demo preset with 5,000 steps: ~16 min in bf16 on an AMX CPU (2 cores), where the
 # preset's 3,500 fp32 steps took 14.5 (validation loss 0.248 vs 0.283).
 DEMO_TRAIN_STEPS = 5000
 
 
-def train_cpu_demo(features_url: str, root: str, steps: int, workers: int) -> dict:
-    preset = TRAIN_PRESETS["cpu-demo"] | {"steps": steps}
-    return train_model(TrainConfig(features_url=features_url, domain="flute", **preset),
-                       TrainLogistics(num_workers=workers, out_url=f"{root}/training"))
-
-
-train_task = task(name="train-cpu-demo")(train_cpu_demo)
-
-
 def demo_job(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureConfig = FeatureConfig(roles=("clean",)),
              workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
              t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
-             sampler: SamplerConfig = DEMO_SAMPLER, *, prefect: bool = False) -> dict:
-    """The demo's four steps; as Prefect subflows and tasks, or (prefect=False) as plain jobs."""
-    corpus_build, featurise, train, sweep = ((corpus_build_flow, features_flow, train_task, sweep_t_init) if prefect
-                                             else (corpus_job, features_job, train_cpu_demo, sweep_job))
+             sampler: SamplerConfig = DEMO_SAMPLER, *, step: Step = inline) -> dict:
+    """The demo's four steps, each a job of its own (their steps are Prefect tasks under the flow)."""
     print("[demo] 1/4 reference corpus")
-    built = corpus_build(dest=f"{root}/corpus", config=corpus, workers=workers)
+    built = step(corpus_job, f"{root}/corpus", corpus, workers)
     print("[demo] 2/4 log-mel features")
-    feats = featurise(clips=[built["clips_url"]], out=f"{root}/features", config=features, actors=actors, local=False)
+    feats = step(features_job, [built["clips_url"]], f"{root}/features", features, actors, False)
     print("[demo] 3/4 train the cpu-demo flute model")
-    trained = train(feats["features_url"], root, train_steps, train_workers)
+    preset = TRAIN_PRESETS["cpu-demo"] | {"steps": train_steps}
+    trained = train_job(TrainConfig(features_url=feats["features_url"], domain="flute", **preset),
+                        TrainLogistics(num_workers=train_workers, out_url=f"{root}/training"), step=step)
     model = f"models:/reinstrument-flute/{trained['model_version']}"
     print(f"[demo] 4/4 sweep-t-init: violin -> flute with {model} on the held-out chorales")
-    swept = sweep(inputs=built["clips_url"], model=model, domain="violin", split="test",
-                  config=SweepConfig(model=model, t_inits=t_inits, lams=lams, sampler=sampler, reference_split="train"),
-                  out=root, actors=actors)
+    swept = sweep_job(built["clips_url"], InputSelection(domain="violin", split="test"),
+                      SweepConfig(model=model, t_inits=t_inits, lams=lams, sampler=sampler, reference_split="train"),
+                      TransformLogistics(num_actors=actors, out_url=root), step=step)
     return {"corpus": built, "features": feats, "trained": trained, "sweep": swept}
 
 
-@flow(name="demo", log_prints=True)
-def demo_flow(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureConfig = FeatureConfig(roles=("clean",)),
-              workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
-              t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
-              sampler: SamplerConfig = DEMO_SAMPLER) -> dict:
-    return demo_job(root, corpus, features, workers, actors, train_steps, train_workers, t_inits, lams, sampler,
-                    prefect=True)
+def sweep_table(metrics_url: str) -> tuple[list[dict], list[str]]:
+    """The sweep's metrics as a person reads them: a row per grid point (tau_init, lambda when
+    there are several) with each metric's mean and 95 % interval, and the FAD trend notes."""
+    folder, name = metrics_url.rsplit("/", 1)
+    rows = pq.read_table(io.BytesIO(Storage(folder).read_bytes(name))).to_pylist()
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["lam"], r["t_init"]), {})[r["metric"]] = r
+
+    def ci(m: dict, k: str, digits: int) -> str:
+        return f"{m[k]['mean']:.{digits}f} ({m[k]['ci_low']:.{digits}f}–{m[k]['ci_high']:.{digits}f})" if k in m else "-"
+
+    several = len({k[0] for k in by}) > 1
+    table = [{"tau_init": f"{t_init:g}"} | ({"lambda": f"{lam:g}"} if several else {})
+             | {"JD vs guide": ci(m, "jd", 3), "FAD vs flute": ci(m, "fad", 1), "F1 vs MIDI": ci(m, "f1_midi", 3)}
+             for (lam, t_init), m in sorted(by.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
+    notes = [fad_trend({t: m["fad"]["mean"] for (lm, t), m in by.items() if lm == lam and "fad" in m})
+             for lam in sorted({k[0] for k in by})]
+    return table, [n for n in notes if n]

@@ -1,0 +1,152 @@
+"""Data commands: corpus build, ingest, augment, features, inspect, mel2audio, config show."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import ConfigOpt, PrefectOpt, console, load_config, print_rows, root, run
+
+corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores.", no_args_is_help=True)
+config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
+CONFIG_KINDS = {"corpus": "CorpusConfig", "ingest": "IngestConfig", "augment": "AugmentConfig",
+                "features": "FeatureConfig", "train": "TrainConfig", "transform": "TransformConfig",
+                "sweep": "SweepConfig"}
+
+
+@corpus_app.command("build")
+def corpus_build(
+    dest: str = typer.Option(None, help="Destination URL (local path or s3://); default DATA_ROOT/corpus."),
+    pieces: int = typer.Option(None, help="How many pieces (default 16)."),
+    collection: str = typer.Option(None, help="music21 collection, e.g. bach, palestrina, monteverdi."),
+    midi_dir: str = typer.Option(None, help="A folder/S3 prefix of MIDI files to use instead of music21."),
+    instrument: list[str] = typer.Option(None, help="GM instrument (repeat): flute, violin, cello, ..."),
+    soundfont: list[str] = typer.Option(None, help="fluidr3, timgm6mb, musescore (repeat)."),
+    voice: list[str] = typer.Option(None, help="soprano, alto, tenor, bass, mix, part<i> (repeat)."),
+    workers: int = typer.Option(2, help="Processes rendering in parallel."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
+):
+    """Render a reference corpus: clean clips per (voice, instrument, soundfont), MIDI guides
+    and degraded guides, split by piece. Example:
+    reinstrument corpus build --dest ./data/corpus --pieces 16 --instrument flute --instrument violin"""
+    from flows.jobs import corpus_build_flow
+    from jobs.data import corpus_job
+    from schemas.configs import CorpusConfig
+
+    cfg = load_config(CorpusConfig, config, max_pieces=pieces, collection=collection, midi_dir=midi_dir,
+                      instruments=instrument, soundfonts=soundfont, voices=voice)
+    res = run(corpus_build_flow, corpus_job, prefect, dest or f"{root()}/corpus", cfg, workers)
+    print_rows(res["summary"], "reference corpus")
+    console.print(f"built {res['pieces_built']} pieces ({res['pieces_skipped']} already there), "
+                  f"{res['clips_added']} clips added; out-of-range notes {res['out_of_range_notes']}")
+    console.print(f"clips: {res['clips_url']}")
+
+
+def ingest(
+    src: str = typer.Argument(..., help="Folder or s3:// prefix of audio (wav/flac/ogg/mp3) and MIDI."),
+    dest: str = typer.Argument(..., help="Destination root; writes DEST/clips and DEST/quarantine."),
+    sidecar: str = typer.Option(None, help="CSV/Parquet with columns path, domain[, split]."),
+    domain_pattern: str = typer.Option(None, help="Regex on the relative path with group 'domain'."),
+    clip_s: float = typer.Option(None, help="Clip length in seconds (default 10)."),
+    overlap_s: float = typer.Option(None, help="Overlap between clips in seconds (default 1)."),
+    sample_rate: int = typer.Option(None, help="Output sample rate in Hz (default 16000)."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
+):
+    """Ingest a corpus: bad files go to quarantine with a reason; re-runs add nothing. Example:
+    reinstrument ingest s3://bucket/raw ./data/ingested --domain-pattern '^(?P<domain>[^/]+)/'"""
+    from flows.jobs import ingest_flow
+    from jobs.data import ingest_job
+    from schemas.configs import IngestConfig
+
+    cfg = load_config(IngestConfig, config, domain_pattern=domain_pattern,
+                      clip={"clip_s": clip_s, "overlap_s": overlap_s, "sample_rate_hz": sample_rate})
+    res = run(ingest_flow, ingest_job, prefect, src, dest, cfg, sidecar)
+    console.print(f"sources {res['sources_seen']} (skipped {res['sources_skipped']} already done), "
+                  f"clips added {res['clips_added']}, quarantined {res['quarantined']}")
+    console.print(f"clips: {res['clips_url']}\nquarantine: {res['quarantine_url']}")
+
+
+def augment(
+    clips: str = typer.Argument(..., help="Clips dataset URL to read."),
+    out: str = typer.Argument(..., help="Clips dataset URL to write the shifted clips to."),
+    shift: list[int] = typer.Option(None, help="Semitone shift (repeat), e.g. --shift -12 --shift 7."),
+    split: list[str] = typer.Option(None, help="Splits to augment (default train)."),
+    role: list[str] = typer.Option(None, help="Roles to augment (default clean)."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
+):
+    """Pitch-augment clips: MIDI-backed clips are re-rendered transposed (exact), audio-only
+    clips use librosa's phase vocoder. Example: reinstrument augment ./data/corpus/clips ./data/aug --shift -12 --shift 12"""
+    from flows.jobs import augment_flow
+    from jobs.data import augment_job
+    from schemas.configs import AugmentConfig
+
+    cfg = load_config(AugmentConfig, config, shifts_semitones=shift, splits=split, roles=role)
+    res = run(augment_flow, augment_job, prefect, clips, out, cfg)
+    console.print(f"augmented clips added {res['clips_added']}, skipped {res['clips_skipped']}: {res['out_url']}")
+
+
+def features(
+    clips: list[str] = typer.Argument(..., help="One or more clips dataset URLs."),
+    out: str = typer.Option(None, help="Feature root; the set lands in OUT/<kind>-<config hash>."),
+    actors: int = typer.Option(2, help="Ray actors (RAY_ADDRESS selects a cluster)."),
+    local: bool = typer.Option(False, help="Run in-process without Ray."),
+    segment_frames: int = typer.Option(None, help="Frames per segment (default 128)."),
+    segment_hop_frames: int = typer.Option(None, help="Hop between segments (default 128)."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
+):
+    """Extract log-mel segments into Parquet shards with normalisation statistics. Example:
+    reinstrument features ./data/corpus/clips --out ./data/features"""
+    from flows.jobs import features_flow
+    from jobs.data import features_job
+    from schemas.configs import FeatureConfig
+
+    cfg = load_config(FeatureConfig, config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames)
+    res = run(features_flow, features_job, prefect, list(clips), out or f"{root()}/features", cfg, actors, local)
+    console.print(f"feature shards added {res['shards_added']} (inputs already done {res['skipped']}), "
+                  f"rows {res['rows']}\nfeatures: {res['features_url']}")
+
+
+def inspect(url: str = typer.Argument(..., help="A dataset URL (the folder holding _commits/).")):
+    """Show a dataset's manifest: table, shards, rows, and a per-column breakdown."""
+    from jobs.data import inspect_job
+
+    about, counts = inspect_job(url)
+    console.print(f"{about['table']} v{about['schema_version']}: {about['commits']} commits, {about['shards']} shards, "
+                  f"{about['rows']} rows listed, updated {about['updated_at']}; extra keys {about['extra_keys']}")
+    print_rows(counts, about["table"])
+
+
+def mel2audio(
+    features_url: str = typer.Argument(..., help="Feature set URL (…/logmel-<hash>)."),
+    out_wav: str = typer.Argument(..., help="WAV to write (local path or s3://)."),
+    feature_id: str = typer.Option(None, help="Segment to invert (default: the first)."),
+    n_iter: int = typer.Option(32, help="Griffin-Lim iterations."),
+):
+    """Listen to a feature segment: Griffin-Lim inversion of its log-mel to a WAV."""
+    from jobs.data import mel2audio_job
+
+    fid, seconds = mel2audio_job(features_url, out_wav, feature_id, n_iter)
+    console.print(f"wrote {out_wav} ({seconds:.2f} s) from {fid}")
+
+
+@config_app.command("show")
+def config_show(kind: str = typer.Argument(..., help=" | ".join(CONFIG_KINDS))):
+    """Print a config's defaults as JSON (a starting point for --config)."""
+    import schemas.configs
+    import schemas.sweep
+    import schemas.training
+    import schemas.transform
+
+    if kind not in CONFIG_KINDS:
+        console.print(f"[red]unknown config {kind!r}[/red]; expected one of {sorted(CONFIG_KINDS)}")
+        raise typer.Exit(2)
+    cls = next(getattr(m, CONFIG_KINDS[kind]) for m in (schemas.configs, schemas.sweep, schemas.training, schemas.transform)
+               if hasattr(m, CONFIG_KINDS[kind]))
+    required = {"train": {"features_url": "FEATURES_URL", "domain": "DOMAIN"}, "transform": {"model": "MODEL_URI"},
+                "sweep": {"model": "MODEL_URI"}}.get(kind, {})
+    print(cls.model_validate(required).model_dump_json(indent=2))

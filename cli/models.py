@@ -1,0 +1,70 @@
+"""Model commands: train, warm-probe."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import ConfigOpt, PrefectOpt, console, load_config, print_rows, root, run
+
+
+def train(
+    features_url: str = typer.Argument(..., help="A feature set URL (…/features/logmel-<hash>)."),
+    domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
+    cond_domain: str = typer.Option(None, help="Conditional baseline: train DOMAIN from this paired source domain."),
+    cond_role: str = typer.Option("clean", help="Role of the paired source rows (clean, midi_guide, degraded)."),
+    preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo, gpu."),
+    steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
+    batch_size: int = typer.Option(None, help="Global batch, split across workers."),
+    lr: float = typer.Option(None, help="Peak learning rate."),
+    seed: int = typer.Option(None, help="Run seed (every draw derives from it)."),
+    checkpoint_every: int = typer.Option(None, help="Steps between checkpoints."),
+    workers: int = typer.Option(2, help="Ray Train workers (0: train in this process)."),
+    gpu: bool = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
+    out: str = typer.Option(None, help="Root of run folders; default DATA_ROOT/training."),
+    resume: bool = typer.Option(True, "--resume/--no-resume",
+                                help="Continue a run with the same identity from its last checkpoint."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register the model in MLflow."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TrainConfig JSON (overrides the preset)."),
+    prefect: bool = PrefectOpt,
+):
+    """Train the EDM denoiser of one domain on Ray Train and register it as
+    reinstrument-<domain> (alias `champion` if it validates better). Example:
+    reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo"""
+    import json
+
+    from flows.jobs import train_flow
+    from infra.storage import Storage
+    from jobs.train import train_job
+    from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
+
+    if preset not in TRAIN_PRESETS:
+        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(TRAIN_PRESETS)}")
+        raise typer.Exit(2)
+    # Absolute, so the run's identity (and its Ray workers) do not depend on the working directory.
+    cfg = load_config(TrainConfig, config, TRAIN_PRESETS[preset], domain=domain,
+                      features_url=Storage(features_url).absolute_url(), cond_domain=cond_domain,
+                      cond_role=cond_role if cond_domain else None, steps=steps, batch_size=batch_size, lr=lr,
+                      seed=seed, checkpoint_every=checkpoint_every)
+    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
+                            register_model=register, out_url=out or f"{root()}/training")
+    res = run(train_flow, train_job, prefect, cfg, logistics)
+    console.print_json(json.dumps(res, default=str))
+
+
+def warm_probe(
+    features_url: str = typer.Argument(..., help="A feature set holding both domains."),
+    model: str = typer.Option(..., help="MLflow model URI, e.g. models:/reinstrument-flute@champion."),
+    guide_domain: str = typer.Option(..., help="Domain of the guides, e.g. violin."),
+    t_init: list[float] = typer.Option([1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.0], help="tau_init values (repeat)."),
+    steps: int = typer.Option(35, help="Reverse steps N of the full grid."),
+    segments: int = typer.Option(32, help="Guide segments (valid/test split)."),
+):
+    """Warm-start guides of another domain with a trained model and report, per tau_init, the
+    probability a timbre probe gives the model's domain and how far outputs moved from guides."""
+    from jobs.probe import probe_job
+
+    print_rows(probe_job(model, features_url, guide_domain, list(t_init), steps=steps, segments=segments),
+               f"warm start: {guide_domain} guides -> {model}")

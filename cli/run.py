@@ -1,0 +1,204 @@
+"""Commands that transform: transform, sweep, nightly, serve, pull, demo."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import (ConfigOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt, console, fail, load_config,
+                        print_rows, root, run)
+
+
+def _sampler(name=None, steps=None, S_churn=None, S_tmin=None, S_tmax=None, S_noise=None) -> dict:
+    return {"name": name, "steps": steps, "S_churn": S_churn, "S_tmin": S_tmin, "S_tmax": S_tmax, "S_noise": S_noise}
+
+
+def transform(
+    inputs: str = typer.Option(..., help="A clips dataset, or a folder/s3:// prefix of audio or MIDI (ingested first)."),
+    model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
+    task: str = typer.Option(None, help="timbre | midi2real | enhance (picks the guide role of a corpus)."),
+    method: str = typer.Option(None, help="warm_init | ddib | conditional."),
+    source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
+    t_init: float = typer.Option(None, help="tau_init: fraction of reverse steps skipped (default 0.5)."),
+    sigma_start: float = typer.Option(None, help="Start at this sigma instead of a tau_init."),
+    lam: float = typer.Option(None, help="lambda: noise scale of the warm start (default 1)."),
+    steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
+    sampler: str = typer.Option(None, help="heun | euler | dpmpp_2m."),
+    S_churn: float = SChurnOpt, S_tmin: float = STminOpt, S_tmax: float = STmaxOpt, S_noise: float = SNoiseOpt,
+    seed: int = typer.Option(None, help="Run seed; each clip's noise derives from (seed, clip ID)."),
+    domain: str = typer.Option(None, help="Corpus inputs: guide domain to take, e.g. violin."),
+    role: str = typer.Option(None, help="Corpus inputs: guide role (default: the task's)."),
+    split: str = typer.Option(None, help="Corpus inputs: split to take (default all)."),
+    limit: int = typer.Option(None, help="At most this many clips."),
+    out: str = typer.Option(None, help="Root of run folders (default DATA_ROOT)."),
+    run_id: str = typer.Option(None, help="Name the run (default: a hash of the job, so re-runs resume)."),
+    actors: int = typer.Option(2, help="Ray actors (0: in this process)."),
+    gpu: bool = typer.Option(False, help="One GPU per actor, bf16."),
+    clips_per_task: int = typer.Option(4, help="Clips per actor call and per committed shard."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
+):
+    """Transform a corpus into the model's domain; outputs + table under OUT/runs/<run_id>/, exactly once."""
+    from flows.jobs import transform_flow
+    from jobs.transform import transform_job
+    from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+
+    # tau_init 0.5 unless a start is given here or in the config file (a given warm start replaces the default whole)
+    file_warm = json.loads(config.read_text()).get("warm", {}) if config else {}
+    if t_init is None and sigma_start is None and not {"t_init", "sigma_start"} & set(file_warm):
+        t_init = 0.5
+    cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
+                      warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
+                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed)
+    sel = load_config(InputSelection, None, domain=domain, role=role, split=split, limit=limit)
+    log = load_config(TransformLogistics, None, num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
+                      out_url=out or root(), run_id=run_id)
+    try:
+        res = run(transform_flow, transform_job, prefect, inputs, sel, cfg, log)
+    except ValueError as e:
+        fail(e)
+    print_rows([{"": k, "value": v} for k, v in res.items() if k not in ("run_url", "outputs_url")], "transform")
+    console.print(f"outputs table: {res['outputs_url']}\naudio:         {res['run_url']}/audio/\n"
+                  f"MLflow run:    {res['mlflow_run_id']}")
+
+
+def sweep(
+    inputs: str = typer.Option(..., help="Clips dataset (or folder/s3:// prefix of audio/MIDI) to transform."),
+    model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
+    task: str = typer.Option(None, help="timbre | midi2real | enhance."),
+    method: str = typer.Option(None, help="warm_init | ddib."),
+    source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
+    t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default a grid dense in 0.3-0.7."),
+    sigma_start: list[float] = typer.Option(None, help="sigma grid point (repeat) instead of tau_init."),
+    lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 and 1."),
+    steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
+    S_churn: float = SChurnOpt, S_tmin: float = STminOpt, S_tmax: float = STmaxOpt, S_noise: float = SNoiseOpt,
+    domain: str = typer.Option(None, help="Guide domain of a corpus, e.g. violin."),
+    split: str = typer.Option("test", help="Split of the inputs (held out from training)."),
+    limit: int = typer.Option(None, help="At most this many input clips."),
+    reference: str = typer.Option(None, help="Target-domain reference clips dataset (default: the inputs)."),
+    reference_split: str = typer.Option(None, help="Split of the reference clips (default train)."),
+    embedding: str = typer.Option(None, help="FAD embedding: musicnn | musicnn-mtt."),
+    seed: int = typer.Option(None, help="Run seed."),
+    actors: int = typer.Option(2, help="Ray actors per grid point (0: in this process)."),
+    out: str = typer.Option(None, help="Root (default DATA_ROOT); results under OUT/sweeps/<sweep_id>/."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
+):
+    """The tau_init sweep: FAD and JD per grid point, trade-off plots, a recommended operating point."""
+    from flows.jobs import sweep_t_init
+    from infra.settings import get_settings
+    from jobs.sweep import sweep_job
+    from schemas.sweep import SweepConfig
+    from schemas.transform import InputSelection, TransformLogistics
+
+    cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
+                      source_model=source_model, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
+                      lams=tuple(lam or ()), sampler=_sampler(None, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed,
+                      embedding=embedding, reference_url=reference, reference_split=reference_split)
+    try:
+        if prefect:  # the deployment's parameters
+            res = run(sweep_t_init, sweep_t_init.fn, True, inputs, cfg.model, cfg.task, domain, split, limit, cfg, out, actors)
+        else:
+            res = sweep_job(inputs, InputSelection(domain=domain, split=split, limit=limit), cfg,
+                            TransformLogistics(num_actors=actors, out_url=out or get_settings().data_root))
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    for lam_label, rec in res["recommended"].items():
+        console.print(f"recommended for lambda={lam_label}: {rec}")
+    console.print(f"operating point: {res.get('operating_point')}")
+    console.print(f"metrics: {res['metrics_url']}\nplot:    {res['plot_url']}\nreport:  {res['report_url']}\n"
+                  f"MLflow parent run: {res['mlflow_run_id']}")
+
+
+def serve(
+    nightly_inputs: str = typer.Option(None, help="Prefix the nightly job watches (folder or s3://)."),
+    target: list[str] = typer.Option(None, help="Nightly target model URI (repeat), e.g. models:/reinstrument-flute@champion."),
+    out: str = typer.Option(None, help="Root for outputs (default DATA_ROOT)."),
+    cron: str = typer.Option("0 2 * * *", help="Nightly schedule (UTC cron)."),
+    actors: int = typer.Option(2, help="Ray actors per transform."),
+):
+    """Serve the `sweep-t-init` and `reinstrument-nightly` deployments (needs PREFECT_API_URL)."""
+    from flows.deploy import serve_all
+
+    if not os.environ.get("PREFECT_API_URL"):
+        console.print("[red]PREFECT_API_URL is not set[/red]; start a server (prefect server start) and export "
+                      "PREFECT_API_URL=http://127.0.0.1:4200/api")
+        raise typer.Exit(2)
+    serve_all(nightly_inputs=nightly_inputs, nightly_targets=[{"model": t} for t in target] if target else None,
+              out=out, cron=cron, actors=actors)
+
+
+def nightly(
+    inputs: str = typer.Option(..., help="Prefix to watch (folder or s3://)."),
+    target: list[str] = typer.Option(..., help="Target model URI (repeat)."),
+    out: str = typer.Option(None, help="Root (default DATA_ROOT); outputs under OUT/nightly/<date>/."),
+    steps: int = typer.Option(None, help="N reverse steps (default: the recommended operating point's, else 35)."),
+    actors: int = typer.Option(2, help="Ray actors."),
+):
+    """Run the nightly job once: transform what arrived since the last successful run."""
+    from jobs.nightly import nightly_job
+
+    res = nightly_job(inputs, [{"model": t} for t in target], out or root(), actors=actors, steps=steps)
+    print_rows(res["runs"], f"nightly ({res['new_commits']} new ingestion commits, {res['done_commits']} done in all)")
+
+
+def pull(
+    run_url: str = typer.Argument(..., metavar="RUN", help="A run folder: s3://bucket/prefix/runs/<run_id> (or a local path)."),
+    dest: str = typer.Argument(..., help="Local folder to pull into."),
+):
+    """Download a run's audio, outputs table and manifest; verify every file's SHA-256."""
+    from tasks.pull import pull_run
+
+    try:
+        res = pull_run(run_url, dest)
+    except ValueError as e:
+        fail(e)
+    console.print(f"{res.files} outputs: {res.fetched} fetched, {res.skipped} already present and verified -> {res.dest}\n"
+                  f"check again any time: (cd {dest} && sha256sum -c SHA256SUMS)")
+
+
+def demo(
+    root_url: str = typer.Option("./reinstrument-data/demo", "--root", help="Where the demo writes (local or s3://)."),
+    pieces: int = typer.Option(32, help="Chorales to render (about 1 in 10 is held out for the sweep)."),
+    train_steps: int = typer.Option(None, help="Training steps of the cpu-demo model (default: jobs/demo.py's, 5,000)."),
+    train_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
+    actors: int = typer.Option(2, help="Ray actors for features and transformation."),
+    t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
+                                                  "dense where the cpu-demo model's trade-off happens."),
+    lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 (see jobs/demo.py)."),
+    S_churn: float = typer.Option(None, "--S_churn", "--s-churn", help="Heun's S_churn; default jobs/demo.py's (7; 0: the ODE)."),
+    S_tmin: float = typer.Option(None, "--S_tmin", "--s-tmin", help="S_tmin: churn only at sigma >= this (default 0.5)."),
+    prefect: bool = PrefectOpt,
+):
+    """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
+    tau_init sweep of violin->flute on held-out chorales. A second run reuses the first's work."""
+    from flows.jobs import demo_flow
+    from infra.tracking import tracking_uri
+    from jobs.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_job, sweep_table
+
+    overrides = ({"t_inits": tuple(t_init)} if t_init else {}) | ({"lams": tuple(lam)} if lam else {})
+    overrides |= {"train_steps": train_steps} if train_steps else {}
+    churned = {k: v for k, v in (("S_churn", S_churn), ("S_tmin", S_tmin)) if v is not None}
+    overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
+    res = run(demo_flow, demo_job, prefect, root_url, DEMO_CORPUS.model_copy(update={"max_pieces": pieces}),
+              actors=actors, train_workers=train_workers, **overrides)
+    c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
+    print_rows(c["summary"], "reference corpus (role, domain, split)")
+    console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused; features: "
+                  f"{f['shards_added']} shards added now, {f['skipped']} reused ({f['rows']} segments)")
+    console.print(f"model:  reinstrument-flute/{t['model_version']} (val loss {t.get('val_loss', float('nan')):.4f})")
+    table, notes = sweep_table(s["metrics_url"])
+    lams = sorted({r.get("lambda") for r in table} - {None})
+    print_rows(table, "sweep-t-init" + ("" if lams else f" (lambda {(lam or [0])[0]:g})")
+               + ": violin -> flute on held-out chorales (95 % bootstrap CI)")
+    for note in notes:
+        console.print(f"[yellow]{note}[/yellow]" if note.startswith("FAD does not") else note)
+    for lam_label, rec in s["recommended"].items():
+        console.print(f"[bold]recommended tau_init (lambda={lam_label}): {rec.get('t_init')}[/bold] "
+                      f"(JD {rec['jd']:.3f}, FAD {rec['fad']:.2f}; {rec['rule']})")
+    console.print(f"report:    {s['report_url']}\nplot:      {s['plot_url']}\nmetrics:   {s['metrics_url']}")
+    console.print(f"MLflow UI: mlflow ui --backend-store-uri {tracking_uri()}  (then open http://127.0.0.1:5000)")

@@ -1,0 +1,94 @@
+"""The Prefect flows: each one a job of jobs/ with Prefect's steps (flows/steps.py), history and
+artifacts. Nothing here computes; the deployments users run are in flows/deploy.py."""
+from __future__ import annotations
+
+from prefect import flow
+
+from flows.steps import prefect_step, table_artifact
+from infra.settings import get_settings
+from jobs.data import augment_job, corpus_job, features_job, ingest_job
+from jobs.demo import DEMO_CORPUS, DEMO_LAMS, DEMO_SAMPLER, DEMO_T_INITS, DEMO_TRAIN_STEPS, demo_job
+from jobs.nightly import nightly_job
+from jobs.sweep import sweep_job
+from jobs.train import train_job
+from jobs.transform import transform_job
+from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestConfig
+from schemas.diffusion import SamplerConfig
+from schemas.sweep import SweepConfig
+from schemas.training import TrainConfig, TrainLogistics
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+
+
+@flow(name="corpus-build", log_prints=True)
+def corpus_build_flow(dest: str, config: CorpusConfig = CorpusConfig(), workers: int = 2) -> dict:
+    """Render the reference corpus (clean clips, MIDI guides, degraded guides) into DEST/clips."""
+    result = prefect_step(corpus_job, dest, config, workers)
+    table_artifact("corpus-summary", result["summary"], "Reference corpus: pieces, clips, minutes")
+    return result
+
+
+@flow(name="ingest", log_prints=True)
+def ingest_flow(src: str, dest: str, config: IngestConfig = IngestConfig(), sidecar: str | None = None) -> dict:
+    """Decode, validate, resample, loudness-normalise and clip SRC into DEST/clips."""
+    return prefect_step(ingest_job, src, dest, config, sidecar)
+
+
+@flow(name="augment", log_prints=True)
+def augment_flow(clips: str, out: str, config: AugmentConfig = AugmentConfig()) -> dict:
+    """Pitch-shift selected clips of CLIPS into the clips dataset OUT."""
+    return prefect_step(augment_job, clips, out, config)
+
+
+@flow(name="features", log_prints=True)
+def features_flow(clips: list[str], out: str, config: FeatureConfig = FeatureConfig(),
+                  actors: int = 2, local: bool = False) -> dict:
+    """Log-mel segments of every clips dataset in CLIPS, on Ray, into OUT/<kind>-<config hash>."""
+    return prefect_step(features_job, clips, out, config, actors, local)
+
+
+@flow(name="train", log_prints=True)
+def train_flow(cfg: TrainConfig, logistics: TrainLogistics) -> dict:
+    """Train one domain's model with the solver and register it (champion only if better)."""
+    return train_job(cfg, logistics, step=prefect_step)
+
+
+@flow(name="transform", log_prints=True)
+def transform_flow(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> dict:
+    """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model."""
+    result = transform_job(inputs, selection, cfg, logistics, step=prefect_step)
+    table_artifact("transform-summary", [result], f"transform run {result['run_id']}")
+    return result
+
+
+@flow(name="sweep-t-init", log_prints=True)
+def sweep_t_init(inputs: str, model: str, task_name: str = "timbre", domain: str | None = None,
+                 split: str | None = "test", limit: int | None = None, config: SweepConfig | None = None,
+                 out: str | None = None, actors: int = 2) -> dict:
+    """Trace realism (FAD) against faithfulness (JD) over a tau_init x lambda grid and recommend a tau_init."""
+    cfg = config or SweepConfig(model=model, task=task_name)
+    log = TransformLogistics(num_actors=actors, out_url=out or get_settings().data_root)
+    result = sweep_job(inputs, InputSelection(domain=domain, split=split, limit=limit), cfg, log, step=prefect_step)
+    table = [{k: r[k] for k in ("t_init", "sigma_start", "lam", "metric", "n", "mean", "ci_low", "ci_high")}
+             for r in result["rows"]]
+    table_artifact("sweep-metrics", table, f"sweep {result['sweep_id']}: metrics per grid point")
+    return {k: v for k, v in result.items() if k != "rows"}
+
+
+@flow(name="reinstrument-nightly", log_prints=True)
+def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int | None = None,
+                 clips_per_task: int = 4) -> dict:
+    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?}.
+    clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""
+    res = nightly_job(inputs, targets, out or get_settings().data_root, actors=actors, steps=steps,
+                      clips_per_task=clips_per_task, step=prefect_step)
+    table_artifact("nightly-summary", res["runs"] or [{"note": "nothing new"}], "reinstrument-nightly")
+    return res
+
+
+@flow(name="demo", log_prints=True)
+def demo_flow(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureConfig = FeatureConfig(roles=("clean",)),
+              workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
+              t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
+              sampler: SamplerConfig = DEMO_SAMPLER) -> dict:
+    return demo_job(root, corpus, features, workers, actors, train_steps, train_workers, t_inits, lams, sampler,
+                    step=prefect_step)

@@ -1,0 +1,74 @@
+"""The data jobs: render the reference corpus, ingest a folder or prefix, pitch-augment, extract
+features (Ray actors, or in-process), and the two that look inside a dataset (`inspect_job`'s
+per-column breakdown, `mel2audio_job`'s Griffin-Lim inversion of one feature segment)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from infra.datasets import ShardedDataset
+from infra.settings import get_settings
+from infra.storage import Storage
+from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestConfig
+from schemas.records import FeatureSetExtra
+from tasks.audio import encode_audio
+from tasks.augment import run_augment
+from tasks.builders import make_vocoder
+from tasks.corpus import run_corpus
+from tasks.ingest import run_ingest
+
+# What `inspect` groups a table's rows by.
+INSPECT_GROUPS = {"clips": ["role", "domain", "split"], "features": ["role", "domain", "split"],
+                  "quarantine": ["stage", "reason"], "outputs": ["target_domain", "method", "t_init"],
+                  "metrics": ["metric", "reference"]}
+
+
+def corpus_job(dest: str, config: CorpusConfig, workers: int) -> dict:
+    return dataclasses.asdict(run_corpus(config, dest, shard_rows=get_settings().shard_rows, workers=workers))
+
+
+def ingest_job(src: str, dest: str, config: IngestConfig, sidecar: str | None) -> dict:
+    return dataclasses.asdict(run_ingest(src, dest, config, sidecar, shard_rows=get_settings().shard_rows))
+
+
+def augment_job(clips: str, out: str, config: AugmentConfig) -> dict:
+    return dataclasses.asdict(run_augment(clips, out, config, shard_rows=get_settings().shard_rows))
+
+
+def features_job(clips: list[str], out: str, config: FeatureConfig, actors: int, local: bool) -> dict:
+    from ray_actors.features import extract_features
+
+    return extract_features(clips, out, config, num_actors=actors, local=local)
+
+
+def inspect_job(url: str) -> tuple[dict, list[dict]]:
+    """(what the manifest says, row counts per group of the table's grouping columns)."""
+    ds = ShardedDataset.detect(url)
+    m = ds.manifest()
+    about = {"table": m.table, "schema_version": m.schema_version, "commits": len(m.commits), "shards": len(m.shards),
+             "rows": m.num_rows, "updated_at": m.updated_at, "extra_keys": sorted(m.extra)}
+    group = INSPECT_GROUPS[m.table]
+    counts: dict[tuple, int] = {}
+    for r in ds.read(group).to_pylist():
+        k = tuple(r[c] for c in group)
+        counts[k] = counts.get(k, 0) + 1
+    return about, [dict(zip(group, k), rows=n) for k, n in sorted(counts.items(), key=lambda kv: tuple(map(str, kv[0])))]
+
+
+def mel2audio_job(features_url: str, out_url: str, feature_id: str | None = None, n_iter: int = 32) -> tuple[str, float]:
+    """Griffin-Lim inversion of one segment's log-mel (the first, unless named) into a WAV at
+    `out_url` (local path or s3://). Returns (the segment's feature ID, seconds written)."""
+    ds = ShardedDataset.at(features_url, "features")
+    mel = FeatureSetExtra.of(ds.manifest().extra, features_url).config.mel
+    vocoder = make_vocoder("griffin-lim", mel, n_iter=n_iter)
+    for _, t in ds.iter_shards():
+        for r in t.to_pylist():
+            if feature_id in (None, r["feature_id"]):
+                x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])
+                y = vocoder(x[:, : r["num_valid_frames"]])
+                parent, name = out_url.rsplit("/", 1) if "/" in out_url else (".", out_url)
+                Storage(parent).write_bytes(name, encode_audio(y / max(1e-6, float(np.abs(y).max())) * 0.9,
+                                                               mel.sample_rate_hz))
+                return r["feature_id"], y.size / mel.sample_rate_hz
+    raise ValueError(f"feature {feature_id} not found in {features_url}")

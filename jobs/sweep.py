@@ -1,0 +1,225 @@
+"""`sweep-t-init`: how far may a transformation stray from its input? For every (tau_init or
+sigma_start, lambda) of the grid: transform the inputs (jobs/transform.py: cached, resumable)
+and measure realism (FAD vs the target domain's reference) and faithfulness (pitch JD vs the
+guide; F1/JD vs the MIDI where known; SI-SDR/LSD vs the clean clip for `enhance`). One MLflow
+parent run, a child run per grid point; the metrics table, the trade-off plots, the listening
+page and the recommendation (tasks/tradeoff.py) are stored under <out>/sweeps/<sweep_id>/
+(schemas/records.SweepLayout) and logged to the parent run."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from infra import tracking
+from infra.datasets import ShardedDataset
+from infra.settings import get_settings
+from infra.storage import Storage
+from jobs.steps import Step, inline
+from jobs.transform import check_selection, transform_job
+from schemas.configs import config_hash
+from schemas.diffusion import WarmStartConfig
+from schemas.records import LambdaRecommendation, OperatingPoint, Recommendation, RunLayout
+from schemas.records import SweepLayout as L
+from schemas.results import SweepResult
+from schemas.sweep import SweepConfig
+from schemas.tables import METRICS
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from tasks.audio import decode_audio_bytes
+from tasks.builders import load_model, make_embedding
+from tasks.listening import ListeningInput, write_page
+from tasks.metrics.compute import point_rows
+from tasks.metrics.fad import cached_reference_stats, embed_set
+from tasks.metrics.pitch import BasicPitch
+from tasks.metrics.sources import AudioItem, audio_items, is_clips_dataset, item_content_ids
+from tasks.metrics.table import GridPoint
+from tasks.plots import tradeoff_png
+from tasks.tradeoff import Point, recommend
+
+EXPERIMENT = "reinstrument-sweep"
+
+
+def point_config(cfg: SweepConfig, warm: WarmStartConfig) -> TransformConfig:
+    return TransformConfig(task=cfg.task, method=cfg.method, model=cfg.model, source_model=cfg.source_model, warm=warm,
+                           sampler=cfg.sampler, window=cfg.window, seed=cfg.seed, vocoder_iters=cfg.vocoder_iters)
+
+
+def output_items(run_url: str) -> list[AudioItem]:
+    """A transform run's outputs as audio items named by their input's clip ID."""
+    run = Storage(run_url)
+    rows = ShardedDataset(run.child(RunLayout.OUTPUTS), "outputs").read(["output_key", "clip_id"]).to_pylist()
+    return [AudioItem(r["clip_id"], *decode_audio_bytes(run.read_bytes(RunLayout.audio(r["output_key"])))) for r in rows]
+
+
+def clip_items(clips_url: str, ids: set[str]) -> dict[str, AudioItem]:
+    table = ShardedDataset.at(clips_url, "clips").read(["clip_id", "audio_flac", "midi"]).to_pylist()
+    return {r["clip_id"]: AudioItem(r["clip_id"], *decode_audio_bytes(r["audio_flac"]), r["midi"]) for r in table
+            if r["clip_id"] in ids}
+
+
+def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logistics: TransformLogistics):
+    """Gaussian of the target domain's reference clips (vocoded through the same path when asked)."""
+    emb = make_embedding(cfg.embedding, get_settings().weights_dir)
+    url = cfg.reference_url or inputs
+    sel = InputSelection(domain=domain, role="clean", split=cfg.reference_split, limit=cfg.reference_limit)
+    ids = item_content_ids(url, domain=domain, role="clean", split=cfg.reference_split, limit=cfg.reference_limit)
+    if len(ids) < 2:
+        raise ValueError(f"the reference set ({url}, domain={domain}, split={cfg.reference_split}) has {len(ids)} clips; "
+                         "FAD needs a reference of the target domain")
+    if cfg.vocoded_reference:
+        identity = point_config(cfg, WarmStartConfig(t_init=1.0, lam=0.0)).model_copy(update={"method": "warm_init",
+                                                                                            "source_model": None})
+        res = transform_job(url, sel, identity, logistics.model_copy(update={"parent_run_id": None,
+                                                                           "experiment": "reinstrument-transform"}))
+        build = lambda: embed_set(output_items(res["run_url"]), emb)  # noqa: E731
+    else:
+        build = lambda: embed_set(audio_items(url, domain=domain, role="clean", split=cfg.reference_split,  # noqa: E731
+                                              limit=cfg.reference_limit), emb)
+    stats, cached = cached_reference_stats(Storage(out).child("metrics/reference-stats"), domain, emb.name, ids, build,
+                                           {"vocoded": cfg.vocoded_reference, "vocoder_iters": cfg.vocoder_iters})
+    label = f"domain:{domain}" + (" (vocoded)" if cfg.vocoded_reference else "")
+    return stats, label, cached
+
+
+def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: InputSelection,
+               logistics: TransformLogistics, stats, reference_label: str) -> dict:
+    res = transform_job(inputs, selection, point_config(cfg, warm), logistics)
+    point = GridPoint(run_id=res["run_id"], method=cfg.method, task=cfg.task, t_init=warm.t_init,
+                      sigma_start=warm.sigma_start, lam=warm.lam)
+    outs = output_items(res["run_url"])
+    clean = None
+    if cfg.task == "enhance" and res["clips_url"] == inputs:  # a corpus knows each guide's clean clip
+        clean_of = {r["clip_id"]: r["clean_id"] for r in
+                    ShardedDataset.at(inputs, "clips").read(["clip_id", "clean_id"]).to_pylist() if r["clean_id"]}
+        items = clip_items(inputs, set(clean_of.values()))
+        clean = {g: items[c] for g, c in clean_of.items() if c in items}
+    rows = point_rows(point, outs, clip_items(res["clips_url"], {o.item_id for o in outs}), stats, reference_label,
+                      make_embedding(cfg.embedding, get_settings().weights_dir), BasicPitch(get_settings().weights_dir),
+                      threshold=cfg.jd_threshold, clean=clean, seed=cfg.seed)
+    tracking.TrackedRun(res["mlflow_run_id"]).table(rows)
+    return {"rows": rows, "run_url": res["run_url"], "clips_url": res["clips_url"],
+            "t_init": warm.t_init, "sigma_start": warm.sigma_start, "lam": warm.lam}
+
+
+def _xkey(cfg: SweepConfig) -> str:
+    return "t_init" if cfg.t_inits else "sigma_start"
+
+
+def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict[str, LambdaRecommendation]]:
+    """Per lambda: the (x, JD, FAD) curve and the recommendation (tasks/tradeoff.py)."""
+    xkey = _xkey(cfg)
+    by: dict = {}
+    for r in rows:
+        by.setdefault((r["lam"], r[xkey]), {})[r["metric"]] = r["mean"]
+    curves: dict[str, list] = {}
+    for (lam, x), m in sorted(by.items()):
+        if "jd" in m and "fad" in m:
+            curves.setdefault(f"{lam:g}", []).append((x, m["jd"], m["fad"]))
+    recs = {}
+    for lam, pts in curves.items():
+        rec = recommend([Point(x, j, f) for x, j, f in pts])
+        recs[lam] = LambdaRecommendation(**{xkey: rec.t_init}, jd=rec.jd, fad=rec.fad, rule=rec.rule)
+    return curves, recs
+
+
+def operating_point(cfg: SweepConfig, curves: dict[str, list]) -> OperatingPoint | None:
+    """The one point to run with: the knee (tasks/tradeoff.py) of every grid point pooled over
+    lambda, with everything that produced it (tau_init or sigma, lambda, sampler settings), so a
+    consumer (the nightly job) applies it whole."""
+    pooled = [(float(lam), Point(x, j, f)) for lam, pts in curves.items() for x, j, f in pts]
+    if not pooled:
+        return None
+    rec = recommend([p for _, p in pooled])
+    lam = next(lam for lam, p in pooled if (p.t_init, p.jd, p.fad) == (rec.t_init, rec.jd, rec.fad))
+    return OperatingPoint(**{_xkey(cfg): rec.t_init}, lam=lam, jd=rec.jd, fad=rec.fad, rule=rec.rule, sampler=cfg.sampler)
+
+
+def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | None, n: int = 3) -> list[ListeningInput]:
+    """A few inputs: their guide, every grid point's output, and the true target (a guide's clean
+    counterpart, else the target domain's clean render of the same segment)."""
+    clips = ShardedDataset.at(points[0]["clips_url"], "clips").read(
+        ["clip_id", "clean_id", "source_id", "domain", "role", "audio_flac"]).to_pylist()
+    by_id = {c["clip_id"]: c for c in clips}
+    same_segment = {c["source_id"]: c["clip_id"] for c in clips if c["role"] == "clean" and c["domain"] == target_domain}
+    xkey = _xkey(cfg)
+    keys = {id(p): {r["clip_id"]: r["output_key"] for r in ShardedDataset(
+        Storage(p["run_url"]).child(RunLayout.OUTPUTS), "outputs").read(["clip_id", "output_key"]).to_pylist()} for p in points}
+    out = []
+    for cid in sorted(keys[id(points[0])])[:n]:
+        outs = [(f"{'τ' if xkey == 't_init' else 'σ'} {p[xkey]:g}, λ {p['lam']:g}",
+                 Storage(p["run_url"]).read_bytes(RunLayout.audio(keys[id(p)][cid])), p["lam"] == max(cfg.lams))
+                for p in sorted(points, key=lambda p: (p["lam"], -(p[xkey] or 0))) if cid in keys[id(p)]]
+        clean_id = by_id[cid].get("clean_id") or same_segment.get(by_id[cid]["source_id"])
+        target = (decode_audio_bytes(by_id[clean_id]["audio_flac"]) if clean_id and clean_id in by_id and clean_id != cid
+                  else None)
+        out.append(ListeningInput(cid, decode_audio_bytes(by_id[cid]["audio_flac"]), outs, target))
+    return out
+
+
+def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, sweep_id: str, context: dict) -> SweepResult:
+    rows = [r for p in points for r in p["rows"]]
+    curves, recs = summarise(cfg, rows)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), buf)
+    out.write_bytes(L.METRICS, buf.getvalue())
+    emb_name = next((r["embedding"] for r in rows if r["embedding"]), cfg.embedding)
+    png = tradeoff_png(curves, recommended={k: v.t_init if v.t_init is not None else v.sigma_start for k, v in recs.items()},
+                       embedding=emb_name)
+    out.write_bytes(L.PLOT, png)
+    table = [{k: r[k] for k in ("t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low", "ci_high")}
+             for r in rows]
+    shown = {f"λ={lam}": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in r.model_dump(exclude_none=True).items() if k != "rule")
+             for lam, r in recs.items()} | {"rule": next(iter(recs.values())).rule if recs else "no point with JD and FAD"}
+    report = write_page(out.child(L.REPORT), f"sweep-t-init {sweep_id}", cfg.model_dump(mode="json"), context, shown, table,
+                        listening_inputs(cfg, points, context.get("target_domain")), curves_png=png)
+    rec = Recommendation(sweep_id=sweep_id, model_version=context["model"], recommended=recs,
+                         operating_point=operating_point(cfg, curves),
+                         finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), metrics_url=out.uri(L.METRICS),
+                         plot_url=out.uri(L.PLOT), report_url=report, mlflow_run_id=parent, points=len(cfg.grid()))
+    out.write_bytes(L.RECOMMENDATION, rec.model_dump_json(indent=2, exclude_none=True).encode())
+    tracked = tracking.TrackedRun(parent)
+    tracked.table(rows)
+    for name in (L.PLOT, L.RECOMMENDATION):
+        tracked.artifact(name, out.read_bytes(name))
+    tracked.artifacts_from(out, L.REPORT, "report")
+    tracked.metrics({f"recommended_{k}_lam{lam}": v for lam, r in recs.items()
+                     for k, v in (("t_init", r.t_init), ("sigma_start", r.sigma_start))})
+    tracked.finish()
+    return SweepResult(**rec.model_dump(mode="json", exclude_none=True))
+
+
+def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistics: TransformLogistics,
+              *, step: Step = inline) -> SweepResult:
+    """Trace realism (FAD) against faithfulness (JD) over a tau_init x lambda grid and recommend
+    an operating point. The same inputs, grid and model version reuse a finished sweep."""
+    _, model_name = tracking.resolve_model(cfg.model)
+    if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
+        check_selection(inputs, selection, cfg.task, False)
+    sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.model_dump(),
+                                    "model": model_name, "config": cfg.model_dump(mode="json")})
+    root = Storage(Storage(logistics.out_url).absolute_url())
+    out = root.child(f"{L.SWEEPS}/{sweep_id}")
+    if out.exists(L.RECOMMENDATION):  # the same inputs, grid and model version: results are deterministic
+        done = Recommendation.model_validate_json(out.read_bytes(L.RECOMMENDATION))
+        print(f"[sweep] {sweep_id} finished at {done.finished_at}: reusing its results ({out.url})")
+        return SweepResult(**done.model_dump(mode="json", exclude_none=True),
+                           rows=pq.read_table(io.BytesIO(out.read_bytes(L.METRICS))).to_pylist())
+    parent = tracking.TrackedRun.start(EXPERIMENT, sweep_id, tags={"reinstrument.kind": "sweep",
+                                                                   "reinstrument.sweep_folder": out.url})
+    with parent.failed_on_error():
+        parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": model_name})
+        domain = cfg.reference_domain or load_model(tracking.model_checkpoint(tracking.resolve_model(cfg.model)[0]),
+                                                    model_name).card.domain
+        child_log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
+        stats, label, cached = step(reference_stats, cfg, inputs, root.url, domain, child_log)
+        print(f"[sweep] {sweep_id}: {len(cfg.grid())} grid points; reference {label} "
+              f"({'cached' if cached else 'computed'} statistics)")
+        points = []
+        for k, warm in enumerate(cfg.grid()):
+            print(f"[sweep] point {k + 1}/{len(cfg.grid())}: t_init={warm.t_init} sigma_start={warm.sigma_start} lam={warm.lam}")
+            points.append(step(grid_point, cfg, warm, inputs, selection, child_log, stats, label))
+        context = {"inputs": inputs, "model": model_name, "reference": label, "target_domain": domain} | selection.model_dump()
+        return step(finish, cfg, points, out, parent.id, sweep_id, context) | {"rows": [r for p in points for r in p["rows"]]}

@@ -1,0 +1,127 @@
+"""`reinstrument train`: one model per target domain. Prepares the run (identity, MLflow run, the
+model card), trains with the solver (ray_actors/solver.py: Ray Train or in-process), then logs
+artifacts, registers the EMA model as `reinstrument-<domain>` and moves the `champion` alias
+only to a better model."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from infra import tracking
+from infra.datasets import ShardedDataset
+from infra.storage import Storage
+from jobs.steps import Step, inline
+from ray_actors.solver import fit
+from schemas.records import FeatureSetExtra, ModelCard
+from schemas.records import TrainRunLayout as L
+from schemas.results import TrainResult
+from schemas.training import TrainConfig, TrainLogistics
+from tasks.builders import load_model
+from tasks.diffusion.checkpoint import ema_checkpoint_bytes, load_train_state
+from tasks.diffusion.train import validation_loss
+from tasks.diffusion.train_data import read_columns_local, train_data_from_columns
+from tasks.feature_reader import normalisation
+from tasks.plots import loss_curve_png
+
+PYFUNC = Path(__file__).with_name("pyfunc.py")
+
+
+def run_folder(cfg: TrainConfig, logistics: TrainLogistics) -> Storage:
+    """The identity hash names the folder: the same config finds (and resumes) its own run."""
+    return Storage(Storage(logistics.out_url).absolute_url()).child(f"runs/{cfg.domain}-{cfg.config_hash()}")
+
+
+def model_card(cfg: TrainConfig) -> ModelCard:
+    """What the trained model will carry: its domain, normalisation, front end, training identity."""
+    ds = ShardedDataset.at(cfg.features_url, "features")
+    manifest = ds.manifest()
+    if not manifest.shards:
+        raise ValueError(f"{cfg.features_url} is not a feature set (no manifest or no shards)")
+    mel = FeatureSetExtra.of(manifest.extra, cfg.features_url).config.mel
+    mean, std = normalisation(cfg.features_url, cfg.role, cfg.domain)
+    fingerprint = hashlib.sha256("".join(e.sha256 for e in manifest.shards).encode()).hexdigest()[:16]
+    card = dict(domain=cfg.domain, role=cfg.role, mean=mean.tolist(), std=std.tolist(), n_mels=mel.n_mels, mel=mel,
+                features_url=cfg.features_url, features_fingerprint=fingerprint, train_config=cfg.model_dump(mode="json"))
+    if cfg.paired:
+        c_mean, c_std = normalisation(cfg.features_url, cfg.cond_role, cfg.cond_domain)
+        card |= dict(cond_domain=cfg.cond_domain, cond_role=cfg.cond_role, cond_mean=c_mean.tolist(), cond_std=c_std.tolist())
+    return ModelCard(**card)
+
+
+def prepare(cfg: TrainConfig, logistics: TrainLogistics) -> tuple[str, ModelCard, str]:
+    run = run_folder(cfg, logistics)
+    if not logistics.resume:
+        for name in run.find(""):
+            run.delete(run.relative(name))
+    card = model_card(cfg)
+    if logistics.resume and run.exists(L.RECORD):
+        return run.url, card, json.loads(run.read_bytes(L.RECORD))["mlflow_run_id"]
+    tracked = tracking.TrackedRun.start(
+        logistics.experiment, f"train-{cfg.domain}-{cfg.config_hash()}",
+        tags={f"logistics.{k}": str(v) for k, v in logistics.model_dump().items()}
+        | {"reinstrument.run_folder": run.url, "reinstrument.kind": "train"})
+    tracked.params(cfg.model_dump(mode="json") | {"features_fingerprint": card.features_fingerprint,
+                                                   "config_hash": cfg.config_hash()})
+    run.write_bytes(L.RECORD, json.dumps({"mlflow_run_id": tracked.id}).encode())
+    return run.url, card, tracked.id
+
+
+def train(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCard, run_id: str) -> None:
+    if Storage(run_url).exists(L.RESULT):
+        print(f"[train {cfg.domain}] already finished in {run_url}: nothing to train")
+        return
+    fit(cfg, logistics, run_url, card, tracking.tracking_uri(), run_id)
+
+
+def register(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCard, run_id: str) -> TrainResult:
+    """Log artifacts, register the EMA model, and move `champion` only if it validates better."""
+    run, tracked = Storage(run_url), tracking.TrackedRun(run_id)
+    tags = tracked.tags()
+    result = json.loads(run.read_bytes(L.RESULT))
+    summary = TrainResult(run_folder=run_url, mlflow_run_id=run_id, val_loss=result["val_loss"],
+                          val_split=result["val_split"], steps=result["step"])
+    if "reinstrument.model_version" in tags:  # a re-run of a finished run: nothing new to register
+        return summary | TrainResult(model_version=tags["reinstrument.model_version"],
+                                     champion=tags.get("reinstrument.champion"))
+    state = load_train_state(run.read_bytes(json.loads(run.read_bytes(L.LATEST))["checkpoint"]))
+    h = state["history"]
+    tracked.artifact("loss_curve.png", loss_curve_png(h["step"], h["loss"], val_steps=h["val_step"], val_losses=h["val_loss"]))
+    tracked.artifact("result.json", run.read_bytes(L.RESULT))
+    tracked.artifacts_from(run, L.SAMPLES, "samples")
+    if not logistics.register_model:
+        tracked.finish()
+        return summary
+    name = tracking.registered_name(cfg.domain, cfg.cond_domain)
+    version = tracking.log_model(tracked, ema_checkpoint_bytes(state), code=PYFUNC, artifact="denoiser",
+                                 n_bins=card.n_mels, conditional=cfg.paired, registered_name=name)
+    tracking.tag_model_version(name, version, "val_loss", str(result["val_loss"]))
+    promoted, champ_val = promote(cfg, name, version, result["val_loss"])
+    tracked.tag("reinstrument.model_version", version)
+    tracked.tag("reinstrument.champion", str(promoted))
+    tracked.metrics({"previous_champion_val_loss": champ_val})
+    tracked.finish()
+    return summary | TrainResult(model_version=version, champion=promoted, previous_champion_val_loss=champ_val)
+
+
+def promote(cfg: TrainConfig, name: str, version: str, val: float) -> tuple[bool, float | None]:
+    """The current champion is scored on *this* run's validation rows (same crops, sigmas and
+    noise; normalised with the champion's own statistics), so the comparison holds even when
+    the validation sets of the two runs differ."""
+    current = tracking.champion_version(name)
+    champ_val = None
+    if current is not None and current != version:
+        champ = load_model(tracking.model_checkpoint(f"models:/{name}/{current}"), f"{name}/{current}")
+        data = train_data_from_columns(read_columns_local(cfg), cfg, champ.card)
+        champ_val = validation_loss(champ.model, data.val_x, data.val_valid, cfg.crop_frames, cond=data.val_c)
+        if not val < champ_val:
+            return False, champ_val
+    tracking.set_champion(name, version)
+    return True, champ_val
+
+
+def train_job(cfg: TrainConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:
+    run_url, card, run_id = step(prepare, cfg, logistics)
+    with tracking.TrackedRun(run_id).failed_on_error():  # the run folder stays: its checkpoints resume the run
+        step(train, cfg, logistics, run_url, card, run_id)
+        return step(register, cfg, logistics, run_url, card, run_id)

@@ -1,0 +1,173 @@
+"""`reinstrument transform`: a corpus into a target domain, on Ray actors, exactly once.
+
+A run lives under <out_url>/runs/<run_id>/ (schemas/records.RunLayout): audio/<output_key>.flac,
+outputs/ (the `outputs` table), quarantine/ (clips that could not be transformed, with the
+reason), inputs/ (when the inputs were a plain folder: its ingestion), run.json (config, pinned
+models, MLflow run). The run ID defaults to a hash of what defines the job, so re-running a job
+resumes it."""
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow.parquet as pq
+
+from infra import tracking
+from infra.datasets import ShardedDataset
+from infra.progress import progress
+from infra.storage import Storage
+from jobs.steps import Step, inline
+from ray_actors.transform import commit_batch, pending_inputs, run_batches
+from schemas.configs import IngestConfig, config_hash
+from schemas.records import PinnedModels, RunLayout, TransformRecord
+from schemas.results import TransformResult
+from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics
+from tasks.ingest import run_ingest
+from tasks.metrics.sources import clip_matches, is_clips_dataset
+
+CLIP_COLUMNS = ["clip_id", "clean_id", "domain", "role", "split", "audio_flac", "duration_s"]
+SUMMARY_METRICS = ("selected", "skipped", "transformed", "failed", "wall_s", "audio_s", "realtime_factor",
+                   "first_batch_s", "steady_realtime_factor")
+
+
+def pin_models(cfg: TransformConfig) -> PinnedModels:
+    uri, name = tracking.resolve_model(cfg.model)
+    if not cfg.source_model:
+        return PinnedModels(model_uri=uri, model=name)
+    s_uri, s_name = tracking.resolve_model(cfg.source_model)
+    return PinnedModels(model_uri=uri, model=name, source_uri=s_uri, source_model=s_name)
+
+
+def select_clips(clips_url: str, selection: InputSelection, task_name: str, ingested: bool,
+                 columns: list[str] = CLIP_COLUMNS) -> list[dict]:
+    """Rows of the clips to transform, sorted by clip ID (a folder's ingestion is taken whole)."""
+    role = None if ingested else (selection.role or TASK_ROLES[task_name])
+    ds = ShardedDataset.at(clips_url, "clips")
+    if selection.commits:
+        tables = [ds.read_shard(e, columns) for e in ds.commit_shards(selection.commits)]
+        rows_all = list({r["clip_id"]: r for t in tables for r in t.to_pylist()}.values())
+    else:
+        rows_all = ds.read(columns).to_pylist()
+    rows = [r for r in rows_all if clip_matches(r, selection.domain, role, selection.split)]
+    rows.sort(key=lambda r: r["clip_id"])
+    if not rows:
+        raise ValueError(f"no clips in {clips_url} match domain={selection.domain} role={role} split={selection.split}")
+    return rows[:selection.limit]
+
+
+def check_selection(clips_url: str, selection: InputSelection, task_name: str, ingested: bool) -> None:
+    """Raise now if the selection matches no clip (metadata only: no audio is read)."""
+    select_clips(clips_url, selection, task_name, ingested, [c for c in CLIP_COLUMNS if c != "audio_flac"])
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    record: TransformRecord
+    run_url: str
+    ingested: bool          # the inputs were a plain folder, ingested into the run
+    created: bool           # this invocation created the run (so a failure may remove it)
+
+
+def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> PreparedRun:
+    pinned = pin_models(cfg)
+    run_id = logistics.run_id or "tr-" + config_hash({"inputs": Storage(inputs).absolute_url(),
+                                                      "selection": selection.model_dump(),
+                                                      "pinned": pinned.model_dump(exclude_none=True),
+                                                      "config": cfg.model_dump(mode="json")})
+    run = Storage(Storage(logistics.out_url).absolute_url()).child(RunLayout.folder(run_id))
+    ingested = not is_clips_dataset(inputs)
+    clips_url = inputs
+    if ingested:  # a plain folder or prefix of audio/MIDI: ingest it into the run first
+        ing = IngestConfig(midi_soundfont="sine") if cfg.task == "midi2real" else IngestConfig()
+        clips_url = run_ingest(inputs, run.child(RunLayout.INPUTS).url, ing).clips_url
+    # Validated before the run is created: a selection that matches nothing leaves no run behind.
+    try:
+        check_selection(clips_url, selection, cfg.task, ingested)
+    except ValueError:
+        if not run.exists(RunLayout.RECORD):
+            run.delete("")  # this invocation's ingestion of a plain folder, if any
+        raise
+    if run.exists(RunLayout.RECORD):
+        record = TransformRecord.model_validate_json(run.read_bytes(RunLayout.RECORD))
+        return PreparedRun(record, run.url, ingested, created=False)
+    tags = {"reinstrument.kind": "transform", "reinstrument.run_folder": run.url}
+    tracked = tracking.TrackedRun.start(logistics.experiment, run_id, tags=tags, parent=logistics.parent_run_id)
+    tracked.params(cfg.model_dump(mode="json") | pinned.model_dump(exclude_none=True)
+                   | {"inputs": inputs, "selection": selection.model_dump_json()})
+    record = TransformRecord(run_id=run_id, mlflow_run_id=tracked.id, pinned=pinned, inputs=inputs, clips_url=clips_url,
+                             config=cfg.model_dump(mode="json"), selection=selection.model_dump())
+    run.write_bytes(RunLayout.RECORD, record.model_dump_json(indent=2, exclude_none=True).encode())
+    return PreparedRun(record, run.url, ingested, created=True)
+
+
+def transform(p: PreparedRun, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> dict:
+    run, rec = Storage(p.run_url), p.record
+    outputs = ShardedDataset(run.child(RunLayout.OUTPUTS), "outputs")
+    quarantine = ShardedDataset(run.child(RunLayout.QUARANTINE), "quarantine")
+    clips = select_clips(rec.clips_url, selection, cfg.task, p.ingested)
+    done = outputs.column_values("output_key") if outputs.exists() else set()
+    pinned = rec.pinned.model_dump(exclude_none=True)
+    pending = pending_inputs(clips, cfg, pinned, done)
+    print(f"[transform] {len(clips)} clips selected; {len(clips) - len(pending)} already transformed "
+          f"(skipped); {len(pending)} to do on {logistics.num_actors or 'no'} actor(s)")
+    t0 = time.perf_counter()
+    ok = failed = 0
+    audio_s = first_audio_s = 0.0
+    first_s = None
+    if pending:
+        batches = run_batches(pending, cfg, logistics, pinned, run.url, rec.run_id)
+        n_batches = (len(pending) + logistics.clips_per_task - 1) // logistics.clips_per_task
+        for batch in progress(batches, n_batches, "transform batches"):
+            g, b = commit_batch(outputs, quarantine, batch, cfg.config_hash(), rec.run_id)
+            ok, failed = ok + g, failed + b
+            audio_s += sum(json.loads(r)["duration_s"] for r in batch["row"] if r)
+            if first_s is None:  # start-up (Ray, actors, model loading) ends with the first batch
+                first_s, first_audio_s = time.perf_counter() - t0, audio_s
+    wall = time.perf_counter() - t0
+    steady = (audio_s - first_audio_s) / (wall - first_s) if first_s is not None and wall > first_s else None
+    return {"run_id": rec.run_id, "run_url": run.url, "outputs_url": outputs.url, "clips_url": rec.clips_url,
+            "selected": len(clips), "skipped": len(clips) - len(pending), "transformed": ok, "failed": failed,
+            "wall_s": wall, "audio_s": audio_s, "realtime_factor": audio_s / wall if wall > 0 and audio_s else None,
+            "first_batch_s": first_s, "steady_realtime_factor": steady}
+
+
+def log_run(p: PreparedRun, summary: dict, logistics: TransformLogistics) -> TransformResult:
+    tracked = tracking.TrackedRun(p.record.mlflow_run_id)
+    tracked.metrics({k: summary[k] for k in SUMMARY_METRICS})
+    table = ShardedDataset.at(summary["outputs_url"], "outputs").read()
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    tracked.artifact("outputs.parquet", buf.getvalue())
+    run = Storage(p.run_url)
+    for row in table.slice(0, logistics.audio_examples).to_pylist():
+        tracked.artifact(f"{row['clip_id'][:12]}-{row['output_key'][:8]}.flac", run.read_bytes(RunLayout.audio(row["output_key"])),
+                         "audio_examples")
+    tracked.finish()
+    return TransformResult(**summary, mlflow_run_id=tracked.id, outputs=table.num_rows)
+
+
+@contextmanager
+def _cleanup_on_error(p: PreparedRun) -> Iterator[None]:
+    """A run this invocation created and that failed before committing any output is removed
+    (its MLflow run ends FAILED): a failed command leaves no debris. A run with committed outputs
+    stays, so a re-run resumes it."""
+    with tracking.TrackedRun(p.record.mlflow_run_id).failed_on_error():
+        try:
+            yield
+        except BaseException:
+            run = Storage(p.run_url)
+            if p.created and not ShardedDataset(run.child(RunLayout.OUTPUTS), "outputs").exists():
+                run.delete("")
+            raise
+
+
+def transform_job(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics,
+                  *, step: Step = inline) -> TransformResult:
+    """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model."""
+    p = step(prepare, inputs, selection, cfg, logistics)
+    with _cleanup_on_error(p):
+        return step(log_run, p, step(transform, p, selection, cfg, logistics), logistics)

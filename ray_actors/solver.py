@@ -1,0 +1,272 @@
+"""The training solver: one loop for every model kind (tasks/solver.py), on Ray Train workers
+(DDP) or in this process when num_workers=0. Deterministic and resumable: every draw of step s
+on rank r is seeded by (seed, s, r), rows are ordered by feature ID, and checkpoints (model,
+EMA, optimizer, step, history) go through the storage module every K steps, pointer written
+last. Rank 0 validates, previews and checkpoints; a worker group that fails restarts from the
+last durable checkpoint."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import pyarrow as pa
+import torch
+
+from infra.datasets import ShardedDataset
+from infra.ray_cluster import apply_worker_env
+from infra.storage import Storage
+from schemas.records import ModelCard
+from schemas.records import TrainRunLayout as L
+from schemas.training import TrainConfig, TrainLogistics
+from tasks.builders import build_model, make_kind
+from tasks.diffusion.checkpoint import load_train_state, train_state_bytes
+from tasks.diffusion.train import autocast_dtype_for, ema_update, lr_at, step_generator
+from tasks.diffusion.train_data import FEATURE_COLUMNS, TrainData, feature_table, read_columns_local, train_data_from_columns
+from tasks.solver import ModelKind, optimise
+
+
+def read_dataset_ray(cfg: TrainConfig):
+    """The rows through Ray Data, materialised once in the object store: every worker reads all
+    of them (and sorts them), so which rows a worker sees never depends on scheduling. Paired
+    rows are joined on the driver first (feature_table)."""
+    import pyarrow.fs as pafs
+    import ray.data
+
+    ray.data.DataContext.get_current().enable_progress_bars = False  # one small read; the loop reports
+    if cfg.paired:
+        return ray.data.from_arrow(feature_table(cfg)).materialize()
+    ds = ShardedDataset.at(cfg.features_url, "features")
+    paths = [ds.storage.path(e.name) for e in ds.manifest().shards]
+    fs = None if ds.storage.is_local else pafs.PyFileSystem(pafs.FSSpecHandler(ds.storage.fs))
+    rows = ray.data.read_parquet(paths, filesystem=fs, columns=FEATURE_COLUMNS + ["domain", "role"])
+    domain, role = cfg.domain, cfg.role
+    return rows.filter(lambda r: r["domain"] == domain and r["role"] == role).select_columns(FEATURE_COLUMNS).materialize()
+
+
+def _rows_from_ray() -> dict[str, list]:
+    import ray.train
+
+    tables = list(ray.train.get_dataset_shard("features").iter_batches(batch_format="pyarrow", batch_size=4096))
+    return pa.concat_tables(tables).to_pydict() if tables else {c: [] for c in FEATURE_COLUMNS}
+
+
+def preview_steps(cfg: TrainConfig) -> set[int]:
+    """Checkpoint steps that also write previews: `samples_at` of them, spread, the last included."""
+    import numpy as np
+
+    ckpts = sorted({min(cfg.steps, s) for s in range(cfg.checkpoint_every, cfg.steps + cfg.checkpoint_every,
+                                                      cfg.checkpoint_every)})
+    if cfg.samples_at == 0:
+        return set()
+    picks = np.linspace(len(ckpts) - 1, 0, min(cfg.samples_at, len(ckpts))).round().astype(int)
+    return {ckpts[i] for i in picks}
+
+
+def _world() -> tuple[int, int, int]:
+    """(rank, world size, workers on this node)."""
+    try:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        return ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_world_size()
+    except Exception:  # not inside a Ray Train worker: this process is the only one
+        return 0, 1, 1
+
+
+@dataclass
+class _State:
+    """What one worker holds during training."""
+    cfg: TrainConfig
+    card: dict
+    run: Storage
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    start: int
+    history: dict
+
+
+def _restore(kind: ModelKind, cfg: TrainConfig, card: dict, run: Storage) -> _State:
+    """A fresh model from the seed, or the state of the last durable checkpoint."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(kind.architecture())
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = _State(cfg, card, run, model, ema, opt, 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []})
+    if run.exists(L.LATEST):
+        saved = load_train_state(run.read_bytes(json.loads(run.read_bytes(L.LATEST))["checkpoint"]))
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["optimizer"])
+        state.start, state.history = saved["step"], saved["history"]
+    return state
+
+
+def _save(s: _State, step: int) -> None:
+    name = L.checkpoint(step)
+    s.run.write_bytes(name, train_state_bytes(s.model, s.ema, s.opt, step, s.history, s.card))
+    previous = json.loads(s.run.read_bytes(L.LATEST)) if s.run.exists(L.LATEST) else None
+    s.run.write_bytes(L.LATEST, json.dumps({"step": step, "checkpoint": name}).encode())  # the commit point
+    if previous and previous["checkpoint"] != name:
+        s.run.delete(previous["checkpoint"])  # keep one: the pointer never names a deleted file
+
+
+def _report(s: _State, done: int, loss: float, lr: float, rate: float, logger) -> None:
+    print(f"[train {s.cfg.domain}] step {done}/{s.cfg.steps} loss {loss:.4f} lr {lr:.2e} {rate:.1f} samples/s",
+          flush=True)
+    if logger:
+        logger.log({"loss": loss, "lr": lr, "samples_per_s": rate}, done)
+    # Worker stdout does not reach the driver's console; the driver polls this file.
+    s.run.write_bytes(L.PROGRESS, json.dumps({"step": done, "steps": s.cfg.steps, "loss": loss,
+                                              "samples_per_s": rate}).encode())
+
+
+def _checkpoint(s: _State, kind: ModelKind, done: int, logger) -> None:
+    """Rank 0: validate the EMA model (on its device), maybe preview, then the durable checkpoint."""
+    val = kind.validate(s.ema)
+    s.history["val_step"].append(done)
+    s.history["val_loss"].append(val)
+    if done in preview_steps(s.cfg):
+        for name, data in kind.preview(s.ema, done).items():
+            s.run.write_bytes(f"{L.SAMPLES}/{name}", data)
+    _save(s, done)
+    if logger:
+        logger.log({"val_loss": val}, done)
+
+
+def train_loop(loop: dict) -> None:
+    """Per-worker body. `loop`: config/logistics JSON, run folder URL, the model card, MLflow
+    tracking URI and run ID; in-process callers also pass `data`."""
+    apply_worker_env()  # the driver's current storage/MLflow variables (private file; no-op in-process)
+    cfg = TrainConfig.model_validate_json(loop["config"])
+    logistics = TrainLogistics.model_validate_json(loop["logistics"])
+    card = ModelCard.model_validate(loop["card"])
+    rank, world, local_world = _world()
+    # Workers on one node share its cores: oversubscribed intra-op threads stall DDP (measured
+    # >10x slower with 2 workers x 2 threads on 2 cores).
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {world} workers")
+    data: TrainData = loop.get("data") or train_data_from_columns(_rows_from_ray(), cfg, card)
+    kind = make_kind(cfg, card, data)
+    device = torch.device("cpu")
+    if logistics.use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    amp_dtype = autocast_dtype_for(logistics.precision, device.type)
+    if rank == 0:
+        print(f"[train {cfg.domain}] {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'} "
+              f"(precision={logistics.precision})", flush=True)
+    s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]))
+    s.model.to(device)
+    s.ema.to(device)
+    loss_module = kind.loss_module(s.model)
+    if world > 1:
+        import ray.train.torch
+
+        loss_module = ray.train.torch.prepare_model(loss_module, move_to_device=False)
+    logger = None
+    if rank == 0 and loop.get("mlflow_run_id"):
+        from infra.tracking import MetricLogger
+
+        logger = MetricLogger(loop["mlflow_tracking_uri"], loop["mlflow_run_id"])
+    per_worker = cfg.batch_size // world
+    log_every = max(1, min(50, cfg.steps // 20))
+    t_last, step_last = time.perf_counter(), s.start
+    for step in range(s.start, cfg.steps):
+        batch = {k: v.to(device) for k, v in kind.batch(step_generator(cfg.seed, step, rank), per_worker).items()}
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
+        for group in s.opt.param_groups:
+            group["lr"] = lr
+        loss = optimise(loss_module, s.opt, batch, max_grad_norm=cfg.grad_clip, autocast_dtype=amp_dtype)
+        if world > 1:
+            t = torch.tensor([loss], device=device)
+            torch.distributed.all_reduce(t)
+            loss = float(t) / world
+        ema_update(s.ema, s.model, cfg.ema_decay)
+        done = step + 1
+        for k, v in (("step", done), ("loss", loss), ("lr", lr)):
+            s.history[k].append(v)
+        if rank == 0 and (done % log_every == 0 or done == cfg.steps):
+            rate = cfg.batch_size * (done - step_last) / max(1e-9, time.perf_counter() - t_last)
+            t_last, step_last = time.perf_counter(), done
+            _report(s, done, loss, lr, rate, logger)
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            if rank == 0:
+                _checkpoint(s, kind, done, logger)
+            if world > 1:
+                torch.distributed.barrier()  # no rank runs ahead of the last durable checkpoint
+    if rank == 0:
+        s.run.write_bytes(L.RESULT, json.dumps({"step": cfg.steps, "val_loss": s.history["val_loss"][-1],
+                                                "val_split": data.val_split}).encode())
+
+
+def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCard,
+        mlflow_tracking_uri: str | None, mlflow_run_id: str | None) -> None:
+    """Run `train_loop` on Ray Train workers (DDP), or in this process when num_workers=0."""
+    loop = {"config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(), "run_url": run_url,
+            "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,
+            "mlflow_run_id": mlflow_run_id}
+    if logistics.num_workers == 0:
+        train_loop({**loop, "data": train_data_from_columns(read_columns_local(cfg), cfg, card)})
+        return
+    from infra.ray_cluster import ensure_ray
+
+    ensure_ray()
+    with ProgressPoller(Storage(run_url), cfg.domain):
+        _trainer(cfg, logistics, loop).fit()
+
+
+def _trainer(cfg: TrainConfig, logistics: TrainLogistics, loop: dict):
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from infra.tracking import local_root
+
+    return TorchTrainer(
+        train_loop, train_loop_config=loop,
+        scaling_config=ScalingConfig(num_workers=logistics.num_workers, use_gpu=logistics.use_gpu),
+        torch_config=TorchConfig(backend="nccl" if logistics.use_gpu else "gloo"),
+        datasets={"features": read_dataset_ray(cfg)},
+        dataset_config=DataConfig(datasets_to_split=[]),  # every worker gets all rows (see read_dataset_ray)
+        # A failed worker group restarts and resumes from the last checkpoint (train_loop reads it).
+        run_config=RunConfig(name=f"{cfg.domain}-{cfg.config_hash()}", storage_path=str(local_root() / "ray_train"),
+                             failure_config=FailureConfig(max_failures=2)))
+
+
+class ProgressPoller:
+    """Prints rank 0's progress file while Ray Train runs (every few seconds, on change)."""
+
+    def __init__(self, run: Storage, domain: str, every_s: float = 3.0):
+        import threading
+
+        self.run, self.domain, self.every_s = run, domain, every_s
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        from infra.settings import get_settings
+
+        last = None
+        while not self.stop.wait(self.every_s):
+            try:
+                self.run.refresh()
+                p = json.loads(self.run.read_bytes(L.PROGRESS)) if self.run.exists(L.PROGRESS) else None
+            except Exception:  # a poll racing a write: try again next time
+                continue
+            if p and p != last and get_settings().progress:
+                print(f"[train {self.domain}] step {p['step']}/{p['steps']} loss {p['loss']:.4f} "
+                      f"{p['samples_per_s']:.1f} samples/s", flush=True)
+                last = p
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()

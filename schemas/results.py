@@ -1,0 +1,55 @@
+"""What each job returns: JSON-able summaries, typed (a Prefect flow returns them as they are and
+the CLI prints them)."""
+from __future__ import annotations
+
+from typing import TypedDict
+
+
+class TrainResult(TypedDict, total=False):
+    run_folder: str
+    mlflow_run_id: str
+    val_loss: float
+    val_split: str
+    steps: int
+    model_version: str                      # absent with --no-register
+    champion: bool | str | None
+    previous_champion_val_loss: float | None
+
+
+class TransformResult(TypedDict):
+    run_id: str
+    run_url: str
+    outputs_url: str
+    clips_url: str
+    selected: int
+    skipped: int
+    transformed: int
+    failed: int
+    wall_s: float
+    audio_s: float
+    realtime_factor: float | None
+    first_batch_s: float | None
+    steady_realtime_factor: float | None
+    mlflow_run_id: str
+    outputs: int
+
+
+class SweepResult(TypedDict, total=False):
+    """recommendation.json (schemas/records.Recommendation) and the metrics rows."""
+    sweep_id: str
+    model_version: str
+    recommended: dict[str, dict]
+    operating_point: dict | None
+    finished_at: str
+    metrics_url: str
+    plot_url: str
+    report_url: str
+    mlflow_run_id: str
+    points: int
+    rows: list[dict]
+
+
+class NightlyResult(TypedDict):
+    runs: list[dict]
+    done_commits: int
+    new_commits: int

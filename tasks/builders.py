@@ -1,0 +1,118 @@
+"""The builders seam (audiocraft's pattern): the one place that turns a config or a model card
+into a thing that runs: a model from its architecture or from a checkpoint, the model kind the
+training solver trains, a vocoder, a FAD embedding, a transformation method. Samplers are built from a SamplerConfig by
+tasks/diffusion/warm.run_sampler, which the methods below use. Jobs, actors and the training
+solver ask here; nothing else constructs these."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from schemas.configs import MelConfig
+from schemas.diffusion import ModelConfig
+from schemas.records import ModelCard
+from schemas.training import TrainConfig
+from schemas.transform import TransformConfig
+from tasks.diffusion.bridges import ddib
+from tasks.diffusion.checkpoint import read_checkpoint
+from tasks.diffusion.conditional import conditioned, generate_conditional
+from tasks.diffusion.kind import DenoiserKind
+from tasks.diffusion.noise import ItemNoise
+from tasks.diffusion.precond import EDMPrecond
+from tasks.diffusion.train_data import TrainData
+from tasks.diffusion.unet import UNet
+from tasks.diffusion.vocoder import VOCODERS, Vocoder
+from tasks.diffusion.warm import warm_sigmas, warm_transform
+from tasks.metrics.embeddings import EMBEDDINGS, Embedding
+from tasks.solver import ModelKind
+
+
+def build_model(cfg: ModelConfig) -> EDMPrecond:
+    """A freshly initialised model of an architecture config: the denoiser D(x; sigma) (EDM
+    eq. 7) around the configured U-Net (the one architecture today)."""
+    if not isinstance(cfg, ModelConfig):
+        raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig")
+    return EDMPrecond(UNet(cfg.unet), cfg.edm)
+
+
+def make_kind(cfg: TrainConfig, card: ModelCard, data: TrainData) -> ModelKind:
+    """The model kind the training solver trains (tasks/solver.py): the denoiser, conditional
+    (the baseline) when the config pairs a source domain."""
+    return DenoiserKind(cfg, card, data, make_vocoder("griffin-lim", card.mel))
+
+
+def load_checkpoint_bytes(data: bytes, device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict]:
+    """(model in eval mode, metadata). Raises ValueError on anything but our checkpoint format."""
+    cfg, state, metadata = read_checkpoint(data, device)
+    model = build_model(cfg).to(device)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), metadata
+
+
+@dataclass
+class LoadedModel:
+    model: EDMPrecond
+    card: ModelCard       # normalisation statistics, mel config, domain
+    name: str             # registered name/version, e.g. "reinstrument-flute/3"
+
+
+def load_model(data: bytes, name: str, device: str | torch.device = "cpu") -> LoadedModel:
+    """A registered model's checkpoint bytes -> the model and its card."""
+    model, metadata = load_checkpoint_bytes(data, device)
+    try:
+        card = ModelCard.model_validate(metadata)
+    except ValueError as e:
+        raise ValueError(f"{name} carries no readable model card ({e}); expected a model trained by "
+                         "`reinstrument train`") from None
+    return LoadedModel(model, card, name)
+
+
+def make_vocoder(name: str, mel: MelConfig, **kwargs) -> Vocoder:
+    if name not in VOCODERS:
+        raise ValueError(f"unknown vocoder {name!r}; available: {sorted(VOCODERS)}")
+    return VOCODERS[name](mel, **kwargs)
+
+
+def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = None) -> Embedding:
+    from tasks.metrics import musicnn, vggish
+
+    if name in ("musicnn", "musicnn-msd"):
+        return musicnn.Musicnn("MSD_musicnn", weights_dir)
+    if name == "musicnn-mtt":
+        return musicnn.Musicnn("MTT_musicnn", weights_dir)
+    if name == "vggish":
+        if not vggish_weights:
+            raise ValueError("the vggish embedding needs a weights file: pass --vggish-weights PATH "
+                             "(a torchvggish-style state dict; see README 'Metrics')")
+        return vggish.VGGish.from_file(vggish_weights)
+    raise ValueError(f"unknown embedding {name!r}; expected one of {EMBEDDINGS}")
+
+
+# (guide windows, start noise eps, per-item noise) -> output windows, all [B, bins, frames], normalised
+Method = Callable[[torch.Tensor, torch.Tensor, ItemNoise], torch.Tensor]
+
+
+def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None) -> Method:
+    """The transformation of one fixed-shape batch of windows, checked against the models now
+    (before any audio is read): warm init (DESIGN.md), DDIB (Su et al. 2023) or the
+    DiffTransfer-style conditional baseline."""
+    is_cond = target.model.net.cfg.cond_channels > 0
+    if (cfg.method == "conditional") != is_cond:
+        raise ValueError(f"method {cfg.method!r} needs {'a conditional' if cfg.method == 'conditional' else 'an unconditional'} "
+                         f"model, but {target.name} is {'conditional' if is_cond else 'unconditional'}")
+    edm = target.model.cfg
+    if cfg.method == "warm_init":
+        return lambda g, eps, noise: warm_transform(target.model, g, cfg.sampler, edm, cfg.warm, noise, start_noise=eps)
+    if cfg.method == "conditional":
+        return lambda g, eps, noise: generate_conditional(conditioned(target.model, g), g, cfg.sampler, edm, noise)
+    if source is None:
+        raise ValueError("ddib needs the source model")
+    if source.card.mel != target.card.mel:
+        raise ValueError(f"ddib: source and target models use different mel configs ({source.card.mel} vs {target.card.mel})")
+    sigmas = warm_sigmas(cfg.sampler, edm, cfg.warm)
+    sigma_start, steps = float(sigmas[0]), max(1, len(sigmas) - 1)
+    # euler | heun only (TransformConfig refuses the others): DDIB runs the ODE both ways
+    return lambda g, eps, noise: ddib(source.model, target.model, g, sigma_start, steps, edm,
+                                      rho=cfg.sampler.rho, sampler=cfg.sampler.name)

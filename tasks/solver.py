@@ -1,0 +1,51 @@
+"""The contract between the training solver (ray_actors/solver.py: checkpoints and resume, EMA,
+precision, DDP, MLflow, previews, progress) and a model kind (the diffusion denoiser and the
+conditional baseline today, tasks/diffusion/kind.py; a vocoder or an autoencoder tomorrow).
+A kind says what to build, what one batch is, what its loss is, how to validate and what to
+preview; the solver does everything else, the same way for every kind."""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from schemas.configs import StrictConfig
+
+
+class ModelKind(Protocol):
+    def architecture(self) -> StrictConfig:
+        """What tasks/builders.build_model turns into a fresh module (seeded by the solver)."""
+        ...
+
+    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        """A module whose forward(**batch) is the per-example loss; DDP wraps this one."""
+        ...
+
+    def batch(self, generator: torch.Generator, size: int) -> dict[str, torch.Tensor]:
+        """One training batch; every draw from `generator` (seeded by (seed, step, rank))."""
+        ...
+
+    def validate(self, ema: torch.nn.Module) -> float:
+        """A loss on fixed validation data (fixed draws): comparable across steps and models."""
+        ...
+
+    def preview(self, ema: torch.nn.Module, step: int) -> dict[str, bytes]:
+        """Files to keep under the run's samples/ (spectrograms, audio), by name."""
+        ...
+
+
+def optimise(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
+             max_grad_norm: float | None = 1.0, autocast_dtype: torch.dtype | None = None) -> float:
+    """One step: the batch-mean loss before the update; gradients clipped to max_grad_norm."""
+    loss_module.train()
+    optimizer.zero_grad(set_to_none=True)
+    device = next(iter(batch.values())).device.type
+    with torch.autocast(device, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        loss = loss_module(**batch).mean()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite training loss {loss.item()}")
+    loss.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(loss_module.parameters(), max_grad_norm)
+    optimizer.step()
+    return float(loss.detach())
