@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 import torch  # noqa: E402
 
 from infra.datasets import ShardedDataset  # noqa: E402
-from infra.tracking import load_denoiser  # noqa: E402
+from infra.tracking import model_checkpoint  # noqa: E402
+from tasks.builders import load_model  # noqa: E402
 from schemas.configs import CorpusConfig  # noqa: E402
 from schemas.diffusion import SamplerConfig, WarmStartConfig  # noqa: E402
 from schemas.transform import TransformConfig  # noqa: E402
@@ -34,7 +35,7 @@ from tasks.metrics.musicnn import Musicnn  # noqa: E402
 from tasks.metrics.pitch import BasicPitch  # noqa: E402
 from tasks.metrics.sources import AudioItem, audio_items  # noqa: E402
 from tasks.metrics.table import mean_ci, pitch_item_values  # noqa: E402
-from tasks.transform import LoadedModel, Transformer  # noqa: E402
+from tasks.transform import Transformer  # noqa: E402
 
 
 def main():
@@ -58,12 +59,12 @@ def main():
     pieces = sorted({p for p in t.column("piece").to_pylist() if p not in demo_pieces})
     guides = [i for i in audio_items(res.clips_url, domain="violin", role="clean") if i.item_id in held]
     print(f"held-out pieces {len(pieces)}: {pieces}; {len(guides)} violin clips", flush=True)
-    m, meta = load_denoiser(MODEL)
+    loaded = load_model(model_checkpoint(MODEL), MODEL)
     emb = Musicnn("MSD_musicnn", weights)
     tracker = BasicPitch(weights, threads=2)
     def run(items, t):
         warm = WarmStartConfig(t_init=t, lam=LAM)
-        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), LoadedModel(m, meta, MODEL))
+        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), loaded)
         out = []
         for k in range(0, len(items), 8):
             c = items[k:k + 8]

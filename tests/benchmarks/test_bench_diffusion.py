@@ -11,7 +11,8 @@ from tests.benchmarks.gpu_peak import peak_bf16_tflops
 from schemas.configs import MelConfig
 from schemas.diffusion import UNET_PRESETS, unet_preset
 from tasks.diffusion.analytic import GaussianMixture
-from tasks.diffusion.checkpoint import ModelConfig, build_model
+from schemas.diffusion import ModelConfig
+from tasks.builders import build_model
 from tasks.diffusion.samplers import SAMPLERS, karras_sigmas, model_evaluations
 
 MIX = GaussianMixture(weights=(0.3, 0.7), means=((-2.0,), (3.0,)), stds=(0.5, 0.8))

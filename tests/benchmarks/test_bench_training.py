@@ -29,10 +29,12 @@ def features(tmp_path_factory):
 
 
 def test_training_throughput_one_vs_two_cpu_workers(features, tmp_path):
-    from flows.train import run_metadata
+    from jobs.train import model_card
     from infra.ray_cluster import ensure_ray
     from infra.storage import Storage
-    from ray_actors.train import PROGRESS, fit
+    from jobs.train import model_card
+    from ray_actors.solver import fit
+    from schemas.records import TrainRunLayout
 
     ensure_ray()
     rates = {}
@@ -42,9 +44,9 @@ def test_training_throughput_one_vs_two_cpu_workers(features, tmp_path):
                              "samples_at": 0})
         out = Storage(str(tmp_path / f"w{workers}"))
         t0 = time.perf_counter()
-        fit(cfg, TrainLogistics(num_workers=workers, out_url=out.url), out.url, run_metadata(cfg), None, None)
+        fit(cfg, TrainLogistics(num_workers=workers, out_url=out.url), out.url, model_card(cfg), None, None)
         wall = time.perf_counter() - t0
-        rates[workers] = json.loads(out.read_bytes(PROGRESS))["samples_per_s"]
+        rates[workers] = json.loads(out.read_bytes(TrainRunLayout.PROGRESS))["samples_per_s"]
         print(f"\n[train] tiny preset, {workers} CPU worker(s): {rates[workers]:.1f} samples/s steady state "
               f"(global batch 16, crop 32 frames); whole fit incl. start-up {wall:.0f} s")
     print(f"[train] scaling 2 vs 1 workers: {rates[2] / rates[1]:.2f}x on {os.cpu_count()} cores")
@@ -55,7 +57,8 @@ def test_gpu_preset_bf16_samples_per_s_and_mfu():
         print("\n[train gpu] no CUDA device here: measured on a lent GPU machine")
         return
     from schemas.diffusion import unet_preset
-    from tasks.diffusion.checkpoint import ModelConfig, build_model
+    from schemas.diffusion import ModelConfig
+from tasks.builders import build_model
     from tasks.diffusion.precond import EDMLoss
     from tasks.diffusion.train import train_step
 

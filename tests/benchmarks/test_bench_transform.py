@@ -12,9 +12,14 @@ from schemas.configs import ClipConfig, CorpusConfig, MelConfig
 from schemas.diffusion import unet_preset
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 from tasks.corpus import run_corpus
-from tasks.diffusion.checkpoint import ModelConfig, build_model, checkpoint_bytes
+from schemas.diffusion import ModelConfig
+from tasks.builders import build_model
+from tasks.diffusion.checkpoint import checkpoint_bytes
 from tasks.metrics.sources import audio_items
-from tasks.transform import LoadedModel, Transformer
+from jobs.train import PYFUNC
+from schemas.records import ModelCard
+from tasks.builders import LoadedModel
+from tasks.transform import Transformer
 
 CLIPS = int(os.environ.get("BENCH_TRANSFORM_CLIPS", "24"))
 RECOMMENDED = TransformConfig(model="models:/bench-cpu-demo@champion").warm  # t_init 0.5, lam 1
@@ -34,17 +39,18 @@ def setup(tmp_path_factory):
     for preset, name in (("cpu-demo", "bench-cpu-demo"), ("difftransfer", "bench-gpu")):
         torch.manual_seed(0)  # weights do not change the cost; a random init stands in for training
         m = build_model(ModelConfig(unet=unet_preset(preset, n_mels=mel.n_mels)))
-        meta = {"mel": mel.model_dump(), "mean": [-4.0] * mel.n_mels, "std": [2.0] * mel.n_mels, "domain": "flute"}
-        c = tracking.client()
-        run = c.create_run(tracking.experiment_id("bench"))
-        tracking.log_denoiser(run.info.run_id, checkpoint_bytes(m, meta), mel.n_mels, name)
-        c.set_registered_model_alias(name, "champion", "1")
-        models[preset] = (LoadedModel(m, meta, f"{name}/1"), f"models:/{name}@champion")
+        meta = {"mel": mel.model_dump(), "mean": [-4.0] * mel.n_mels, "std": [2.0] * mel.n_mels, "domain": "flute",
+                "n_mels": mel.n_mels}
+        run = tracking.TrackedRun.start("bench", name)
+        version = tracking.log_model(run, checkpoint_bytes(m, meta), code=PYFUNC, artifact="denoiser", n_bins=mel.n_mels,
+                                     conditional=False, registered_name=name)
+        tracking.set_champion(name, version)
+        models[preset] = (LoadedModel(m, ModelCard.model_validate(meta), f"{name}/1"), f"models:/{name}@champion")
     return tmp, corpus, models
 
 
 def test_transform_realtime_factor(setup):
-    from flows.transform import transform_corpus
+    from jobs.transform import transform_job
 
     tmp, corpus, models = setup
     sel = InputSelection(domain="violin", role="clean", limit=CLIPS)
@@ -67,7 +73,7 @@ def test_transform_realtime_factor(setup):
     for actors in (1, 2):
         log = TransformLogistics(num_actors=actors, clips_per_task=4, out_url=str(tmp / f"out-{actors}"))
         t0 = time.perf_counter()
-        res = transform_corpus(corpus.clips_url, sel, cfg, log)
+        res = transform_job(corpus.clips_url, sel, cfg, log)
         wall = time.perf_counter() - t0
         rates[actors] = res["audio_s"] / wall
         steady = res["steady_realtime_factor"]
@@ -82,6 +88,6 @@ def test_transform_realtime_factor(setup):
         log = TransformLogistics(num_actors=1, use_gpu=True, batch_windows=32, clips_per_task=16,
                                  out_url=str(tmp / "out-gpu"))
         t0 = time.perf_counter()
-        res = transform_corpus(corpus.clips_url, sel, gpu_cfg, log)
+        res = transform_job(corpus.clips_url, sel, gpu_cfg, log)
         print(f"  1 GPU, gpu preset (difftransfer U-Net), bf16: {res['audio_s'] / (time.perf_counter() - t0):.1f}x real time")
     assert rates[1] > 0

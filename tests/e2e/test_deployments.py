@@ -74,7 +74,7 @@ def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
 def stack(s3_env, built_corpus, tmp_path_factory):
     """A Prefect server, an MLflow sqlite store with a tiny flute champion, a bucket; the env a
     serve process needs."""
-    from flows.train import train_model
+    from jobs.train import train_job
     from ray_actors.features import extract_features
 
     tmp = tmp_path_factory.mktemp("e2e")
@@ -96,7 +96,7 @@ def stack(s3_env, built_corpus, tmp_path_factory):
         _, corpus = built_corpus
         feats = extract_features([corpus.clips_url], str(tmp / "features"),
                                  FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
-        train_model(TrainConfig(features_url=feats["features_url"], domain="flute", **{**TRAIN_PRESETS["tiny"], "steps": 20}),
+        train_job(TrainConfig(features_url=feats["features_url"], domain="flute", **{**TRAIN_PRESETS["tiny"], "steps": 20}),
                     TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
         deadline = time.time() + 180
         while True:

@@ -2,8 +2,8 @@
 import pytest
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.data import corpus_build_flow, features_flow, ingest_flow
+from cli import app
+from flows.jobs import corpus_build_flow, features_flow, ingest_flow
 from schemas.configs import ClipConfig, CorpusConfig, FeatureConfig, IngestConfig
 from tests.conftest import tone, write_wav
 

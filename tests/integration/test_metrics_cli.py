@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from flows.cli import app
+from cli import app
 from tasks.metrics.sources import audio_items
 
 pytestmark = pytest.mark.integration

@@ -46,11 +46,11 @@ def tiny(features_url: str, **over) -> TrainConfig:
 
 
 def test_two_workers_from_s3_log_register_and_guard_the_champion(s3_features, mlflow_env, ray_local, tmp_path):
-    from flows.train import train_model
+    from jobs.train import train_job
     from infra import tracking
 
     logistics = TrainLogistics(num_workers=2, out_url=f"s3://{mlflow_env}/training")
-    good = train_model(tiny(s3_features, steps=40), logistics)
+    good = train_job(tiny(s3_features, steps=40), logistics)
     assert good["champion"] is True and good["steps"] == 40
     c = tracking.client()
     run = c.get_run(good["mlflow_run_id"])
@@ -67,30 +67,30 @@ def test_two_workers_from_s3_log_register_and_guard_the_champion(s3_features, ml
     assert any(k.endswith("loss_curve.png") for k in keys), "artifacts must land in the S3 artifact store"
 
     # A worse run (2 steps) registers a new version but must not take the alias.
-    worse = train_model(tiny(s3_features, steps=2, seed=1), logistics)
+    worse = train_job(tiny(s3_features, steps=2, seed=1), logistics)
     assert worse["champion"] is False and worse["model_version"] != good["model_version"]
     assert worse["previous_champion_val_loss"] < worse["val_loss"]
-    champ = tracking.champion_version(tracking.registered_name(DOMAIN))
-    assert str(champ.version) == good["model_version"]
+    assert tracking.champion_version(tracking.registered_name(DOMAIN)) == good["model_version"]
 
     # Re-running a finished run trains nothing and registers nothing new.
-    again = train_model(tiny(s3_features, steps=40), logistics)
+    again = train_job(tiny(s3_features, steps=40), logistics)
     assert again["model_version"] == good["model_version"] and again["mlflow_run_id"] == good["mlflow_run_id"]
 
     # The champion loads in a fresh process and drives the samplers on mels of any length.
-    code = ("import torch; from infra.tracking import load_denoiser; from tasks.diffusion.samplers import heun, karras_sigmas\n"
-            f"m, meta = load_denoiser('models:/reinstrument-{DOMAIN}@champion')\n"
+    code = ("import torch; from infra.tracking import model_checkpoint; from tasks.builders import load_model\n"
+            "from tasks.diffusion.samplers import heun, karras_sigmas\n"
+            f"m = load_model(model_checkpoint('models:/reinstrument-{DOMAIN}@champion'), 'champion')\n"
             "for t in (37, 128):\n"
-            "    x = heun(m, 80 * torch.randn(2, meta['n_mels'], t), karras_sigmas(4, 0.002, 80))\n"
-            "    assert x.shape == (2, meta['n_mels'], t) and bool(torch.isfinite(x).all())\n"
-            "print('ok', meta['domain'])")
+            "    x = heun(m.model, 80 * torch.randn(2, m.card.n_mels, t), karras_sigmas(4, 0.002, 80))\n"
+            "    assert x.shape == (2, m.card.n_mels, t) and bool(torch.isfinite(x).all())\n"
+            "print('ok', m.card.domain)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "ok flute" in out.stdout
 
 
 def _train_cmd(features_url: str, out: str, workers: int) -> list[str]:
-    return [sys.executable, "-m", "flows.cli", "train", features_url, "--domain", DOMAIN, "--preset", "tiny",
+    return [sys.executable, "-m", "cli", "train", features_url, "--domain", DOMAIN, "--preset", "tiny",
             "--steps", "40", "--checkpoint-every", "10", "--workers", str(workers), "--no-prefect",
             "--no-register", "--out", out]
 
@@ -138,7 +138,7 @@ def test_sigkill_mid_run_then_resume_matches_an_unbroken_run(s3_features, built_
 def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env, tmp_path):
     """flute from violin: rows joined on (source_id, segment); in-process training; registered
     under its own name so it never takes the unconditional model's alias."""
-    from flows.train import train_model
+    from jobs.train import train_job
     from infra import tracking
     from infra.datasets import ShardedDataset
     from ray_actors.train import feature_table
@@ -162,13 +162,16 @@ def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env,
         assert source_of[meta[fid]["clip_id"]] == source_of[src["clip_id"]]
         assert meta[fid]["segment_index"] == src["segment_index"]
 
-    res = train_model(cfg, TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))
+    res = train_job(cfg, TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))
     assert res["champion"] is True
     name = tracking.registered_name(DOMAIN, "violin")
     assert name == "reinstrument-cond-violin-to-flute"
-    model, meta = tracking.load_denoiser(f"models:/{name}@champion")
-    assert model.net.cfg.cond_channels == 1 and meta["cond_domain"] == "violin"
-    source = torch.randn(2, meta["n_mels"], 40)
+    from tasks.builders import load_model
+
+    loaded = load_model(tracking.model_checkpoint(f"models:/{name}@champion"), name)
+    model = loaded.model
+    assert model.net.cfg.cond_channels == 1 and loaded.card.cond_domain == "violin"
+    source = torch.randn(2, loaded.card.n_mels, 40)
     out = generate_conditional(conditioned(model, source), source, SamplerConfig(name="heun", steps=4), model.cfg,
                                ItemNoise([1, 2]))
     assert out.shape == source.shape and bool(torch.isfinite(out).all())
@@ -176,8 +179,8 @@ def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env,
 
 def test_train_flow_under_prefect_and_warm_probe(s3_features, mlflow_env, prefect_server, tmp_path):
     """The Prefect flow (a real test server) trains and registers; warm-probe reads the champion."""
-    from flows.probe import warm_probe
-    from flows.train import train_flow
+    from jobs.probe import probe_job as warm_probe
+    from flows.jobs import train_flow
 
     res = train_flow(tiny(s3_features, steps=6, seed=3, checkpoint_every=3),
                      TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))

@@ -30,7 +30,7 @@ HOP_S = 320 / 16000
 @pytest.fixture(scope="module")
 def models(s3_env, built_corpus, tmp_path_factory):
     """flute and violin unconditional models and a violin->flute conditional one (tiny preset)."""
-    from flows.train import train_model
+    from jobs.train import train_job
 
     tmp = tmp_path_factory.mktemp("transform-models")
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
@@ -41,7 +41,7 @@ def models(s3_env, built_corpus, tmp_path_factory):
                              FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
     log = TrainLogistics(num_workers=0, out_url=str(tmp / "training"))
     for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"}):
-        train_model(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}), log)
+        train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}), log)
     yield corpus
     for k, v in saved.items():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -77,12 +77,12 @@ def check_run(result: dict, bucket: str, inputs: dict[str, float]) -> list[dict]
 
 @pytest.mark.parametrize("task,domain", [("timbre", "violin"), ("midi2real", None), ("enhance", "violin")])
 def test_each_task_on_two_actors_into_s3(models, ray_local, s3_bucket, task, domain):
-    from flows.transform import transform_corpus
+    from jobs.transform import transform_job
 
     corpus = models
     sel = InputSelection(domain=domain, limit=3)
     log = TransformLogistics(num_actors=2, clips_per_task=2, out_url=f"s3://{s3_bucket}/out")
-    res = transform_corpus(corpus.clips_url, sel, config(task=task), log)
+    res = transform_job(corpus.clips_url, sel, config(task=task), log)
     assert res["transformed"] == 3 and res["failed"] == 0 and res["skipped"] == 0
     clips = ShardedDataset.at(corpus.clips_url, "clips").read(["clip_id", "duration_s"]).to_pylist()
     durations = {c["clip_id"]: c["duration_s"] for c in clips}
@@ -96,7 +96,7 @@ def test_each_task_on_two_actors_into_s3(models, ray_local, s3_bucket, task, dom
     assert run.data.metrics["transformed"] == 3
     names = [a.path for a in c.list_artifacts(res["mlflow_run_id"])]
     assert "outputs.parquet" in names and len(c.list_artifacts(res["mlflow_run_id"], "audio_examples")) == 3
-    again = transform_corpus(corpus.clips_url, sel, config(task=task), log)
+    again = transform_job(corpus.clips_url, sel, config(task=task), log)
     assert again["skipped"] == 3 and again["transformed"] == 0
     if task == "timbre":
         check_pull(res["run_url"], s3_bucket)
@@ -108,7 +108,7 @@ def check_pull(run_url: str, bucket: str) -> None:
 
     from typer.testing import CliRunner
 
-    from flows.cli import app
+    from cli import app
 
     dest = tempfile.mkdtemp()
     r = CliRunner().invoke(app, ["pull", run_url, dest])
@@ -129,20 +129,20 @@ def check_pull(run_url: str, bucket: str) -> None:
 
 
 def test_ddib_and_conditional_methods(models, s3_bucket):
-    from flows.transform import transform_corpus
+    from jobs.transform import transform_job
 
     corpus = models
     log = TransformLogistics(num_actors=0, out_url=f"s3://{s3_bucket}/out")
     sel = InputSelection(domain="violin", limit=1)
-    ddib = transform_corpus(corpus.clips_url, sel, config(method="ddib", source_model="models:/reinstrument-violin@champion"), log)
-    cond = transform_corpus(corpus.clips_url, sel, config(method="conditional", model="models:/reinstrument-cond-violin-to-flute@champion"), log)
+    ddib = transform_job(corpus.clips_url, sel, config(method="ddib", source_model="models:/reinstrument-violin@champion"), log)
+    cond = transform_job(corpus.clips_url, sel, config(method="conditional", model="models:/reinstrument-cond-violin-to-flute@champion"), log)
     assert ddib["transformed"] == cond["transformed"] == 1
     row = ShardedDataset.at(ddib["outputs_url"], "outputs").read().to_pylist()[0]
     assert row["method"] == "ddib" and row["source_model"] == "reinstrument-violin/1"
 
 
 def test_an_undecodable_guide_is_quarantined_and_the_rest_transformed(models, tmp_path):
-    from flows.transform import transform_corpus
+    from jobs.transform import transform_job
     from infra.datasets import ShardBuffer
 
     corpus = models
@@ -154,7 +154,7 @@ def test_an_undecodable_guide_is_quarantined_and_the_rest_transformed(models, tm
     for r in rows:
         buf.add(r)
     buf.commit()
-    res = transform_corpus(bad.url, InputSelection(domain="violin"), config(),
+    res = transform_job(bad.url, InputSelection(domain="violin"), config(),
                            TransformLogistics(num_actors=0, clips_per_task=3, out_url=str(tmp_path / "out")))
     assert res["transformed"] == 2 and res["failed"] == 1
     q = ShardedDataset.at(res["run_url"] + "/quarantine", "quarantine").read().to_pylist()
@@ -164,14 +164,14 @@ def test_an_undecodable_guide_is_quarantined_and_the_rest_transformed(models, tm
 
 
 def test_an_actor_killed_mid_run_loses_nothing(models, ray_local, s3_bucket, tmp_path, monkeypatch):
-    from flows.transform import transform_corpus
+    from jobs.transform import transform_job
 
     marker = tmp_path / "crash-once"
     marker.write_text("the first actor call that finds this file kills its process")
     monkeypatch.setenv("REINSTRUMENT_FAULT_ONCE", str(marker))
     corpus = models
     log = TransformLogistics(num_actors=2, clips_per_task=1, out_url=f"s3://{s3_bucket}/out")
-    res = transform_corpus(corpus.clips_url, InputSelection(domain="violin", limit=4), config(seed=7), log)
+    res = transform_job(corpus.clips_url, InputSelection(domain="violin", limit=4), config(seed=7), log)
     assert not marker.exists(), "the fault was never injected"
     assert res["transformed"] == 4 and res["failed"] == 0
     clips = ShardedDataset.at(corpus.clips_url, "clips").read(["clip_id", "duration_s"]).to_pylist()
@@ -182,7 +182,7 @@ def test_an_actor_killed_mid_run_loses_nothing(models, ray_local, s3_bucket, tmp
 def test_sigkill_then_rerun_finishes_without_recomputing(models, tmp_path):
     corpus = models
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "flows.cli", "transform", "--inputs", corpus.clips_url, "--model",
+    cmd = [sys.executable, "-m", "cli", "transform", "--inputs", corpus.clips_url, "--model",
            "models:/reinstrument-flute@champion", "--domain", "violin", "--limit", "6", "--steps", "6",
            "--actors", "0", "--clips-per-task", "1", "--out", str(out), "--run-id", "killed", "--no-prefect"]
     env = dict(os.environ, REINSTRUMENT_PROGRESS="1")
@@ -208,7 +208,7 @@ def test_sigkill_then_rerun_finishes_without_recomputing(models, tmp_path):
 
 
 def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_bucket):
-    from flows.sweep import sweep
+    from jobs.sweep import sweep_job
     from infra import tracking
     from schemas.sweep import SweepConfig
 
@@ -217,7 +217,7 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
                       sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16),
                       vocoder_iters=4, reference_split=None, reference_limit=4)
     log = TransformLogistics(num_actors=0, out_url=f"s3://{s3_bucket}/root")
-    res = sweep(corpus.clips_url, InputSelection(domain="violin", limit=2), cfg, log)
+    res = sweep_job(corpus.clips_url, InputSelection(domain="violin", limit=2), cfg, log)
     metrics = {(r["t_init"], r["metric"]) for r in res["rows"]}
     for t in (0.3, 0.6, 1.0):
         assert {(t, "fad"), (t, "jd"), (t, "jd_melody"), (t, "f1_midi")} <= metrics
@@ -247,13 +247,13 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
 
 
 def test_sweep_for_enhancement_scores_against_the_clean_clip(models, tmp_path):
-    from flows.sweep import sweep
+    from jobs.sweep import sweep_job
     from schemas.sweep import SweepConfig
 
     cfg = SweepConfig(task="enhance", model="models:/reinstrument-flute@champion", t_inits=(0.6,), lams=(1.0,),
                       sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16),
                       vocoder_iters=4, reference_split=None, reference_limit=3, vocoded_reference=False)
-    res = sweep(models.clips_url, InputSelection(domain="flute", limit=2), cfg,
+    res = sweep_job(models.clips_url, InputSelection(domain="flute", limit=2), cfg,
                 TransformLogistics(num_actors=0, out_url=str(tmp_path)))
     by = {r["metric"]: r for r in res["rows"]}
     assert {"si_sdr_db", "lsd_db", "mel_l1_db", "fad", "jd"} <= set(by)
@@ -262,7 +262,7 @@ def test_sweep_for_enhancement_scores_against_the_clean_clip(models, tmp_path):
 
 
 def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, tmp_path, monkeypatch):
-    import flows.nightly as nightly_mod
+    import jobs.nightly as nightly_mod
     from tasks.metrics.sources import audio_items
 
     inbox, out = tmp_path / "inbox", tmp_path / "out"
@@ -272,16 +272,16 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
         sf.write(inbox / f"{item.item_id[:10]}.wav", item.audio, item.sample_rate_hz)
     targets = [{"model": "models:/reinstrument-flute@champion", "t_init": 0.6},
                {"model": "models:/reinstrument-violin@champion", "t_init": 0.6}]
-    first = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1")
+    first = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1")
     assert [r["transformed"] for r in first["runs"]] == [2, 2]
     page = (out / "nightly/d1/report/report.html").read_text()  # each input: guide + one output per target
     assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 and "reinstrument-violin/1" in page
     assert all((out / "nightly/d1/report" / src).exists() for src in re.findall(r'src="([^"]+)"', page))
-    again = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
+    again = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
     assert again["runs"] == [] and again["new_commits"] == 0  # nothing new, nothing redone
 
     sf.write(inbox / f"{clips[2].item_id[:10]}.wav", clips[2].audio, clips[2].sample_rate_hz)
-    real = nightly_mod.transform_corpus
+    real = nightly_mod.transform_job
     calls = []
 
     def crash_on_second_target(*a, **k):
@@ -290,13 +290,13 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
             raise RuntimeError("simulated crash mid-run")
         return real(*a, **k)
 
-    monkeypatch.setattr(nightly_mod, "transform_corpus", crash_on_second_target)
+    monkeypatch.setattr(nightly_mod, "transform_job", crash_on_second_target)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=4, run_date="d2")
-    monkeypatch.setattr(nightly_mod, "transform_corpus", real)
+        nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d2")
+    monkeypatch.setattr(nightly_mod, "transform_job", real)
     # asked for other settings, the crashed night is still finished with its own (same output keys),
     # under its own date: flute's output was committed, violin's was not
-    resumed = nightly_mod.nightly(str(inbox), targets, str(out), actors=0, steps=6, run_date="d3")
+    resumed = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=6, run_date="d3")
     assert [(r["date"], r["transformed"], r["skipped"]) for r in resumed["runs"]] == [("d2", 0, 1), ("d2", 1, 0)]
     for model in ("reinstrument-flute", "reinstrument-violin"):
         ids = []
@@ -324,7 +324,7 @@ def test_every_service_listens_on_loopback_while_a_job_runs(models, ray_local, s
     with moto S3 in this process, every socket this process tree listens on is loopback."""
     import threading
 
-    from flows.transform import transform_corpus
+    from jobs.transform import transform_job
 
     seen: set[str] = set()
     stop = threading.Event()
@@ -337,7 +337,7 @@ def test_every_service_listens_on_loopback_while_a_job_runs(models, ray_local, s
     t = threading.Thread(target=watch, daemon=True)
     t.start()
     try:
-        res = transform_corpus(models.clips_url, InputSelection(domain="violin", limit=2), config(seed=11),
+        res = transform_job(models.clips_url, InputSelection(domain="violin", limit=2), config(seed=11),
                                TransformLogistics(num_actors=2, clips_per_task=1, out_url=f"s3://{s3_bucket}/lo"))
     finally:
         stop.set()
@@ -352,7 +352,7 @@ import json, os, sys
 import ray
 from infra.ray_cluster import ensure_ray
 from infra.storage import Storage
-from flows.transform import transform_corpus
+from jobs.transform import transform_job
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 clips, bucket, key_id, secret, token, late = sys.argv[1:7]
@@ -365,7 +365,7 @@ os.environ.update(sentinels)
 cfg = TransformConfig(model="models:/reinstrument-flute@champion", warm=WarmStartConfig(t_init=0.6, lam=1.0),
                       sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16),
                       vocoder_iters=4, seed=13)
-res = transform_corpus(clips, InputSelection(domain="violin", limit=2), cfg,
+res = transform_job(clips, InputSelection(domain="violin", limit=2), cfg,
                        TransformLogistics(num_actors=1, clips_per_task=1, out_url=f"s3://{bucket}/{late}"))
 # A plain Ray task that does not run any of our code first, as Ray Data's own file listing does.
 listed = ray.get(ray.remote(lambda url: len(Storage(url).find())).remote(f"s3://{bucket}/{late}"))
@@ -411,9 +411,9 @@ def test_secrets_are_never_written_and_reach_workers_set_after_ray_started(model
 
 def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_path, monkeypatch):
     """Issue 16, defect 6: a transform, a sweep and a training that fail mid-way."""
-    import flows.sweep as sweep_mod
-    import flows.train as train_mod
-    import flows.transform as transform_mod
+    import jobs.sweep as sweep_mod
+    import jobs.train as train_mod
+    import jobs.transform as transform_mod
     from infra import tracking
     from schemas.sweep import SweepConfig
 
@@ -423,7 +423,7 @@ def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_pa
     c = tracking.client()
     monkeypatch.setattr(transform_mod, "run_batches", boom)
     with pytest.raises(RuntimeError, match="injected"):
-        transform_mod.transform_corpus(models.clips_url, InputSelection(domain="violin", limit=1), config(seed=12),
+        transform_mod.transform_job(models.clips_url, InputSelection(domain="violin", limit=1), config(seed=12),
                                        TransformLogistics(num_actors=0, out_url=str(tmp_path / "t"), run_id="fails"))
     assert not (tmp_path / "t/runs/fails").exists()
     exp = c.get_experiment_by_name("reinstrument-transform").experiment_id
@@ -434,7 +434,7 @@ def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_pa
     cfg = SweepConfig(model="models:/reinstrument-flute@champion", t_inits=(0.6,), lams=(1.0,),
                       sampler=SamplerConfig(steps=6), reference_split=None, reference_limit=3, vocoded_reference=False)
     with pytest.raises(RuntimeError, match="injected"):
-        sweep_mod.sweep(models.clips_url, InputSelection(domain="violin", limit=1), cfg,
+        sweep_mod.sweep_job(models.clips_url, InputSelection(domain="violin", limit=1), cfg,
                         TransformLogistics(num_actors=0, out_url=str(tmp_path / "s")))
     runs = c.search_runs([c.get_experiment_by_name("reinstrument-sweep").experiment_id], "",
                          order_by=["attributes.start_time DESC"], max_results=1)
@@ -445,7 +445,7 @@ def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_pa
                                     FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)),
                                     local=True)["features_url"]
     with pytest.raises(RuntimeError, match="injected"):
-        train_mod.train_model(TrainConfig(features_url=features_url, **{**TRAIN_PRESETS["tiny"], "steps": 3,
+        train_mod.train_job(TrainConfig(features_url=features_url, **{**TRAIN_PRESETS["tiny"], "steps": 3,
                                                                         "domain": "flute", "seed": 99}),
                               TrainLogistics(num_workers=0, out_url=str(tmp_path / "train")))
     runs = c.search_runs([c.get_experiment_by_name("reinstrument-train").experiment_id], "",

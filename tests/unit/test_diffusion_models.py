@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from schemas.diffusion import EDMConfig, UNetConfig, unet_preset
-from tasks.diffusion.checkpoint import ModelConfig, build_model, checkpoint_bytes, load_checkpoint_bytes
+from schemas.diffusion import ModelConfig
+from tasks.builders import build_model, load_checkpoint_bytes
+from tasks.diffusion.checkpoint import checkpoint_bytes
 from tasks.diffusion.precond import EDMPrecond
 from tasks.diffusion.train import train_step
 from tasks.diffusion.unet import UNet

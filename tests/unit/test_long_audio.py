@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from schemas.diffusion import EDMConfig, SamplerConfig, WarmStartConfig, WindowConfig, unet_preset
-from tasks.diffusion.checkpoint import ModelConfig, build_model
+from schemas.diffusion import ModelConfig
+from tasks.builders import build_model
 from tasks.diffusion.warm import warm_transform
 from tasks.diffusion.windows import crossfade_weights, transform_long, window_starts
 
@@ -19,7 +20,7 @@ def model():
     return m
 
 
-def transform_with(model, lam: float, S_churn: float = 0.0):
+def transform_with(model, lam: float, churn: float = 0.0):
     def tf(guide, eps, noise):
         with torch.no_grad():
             return warm_transform(model, guide, SamplerConfig(name="heun", steps=6, S_churn=churn), EDMConfig(),
@@ -65,10 +66,10 @@ def test_items_alone_or_batched_give_identical_results(model, shared):
     mels = [torch.randn(16, n, generator=g) for n in (10 * W, 20, 75)]
     ids = ["a", "b", "c"]
     cfg = WindowConfig(window_frames=W, overlap_frames=8, shared_noise=shared)
-    together = transform_long(transform_with(model, 1.0, S_churn=2.0), mels, ids, cfg, run_seed=5, max_batch_windows=7)
+    together = transform_long(transform_with(model, 1.0, churn=2.0), mels, ids, cfg, run_seed=5, max_batch_windows=7)
     for mel, iid, out in zip(mels, ids, together):
-        alone = transform_long(transform_with(model, 1.0, S_churn=2.0), [mel], [iid], cfg, run_seed=5, max_batch_windows=1)[0]
+        alone = transform_long(transform_with(model, 1.0, churn=2.0), [mel], [iid], cfg, run_seed=5, max_batch_windows=1)[0]
         assert out.shape == mel.shape
         assert torch.allclose(alone, out, atol=1e-5, rtol=0), float((alone - out).abs().max())
-    other_seed = transform_long(transform_with(model, 1.0, S_churn=2.0), mels[:1], ids[:1], cfg, run_seed=6)[0]
+    other_seed = transform_long(transform_with(model, 1.0, churn=2.0), mels[:1], ids[:1], cfg, run_seed=6)[0]
     assert not torch.allclose(other_seed, together[0])

@@ -33,15 +33,19 @@ def test_ddib_accepts_the_deterministic_samplers(name):
 def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_explicit_zero(tmp_path):
     """It used to turn an explicit t_init 0.0 into the recommendation (`or`), and to apply only
     lambda 1's tau_init, dropping the lambda and sampler (churn) the sweep recommended."""
-    from flows.nightly import resolve_targets
+    from jobs.nightly import resolve_targets
 
     root = Storage(str(tmp_path))
     sampler = SamplerConfig(steps=35, S_churn=7.0, S_tmin=0.5).model_dump(mode="json")
-    rec = {"model_version": "reinstrument-flute/3", "finished_at": "2026-11-30T00:00:00",
+    rec = {"sweep_id": "sw-1", "model_version": "reinstrument-flute/3", "finished_at": "2026-11-30T00:00:00",
+           "metrics_url": "m", "plot_url": "p", "report_url": "r", "mlflow_run_id": "x", "points": 3,
            "recommended": {"0": {"t_init": 0.65, "jd": 0.1, "fad": 3.0, "rule": "knee"}},
            "operating_point": {"t_init": 0.65, "lam": 0.0, "jd": 0.1, "fad": 3.0, "rule": "knee", "sampler": sampler}}
     root.write_bytes("sweeps/sw-1/recommendation.json", json.dumps(rec).encode())
-    older = dict(rec, finished_at="2026-11-01T00:00:00", operating_point=dict(rec["operating_point"], t_init=0.9))
+    # an older sweep's file, written before the sampler settings took EDM's names, still loads
+    old_names = {"name": "heun", "steps": 35, "rho": 7.0, "churn": 7.0, "churn_sigma_min": 0.5, "churn_noise": 1.0}
+    older = dict(rec, finished_at="2026-11-01T00:00:00",
+                 operating_point=dict(rec["operating_point"], t_init=0.9, sampler=old_names))
     root.write_bytes("sweeps/sw-0/recommendation.json", json.dumps(older).encode())
     got = resolve_targets([{"model": "models:/reinstrument-flute/3", "t_init": 0.0},
                            {"model": "models:/reinstrument-flute/3"},
@@ -54,19 +58,19 @@ def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_expl
 
 
 def test_the_sweeps_operating_point_is_the_knee_over_every_lambda():
-    from flows.sweep import operating_point
+    from jobs.sweep import operating_point
 
     cfg = SweepConfig(model="models:/m/1", t_inits=(0.2, 0.5, 0.8), lams=(0.0, 1.0),
                       sampler=SamplerConfig(S_churn=7.0, S_tmin=0.5))
     curves = {"0": [(0.2, 0.8, 5.0), (0.5, 0.3, 9.0), (0.8, 0.1, 30.0)],
               "1": [(0.2, 0.9, 4.0), (0.5, 0.85, 15.0), (0.8, 0.2, 5.0)]}
     op = operating_point(cfg, curves)
-    assert (op["t_init"], op["lam"]) == (0.8, 1.0) and op["sampler"]["S_churn"] == 7.0
+    assert (op.t_init, op.lam) == (0.8, 1.0) and op.sampler.S_churn == 7.0 and op.sampler.S_tmin == 0.5
     assert operating_point(cfg, {}) is None
 
 
 def test_summarise_pairs_each_grid_points_jd_with_its_fad_per_lambda():
-    from flows.sweep import summarise
+    from jobs.sweep import summarise
 
     cfg = SweepConfig(model="models:/m/1", t_inits=(0.2, 0.5, 0.8), lams=(0.0, 1.0))
     rows = []
@@ -79,8 +83,8 @@ def test_summarise_pairs_each_grid_points_jd_with_its_fad_per_lambda():
     curves, recs = summarise(cfg, rows)
     assert curves == {"0": [(0.2, 0.8, 5.0), (0.5, 0.3, 9.0), (0.8, 0.1, 30.0)],
                       "1": [(0.2, 0.9, 4.0), (0.5, 0.85, 15.0), (0.8, 0.2, 5.0)]}
-    assert recs["0"]["t_init"] == 0.5 and (recs["0"]["jd"], recs["0"]["fad"]) == (0.3, 9.0)
-    assert recs["1"]["t_init"] == 0.8
+    assert recs["0"].t_init == 0.5 and (recs["0"].jd, recs["0"].fad) == (0.3, 9.0)
+    assert recs["1"].t_init == 0.8
 
 
 def test_resolve_model_pins_an_alias_once(tmp_path, monkeypatch):

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
-from tasks.diffusion.checkpoint import (ModelConfig, build_model, ema_checkpoint_bytes, load_checkpoint_bytes,
+from schemas.diffusion import ModelConfig
+from tasks.builders import build_model, load_checkpoint_bytes
+from tasks.diffusion.checkpoint import (ema_checkpoint_bytes,
                                         load_train_state, train_state_bytes)
 from tasks.diffusion.train import (autocast_dtype_for, crop_batch, ema_update, lr_at, step_generator,
                                    train_step, validation_loss, validation_sigmas)

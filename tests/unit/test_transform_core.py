@@ -10,10 +10,13 @@ import torch
 from schemas.configs import MelConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig, unet_preset
 from schemas.transform import TransformConfig
-from tasks.diffusion.checkpoint import ModelConfig, build_model
-from tasks.diffusion.vocoder import make_vocoder
+from schemas.diffusion import ModelConfig
+from tasks.builders import build_model
+from tasks.builders import make_vocoder
 from tasks.features import LogMel
-from tasks.transform import LoadedModel, Transformer, output_key
+from schemas.records import ModelCard
+from tasks.builders import LoadedModel
+from tasks.transform import Transformer, output_key
 
 SR = 16000
 MEL = MelConfig()
@@ -23,8 +26,8 @@ MEL = MelConfig()
 def model() -> LoadedModel:
     torch.manual_seed(0)
     m = build_model(ModelConfig(unet=unet_preset("tiny", n_mels=MEL.n_mels))).eval()
-    meta = {"mel": MEL.model_dump(), "mean": [-4.0] * MEL.n_mels, "std": [2.0] * MEL.n_mels, "domain": "flute"}
-    return LoadedModel(m, meta, "reinstrument-flute/1")
+    card = ModelCard(mel=MEL, mean=[-4.0] * MEL.n_mels, std=[2.0] * MEL.n_mels, domain="flute", n_mels=MEL.n_mels)
+    return LoadedModel(m, card, "reinstrument-flute/1")
 
 
 def clips(n: int, seconds: float = 3.0) -> list[np.ndarray]:
