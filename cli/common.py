@@ -40,13 +40,15 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def load_config(cls: type[C], path: Path | None, base: dict | None = None, **options) -> C:
-    """defaults < `base` (e.g. a preset) < the --config file < the options given. Exit 2, with
-    pydantic's message (which key, what was expected), when the result is not a valid config."""
+    """defaults < `base` (e.g. a preset) < the --config file < the options given. Exit 2 with one
+    line naming each wrong key and what was expected when the result is not a valid config."""
+    from tasks.errors import describe
+
     data = _merge(base or {}, json.loads(path.read_text()) if path else {})
     try:
         return cls.model_validate(_merge(data, options))
     except (ValidationError, ValueError) as e:
-        console.print(f"[red]invalid {cls.__name__}:[/red] {e}", highlight=False)
+        console.print(f"[red]error:[/red] {describe(e)}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
 

@@ -31,7 +31,7 @@ def corpus_build(
     """Render a reference corpus: clean clips per (voice, instrument, soundfont), MIDI guides
     and degraded guides, split by piece. Example:
     reinstrument corpus build --dest ./data/corpus --pieces 16 --instrument flute --instrument violin"""
-    from flows.jobs import corpus_build_flow
+    from flows.pipeline import corpus_build_flow
     from jobs.data import corpus_job
     from schemas.configs import CorpusConfig
 
@@ -57,7 +57,7 @@ def ingest(
 ):
     """Ingest a corpus: bad files go to quarantine with a reason; re-runs add nothing. Example:
     reinstrument ingest s3://bucket/raw ./data/ingested --domain-pattern '^(?P<domain>[^/]+)/'"""
-    from flows.jobs import ingest_flow
+    from flows.pipeline import ingest_flow
     from jobs.data import ingest_job
     from schemas.configs import IngestConfig
 
@@ -80,7 +80,7 @@ def augment(
 ):
     """Pitch-augment clips: MIDI-backed clips are re-rendered transposed (exact), audio-only
     clips use librosa's phase vocoder. Example: reinstrument augment ./data/corpus/clips ./data/aug --shift -12 --shift 12"""
-    from flows.jobs import augment_flow
+    from flows.pipeline import augment_flow
     from jobs.data import augment_job
     from schemas.configs import AugmentConfig
 
@@ -101,7 +101,7 @@ def features(
 ):
     """Extract log-mel segments into Parquet shards with normalisation statistics. Example:
     reinstrument features ./data/corpus/clips --out ./data/features"""
-    from flows.jobs import features_flow
+    from flows.pipeline import features_flow
     from jobs.data import features_job
     from schemas.configs import FeatureConfig
 

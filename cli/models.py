@@ -35,7 +35,7 @@ def train(
     reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo"""
     import json
 
-    from flows.jobs import train_flow
+    from flows.pipeline import train_flow
     from infra.storage import Storage
     from jobs.train import train_job
     from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
@@ -59,7 +59,7 @@ def warm_probe(
     model: str = typer.Option(..., help="MLflow model URI, e.g. models:/reinstrument-flute@champion."),
     guide_domain: str = typer.Option(..., help="Domain of the guides, e.g. violin."),
     t_init: list[float] = typer.Option([1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.0], help="tau_init values (repeat)."),
-    steps: int = typer.Option(35, help="Reverse steps N of the full grid."),
+    steps: int = typer.Option(None, help="Reverse steps N of the full grid (default: SamplerConfig's, 35)."),
     segments: int = typer.Option(32, help="Guide segments (valid/test split)."),
 ):
     """Warm-start guides of another domain with a trained model and report, per tau_init, the

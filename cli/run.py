@@ -42,7 +42,7 @@ def transform(
     prefect: bool = PrefectOpt,
 ):
     """Transform a corpus into the model's domain; outputs + table under OUT/runs/<run_id>/, exactly once."""
-    from flows.jobs import transform_flow
+    from flows.pipeline import transform_flow
     from jobs.transform import transform_job
     from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 
@@ -89,7 +89,7 @@ def sweep(
     prefect: bool = PrefectOpt,
 ):
     """The tau_init sweep: FAD and JD per grid point, trade-off plots, a recommended operating point."""
-    from flows.jobs import sweep_t_init
+    from flows.pipeline import sweep_t_init
     from infra.settings import get_settings
     from jobs.sweep import sweep_job
     from schemas.sweep import SweepConfig
@@ -176,7 +176,7 @@ def demo(
 ):
     """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
     tau_init sweep of violin->flute on held-out chorales. A second run reuses the first's work."""
-    from flows.jobs import demo_flow
+    from flows.pipeline import demo_flow
     from infra.tracking import tracking_uri
     from jobs.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_job, sweep_table
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from prefect import serve
 
-from flows.jobs import nightly_flow, sweep_t_init
+from flows.pipeline import nightly_flow, sweep_t_init
 
 NIGHTLY_CRON = "0 2 * * *"
 

@@ -37,7 +37,7 @@ def _read_state(root: Storage) -> dict:
     return json.loads(root.read_bytes(STATE)) if root.exists(STATE) else {"done": [], "pending": None}
 
 
-DEFAULT_T_INIT, DEFAULT_STEPS = 0.5, 35
+DEFAULT_T_INIT = 0.5
 
 
 def recommended_point(root: Storage, model_version: str) -> OperatingPoint | None:
@@ -65,7 +65,7 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
         point = None if t.get("t_init") is not None else recommended_point(root, version)
         if point is None:
             warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
-            sampler = SamplerConfig(steps=steps or DEFAULT_STEPS)
+            sampler = SamplerConfig(**({"steps": steps} if steps else {}))
         else:
             warm = point.warm().model_dump(exclude_none=True)
             sampler = point.sampler.model_copy(update={"steps": steps}) if steps else point.sampler
@@ -76,9 +76,10 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
 
 
 def _label(t: dict) -> str:
-    w, s = t["warm"], t["sampler"]
+    w = t["warm"]
+    s = SamplerConfig.model_validate(t["sampler"])  # older states name the churn settings as before issue 17
     x = f"τ {w['t_init']:g}" if w.get("t_init") is not None else f"σ {w['sigma_start']:g}"
-    S_churn = f", S_churn {s['S_churn']:g}" if s.get("S_churn") else ""
+    churn = f", S_churn {s.S_churn:g}" if s.S_churn else ""
     return f"{x}, λ {w['lam']:g}, {s.name} {s.steps}{churn}"
 
 

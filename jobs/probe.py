@@ -34,7 +34,7 @@ def _segments(url: str, domain: str, splits: tuple[str, ...], limit: int | None 
 
 
 def probe_job(model_uri: str, features_url: str, guide_domain: str, t_inits: list[float], *,
-              steps: int = 35, sampler: str = "heun", lam: float = 1.0, segments: int = 32,
+              steps: int | None = None, sampler: str = "heun", lam: float = 1.0, segments: int = 32,
               seed: int = 0) -> list[dict]:
     pinned, name = resolve_model(model_uri)
     loaded = load_model(model_checkpoint(pinned), name)
@@ -48,7 +48,7 @@ def probe_job(model_uri: str, features_url: str, guide_domain: str, t_inits: lis
     for t in t_inits:
         noise = ItemNoise([item_seed(seed, i) for i in ids])
         with torch.no_grad():
-            out = warm_transform(model, g, SamplerConfig(name=sampler, steps=steps), model.cfg,
+            out = warm_transform(model, g, SamplerConfig(name=sampler, **({"steps": steps} if steps else {})), model.cfg,
                                  WarmStartConfig(t_init=t, lam=lam), noise)
         logmel = denormalise(out, card.mean, card.std).numpy()
         rows.append({"t_init": t, f"P({target})": float(p_target(probe, logmel).mean()),

@@ -35,18 +35,16 @@ class TransformResult(TypedDict):
 
 
 class SweepResult(TypedDict, total=False):
-    """recommendation.json (schemas/records.Recommendation) and the metrics rows."""
-    sweep_id: str
-    model_version: str
+    """The fields of recommendation.json (schemas/records.Recommendation, as JSON) and the rows of
+    the metrics table; the ones callers read are named here."""
+    rows: list[dict]
     recommended: dict[str, dict]
     operating_point: dict | None
-    finished_at: str
-    metrics_url: str
-    plot_url: str
-    report_url: str
+    sweep_id: str
     mlflow_run_id: str
-    points: int
-    rows: list[dict]
+    report_url: str
+    plot_url: str
+    metrics_url: str
 
 
 class NightlyResult(TypedDict):

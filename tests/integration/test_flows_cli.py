@@ -3,7 +3,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from flows.jobs import corpus_build_flow, features_flow, ingest_flow
+from flows.pipeline import corpus_build_flow, features_flow, ingest_flow
 from schemas.configs import ClipConfig, CorpusConfig, FeatureConfig, IngestConfig
 from tests.conftest import tone, write_wav
 

@@ -141,7 +141,7 @@ def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env,
     from jobs.train import train_job
     from infra import tracking
     from infra.datasets import ShardedDataset
-    from ray_actors.train import feature_table
+    from tasks.diffusion.train_data import feature_table
     from tasks.diffusion.conditional import conditioned, generate_conditional
     from tasks.diffusion.noise import ItemNoise
     from schemas.diffusion import SamplerConfig
@@ -180,7 +180,7 @@ def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env,
 def test_train_flow_under_prefect_and_warm_probe(s3_features, mlflow_env, prefect_server, tmp_path):
     """The Prefect flow (a real test server) trains and registers; warm-probe reads the champion."""
     from jobs.probe import probe_job as warm_probe
-    from flows.jobs import train_flow
+    from flows.pipeline import train_flow
 
     res = train_flow(tiny(s3_features, steps=6, seed=3, checkpoint_every=3),
                      TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))

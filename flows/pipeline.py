@@ -1,4 +1,5 @@
-"""The Prefect flows: each one a job of jobs/ with Prefect's steps (flows/steps.py), history and
+"""The Prefect flows (not named jobs.py: Prefect puts an entrypoint's folder on sys.path, where it
+would shadow the jobs package): each one a job of jobs/ with Prefect's steps (flows/steps.py), history and
 artifacts. Nothing here computes; the deployments users run are in flows/deploy.py."""
 from __future__ import annotations
 
