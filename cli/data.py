@@ -12,7 +12,7 @@ corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores
 config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
 CONFIG_KINDS = {"corpus": "CorpusConfig", "ingest": "IngestConfig", "augment": "AugmentConfig",
                 "features": "FeatureConfig", "train": "TrainConfig", "transform": "TransformConfig",
-                "sweep": "SweepConfig"}
+                "sweep": "SweepConfig", "vocoder": "VocoderTrainConfig"}
 
 
 @corpus_app.command("build")
@@ -141,12 +141,13 @@ def config_show(kind: str = typer.Argument(..., help=" | ".join(CONFIG_KINDS))):
     import schemas.sweep
     import schemas.training
     import schemas.transform
+    import schemas.vocoder
 
     if kind not in CONFIG_KINDS:
         console.print(f"[red]unknown config {kind!r}[/red]; expected one of {sorted(CONFIG_KINDS)}")
         raise typer.Exit(2)
-    cls = next(getattr(m, CONFIG_KINDS[kind]) for m in (schemas.configs, schemas.sweep, schemas.training, schemas.transform)
+    cls = next(getattr(m, CONFIG_KINDS[kind]) for m in (schemas.configs, schemas.sweep, schemas.training, schemas.transform, schemas.vocoder)
                if hasattr(m, CONFIG_KINDS[kind]))
     required = {"train": {"features_url": "FEATURES_URL", "domain": "DOMAIN"}, "transform": {"model": "MODEL_URI"},
-                "sweep": {"model": "MODEL_URI"}}.get(kind, {})
+                "sweep": {"model": "MODEL_URI"}, "vocoder": {"clips_urls": ["CLIPS_URL"]}}.get(kind, {})
     print(cls.model_validate(required).model_dump_json(indent=2))

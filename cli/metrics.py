@@ -77,3 +77,30 @@ def metrics_jd(
     if per_item:
         print_rows(values, "per pair")
     _said(f"pitch metrics (Basic Pitch, threshold {threshold})", rows, out, mlflow_run)
+
+
+@metrics_app.command("copy-synthesis")
+def metrics_copy_synthesis(
+    clips: str = typer.Argument(..., help="A clips dataset holding held-out and train clips of each domain."),
+    domain: list[str] = typer.Option(..., help="Domain to measure (repeat), e.g. --domain flute --domain violin."),
+    vocoder: str = typer.Option(None, help="A trained vocoder's model URI, e.g. models:/reinstrument-vocoder@champion."),
+    split: str = typer.Option("test", help="The clips decoded (held out from the vocoder's training)."),
+    reference_split: str = typer.Option("train", help="The real clips FAD is measured against."),
+    limit: int = typer.Option(None, help="At most this many held-out clips per domain."),
+    griffin_lim_iters: int = typer.Option(32, help="Griffin-Lim iterations."),
+):
+    """What a decoder alone costs: held-out clips through log-mel and back (Griffin-Lim, the
+    vocoder), FAD against real clips, LSD and multi-resolution STFT distance, speed."""
+    from jobs.copy_synthesis import copy_synthesis_job
+
+    try:
+        rows = copy_synthesis_job(clips, list(domain), vocoder=vocoder, split=split, reference_split=reference_split,
+                                  limit=limit, griffin_lim_iters=griffin_lim_iters)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    print_rows([{"domain": r.domain, "decoder": r.decoder, "clips": r.clips,
+                 "FAD (95 % CI)": f"{r.fad:.2f} ({r.fad_ci[0]:.2f}–{r.fad_ci[1]:.2f})",
+                 "LSD dB": "-" if r.lsd_db is None else f"{r.lsd_db:.2f}",
+                 "MR-STFT": "-" if r.mr_stft is None else f"{r.mr_stft:.3f}",
+                 "× real time": "-" if r.realtime is None else f"{r.realtime:.0f}"} for r in rows],
+               f"copy-synthesis on {split} clips; FAD vs real {reference_split} clips of the same domain")

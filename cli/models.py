@@ -54,6 +54,44 @@ def train(
     console.print_json(json.dumps(res, default=str))
 
 
+def train_vocoder(
+    clips: list[str] = typer.Argument(..., help="Clips datasets to learn from (their clean clips)."),
+    domain: list[str] = typer.Option(None, help="Only these domains (repeat; default every clean clip)."),
+    preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, about 45 min) | gpu."),
+    steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
+    seed: int = typer.Option(None, help="Run seed (every draw derives from it)."),
+    workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
+    gpu: bool = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32)."),
+    precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
+    out: str = typer.Option(None, help="Root of run folders; default DATA_ROOT/training."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity."),
+    register: bool = typer.Option(True, "--register/--no-register", help="Register as reinstrument-vocoder."),
+    config: Optional[Path] = typer.Option(None, "--config", help="VocoderTrainConfig JSON (overrides the preset)."),
+    prefect: bool = PrefectOpt,
+):
+    """Train the neural vocoder (Vocos-style, spectral losses) on the clean clips of CLIPS and
+    register it as reinstrument-vocoder. Example:
+    reinstrument train-vocoder ./data/corpus/clips --preset cpu"""
+    import json
+
+    from flows.pipeline import train_vocoder_flow
+    from infra.storage import Storage
+    from jobs.train import train_job
+    from schemas.training import TrainLogistics
+    from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
+
+    if preset not in VOCODER_PRESETS:
+        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(VOCODER_PRESETS)}")
+        raise typer.Exit(2)
+    cfg = load_config(VocoderTrainConfig, config, VOCODER_PRESETS[preset],
+                      clips_urls=tuple(Storage(c).absolute_url() for c in clips),
+                      domains=tuple(domain) if domain else None, steps=steps, seed=seed)
+    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
+                            register_model=register, out_url=out or f"{root()}/training", experiment="reinstrument-vocoder")
+    res = run(train_vocoder_flow, train_job, prefect, cfg, logistics)
+    console.print_json(json.dumps(res, default=str))
+
+
 def warm_probe(
     features_url: str = typer.Argument(..., help="A feature set holding both domains."),
     model: str = typer.Option(..., help="MLflow model URI, e.g. models:/reinstrument-flute@champion."),

@@ -18,6 +18,7 @@ from schemas.diffusion import SamplerConfig
 from schemas.sweep import SweepConfig
 from schemas.training import TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from schemas.vocoder import VocoderTrainConfig
 
 
 @flow(name="corpus-build", log_prints=True)
@@ -50,6 +51,12 @@ def features_flow(clips: list[str], out: str, config: FeatureConfig = FeatureCon
 @flow(name="train", log_prints=True)
 def train_flow(cfg: TrainConfig, logistics: TrainLogistics) -> dict:
     """Train one domain's model with the solver and register it (champion only if better)."""
+    return train_job(cfg, logistics, step=prefect_step)
+
+
+@flow(name="train-vocoder", log_prints=True)
+def train_vocoder_flow(cfg: VocoderTrainConfig, logistics: TrainLogistics) -> dict:
+    """Train the neural vocoder on clean clips with the solver and register it (champion only if better)."""
     return train_job(cfg, logistics, step=prefect_step)
 
 

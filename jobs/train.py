@@ -1,7 +1,8 @@
-"""`reinstrument train`: one model per target domain. Prepares the run (identity, MLflow run, the
-model card), trains with the solver (ray_actors/solver.py: Ray Train or in-process), then logs
-artifacts, registers the EMA model as `reinstrument-<domain>` and moves the `champion` alias
-only to a better model."""
+"""`reinstrument train` / `train-vocoder`: one model per run, of any kind the solver trains (a
+domain's denoiser, a conditional baseline, the vocoder). Prepares the run (identity, MLflow run,
+the model card), trains with the solver (ray_actors/solver.py: Ray Train or in-process), then
+logs artifacts, registers the EMA model (`reinstrument-<domain>`, `reinstrument-vocoder`, ...)
+and moves the `champion` alias only to a model that validates better on this run's data."""
 from __future__ import annotations
 
 import hashlib
@@ -13,26 +14,39 @@ from infra.datasets import ShardedDataset
 from infra.storage import Storage
 from jobs.steps import Step, inline
 from ray_actors.solver import fit
-from schemas.records import FeatureSetExtra, ModelCard
+from schemas.configs import StrictConfig
+from schemas.records import FeatureSetExtra, ModelCard, VocoderCard
 from schemas.records import TrainRunLayout as L
 from schemas.results import TrainResult
-from schemas.training import TrainConfig, TrainLogistics
-from tasks.builders import load_model
+from schemas.training import SolverConfig, TrainConfig, TrainLogistics
+from schemas.vocoder import VocoderTrainConfig
+from tasks.builders import CARDS, kind_of, load_checkpoint_bytes, make_kind, training_data
 from tasks.diffusion.checkpoint import ema_checkpoint_bytes, load_train_state
-from tasks.diffusion.train import validation_loss
-from tasks.diffusion.train_data import read_columns_local, train_data_from_columns
 from tasks.feature_reader import normalisation
 from tasks.plots import loss_curve_png
 
 PYFUNC = Path(__file__).with_name("pyfunc.py")
 
 
-def run_folder(cfg: TrainConfig, logistics: TrainLogistics) -> Storage:
+def run_folder(cfg: SolverConfig, logistics: TrainLogistics) -> Storage:
     """The identity hash names the folder: the same config finds (and resumes) its own run."""
-    return Storage(Storage(logistics.out_url).absolute_url()).child(f"runs/{cfg.domain}-{cfg.config_hash()}")
+    prefix = "" if isinstance(cfg, TrainConfig) else f"{kind_of(cfg)}-"
+    return Storage(Storage(logistics.out_url).absolute_url()).child(f"runs/{prefix}{cfg.domain}-{cfg.config_hash()}")
 
 
-def model_card(cfg: TrainConfig) -> ModelCard:
+def registered_name(cfg: SolverConfig) -> str:
+    if isinstance(cfg, VocoderTrainConfig):
+        return "reinstrument-vocoder"
+    return tracking.registered_name(cfg.domain, cfg.cond_domain)
+
+
+def model_card(cfg: SolverConfig) -> StrictConfig:
+    if isinstance(cfg, VocoderTrainConfig):
+        return VocoderCard(mel=cfg.mel, domains=cfg.domains, clips_urls=cfg.clips_urls, train_config=cfg.model_dump(mode="json"))
+    return denoiser_card(cfg)
+
+
+def denoiser_card(cfg: TrainConfig) -> ModelCard:
     """What the trained model will carry: its domain, normalisation, front end, training identity."""
     ds = ShardedDataset.at(cfg.features_url, "features")
     manifest = ds.manifest()
@@ -49,7 +63,7 @@ def model_card(cfg: TrainConfig) -> ModelCard:
     return ModelCard(**card)
 
 
-def prepare(cfg: TrainConfig, logistics: TrainLogistics) -> tuple[str, ModelCard, str]:
+def prepare(cfg: SolverConfig, logistics: TrainLogistics) -> tuple[str, StrictConfig, str]:
     run = run_folder(cfg, logistics)
     if not logistics.resume:
         for name in run.find(""):
@@ -61,20 +75,20 @@ def prepare(cfg: TrainConfig, logistics: TrainLogistics) -> tuple[str, ModelCard
         logistics.experiment, f"train-{cfg.domain}-{cfg.config_hash()}",
         tags={f"logistics.{k}": str(v) for k, v in logistics.model_dump().items()}
         | {"reinstrument.run_folder": run.url, "reinstrument.kind": "train"})
-    tracked.params(cfg.model_dump(mode="json") | {"features_fingerprint": card.features_fingerprint,
-                                                   "config_hash": cfg.config_hash()})
+    tracked.params(cfg.model_dump(mode="json") | {"config_hash": cfg.config_hash(), "kind": kind_of(cfg)}
+                   | ({"features_fingerprint": card.features_fingerprint} if isinstance(card, ModelCard) else {}))
     run.write_bytes(L.RECORD, json.dumps({"mlflow_run_id": tracked.id}).encode())
     return run.url, card, tracked.id
 
 
-def train(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCard, run_id: str) -> None:
+def train(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: StrictConfig, run_id: str) -> None:
     if Storage(run_url).exists(L.RESULT):
         print(f"[train {cfg.domain}] already finished in {run_url}: nothing to train")
         return
     fit(cfg, logistics, run_url, card, tracking.tracking_uri(), run_id)
 
 
-def register(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCard, run_id: str) -> TrainResult:
+def register(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: StrictConfig, run_id: str) -> TrainResult:
     """Log artifacts, register the EMA model, and move `champion` only if it validates better."""
     run, tracked = Storage(run_url), tracking.TrackedRun(run_id)
     tags = tracked.tags()
@@ -92,9 +106,10 @@ def register(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: Mo
     if not logistics.register_model:
         tracked.finish()
         return summary
-    name = tracking.registered_name(cfg.domain, cfg.cond_domain)
-    version = tracking.log_model(tracked, ema_checkpoint_bytes(state), code=PYFUNC, artifact="denoiser",
-                                 n_bins=card.n_mels, conditional=cfg.paired, registered_name=name)
+    name = registered_name(cfg)
+    version = tracking.log_model(tracked, ema_checkpoint_bytes(state), code=PYFUNC, artifact=kind_of(cfg),
+                                 n_bins=card.mel.n_mels, conditional=isinstance(cfg, TrainConfig) and cfg.paired,
+                                 registered_name=name)
     tracking.tag_model_version(name, version, "val_loss", str(result["val_loss"]))
     promoted, champ_val = promote(cfg, name, version, result["val_loss"])
     tracked.tag("reinstrument.model_version", version)
@@ -104,23 +119,23 @@ def register(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: Mo
     return summary | TrainResult(model_version=version, champion=promoted, previous_champion_val_loss=champ_val)
 
 
-def promote(cfg: TrainConfig, name: str, version: str, val: float) -> tuple[bool, float | None]:
-    """The current champion is scored on *this* run's validation rows (same crops, sigmas and
-    noise; normalised with the champion's own statistics), so the comparison holds even when
-    the validation sets of the two runs differ."""
+def promote(cfg: SolverConfig, name: str, version: str, val: float) -> tuple[bool, float | None]:
+    """The current champion is scored by *this* run's validation (same data, crops and draws; a
+    denoiser's inputs normalised with the champion's own statistics), so the comparison holds
+    even when the validation sets of the two runs differ."""
     current = tracking.champion_version(name)
     champ_val = None
     if current is not None and current != version:
-        champ = load_model(tracking.model_checkpoint(f"models:/{name}/{current}"), f"{name}/{current}")
-        data = train_data_from_columns(read_columns_local(cfg), cfg, champ.card)
-        champ_val = validation_loss(champ.model, data.val_x, data.val_valid, cfg.crop_frames, cond=data.val_c)
+        model, metadata = load_checkpoint_bytes(tracking.model_checkpoint(f"models:/{name}/{current}"))
+        card = CARDS[kind_of(cfg)].model_validate(metadata)
+        champ_val = make_kind(cfg, card, training_data(cfg, card)).validate(model)
         if not val < champ_val:
             return False, champ_val
     tracking.set_champion(name, version)
     return True, champ_val
 
 
-def train_job(cfg: TrainConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:
+def train_job(cfg: SolverConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:
     run_url, card, run_id = step(prepare, cfg, logistics)
     with tracking.TrackedRun(run_id).failed_on_error():  # the run folder stays: its checkpoints resume the run
         step(train, cfg, logistics, run_url, card, run_id)

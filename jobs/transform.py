@@ -35,11 +35,14 @@ SUMMARY_METRICS = ("selected", "skipped", "transformed", "failed", "wall_s", "au
 
 
 def pin_models(cfg: TransformConfig) -> PinnedModels:
+    """Every registry URI of the run resolved to a version now (target, DDIB source, vocoder)."""
     uri, name = tracking.resolve_model(cfg.model)
-    if not cfg.source_model:
-        return PinnedModels(model_uri=uri, model=name)
-    s_uri, s_name = tracking.resolve_model(cfg.source_model)
-    return PinnedModels(model_uri=uri, model=name, source_uri=s_uri, source_model=s_name)
+    pinned = {"model_uri": uri, "model": name}
+    if cfg.source_model:
+        pinned |= dict(zip(("source_uri", "source_model"), tracking.resolve_model(cfg.source_model)))
+    if cfg.vocoder != "griffin-lim":
+        pinned |= dict(zip(("vocoder_uri", "vocoder"), tracking.resolve_model(cfg.vocoder)))
+    return PinnedModels(**pinned)
 
 
 def select_clips(clips_url: str, selection: InputSelection, task_name: str, ingested: bool,

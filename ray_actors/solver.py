@@ -18,13 +18,13 @@ import torch
 from infra.datasets import ShardedDataset
 from infra.ray_cluster import apply_worker_env
 from infra.storage import Storage
-from schemas.records import ModelCard
+from schemas.configs import StrictConfig
 from schemas.records import TrainRunLayout as L
-from schemas.training import TrainConfig, TrainLogistics
-from tasks.builders import build_model, make_kind
+from schemas.training import SolverConfig, TrainConfig, TrainLogistics
+from tasks.builders import CARDS, TRAIN_CONFIGS, build_model, kind_of, make_kind, training_data
 from tasks.diffusion.checkpoint import load_train_state, train_state_bytes
 from tasks.diffusion.train import autocast_dtype_for, ema_update, lr_at, step_generator
-from tasks.diffusion.train_data import FEATURE_COLUMNS, TrainData, feature_table, read_columns_local, train_data_from_columns
+from tasks.diffusion.train_data import FEATURE_COLUMNS, feature_table
 from tasks.solver import ModelKind, optimise
 
 
@@ -53,7 +53,7 @@ def _rows_from_ray() -> dict[str, list]:
     return pa.concat_tables(tables).to_pydict() if tables else {c: [] for c in FEATURE_COLUMNS}
 
 
-def preview_steps(cfg: TrainConfig) -> set[int]:
+def preview_steps(cfg: SolverConfig) -> set[int]:
     """Checkpoint steps that also write previews: `samples_at` of them, spread, the last included."""
     import numpy as np
 
@@ -79,7 +79,7 @@ def _world() -> tuple[int, int, int]:
 @dataclass
 class _State:
     """What one worker holds during training."""
-    cfg: TrainConfig
+    cfg: SolverConfig
     card: dict
     run: Storage
     model: torch.nn.Module
@@ -89,7 +89,7 @@ class _State:
     history: dict
 
 
-def _restore(kind: ModelKind, cfg: TrainConfig, card: dict, run: Storage) -> _State:
+def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage) -> _State:
     """A fresh model from the seed, or the state of the last durable checkpoint."""
     torch.manual_seed(cfg.seed)
     model = build_model(kind.architecture())
@@ -138,19 +138,19 @@ def _checkpoint(s: _State, kind: ModelKind, done: int, logger) -> None:
 
 
 def train_loop(loop: dict) -> None:
-    """Per-worker body. `loop`: config/logistics JSON, run folder URL, the model card, MLflow
-    tracking URI and run ID; in-process callers also pass `data`."""
+    """Per-worker body. `loop`: the model kind, config/logistics JSON, run folder URL, the model
+    card, MLflow tracking URI and run ID; in-process callers also pass `data`."""
     apply_worker_env()  # the driver's current storage/MLflow variables (private file; no-op in-process)
-    cfg = TrainConfig.model_validate_json(loop["config"])
+    cfg = TRAIN_CONFIGS[loop["kind"]].model_validate_json(loop["config"])
     logistics = TrainLogistics.model_validate_json(loop["logistics"])
-    card = ModelCard.model_validate(loop["card"])
+    card = CARDS[loop["kind"]].model_validate(loop["card"])
     rank, world, local_world = _world()
     # Workers on one node share its cores: oversubscribed intra-op threads stall DDP (measured
     # >10x slower with 2 workers x 2 threads on 2 cores).
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {world} workers")
-    data: TrainData = loop.get("data") or train_data_from_columns(_rows_from_ray(), cfg, card)
+    data = loop.get("data") or training_data(cfg, card, _rows_from_ray() if isinstance(cfg, TrainConfig) else None)
     kind = make_kind(cfg, card, data)
     device = torch.device("cpu")
     if logistics.use_gpu:
@@ -205,14 +205,14 @@ def train_loop(loop: dict) -> None:
                                                 "val_split": data.val_split}).encode())
 
 
-def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCard,
+def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: StrictConfig,
         mlflow_tracking_uri: str | None, mlflow_run_id: str | None) -> None:
     """Run `train_loop` on Ray Train workers (DDP), or in this process when num_workers=0."""
-    loop = {"config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(), "run_url": run_url,
-            "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,
+    loop = {"kind": kind_of(cfg), "config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(),
+            "run_url": run_url, "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,
             "mlflow_run_id": mlflow_run_id}
     if logistics.num_workers == 0:
-        train_loop({**loop, "data": train_data_from_columns(read_columns_local(cfg), cfg, card)})
+        train_loop({**loop, "data": training_data(cfg, card)})
         return
     from infra.ray_cluster import ensure_ray
 
@@ -221,7 +221,7 @@ def fit(cfg: TrainConfig, logistics: TrainLogistics, run_url: str, card: ModelCa
         _trainer(cfg, logistics, loop).fit()
 
 
-def _trainer(cfg: TrainConfig, logistics: TrainLogistics, loop: dict):
+def _trainer(cfg: SolverConfig, logistics: TrainLogistics, loop: dict):
     from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -231,8 +231,9 @@ def _trainer(cfg: TrainConfig, logistics: TrainLogistics, loop: dict):
         train_loop, train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=logistics.num_workers, use_gpu=logistics.use_gpu),
         torch_config=TorchConfig(backend="nccl" if logistics.use_gpu else "gloo"),
-        datasets={"features": read_dataset_ray(cfg)},
-        dataset_config=DataConfig(datasets_to_split=[]),  # every worker gets all rows (see read_dataset_ray)
+        # denoisers: every worker gets all feature rows (see read_dataset_ray); vocoders read their clips
+        datasets={"features": read_dataset_ray(cfg)} if isinstance(cfg, TrainConfig) else None,
+        dataset_config=DataConfig(datasets_to_split=[]),
         # A failed worker group restarts and resumes from the last checkpoint (train_loop reads it).
         run_config=RunConfig(name=f"{cfg.domain}-{cfg.config_hash()}", storage_path=str(local_root() / "ray_train"),
                              failure_config=FailureConfig(max_failures=2)))

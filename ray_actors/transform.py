@@ -25,7 +25,7 @@ from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
 from tasks.errors import clean_reason
 from infra.tracking import model_checkpoint
 from schemas.records import RunLayout
-from tasks.builders import LoadedModel, load_model
+from tasks.builders import LoadedModel, load_model, load_vocoder
 from tasks.transform import Transformer, output_key
 
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
@@ -54,8 +54,10 @@ class ClipTransformer:
         if not gpu:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.logistics.num_actors)))
         target, source = load_models(self.cfg, pinned)
+        vocoder = (load_vocoder(model_checkpoint(pinned["vocoder_uri"]), pinned["vocoder"], target.card.mel,
+                                "cuda" if gpu else "cpu") if pinned.get("vocoder_uri") else None)
         self.transformer = Transformer(self.cfg, target, source, batch_windows=self.logistics.batch_windows,
-                                       device="cuda" if gpu else "cpu", bf16=gpu)
+                                       device="cuda" if gpu else "cpu", bf16=gpu, vocoder=vocoder)
         self.pinned, self.run, self.run_id = pinned, Storage(run_url), run_id
         self.fault_marker = fault_marker
 
@@ -125,7 +127,8 @@ class ClipTransformer:
 
 def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, str], done: set[str]) -> list[dict]:
     for row in clips:
-        row["output_key"] = output_key(row["clip_id"], pinned["model"], pinned.get("source_model"), cfg)
+        row["output_key"] = output_key(row["clip_id"], pinned["model"], pinned.get("source_model"), cfg,
+                                       pinned.get("vocoder"))
     return [r for r in clips if r["output_key"] not in done]
 
 

@@ -48,6 +48,18 @@ class ModelCard(StrictConfig):
         return self.mean, self.std
 
 
+class VocoderCard(StrictConfig):
+    """What a trained vocoder carries: its front end (it decodes exactly these log-mels), what it
+    learned from, and its training identity."""
+
+    card_version: Literal[1] = 1
+    kind: Literal["vocoder"] = "vocoder"
+    mel: MelConfig
+    domains: tuple[str, ...] | None = Field(None, description="None: every clean clip of the datasets")
+    clips_urls: tuple[str, ...] = ()
+    train_config: dict = Field(default_factory=dict)
+
+
 class RunLayout:
     """The one place that knows a transform run's folder (<out>/runs/<run_id>/): audio/<key>.flac,
     outputs/ (the outputs table), quarantine/, inputs/ (a plain folder's ingestion), run.json."""
@@ -100,6 +112,8 @@ class PinnedModels(StrictConfig):
     model: str                    # name/version
     source_uri: str | None = None
     source_model: str | None = None
+    vocoder_uri: str | None = None   # a trained vocoder (None: Griffin-Lim)
+    vocoder: str | None = None
 
 
 class TransformRecord(StrictConfig):

@@ -10,17 +10,10 @@ from schemas.configs import StrictConfig, config_hash
 from schemas.diffusion import UNET_PRESETS, EDMConfig, unet_preset
 
 
-class TrainConfig(StrictConfig):
-    domain: str = Field(..., min_length=1, description="target sound domain, e.g. 'flute'")
-    features_url: str = Field(..., description="a feature set (its manifest lists the shards)")
-    role: str = "clean"
-    cond_domain: str | None = Field(None, description="conditional baseline: the paired source domain "
-                                                      "(rows joined on source_id and segment)")
-    cond_role: str = "clean"
-    preset: str = "tiny"
-    unet: dict = Field(default_factory=dict, description="overrides of the preset's UNetConfig fields")
-    edm: EDMConfig = EDMConfig()
-    crop_frames: int = Field(64, ge=8, description="random crop of each segment (frames)")
+class SolverConfig(StrictConfig):
+    """What the training solver (ray_actors/solver.py) reads of every model kind's config."""
+
+    domain: str = Field(..., min_length=1, description="what the model is of: a sound domain, or 'all'")
     batch_size: int = Field(16, ge=1, description="global batch, split evenly across workers")
     steps: int = Field(2000, ge=1)
     lr: float = Field(2e-4, gt=0)
@@ -31,7 +24,22 @@ class TrainConfig(StrictConfig):
     grad_clip: float = Field(1.0, gt=0)
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1)
-    samples_at: int = Field(3, ge=0, description="checkpoints (spread over the run) that log audio samples")
+    samples_at: int = Field(3, ge=0, description="checkpoints (spread over the run) that write previews")
+
+
+class TrainConfig(SolverConfig):
+    """The diffusion denoiser (and the conditional baseline) on a log-mel feature set."""
+
+    domain: str = Field(..., min_length=1, description="target sound domain, e.g. 'flute'")
+    features_url: str = Field(..., description="a feature set (its manifest lists the shards)")
+    role: str = "clean"
+    cond_domain: str | None = Field(None, description="conditional baseline: the paired source domain "
+                                                      "(rows joined on source_id and segment)")
+    cond_role: str = "clean"
+    preset: str = "tiny"
+    unet: dict = Field(default_factory=dict, description="overrides of the preset's UNetConfig fields")
+    edm: EDMConfig = EDMConfig()
+    crop_frames: int = Field(64, ge=8, description="random crop of each segment (frames)")
     validation_segments: int = Field(64, ge=1)
 
     @model_validator(mode="after")

@@ -30,7 +30,8 @@ class TransformConfig(StrictConfig):
     sampler: SamplerConfig = SamplerConfig()
     window: WindowConfig = WindowConfig()
     seed: int = Field(0, description="run seed; every clip's noise derives from (seed, clip ID)")
-    vocoder: Literal["griffin-lim"] = "griffin-lim"
+    vocoder: str = Field("griffin-lim", pattern=r"^(griffin-lim|models:/.+|runs:/.+)$",
+                         description="griffin-lim, or a trained vocoder's model URI (e.g. models:/reinstrument-vocoder@champion)")
     vocoder_iters: int = Field(32, ge=1)
 
     @model_validator(mode="after")

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from schemas.configs import MelConfig
+from schemas.configs import MelConfig, StrictConfig
 from schemas.diffusion import ModelConfig
-from schemas.records import ModelCard
-from schemas.training import TrainConfig
+from schemas.records import ModelCard, VocoderCard
+from schemas.training import SolverConfig, TrainConfig
+from schemas.vocoder import VocoderTrainConfig, VocosConfig
 from schemas.transform import TransformConfig
 from tasks.diffusion.bridges import ddib
 from tasks.diffusion.checkpoint import read_checkpoint
@@ -21,26 +22,50 @@ from tasks.diffusion.conditional import conditioned, generate_conditional
 from tasks.diffusion.kind import DenoiserKind
 from tasks.diffusion.noise import ItemNoise
 from tasks.diffusion.precond import EDMPrecond
-from tasks.diffusion.train_data import TrainData
+from tasks.diffusion.train_data import read_columns_local, train_data_from_columns
 from tasks.diffusion.unet import UNet
 from tasks.diffusion.vocoder import VOCODERS, Vocoder
 from tasks.diffusion.warm import warm_sigmas, warm_transform
 from tasks.metrics.embeddings import EMBEDDINGS, Embedding
 from tasks.solver import ModelKind
+from tasks.vocoder.data import vocoder_data
+from tasks.vocoder.kind import VocoderKind
+from tasks.vocoder.vocos import NeuralVocoder, Vocos
 
 
-def build_model(cfg: ModelConfig) -> EDMPrecond:
+def build_model(cfg: StrictConfig) -> torch.nn.Module:
     """A freshly initialised model of an architecture config: the denoiser D(x; sigma) (EDM
-    eq. 7) around the configured U-Net (the one architecture today)."""
-    if not isinstance(cfg, ModelConfig):
-        raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig")
-    return EDMPrecond(UNet(cfg.unet), cfg.edm)
+    eq. 7) around the configured U-Net, or the Vocos vocoder."""
+    if isinstance(cfg, ModelConfig):
+        return EDMPrecond(UNet(cfg.unet), cfg.edm)
+    if isinstance(cfg, VocosConfig):
+        return Vocos(cfg)
+    raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig or a VocosConfig")
 
 
-def make_kind(cfg: TrainConfig, card: ModelCard, data: TrainData) -> ModelKind:
-    """The model kind the training solver trains (tasks/solver.py): the denoiser, conditional
-    (the baseline) when the config pairs a source domain."""
-    return DenoiserKind(cfg, card, data, make_vocoder("griffin-lim", card.mel))
+# The training config of each model kind the solver trains (ray_actors/solver.py reads it back by name).
+TRAIN_CONFIGS: dict[str, type[SolverConfig]] = {"denoiser": TrainConfig, "vocoder": VocoderTrainConfig}
+CARDS: dict[str, type[StrictConfig]] = {"denoiser": ModelCard, "vocoder": VocoderCard}
+
+
+def kind_of(cfg: SolverConfig) -> str:
+    return next(k for k, c in TRAIN_CONFIGS.items() if isinstance(cfg, c))
+
+
+def training_data(cfg: SolverConfig, card: StrictConfig, rows: dict[str, list] | None = None):
+    """What a kind trains on: denoisers the feature rows (from Ray Data's shard when given, else
+    read here), vocoders the clean clips' audio."""
+    if isinstance(cfg, TrainConfig):
+        return train_data_from_columns(rows if rows is not None else read_columns_local(cfg), cfg, card)
+    return vocoder_data(cfg)
+
+
+def make_kind(cfg: SolverConfig, card: StrictConfig, data) -> ModelKind:
+    """The model kind the training solver trains (tasks/solver.py): the denoiser (conditional,
+    the baseline, when the config pairs a source domain) or the vocoder."""
+    if isinstance(cfg, TrainConfig):
+        return DenoiserKind(cfg, card, data, make_vocoder("griffin-lim", card.mel))
+    return VocoderKind(cfg, data)
 
 
 def load_checkpoint_bytes(data: bytes, device: str | torch.device = "cpu") -> tuple[EDMPrecond, dict]:
@@ -61,6 +86,8 @@ class LoadedModel:
 def load_model(data: bytes, name: str, device: str | torch.device = "cpu") -> LoadedModel:
     """A registered model's checkpoint bytes -> the model and its card."""
     model, metadata = load_checkpoint_bytes(data, device)
+    if metadata.get("kind", "denoiser") != "denoiser":
+        raise ValueError(f"{name} is a {metadata['kind']} model; expected a denoiser (`reinstrument train`)")
     try:
         card = ModelCard.model_validate(metadata)
     except ValueError as e:
@@ -70,9 +97,23 @@ def load_model(data: bytes, name: str, device: str | torch.device = "cpu") -> Lo
 
 
 def make_vocoder(name: str, mel: MelConfig, **kwargs) -> Vocoder:
+    """A vocoder that needs no weights, by name (Griffin-Lim); trained ones come from `load_vocoder`."""
     if name not in VOCODERS:
-        raise ValueError(f"unknown vocoder {name!r}; available: {sorted(VOCODERS)}")
+        raise ValueError(f"unknown vocoder {name!r}; available: {sorted(VOCODERS)}, or a trained vocoder's model URI")
     return VOCODERS[name](mel, **kwargs)
+
+
+def load_vocoder(data: bytes, name: str, mel: MelConfig | None = None, device: str | torch.device = "cpu") -> NeuralVocoder:
+    """A trained vocoder's checkpoint bytes -> the Vocoder. Refuses another kind of model, and a
+    vocoder whose front end differs from the features it would decode (`mel`)."""
+    model, metadata = load_checkpoint_bytes(data, device)
+    if not isinstance(model, Vocos) or metadata.get("kind") != "vocoder":
+        raise ValueError(f"{name} is not a vocoder (a {metadata.get('kind', type(model).__name__)} model); "
+                         "expected a model registered by `reinstrument train-vocoder`")
+    card = VocoderCard.model_validate(metadata)
+    if mel is not None and card.mel != mel:
+        raise ValueError(f"{name} decodes other log-mels ({card.mel}) than these features ({mel})")
+    return NeuralVocoder(model, name, device)
 
 
 def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = None) -> Embedding:

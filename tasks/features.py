@@ -35,13 +35,18 @@ class LogMel(torch.nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.differentiable(x)
+
+    def differentiable(self, x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
+        """The same log-mel with autograd (a vocoder's mel loss back-propagates through it). `eps`
+        inside the magnitude's square root keeps its gradient finite at an exactly zero bin."""
         c = self.cfg
         spec = torch.stft(x, c.n_fft, c.hop_length_samples, c.win_length_samples, self.window,
                           center=c.center, pad_mode="constant", return_complex=True)
         # |z| as sqrt(re² + im²) on the real view: 2x faster on CPU than complex abs(), which
         # goes through an overflow-safe hypot that log-mel magnitudes (< 1e4) never need.
         ri = torch.view_as_real(spec)
-        mag = (ri[..., 0] * ri[..., 0] + ri[..., 1] * ri[..., 1]).sqrt_()
+        mag = (ri[..., 0] * ri[..., 0] + ri[..., 1] * ri[..., 1] + eps).sqrt()
         return torch.log(torch.clamp(self.mel_fb_t @ mag, min=c.log_floor))
 
 

@@ -20,6 +20,7 @@ import torch
 from schemas.transform import TransformConfig
 from tasks.builders import LoadedModel, make_method, make_vocoder
 from tasks.diffusion.noise import ItemNoise
+from tasks.diffusion.vocoder import Vocoder
 from tasks.diffusion.train_data import denormalise, normalise
 from tasks.diffusion.warm import warm_sigmas
 from tasks.diffusion.windows import transform_long
@@ -33,15 +34,17 @@ class ClipOutput:
     seconds_spent: float
 
 
-def output_key(clip_id: str, model_name: str, source_model: str | None, cfg: TransformConfig) -> str:
-    """The content address of one output: input, model version(s), method and settings."""
-    key = "|".join([clip_id, model_name, source_model or "", cfg.config_hash()])
+def output_key(clip_id: str, model_name: str, source_model: str | None, cfg: TransformConfig,
+               vocoder: str | None = None) -> str:
+    """The content address of one output: input, model version(s), method and settings, and the
+    trained vocoder's version (Griffin-Lim is named by the config alone)."""
+    key = "|".join([clip_id, model_name, source_model or "", cfg.config_hash()] + ([vocoder] if vocoder else []))
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 class Transformer:
     def __init__(self, cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None, *,
-                 batch_windows: int = 8, device: str = "cpu", bf16: bool = False):
+                 batch_windows: int = 8, device: str = "cpu", bf16: bool = False, vocoder: Vocoder | None = None):
         self.cfg, self.target, self.source = cfg, target, source
         self.mel = target.card.mel
         self.method = make_method(cfg, target, source)  # checks the models against the method
@@ -52,7 +55,12 @@ class Transformer:
         self.batch_windows = batch_windows
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
         self.front = LogMel(self.mel)
-        self.vocoder = make_vocoder(cfg.vocoder, self.mel, n_iter=cfg.vocoder_iters, seed=cfg.seed)
+        if cfg.vocoder == "griffin-lim":
+            self.vocoder = make_vocoder(cfg.vocoder, self.mel, n_iter=cfg.vocoder_iters, seed=cfg.seed)
+        elif vocoder is None:
+            raise ValueError(f"the config names the vocoder {cfg.vocoder}; pass it loaded (tasks/builders.load_vocoder)")
+        else:
+            self.vocoder = vocoder
         self.edm = target.model.cfg
         self.sigma_start = float(warm_sigmas(cfg.sampler, self.edm, cfg.warm)[0])
         self.stage_seconds = {"logmel": 0.0, "diffusion": 0.0, "vocoder": 0.0}

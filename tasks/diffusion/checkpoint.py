@@ -9,16 +9,31 @@ import json
 
 import torch
 
+from schemas.configs import StrictConfig
 from schemas.diffusion import ModelConfig
+from schemas.vocoder import VocosConfig
 
 CHECKPOINT_FORMAT = "reinstrument.checkpoint"
 CHECKPOINT_VERSION = 1
 TRAIN_STATE_FORMAT = "reinstrument.train_state"
+# The architecture configs a checkpoint may name; files without the key are denoisers (the first kind).
+ARCHITECTURES: dict[str, type[StrictConfig]] = {"denoiser": ModelConfig, "vocos": VocosConfig}
 
 
-def _payload(model_config: str, state_dict: dict, metadata: dict) -> bytes:
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_config": model_config,
-               "metadata": json.dumps(metadata),
+def architecture_of(model: torch.nn.Module) -> StrictConfig:
+    """The architecture config a model was built from (EDMPrecond: U-Net + EDM; Vocos: its own)."""
+    if hasattr(model, "net"):
+        return ModelConfig(unet=model.net.cfg, edm=model.cfg)
+    return model.cfg
+
+
+def _name(architecture: StrictConfig) -> str:
+    return next(k for k, v in ARCHITECTURES.items() if isinstance(architecture, v))
+
+
+def _payload(architecture: StrictConfig, state_dict: dict, metadata: dict) -> bytes:
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "architecture": _name(architecture),
+               "model_config": architecture.model_dump_json(), "metadata": json.dumps(metadata),
                "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}}
     buf = io.BytesIO()
     torch.save(payload, buf)
@@ -26,8 +41,7 @@ def _payload(model_config: str, state_dict: dict, metadata: dict) -> bytes:
 
 
 def checkpoint_bytes(model: torch.nn.Module, metadata: dict | None = None) -> bytes:
-    cfg = ModelConfig(unet=model.net.cfg, edm=model.cfg)
-    return _payload(cfg.model_dump_json(), model.state_dict(), metadata or {})
+    return _payload(architecture_of(model), model.state_dict(), metadata or {})
 
 
 def _load(data: bytes, device: str | torch.device, fmt: str, what: str) -> dict:
@@ -42,18 +56,26 @@ def _load(data: bytes, device: str | torch.device, fmt: str, what: str) -> dict:
     return payload
 
 
-def read_checkpoint(data: bytes, device: str | torch.device = "cpu") -> tuple[ModelConfig, dict, dict]:
-    """(model config, state dict, metadata). Raises ValueError on anything but our format."""
+def _architecture(payload: dict) -> StrictConfig:
+    name = payload.get("architecture", "denoiser")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"checkpoint of an unknown architecture {name!r}; this code reads {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name].model_validate_json(payload["model_config"])
+
+
+def read_checkpoint(data: bytes, device: str | torch.device = "cpu") -> tuple[StrictConfig, dict, dict]:
+    """(architecture config, state dict, metadata). Raises ValueError on anything but our format."""
     payload = _load(data, device, CHECKPOINT_FORMAT, "checkpoint")
-    return ModelConfig.model_validate_json(payload["model_config"]), payload["state_dict"], json.loads(payload["metadata"])
+    return _architecture(payload), payload["state_dict"], json.loads(payload["metadata"])
 
 
 def train_state_bytes(model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
                       history: dict, metadata: dict) -> bytes:
     """Everything a resumed run needs: weights, EMA, optimizer moments, the step reached, the
     metric history so far (for the loss curve) and the model's metadata (the model card)."""
+    architecture = architecture_of(model)
     payload = {"format": TRAIN_STATE_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
-               "model_config": ModelConfig(unet=model.net.cfg, edm=model.cfg).model_dump_json(),
+               "architecture": _name(architecture), "model_config": architecture.model_dump_json(),
                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                "history": json.dumps(history), "metadata": json.dumps(metadata)}
     buf = io.BytesIO()
@@ -71,4 +93,4 @@ def load_train_state(data: bytes) -> dict:
 
 def ema_checkpoint_bytes(state: dict) -> bytes:
     """The EMA weights of a training state as a model checkpoint (what gets registered)."""
-    return _payload(state["model_config"], state["ema"], state["metadata"])
+    return _payload(_architecture(state), state["ema"], state["metadata"])

@@ -42,6 +42,9 @@ def models(s3_env, built_corpus, tmp_path_factory):
     log = TrainLogistics(num_workers=0, out_url=str(tmp / "training"))
     for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"}):
         train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}), log)
+    from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
+
+    train_job(VocoderTrainConfig(clips_urls=(corpus.clips_url,), **VOCODER_PRESETS["tiny"]), log)
     yield corpus
     for k, v in saved.items():
         os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -451,3 +454,22 @@ def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_pa
     runs = c.search_runs([c.get_experiment_by_name("reinstrument-train").experiment_id], "",
                          order_by=["attributes.start_time DESC"], max_results=1)
     assert runs[0].info.status == "FAILED"
+
+
+def test_a_trained_vocoder_decodes_transform_outputs_and_is_part_of_their_identity(models, tmp_path):
+    """Issue 18: `vocoder` names a registered vocoder; its version is pinned into each output key
+    (Griffin-Lim outputs of the same clips keep theirs), and a model of another kind is refused."""
+    from infra import tracking
+    from jobs.transform import transform_job
+
+    assert tracking.champion_version("reinstrument-vocoder") == "1"
+    log = TransformLogistics(num_actors=0, out_url=str(tmp_path))
+    sel = InputSelection(domain="violin", limit=1)
+    gl = transform_job(models.clips_url, sel, config(), log)
+    neural = transform_job(models.clips_url, sel, config(vocoder="models:/reinstrument-vocoder@champion"), log)
+    a, b = (ShardedDataset.at(r["outputs_url"], "outputs").read().to_pylist()[0] for r in (gl, neural))
+    assert a["clip_id"] == b["clip_id"] and a["output_key"] != b["output_key"] and a["sha256"] != b["sha256"]
+    assert abs(a["duration_s"] - b["duration_s"]) < 1e-9
+    assert tracking.client().get_run(neural["mlflow_run_id"]).data.params["vocoder"] == "reinstrument-vocoder/1"
+    with pytest.raises(ValueError, match="is not a vocoder"):
+        transform_job(models.clips_url, sel, config(vocoder="models:/reinstrument-flute@champion"), log)

@@ -1,0 +1,76 @@
+"""`reinstrument metrics copy-synthesis`: how much a decoder alone costs. Held-out clips of each
+domain go through the project's log-mel and back through each decoder (Griffin-Lim, and the
+trained vocoder when named); the real clips themselves are the floor. Per (domain, decoder):
+FAD against the *real* train clips of the same domain (musicnn-msd), log-spectral distance and
+multi-resolution STFT distance to the original, and decoding speed (audio seconds per second)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from infra.settings import get_settings
+from infra.tracking import model_checkpoint, resolve_model
+from schemas.configs import MelConfig
+from tasks.builders import load_vocoder, make_embedding, make_vocoder
+from tasks.diffusion.vocoder import Vocoder
+from tasks.features import LogMel
+from tasks.metrics.enhancement import log_spectral_distance_db
+from tasks.metrics.fad import embed_set, fad
+from tasks.metrics.frechet import gaussian_stats
+from tasks.metrics.sources import AudioItem, audio_items
+from tasks.vocoder.losses import multi_resolution_stft
+
+
+@dataclass
+class CopySynthesisRow:
+    domain: str
+    decoder: str
+    clips: int
+    fad: float
+    fad_ci: tuple[float, float]
+    lsd_db: float | None
+    mr_stft: float | None
+    realtime: float | None        # audio seconds decoded per wall second (None for the real clips)
+
+
+def _decode(items: list[AudioItem], decoder: Vocoder, mel: MelConfig) -> tuple[list[AudioItem], float]:
+    front, out, spent = LogMel(mel), [], 0.0
+    for it in items:
+        logmel = front(torch.from_numpy(np.ascontiguousarray(it.audio, np.float32))[None])[0].numpy()
+        t0 = time.perf_counter()
+        y = np.asarray(decoder(logmel), np.float32)
+        spent += time.perf_counter() - t0
+        out.append(AudioItem(it.item_id, np.pad(y, (0, max(0, len(it.audio) - len(y))))[:len(it.audio)], it.sample_rate_hz))
+    return out, spent
+
+
+def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | None = None, split: str = "test",
+                       reference_split: str = "train", limit: int | None = None, griffin_lim_iters: int = 32,
+                       embedding: str = "musicnn", seed: int = 0) -> list[CopySynthesisRow]:
+    mel = MelConfig()
+    emb = make_embedding(embedding, get_settings().weights_dir)
+    decoders: dict[str, Vocoder] = {f"griffin-lim ({griffin_lim_iters} it.)": make_vocoder("griffin-lim", mel, n_iter=griffin_lim_iters)}
+    if vocoder:
+        uri, name = resolve_model(vocoder)
+        decoders[name] = load_vocoder(model_checkpoint(uri), name, mel)
+    rows = []
+    for domain in domains:
+        held = list(audio_items(clips_url, domain=domain, role="clean", split=split, limit=limit))
+        reference = gaussian_stats(embed_set(audio_items(clips_url, domain=domain, role="clean", split=reference_split),
+                                             emb).embeddings)
+        if len(held) < 2:
+            raise ValueError(f"{len(held)} {split} clips of {domain!r} in {clips_url}: FAD needs at least 2")
+        r = fad(embed_set(held, emb), reference, emb.name, seed=seed)
+        rows.append(CopySynthesisRow(domain, "real clips", len(held), r.fad, (r.ci_low, r.ci_high), None, None, None))
+        seconds = sum(len(i.audio) / i.sample_rate_hz for i in held)
+        for label, dec in decoders.items():
+            decoded, spent = _decode(held, dec, mel)
+            r = fad(embed_set(decoded, emb), reference, emb.name, seed=seed)
+            lsd = float(np.mean([log_spectral_distance_db(d.audio, h.audio) for d, h in zip(decoded, held)]))
+            mr = float(np.mean([float(multi_resolution_stft(torch.from_numpy(d.audio)[None], torch.from_numpy(h.audio)[None]))
+                                for d, h in zip(decoded, held)]))
+            rows.append(CopySynthesisRow(domain, label, len(held), r.fad, (r.ci_low, r.ci_high), lsd, mr, seconds / spent))
+    return rows

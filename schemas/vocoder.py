@@ -1,0 +1,69 @@
+"""The neural vocoder: its architecture (a Vocos-style ConvNeXt backbone with an inverse-STFT
+head, Siuzdak 2023) and its training config. The mel front end is the project's (MelConfig): a
+vocoder decodes exactly what the features and the denoisers produce."""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from schemas.configs import MelConfig, StrictConfig
+from schemas.training import SolverConfig
+
+
+class VocosConfig(StrictConfig):
+    mel: MelConfig = MelConfig()
+    dim: int = Field(192, ge=8, description="backbone channels")
+    intermediate: int = Field(576, ge=8, description="ConvNeXt MLP width")
+    layers: int = Field(6, ge=1)
+    kernel: int = Field(7, ge=1, description="depthwise convolution over frames (odd)")
+    n_fft: int = Field(1280, ge=16, description="inverse-STFT size; hop is the mel hop (Vocos: n_fft = 4 hop)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "VocosConfig":
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel={self.kernel} must be odd (same-length convolution)")
+        if self.n_fft < self.mel.hop_length_samples:
+            raise ValueError(f"n_fft={self.n_fft} is below the hop {self.mel.hop_length_samples}: frames would not overlap")
+        return self
+
+
+VOCODER_ARCHITECTURES: dict[str, dict] = {
+    "tiny": dict(dim=16, intermediate=32, layers=1, n_fft=640),
+    "cpu": dict(dim=192, intermediate=576, layers=6),
+    "gpu": dict(dim=512, intermediate=1536, layers=8),   # Vocos' published size
+}
+
+
+class VocoderTrainConfig(SolverConfig):
+    """A vocoder trained on the clean clips of clips datasets (all domains unless named), with
+    spectral losses (multi-resolution STFT + mel L1, Vocos' and DDSP's reconstruction terms)."""
+
+    domain: str = Field("all", min_length=1, description="the domains trained on, for names and logs")
+    clips_urls: tuple[str, ...] = Field(..., min_length=1, description="clips datasets to learn from")
+    domains: tuple[str, ...] | None = Field(None, description="only these domains (default every clean clip)")
+    preset: str = "tiny"
+    architecture: dict = Field(default_factory=dict, description="overrides of the preset's VocosConfig fields")
+    mel: MelConfig = MelConfig()
+    segment_frames: int = Field(50, ge=4, description="frames per training segment (50 = 1 s at hop 320)")
+    mel_loss_weight: float = Field(45.0, ge=0, description="Vocos' weight of the mel L1 term")
+    validation_clips: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "VocoderTrainConfig":
+        if self.preset not in VOCODER_ARCHITECTURES:
+            raise ValueError(f"unknown vocoder preset {self.preset!r}; expected one of {sorted(VOCODER_ARCHITECTURES)}")
+        self.vocos()
+        return self
+
+    def vocos(self) -> VocosConfig:
+        return VocosConfig(mel=self.mel, **{**VOCODER_ARCHITECTURES[self.preset], **self.architecture})
+
+
+VOCODER_PRESETS: dict[str, dict] = {
+    "tiny": dict(preset="tiny", batch_size=4, steps=20, lr=2e-3, warmup_steps=2, checkpoint_every=10,
+                 ema_decay=0.9, segment_frames=16, validation_clips=2),
+    # ~0.3 s per step on 2 cores (fp32): 8,000 steps in about 45 min
+    "cpu": dict(preset="cpu", batch_size=16, steps=8000, lr=1e-3, warmup_steps=200, checkpoint_every=500,
+                ema_decay=0.999, segment_frames=50),
+    "gpu": dict(preset="gpu", batch_size=64, steps=200000, lr=5e-4, warmup_steps=1000, checkpoint_every=5000,
+                ema_decay=0.9995, segment_frames=100),
+}

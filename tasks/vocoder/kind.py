@@ -1,0 +1,87 @@
+"""The vocoder as a model kind of the training solver (tasks/solver.py): random one-second
+segments of clean clips, their log-mel computed by the project's front end, and the spectral
+losses of the decoded audio against the real segment. Validation decodes fixed segments of the
+held-out clips; previews are those decodes as WAVs next to the originals' spectrograms."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from schemas.vocoder import VocoderTrainConfig, VocosConfig
+from tasks.audio import encode_audio
+from tasks.features import LogMel
+from tasks.plots import spectrograms_png
+from tasks.vocoder.losses import mel_l1, multi_resolution_stft
+
+
+@dataclass
+class VocoderData:
+    train: list[np.ndarray]        # mono float32 clips at the mel rate, sorted by clip ID
+    val: torch.Tensor              # [n, samples]: fixed segments of held-out clips
+    val_split: str
+
+
+class VocoderLoss(torch.nn.Module):
+    """forward(logmel, audio) -> per-example loss: MR-STFT + weight * mel L1 (DDP wraps this)."""
+
+    def __init__(self, vocoder: torch.nn.Module, mel_weight: float):
+        super().__init__()
+        self.vocoder, self.mel_weight = vocoder, mel_weight
+        self.front = LogMel(vocoder.cfg.mel)
+
+    def forward(self, logmel: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        y_hat = self.vocoder(logmel)
+        n = min(y_hat.shape[-1], audio.shape[-1])
+        y_hat, audio = y_hat[..., :n], audio[..., :n]
+        return multi_resolution_stft(y_hat, audio) + self.mel_weight * mel_l1(self.front.differentiable(y_hat.float(), eps=1e-12), logmel)
+
+
+class VocoderKind:
+    def __init__(self, cfg: VocoderTrainConfig, data: VocoderData):
+        self.cfg, self.data = cfg, data
+        self.front = LogMel(cfg.mel)
+        self.segment = cfg.segment_frames * cfg.mel.hop_length_samples
+
+    def architecture(self) -> VocosConfig:
+        return self.cfg.vocos()
+
+    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return VocoderLoss(model, self.cfg.mel_loss_weight)
+
+    def _logmel(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.front(audio).clone()  # out of inference mode: the model's input in a graph
+
+    def batch(self, generator: torch.Generator, size: int) -> dict[str, torch.Tensor]:
+        clips = self.data.train
+        idx = torch.randint(len(clips), (size,), generator=generator).tolist()
+        segs = []
+        for i in idx:
+            x = clips[i]
+            start = int(torch.randint(max(1, len(x) - self.segment + 1), (1,), generator=generator))
+            seg = x[start:start + self.segment]
+            segs.append(np.pad(seg, (0, self.segment - len(seg))))
+        audio = torch.from_numpy(np.stack(segs))
+        return {"logmel": self._logmel(audio), "audio": audio}
+
+    @torch.no_grad()
+    def validate(self, ema: torch.nn.Module) -> float:
+        ema.eval()
+        loss = VocoderLoss(ema, self.cfg.mel_loss_weight)
+        val = self.data.val.to(next(ema.parameters()).device)
+        return float(loss(self._logmel(val.cpu()).to(val.device), val).mean())
+
+    @torch.no_grad()
+    def preview(self, ema: torch.nn.Module, step: int) -> dict[str, bytes]:
+        ema.eval()
+        mel, val = self.cfg.mel, self.data.val[:2]
+        logmel = self._logmel(val)
+        y = ema(logmel.to(next(ema.parameters()).device)).cpu()
+        shown = [m.numpy() for m in logmel] + [m.numpy() for m in self.front(y)]
+        titles = [f"real {k}" for k in range(len(val))] + [f"decoded {k}, step {step}" for k in range(len(val))]
+        files = {f"step-{step:06d}.png": spectrograms_png(shown, titles, frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples,
+                                                           f_max_hz=mel.f_max_hz)}
+        for k, audio in enumerate(y.numpy()):
+            files[f"step-{step:06d}-{k}.wav"] = encode_audio(audio, mel.sample_rate_hz)
+        return files

@@ -1,0 +1,81 @@
+"""A Vocos-style vocoder (Siuzdak 2023, "Vocos: closing the gap between time-domain and
+Fourier-based neural vocoders"): a ConvNeXt backbone (Liu et al. 2022) over mel frames, then a
+linear head predicting, per frame, the log-magnitude and the phase of an STFT whose hop is the
+mel hop; the inverse STFT makes the waveform. Every layer runs at the frame rate (50 Hz here),
+so decoding is cheap on a CPU; no upsampling stack as in HiFi-GAN."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from schemas.vocoder import VocosConfig
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv over time -> LayerNorm -> pointwise MLP (GELU) -> layer scale, residual."""
+
+    def __init__(self, dim: int, intermediate: int, kernel: int, layer_scale: float):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pw1, self.pw2 = nn.Linear(dim, intermediate), nn.Linear(intermediate, dim)
+        self.gamma = nn.Parameter(layer_scale * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T]
+        y = self.dwconv(x).transpose(1, 2)
+        y = self.gamma * self.pw2(torch.nn.functional.gelu(self.pw1(self.norm(y))))
+        return x + y.transpose(1, 2)
+
+
+class Vocos(nn.Module):
+    """log-mel [B, n_mels, T] (the project's natural-log front end) -> audio [B, (T - 1) * hop]:
+    with center=True framing, T frames cover (T - 1) hops, the length the features came from."""
+
+    def __init__(self, cfg: VocosConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Conv1d(cfg.mel.n_mels, cfg.dim, cfg.kernel, padding=cfg.kernel // 2)
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.blocks = nn.ModuleList(ConvNeXtBlock(cfg.dim, cfg.intermediate, cfg.kernel, 1.0 / cfg.layers)
+                                    for _ in range(cfg.layers))
+        self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)  # (log-magnitude, phase) per bin
+        self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
+
+    def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        if logmel.shape[-1] < 2:
+            raise ValueError(f"{logmel.shape[-1]} mel frame(s): a vocoder needs at least 2 (one hop of audio)")
+        if not torch.isfinite(logmel).all():
+            raise ValueError("the log-mel holds NaN or infinite values; expected finite natural-log magnitudes")
+        x = self.embed(logmel)
+        x = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        h = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()  # [B, n_fft + 2, T]
+        log_mag, phase = h.chunk(2, dim=1)
+        mag = torch.exp(log_mag).clamp(max=1e2)  # Vocos' clip: a spike in one bin cannot blow up the output
+        spec = torch.polar(mag, phase)
+        hop = self.cfg.mel.hop_length_samples
+        return torch.istft(spec, self.cfg.n_fft, hop, self.cfg.n_fft, self.window, center=True,
+                           length=(logmel.shape[-1] - 1) * hop)
+
+
+class NeuralVocoder:
+    """The `Vocoder` protocol (tasks/diffusion/vocoder.py) over a trained Vocos: what transform,
+    sweeps, reports and mel2audio call when a vocoder model is named."""
+
+    def __init__(self, model: Vocos, name: str, device: str | torch.device = "cpu"):
+        self.model, self.name = model.eval().to(device), name
+        self.device = torch.device(device)
+        self.sample_rate_hz = model.cfg.mel.sample_rate_hz
+
+    def __call__(self, logmel) -> "np.ndarray":
+        import numpy as np
+
+        x = torch.from_numpy(np.asarray(logmel, dtype=np.float32))
+        if x.shape[-2] != self.model.cfg.mel.n_mels:
+            raise ValueError(f"expected {self.model.cfg.mel.n_mels} mel bins, got shape {tuple(x.shape)}")
+        single = x.ndim == 2
+        with torch.inference_mode():
+            y = self.model((x[None] if single else x).to(self.device)).float().cpu().numpy()
+        return y[0] if single else y

@@ -1,0 +1,98 @@
+"""The vocoder kind (issue 18, first part): the Vocos model's shapes and refusals, its spectral
+losses, and its training through the common solver (in-process, tiny preset): deterministic,
+and a run resumed from its checkpoint ends with the same weights as an unbroken one."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from infra.storage import Storage
+from schemas.configs import IngestConfig
+from schemas.records import TrainRunLayout, VocoderCard
+from schemas.training import TrainLogistics
+from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
+from tasks.builders import build_model
+from tasks.diffusion.checkpoint import load_train_state
+from tasks.vocoder.losses import multi_resolution_stft
+from tests.conftest import tone, write_wav
+
+HOP = 320
+
+
+def tiny_cfg(clips_url: str, **over) -> VocoderTrainConfig:
+    return VocoderTrainConfig(clips_urls=(clips_url,), **{**VOCODER_PRESETS["tiny"], **over})
+
+
+@pytest.mark.parametrize("frames", [2, 3, 37, 128])
+def test_any_number_of_frames_decodes_to_the_features_length(frames):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg("x").vocos()).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 128, frames))
+    assert y.shape == (2, (frames - 1) * HOP) and bool(torch.isfinite(y).all())
+    with pytest.raises(ValueError, match="at least 2"):
+        model(torch.randn(1, 128, 1))
+
+
+def test_non_finite_mels_are_refused_with_a_clear_error():
+    model = build_model(tiny_cfg("x").vocos())
+    x = torch.randn(1, 128, 10)
+    x[0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(x)
+
+
+def test_the_stft_loss_is_zero_for_the_same_audio_and_grows_with_the_error():
+    y = torch.from_numpy(tone(440, 0.5))[None]
+    assert float(multi_resolution_stft(y, y)) < 1e-5
+    near, far = y + 0.01 * torch.randn_like(y), y + 0.3 * torch.randn_like(y)
+    assert 0 < float(multi_resolution_stft(near, y)) < float(multi_resolution_stft(far, y))
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from tasks.ingest import run_ingest
+
+    tmp = tmp_path_factory.mktemp("vocoder-clips")
+    for k, f in enumerate((220, 330, 440, 550)):
+        write_wav(str(tmp / "raw" / "sine" / f"t{k}.wav"), tone(f, 3.0))
+    return run_ingest(str(tmp / "raw"), str(tmp / "ingested"), IngestConfig(domain_pattern="^(?P<domain>[^/]+)/")).clips_url
+
+
+def _fit(cfg: VocoderTrainConfig, out: str) -> dict:
+    from ray_actors.solver import fit
+
+    card = VocoderCard(mel=cfg.mel, clips_urls=cfg.clips_urls, train_config=cfg.model_dump(mode="json"))
+    fit(cfg, TrainLogistics(num_workers=0, out_url=out), out, card, None, None)
+    run = Storage(out)
+    return load_train_state(run.read_bytes(json.loads(run.read_bytes(TrainRunLayout.LATEST))["checkpoint"]))
+
+
+def test_training_is_deterministic_and_a_resumed_run_equals_an_unbroken_one(clips, tmp_path, monkeypatch):
+    import ray_actors.solver as solver
+
+    whole = _fit(tiny_cfg(clips), str(tmp_path / "whole"))
+    assert whole["step"] == 20 and len(whole["history"]["val_loss"]) == 2
+    assert all(np.isfinite(whole["history"]["loss"]))
+    again = _fit(tiny_cfg(clips), str(tmp_path / "again"))
+    real, calls = solver.optimise, []
+
+    def crash_at_step_13(*a, **k):  # dies after the step-10 checkpoint, like a killed worker
+        calls.append(1)
+        if len(calls) == 13:
+            raise RuntimeError("simulated crash")
+        return real(*a, **k)
+
+    monkeypatch.setattr(solver, "optimise", crash_at_step_13)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _fit(tiny_cfg(clips), str(tmp_path / "crashed"))
+    monkeypatch.setattr(solver, "optimise", real)
+    assert json.loads(Storage(str(tmp_path / "crashed")).read_bytes(TrainRunLayout.LATEST))["step"] == 10
+    resumed = _fit(tiny_cfg(clips), str(tmp_path / "crashed"))
+    for other in (again, resumed):
+        assert all(torch.equal(whole["ema"][k], other["ema"][k]) for k in whole["ema"])
+        assert other["history"]["loss"] == whole["history"]["loss"]
+    assert Storage(str(tmp_path / "whole")).find("samples"), "previews are written at checkpoints"
