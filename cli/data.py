@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigOpt, PrefectOpt, console, load_config, print_rows, root, run
+from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
 
 corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores.", no_args_is_help=True)
 config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
@@ -125,13 +125,18 @@ def mel2audio(
     features_url: str = typer.Argument(..., help="Feature set URL (…/logmel-<hash>)."),
     out_wav: str = typer.Argument(..., help="WAV to write (local path or s3://)."),
     feature_id: str = typer.Option(None, help="Segment to invert (default: the first)."),
-    n_iter: int = typer.Option(32, help="Griffin-Lim iterations."),
+    n_iter: int = typer.Option(32, help="Griffin-Lim iterations (when the decoder is Griffin-Lim)."),
+    vocoder: str = typer.Option("auto", help="auto (champion, else shipped, else Griffin-Lim) | griffin-lim | "
+                                             "shipped:vocoder | a vocoder model URI."),
 ):
-    """Listen to a feature segment: Griffin-Lim inversion of its log-mel to a WAV."""
+    """Listen to a feature segment: its log-mel decoded to a WAV (the vocoder, else Griffin-Lim)."""
     from jobs.data import mel2audio_job
 
-    fid, seconds = mel2audio_job(features_url, out_wav, feature_id, n_iter)
-    console.print(f"wrote {out_wav} ({seconds:.2f} s) from {fid}")
+    try:
+        fid, seconds, decoder = mel2audio_job(features_url, out_wav, feature_id, n_iter, vocoder)
+    except ValueError as e:
+        fail(e)
+    console.print(f"wrote {out_wav} ({seconds:.2f} s) from {fid}, decoded by {decoder}")
 
 
 @config_app.command("show")

@@ -12,6 +12,10 @@ from cli.common import (ConfigOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, S
                         print_rows, root, run)
 
 
+VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else the shipped one, else Griffin-Lim) "
+                                     "| griffin-lim | shipped:vocoder | a vocoder model URI.")
+
+
 def _sampler(name=None, steps=None, S_churn=None, S_tmin=None, S_tmax=None, S_noise=None) -> dict:
     return {"name": name, "steps": steps, "S_churn": S_churn, "S_tmin": S_tmin, "S_tmax": S_tmax, "S_noise": S_noise}
 
@@ -29,6 +33,7 @@ def transform(
     sampler: str = typer.Option(None, help="heun | euler | dpmpp_2m."),
     S_churn: float = SChurnOpt, S_tmin: float = STminOpt, S_tmax: float = STmaxOpt, S_noise: float = SNoiseOpt,
     seed: int = typer.Option(None, help="Run seed; each clip's noise derives from (seed, clip ID)."),
+    vocoder: str = VocoderOpt,
     domain: str = typer.Option(None, help="Corpus inputs: guide domain to take, e.g. violin."),
     role: str = typer.Option(None, help="Corpus inputs: guide role (default: the task's)."),
     split: str = typer.Option(None, help="Corpus inputs: split to take (default all)."),
@@ -52,7 +57,7 @@ def transform(
         t_init = 0.5
     cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
                       warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
-                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed)
+                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed, vocoder=vocoder)
     sel = load_config(InputSelection, None, domain=domain, role=role, split=split, limit=limit)
     log = load_config(TransformLogistics, None, num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
                       out_url=out or root(), run_id=run_id)
@@ -82,6 +87,9 @@ def sweep(
     reference: str = typer.Option(None, help="Target-domain reference clips dataset (default: the inputs)."),
     reference_split: str = typer.Option(None, help="Split of the reference clips (default train)."),
     embedding: str = typer.Option(None, help="FAD embedding: musicnn | musicnn-mtt."),
+    vocoder: str = VocoderOpt,
+    vocoded_diagnostic: bool = typer.Option(None, "--vocoded-diagnostic", help="Also report FAD against the "
+                                            "reference decoded by the same vocoder (metric fad_vocoded)."),
     seed: int = typer.Option(None, help="Run seed."),
     actors: int = typer.Option(2, help="Ray actors per grid point (0: in this process)."),
     out: str = typer.Option(None, help="Root (default DATA_ROOT); results under OUT/sweeps/<sweep_id>/."),
@@ -98,7 +106,8 @@ def sweep(
     cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
                       source_model=source_model, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
                       lams=tuple(lam or ()), sampler=_sampler(None, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed,
-                      embedding=embedding, reference_url=reference, reference_split=reference_split)
+                      embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,
+                      vocoded_diagnostic=vocoded_diagnostic)
     try:
         if prefect:  # the deployment's parameters
             res = run(sweep_t_init, sweep_t_init.fn, True, inputs, cfg.model, cfg.task, domain, split, limit, cfg, out, actors)

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     progress: bool = True
     # Pretrained metric weights unpacked from their wheels by `make setup` (weights.lock).
     weights_dir: str = str(Path(__file__).resolve().parents[1] / ".weights")
+    # Models the pipeline trained and the repository ships (weights/<kind>/model.pt + card.json),
+    # named by `shipped:<kind>` URIs; an empty or missing folder means none is shipped.
+    shipped_dir: str = str(Path(__file__).resolve().parents[1] / "weights")
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ default (REINSTRUMENT_MLFLOW_ARTIFACTS, e.g. s3://bucket/mlflow, with the endpoi
 AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)."""
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -211,9 +212,33 @@ def log_model(run: TrackedRun, checkpoint: bytes, *, code: Path, artifact: str, 
     return str(info.registered_model_version or "")
 
 
+SHIPPED = "shipped:"
+
+
+def shipped_path(kind: str) -> Path:
+    return Path(get_settings().shipped_dir) / kind / "model.pt"
+
+
+def _shipped(uri: str) -> tuple[str, bytes]:
+    """A `shipped:<kind>[@<sha256 prefix>]` URI -> (pinned URI, checkpoint bytes). A pinned URI
+    whose file has changed since (a retrained model checked out) is refused, not silently mixed."""
+    kind, _, want = uri[len(SHIPPED):].partition("@")
+    path = shipped_path(kind)
+    if not path.is_file():
+        raise ValueError(f"{uri}: no shipped {kind} model at {path} (expected <shipped_dir>/{kind}/model.pt)")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if want and not sha.startswith(want):
+        raise ValueError(f"{uri}: the shipped {kind} model at {path} has changed (sha256 {sha[:16]}, pinned {want}); "
+                         "re-run without the pinned URI to use the new file")
+    return f"{SHIPPED}{kind}@{sha[:16]}", data
+
+
 def model_checkpoint(model_uri: str) -> bytes:
-    """The checkpoint bytes of a logged model (models:/name/version, models:/name@alias, runs:/…),
-    read as a file: the model's python code is not executed to load it."""
+    """The checkpoint bytes of a logged model (models:/name/version, models:/name@alias, runs:/…)
+    or a shipped one (shipped:<kind>), read as a file: the model's python code is not executed."""
+    if model_uri.startswith(SHIPPED):
+        return _shipped(model_uri)[1]
     client()
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
@@ -232,7 +257,11 @@ def registered_name(domain: str, cond_domain: str | None = None) -> str:
 
 def resolve_model(uri: str) -> tuple[str, str]:
     """(pinned URI, 'name/version') for a registry URI; an alias is resolved once, so a champion
-    promoted mid-run cannot mix two models into one run. Other URIs (runs:/...) pass as they are."""
+    promoted mid-run cannot mix two models into one run. A shipped model is pinned by its file's
+    checksum. Other URIs (runs:/...) pass as they are."""
+    if uri.startswith(SHIPPED):
+        pinned, _ = _shipped(uri)
+        return pinned, pinned
     if not uri.startswith("models:/"):
         return uri, uri
     ref = uri[len("models:/"):]

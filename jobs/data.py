@@ -14,7 +14,8 @@ from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestCo
 from schemas.records import FeatureSetExtra
 from tasks.audio import encode_audio
 from tasks.augment import run_augment
-from tasks.builders import make_vocoder
+from jobs.decoders import load_decoder
+from schemas.transform import DEFAULT_VOCODER
 from tasks.corpus import run_corpus
 from tasks.ingest import run_ingest
 
@@ -56,12 +57,14 @@ def inspect_job(url: str) -> tuple[dict, list[dict]]:
     return about, [dict(zip(group, k), rows=n) for k, n in sorted(counts.items(), key=lambda kv: tuple(map(str, kv[0])))]
 
 
-def mel2audio_job(features_url: str, out_url: str, feature_id: str | None = None, n_iter: int = 32) -> tuple[str, float]:
-    """Griffin-Lim inversion of one segment's log-mel (the first, unless named) into a WAV at
-    `out_url` (local path or s3://). Returns (the segment's feature ID, seconds written)."""
+def mel2audio_job(features_url: str, out_url: str, feature_id: str | None = None, n_iter: int = 32,
+                  vocoder_spec: str = DEFAULT_VOCODER) -> tuple[str, float, str]:
+    """One segment's log-mel (the first, unless named) decoded into a WAV at `out_url` (local path
+    or s3://) by the vocoder the spec names (default: the champion or shipped one, else
+    Griffin-Lim). Returns (the segment's feature ID, seconds written, the decoder's name)."""
     ds = ShardedDataset.at(features_url, "features")
     mel = FeatureSetExtra.of(ds.manifest().extra, features_url).config.mel
-    vocoder = make_vocoder("griffin-lim", mel, n_iter=n_iter)
+    vocoder, decoder = load_decoder(vocoder_spec, mel, n_iter=n_iter)
     for _, t in ds.iter_shards():
         for r in t.to_pylist():
             if feature_id in (None, r["feature_id"]):
@@ -70,5 +73,5 @@ def mel2audio_job(features_url: str, out_url: str, feature_id: str | None = None
                 parent, name = out_url.rsplit("/", 1) if "/" in out_url else (".", out_url)
                 Storage(parent).write_bytes(name, encode_audio(y / max(1e-6, float(np.abs(y).max())) * 0.9,
                                                                mel.sample_rate_hz))
-                return r["feature_id"], y.size / mel.sample_rate_hz
+                return r["feature_id"], y.size / mel.sample_rate_hz, decoder
     raise ValueError(f"feature {feature_id} not found in {features_url}")

@@ -18,7 +18,7 @@ from infra.datasets import ShardedDataset
 from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
-from jobs.transform import check_selection, transform_job
+from jobs.transform import check_selection, resolve_vocoder, transform_job
 from schemas.configs import config_hash
 from schemas.diffusion import WarmStartConfig
 from schemas.records import LambdaRecommendation, OperatingPoint, Recommendation, RunLayout
@@ -32,6 +32,7 @@ from tasks.builders import load_model, make_embedding
 from tasks.listening import ListeningInput, write_page
 from tasks.metrics.compute import point_rows
 from tasks.metrics.fad import cached_reference_stats, embed_set
+from tasks.metrics.frechet import GaussianStats
 from tasks.metrics.pitch import BasicPitch
 from tasks.metrics.sources import AudioItem, audio_items, is_clips_dataset, item_content_ids
 from tasks.metrics.table import GridPoint
@@ -43,7 +44,8 @@ EXPERIMENT = "reinstrument-sweep"
 
 def point_config(cfg: SweepConfig, warm: WarmStartConfig) -> TransformConfig:
     return TransformConfig(task=cfg.task, method=cfg.method, model=cfg.model, source_model=cfg.source_model, warm=warm,
-                           sampler=cfg.sampler, window=cfg.window, seed=cfg.seed, vocoder_iters=cfg.vocoder_iters)
+                           sampler=cfg.sampler, window=cfg.window, seed=cfg.seed, vocoder=cfg.vocoder,
+                           vocoder_iters=cfg.vocoder_iters)
 
 
 def output_items(run_url: str) -> list[AudioItem]:
@@ -59,8 +61,11 @@ def clip_items(clips_url: str, ids: set[str]) -> dict[str, AudioItem]:
             if r["clip_id"] in ids}
 
 
-def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logistics: TransformLogistics):
-    """Gaussian of the target domain's reference clips (vocoded through the same path when asked)."""
+def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logistics: TransformLogistics
+                    ) -> tuple[dict[str, tuple[GaussianStats, str]], bool]:
+    """The target domain's reference Gaussians, metric name -> (statistics, label): `fad` against
+    the real clips (or, with vocoded_reference, the clips through the same mel + vocoder), and
+    `fad_vocoded` as a diagnostic when asked. Returns them and whether all came from the cache."""
     emb = make_embedding(cfg.embedding, get_settings().weights_dir)
     url = cfg.reference_url or inputs
     sel = InputSelection(domain=domain, role="clean", split=cfg.reference_split, limit=cfg.reference_limit)
@@ -68,23 +73,30 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
     if len(ids) < 2:
         raise ValueError(f"the reference set ({url}, domain={domain}, split={cfg.reference_split}) has {len(ids)} clips; "
                          "FAD needs a reference of the target domain")
-    if cfg.vocoded_reference:
-        identity = point_config(cfg, WarmStartConfig(t_init=1.0, lam=0.0)).model_copy(update={"method": "warm_init",
-                                                                                            "source_model": None})
-        res = transform_job(url, sel, identity, logistics.model_copy(update={"parent_run_id": None,
-                                                                           "experiment": "reinstrument-transform"}))
-        build = lambda: embed_set(output_items(res["run_url"]), emb)  # noqa: E731
-    else:
-        build = lambda: embed_set(audio_items(url, domain=domain, role="clean", split=cfg.reference_split,  # noqa: E731
-                                              limit=cfg.reference_limit), emb)
-    stats, cached = cached_reference_stats(Storage(out).child("metrics/reference-stats"), domain, emb.name, ids, build,
-                                           {"vocoded": cfg.vocoded_reference, "vocoder_iters": cfg.vocoder_iters})
-    label = f"domain:{domain}" + (" (vocoded)" if cfg.vocoded_reference else "")
-    return stats, label, cached
+
+    def one(vocoded: bool) -> tuple[GaussianStats, str, bool]:
+        if vocoded:
+            identity = point_config(cfg, WarmStartConfig(t_init=1.0, lam=0.0)).model_copy(
+                update={"method": "warm_init", "source_model": None})
+            res = transform_job(url, sel, identity, logistics.model_copy(update={"parent_run_id": None,
+                                                                               "experiment": "reinstrument-transform"}))
+            build = lambda: embed_set(output_items(res["run_url"]), emb)  # noqa: E731
+        else:
+            build = lambda: embed_set(audio_items(url, domain=domain, role="clean", split=cfg.reference_split,  # noqa: E731
+                                                  limit=cfg.reference_limit), emb)
+        # the decoder is part of a vocoded reference's identity: a cache entry never serves another
+        decoder = {"vocoder": cfg.vocoder, "vocoder_iters": cfg.vocoder_iters} if vocoded else {}
+        stats, cached = cached_reference_stats(Storage(out).child("metrics/reference-stats"), domain, emb.name, ids,
+                                               build, {"vocoded": vocoded} | decoder)
+        return stats, f"domain:{domain}" + (f" (vocoded: {cfg.vocoder})" if vocoded else ""), cached
+
+    wanted = {"fad": cfg.vocoded_reference} | ({"fad_vocoded": True} if cfg.vocoded_diagnostic else {})
+    built = {metric: one(vocoded) for metric, vocoded in wanted.items()}
+    return {m: (s, label) for m, (s, label, _) in built.items()}, all(c for *_, c in built.values())
 
 
 def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: InputSelection,
-               logistics: TransformLogistics, stats, reference_label: str) -> dict:
+               logistics: TransformLogistics, references: dict[str, tuple[GaussianStats, str]]) -> dict:
     res = transform_job(inputs, selection, point_config(cfg, warm), logistics)
     point = GridPoint(run_id=res["run_id"], method=cfg.method, task=cfg.task, t_init=warm.t_init,
                       sigma_start=warm.sigma_start, lam=warm.lam)
@@ -95,7 +107,7 @@ def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: 
                     ShardedDataset.at(inputs, "clips").read(["clip_id", "clean_id"]).to_pylist() if r["clean_id"]}
         items = clip_items(inputs, set(clean_of.values()))
         clean = {g: items[c] for g, c in clean_of.items() if c in items}
-    rows = point_rows(point, outs, clip_items(res["clips_url"], {o.item_id for o in outs}), stats, reference_label,
+    rows = point_rows(point, outs, clip_items(res["clips_url"], {o.item_id for o in outs}), references,
                       make_embedding(cfg.embedding, get_settings().weights_dir), BasicPitch(get_settings().weights_dir),
                       threshold=cfg.jd_threshold, clean=clean, seed=cfg.seed)
     tracking.TrackedRun(res["mlflow_run_id"]).table(rows)
@@ -136,9 +148,28 @@ def operating_point(cfg: SweepConfig, curves: dict[str, list]) -> OperatingPoint
     return OperatingPoint(**{_xkey(cfg): rec.t_init}, lam=lam, jd=rec.jd, fad=rec.fad, rule=rec.rule, sampler=cfg.sampler)
 
 
-def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | None, n: int = 3) -> list[ListeningInput]:
-    """A few inputs: their guide, every grid point's output, and the true target (a guide's clean
-    counterpart, else the target domain's clean render of the same segment)."""
+def _point_label(xkey: str, x: float | None, lam: float) -> str:
+    return f"{'τ' if xkey == 't_init' else 'σ'} {x or 0:g}, λ {lam:g}"
+
+
+def griffin_lim_companion(cfg: SweepConfig, op: OperatingPoint, inputs: str, selection: InputSelection,
+                          logistics: TransformLogistics, n: int = 3) -> str:
+    """The listening page's first `n` inputs transformed at the operating point again, decoded by
+    Griffin-Lim: the same mels as the vocoder's outputs (same model, seed and settings), so the
+    page puts the two decoders side by side. Returns the run's URL."""
+    warm = WarmStartConfig(t_init=op.t_init, sigma_start=op.sigma_start, lam=op.lam)
+    gl = point_config(cfg, warm).model_copy(update={"vocoder": "griffin-lim"})
+    # a run of its own (like the vocoded reference), not a grid point under the sweep's parent
+    return transform_job(inputs, selection.model_copy(update={"limit": min(n, selection.limit or n)}), gl,
+                         logistics.model_copy(update={"parent_run_id": None, "experiment": "reinstrument-transform"})
+                         )["run_url"]
+
+
+def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | None, n: int = 3,
+                     companion: tuple[str, str] | None = None) -> list[ListeningInput]:
+    """A few inputs: their guide, every grid point's output (and, given `companion` = (point
+    label, run URL), that point's Griffin-Lim decode next to it), and the true target (a guide's
+    clean counterpart, else the target domain's clean render of the same segment)."""
     clips = ShardedDataset.at(points[0]["clips_url"], "clips").read(
         ["clip_id", "clean_id", "source_id", "domain", "role", "audio_flac"]).to_pylist()
     by_id = {c["clip_id"]: c for c in clips}
@@ -146,11 +177,24 @@ def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | 
     xkey = _xkey(cfg)
     keys = {id(p): {r["clip_id"]: r["output_key"] for r in ShardedDataset(
         Storage(p["run_url"]).child(RunLayout.OUTPUTS), "outputs").read(["clip_id", "output_key"]).to_pylist()} for p in points}
+    gl: dict[str, bytes] = {}
+    if companion:
+        run = Storage(companion[1])
+        gl = {r["clip_id"]: run.read_bytes(RunLayout.audio(r["output_key"])) for r in ShardedDataset(
+            run.child(RunLayout.OUTPUTS), "outputs").read(["clip_id", "output_key"]).to_pylist()}
+    decoder = "Griffin-Lim" if cfg.vocoder == "griffin-lim" else "vocoder"
     out = []
     for cid in sorted(keys[id(points[0])])[:n]:
-        outs = [(f"{'τ' if xkey == 't_init' else 'σ'} {p[xkey]:g}, λ {p['lam']:g}",
-                 Storage(p["run_url"]).read_bytes(RunLayout.audio(keys[id(p)][cid])), p["lam"] == max(cfg.lams))
-                for p in sorted(points, key=lambda p: (p["lam"], -(p[xkey] or 0))) if cid in keys[id(p)]]
+        outs = []
+        for p in sorted(points, key=lambda p: (p["lam"], -(p[xkey] or 0))):
+            if cid not in keys[id(p)]:
+                continue
+            label = _point_label(xkey, p[xkey], p["lam"])
+            both = companion is not None and label == companion[0] and cid in gl
+            outs.append((label + (f" · {decoder}" if both else ""),
+                         Storage(p["run_url"]).read_bytes(RunLayout.audio(keys[id(p)][cid])), p["lam"] == max(cfg.lams)))
+            if both:
+                outs.append((label + " · Griffin-Lim", gl[cid], True))
         clean_id = by_id[cid].get("clean_id") or same_segment.get(by_id[cid]["source_id"])
         target = (decode_audio_bytes(by_id[clean_id]["audio_flac"]) if clean_id and clean_id in by_id and clean_id != cid
                   else None)
@@ -158,7 +202,8 @@ def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | 
     return out
 
 
-def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, sweep_id: str, context: dict) -> SweepResult:
+def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, sweep_id: str, context: dict,
+           companion: tuple[str, str] | None = None) -> SweepResult:
     rows = [r for p in points for r in p["rows"]]
     curves, recs = summarise(cfg, rows)
     buf = io.BytesIO()
@@ -174,9 +219,9 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
                                    for k, v in r.model_dump(exclude_none=True).items() if k != "rule")
              for lam, r in recs.items()} | {"rule": next(iter(recs.values())).rule if recs else "no point with JD and FAD"}
     report = write_page(out.child(L.REPORT), f"sweep-t-init {sweep_id}", cfg.model_dump(mode="json"), context, shown, table,
-                        listening_inputs(cfg, points, context.get("target_domain")), curves_png=png)
+                        listening_inputs(cfg, points, context.get("target_domain"), companion=companion), curves_png=png)
     rec = Recommendation(sweep_id=sweep_id, model_version=context["model"], recommended=recs,
-                         operating_point=operating_point(cfg, curves),
+                         operating_point=operating_point(cfg, curves), vocoder=cfg.vocoder,
                          finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), metrics_url=out.uri(L.METRICS),
                          plot_url=out.uri(L.PLOT), report_url=report, mlflow_run_id=parent, points=len(cfg.grid()))
     out.write_bytes(L.RECOMMENDATION, rec.model_dump_json(indent=2, exclude_none=True).encode())
@@ -196,6 +241,9 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
     """Trace realism (FAD) against faithfulness (JD) over a tau_init x lambda grid and recommend
     an operating point. The same inputs, grid and model version reuse a finished sweep."""
     _, model_name = tracking.resolve_model(cfg.model)
+    # the decoder resolved once (a champion vocoder promoted mid-sweep cannot mix into it); as a
+    # pinned URI in the config it is part of the sweep's identity and of every point's
+    cfg = cfg.model_copy(update={"vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"})
     if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
         check_selection(inputs, selection, cfg.task, False)
     sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.model_dump(),
@@ -214,12 +262,21 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
         domain = cfg.reference_domain or load_model(tracking.model_checkpoint(tracking.resolve_model(cfg.model)[0]),
                                                     model_name).card.domain
         child_log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
-        stats, label, cached = step(reference_stats, cfg, inputs, root.url, domain, child_log)
-        print(f"[sweep] {sweep_id}: {len(cfg.grid())} grid points; reference {label} "
+        references, cached = step(reference_stats, cfg, inputs, root.url, domain, child_log)
+        label = references["fad"][1]
+        print(f"[sweep] {sweep_id}: {len(cfg.grid())} grid points; decoder {cfg.vocoder}; reference {label} "
               f"({'cached' if cached else 'computed'} statistics)")
         points = []
         for k, warm in enumerate(cfg.grid()):
             print(f"[sweep] point {k + 1}/{len(cfg.grid())}: t_init={warm.t_init} sigma_start={warm.sigma_start} lam={warm.lam}")
-            points.append(step(grid_point, cfg, warm, inputs, selection, child_log, stats, label))
-        context = {"inputs": inputs, "model": model_name, "reference": label, "target_domain": domain} | selection.model_dump()
-        return step(finish, cfg, points, out, parent.id, sweep_id, context) | {"rows": [r for p in points for r in p["rows"]]}
+            points.append(step(grid_point, cfg, warm, inputs, selection, child_log, references))
+        context = ({"inputs": inputs, "model": model_name, "decoder": cfg.vocoder, "reference": label,
+                    "target_domain": domain} | selection.model_dump())
+        companion = None
+        op = operating_point(cfg, summarise(cfg, [r for p in points for r in p["rows"]])[0])
+        if op is not None and cfg.vocoder != "griffin-lim":
+            print("[sweep] the listening page's inputs at the operating point, decoded by Griffin-Lim too")
+            companion = (_point_label(_xkey(cfg), op.t_init if op.t_init is not None else op.sigma_start, op.lam),
+                         step(griffin_lim_companion, cfg, op, inputs, selection, child_log))
+        return (step(finish, cfg, points, out, parent.id, sweep_id, context, companion)
+                | {"rows": [r for p in points for r in p["rows"]]})

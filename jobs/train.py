@@ -9,8 +9,11 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from infra import tracking
 from infra.datasets import ShardedDataset
+from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
 from ray_actors.solver import fit
@@ -20,12 +23,16 @@ from schemas.records import TrainRunLayout as L
 from schemas.results import TrainResult
 from schemas.training import SolverConfig, TrainConfig, TrainLogistics
 from schemas.vocoder import VocoderTrainConfig
-from tasks.builders import CARDS, kind_of, load_checkpoint_bytes, make_kind, training_data
+from tasks.builders import CARDS, kind_of, load_checkpoint_bytes, make_embedding, make_kind, training_data
 from tasks.diffusion.checkpoint import ema_checkpoint_bytes, load_train_state
 from tasks.feature_reader import normalisation
 from tasks.plots import loss_curve_png
+from tasks.solver import ModelKind
+from tasks.vocoder.kind import VocoderKind
 
 PYFUNC = Path(__file__).with_name("pyfunc.py")
+# What the champion rule compares, per kind (jobs.train.selection_score)
+SCORE_NAMES = {"denoiser": "val_loss", "vocoder": "copy_synthesis_fad"}
 
 
 def run_folder(cfg: SolverConfig, logistics: TrainLogistics) -> Storage:
@@ -111,28 +118,49 @@ def register(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: S
                                  n_bins=card.mel.n_mels, conditional=isinstance(cfg, TrainConfig) and cfg.paired,
                                  registered_name=name)
     tracking.tag_model_version(name, version, "val_loss", str(result["val_loss"]))
-    promoted, champ_val = promote(cfg, name, version, result["val_loss"])
+    checkpoint = ema_checkpoint_bytes(state)
+    promoted, new_score, champ_score = promote(cfg, name, version, checkpoint)
+    rule = SCORE_NAMES[kind_of(cfg)]
+    tracking.tag_model_version(name, version, rule, str(new_score))
     tracked.tag("reinstrument.model_version", version)
     tracked.tag("reinstrument.champion", str(promoted))
-    tracked.metrics({"previous_champion_val_loss": champ_val})
+    tracked.metrics({rule: new_score, f"previous_champion_{rule}": champ_score})
     tracked.finish()
-    return summary | TrainResult(model_version=version, champion=promoted, previous_champion_val_loss=champ_val)
+    print(f"[train {cfg.domain}] {name}/{version}: {rule} {new_score:.4g}"
+          + (f" vs champion's {champ_score:.4g}" if champ_score is not None else "")
+          + (" -> champion" if promoted else " (champion unchanged)"))
+    return summary | TrainResult(model_version=version, champion=promoted, previous_champion_score=champ_score,
+                                 selection_score=new_score)
 
 
-def promote(cfg: SolverConfig, name: str, version: str, val: float) -> tuple[bool, float | None]:
-    """The current champion is scored by *this* run's validation (same data, crops and draws; a
-    denoiser's inputs normalised with the champion's own statistics), so the comparison holds
-    even when the validation sets of the two runs differ."""
-    current = tracking.champion_version(name)
-    champ_val = None
-    if current is not None and current != version:
-        model, metadata = load_checkpoint_bytes(tracking.model_checkpoint(f"models:/{name}/{current}"))
+def selection_score(kind: ModelKind, model: torch.nn.Module) -> float:
+    """The champion rule's score, lower wins: a vocoder's copy-synthesis FAD on the validation
+    clips (musicnn, against real train clips: realism, which a spectral loss does not measure);
+    any other kind's validation loss."""
+    if isinstance(kind, VocoderKind):
+        return kind.copy_synthesis_fad(model, make_embedding("musicnn", get_settings().weights_dir))
+    return kind.validate(model)
+
+
+def promote(cfg: SolverConfig, name: str, version: str, checkpoint: bytes) -> tuple[bool, float, float | None]:
+    """Move `champion` to `version` if it scores better than the current champion. Both are scored
+    now, by *this* run's kind (same data, crops and draws; a denoiser's inputs normalised with each
+    model's own statistics), so the comparison holds even when the two runs' validation sets
+    differ. Returns (promoted, the new version's score, the champion's score)."""
+    def score(data: bytes) -> float:
+        model, metadata = load_checkpoint_bytes(data)
         card = CARDS[kind_of(cfg)].model_validate(metadata)
-        champ_val = make_kind(cfg, card, training_data(cfg, card)).validate(model)
-        if not val < champ_val:
-            return False, champ_val
+        return selection_score(make_kind(cfg, card, training_data(cfg, card)), model)
+
+    new = score(checkpoint)
+    current = tracking.champion_version(name)
+    champ = None
+    if current is not None and current != version:
+        champ = score(tracking.model_checkpoint(f"models:/{name}/{current}"))
+        if not new < champ:
+            return False, new, champ
     tracking.set_champion(name, version)
-    return True, champ_val
+    return True, new, champ
 
 
 def train_job(cfg: SolverConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:

@@ -20,6 +20,7 @@ from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage
+from jobs.decoders import resolve_vocoder
 from jobs.steps import Step, inline
 from ray_actors.transform import commit_batch, pending_inputs, run_batches
 from schemas.configs import IngestConfig, config_hash
@@ -40,8 +41,9 @@ def pin_models(cfg: TransformConfig) -> PinnedModels:
     pinned = {"model_uri": uri, "model": name}
     if cfg.source_model:
         pinned |= dict(zip(("source_uri", "source_model"), tracking.resolve_model(cfg.source_model)))
-    if cfg.vocoder != "griffin-lim":
-        pinned |= dict(zip(("vocoder_uri", "vocoder"), tracking.resolve_model(cfg.vocoder)))
+    vocoder_uri, vocoder = resolve_vocoder(cfg.vocoder)
+    if vocoder_uri:
+        pinned |= {"vocoder_uri": vocoder_uri, "vocoder": vocoder}
     return PinnedModels(**pinned)
 
 

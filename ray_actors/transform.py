@@ -121,6 +121,7 @@ class ClipTransformer:
                 "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
                 "t_init": c.warm.t_init, "sigma_start": tr.sigma_start, "lam": c.warm.lam,
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
+                "vocoder": self.pinned.get("vocoder") or f"griffin-lim ({c.vocoder_iters} it.)",
                 "output_uri": self.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
                 "seconds_spent": seconds, "config_hash": c.config_hash()}
 

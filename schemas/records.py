@@ -160,6 +160,7 @@ class Recommendation(StrictConfig):
     model_version: str
     recommended: dict[str, LambdaRecommendation]
     operating_point: OperatingPoint | None = None  # absent in sweeps finished before it existed
+    vocoder: str | None = None  # the decoder of every output (pinned); absent in older sweeps
     finished_at: str
     metrics_url: str
     plot_url: str

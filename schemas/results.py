@@ -13,7 +13,8 @@ class TrainResult(TypedDict, total=False):
     steps: int
     model_version: str                      # absent with --no-register
     champion: bool | str | None
-    previous_champion_val_loss: float | None
+    selection_score: float                  # the champion rule's score of this version (lower wins)
+    previous_champion_score: float | None   # the champion's, scored on the same data now
 
 
 class TransformResult(TypedDict):

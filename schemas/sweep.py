@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
-from schemas.transform import check_ddib_sampler
+from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, check_ddib_sampler
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
 # spans sigma 8.4-0.4, where standardised log-mels change domain (ENVIRONMENT.md).
@@ -31,8 +31,12 @@ class SweepConfig(StrictConfig):
     reference_domain: str | None = Field(None, description="default: the model's domain")
     reference_split: str | None = Field("train", description="reference clips' split (held apart from the inputs)")
     reference_limit: int | None = Field(None, ge=2)
-    vocoded_reference: bool = Field(True, description="pass the reference through the same mel + vocoder "
-                                                      "(tau_init=1), so FAD scores the model, not the vocoder")
+    vocoder: str = Field(DEFAULT_VOCODER, pattern=VOCODER_PATTERN, description=VOCODER_HELP)
+    vocoded_reference: bool = Field(False, description="FAD against the reference passed through the same mel + "
+                                                       "vocoder (tau_init=1) instead of the real clips: scores the "
+                                                       "model without the decoder (a diagnostic, not realism)")
+    vocoded_diagnostic: bool = Field(False, description="also report FAD against the vocoded reference "
+                                                        "(metric fad_vocoded) next to FAD against the real clips")
     jd_threshold: float = Field(0.3, gt=0, lt=1)
 
     @model_validator(mode="after")

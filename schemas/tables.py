@@ -94,6 +94,7 @@ OUTPUTS = pa.schema([
     ("steps", pa.int32()),
     ("sampler", pa.string()),
     ("seed", pa.int64()),
+    ("vocoder", pa.string()),          # the decoder: griffin-lim (N it.), reinstrument-vocoder/2, shipped:vocoder@<sha>
     ("output_uri", pa.string()),       # FLAC, mono, the model's sample rate
     ("sha256", pa.string()),           # of the FLAC bytes: `reinstrument pull` verifies it
     ("sample_rate_hz", pa.int32()),

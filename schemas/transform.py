@@ -17,6 +17,13 @@ def check_ddib_sampler(sampler: SamplerConfig) -> None:
                          f"got sampler {sampler.name!r} with churn {sampler.S_churn:g}")
 
 
+# How outputs are decoded to audio: `auto` is the registered champion vocoder, else the shipped one
+# (weights/vocoder), else Griffin-Lim (with a notice); the choice is pinned per run (jobs/transform).
+DEFAULT_VOCODER = "auto"
+VOCODER_PATTERN = r"^(auto|griffin-lim|shipped:vocoder(@[0-9a-f]+)?|models:/.+|runs:/.+)$"
+VOCODER_HELP = ("auto (the champion vocoder, else the shipped one, else Griffin-Lim) | griffin-lim | shipped:vocoder | "
+                "a vocoder model URI, e.g. models:/reinstrument-vocoder@champion")
+
 # The guide of each task: which clips of a corpus are transformed.
 TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
 
@@ -30,8 +37,7 @@ class TransformConfig(StrictConfig):
     sampler: SamplerConfig = SamplerConfig()
     window: WindowConfig = WindowConfig()
     seed: int = Field(0, description="run seed; every clip's noise derives from (seed, clip ID)")
-    vocoder: str = Field("griffin-lim", pattern=r"^(griffin-lim|models:/.+|runs:/.+)$",
-                         description="griffin-lim, or a trained vocoder's model URI (e.g. models:/reinstrument-vocoder@champion)")
+    vocoder: str = Field(DEFAULT_VOCODER, pattern=VOCODER_PATTERN, description=VOCODER_HELP)
     vocoder_iters: int = Field(32, ge=1)
 
     @model_validator(mode="after")

@@ -55,12 +55,13 @@ class Transformer:
         self.batch_windows = batch_windows
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext())
         self.front = LogMel(self.mel)
-        if cfg.vocoder == "griffin-lim":
-            self.vocoder = make_vocoder(cfg.vocoder, self.mel, n_iter=cfg.vocoder_iters, seed=cfg.seed)
-        elif vocoder is None:
-            raise ValueError(f"the config names the vocoder {cfg.vocoder}; pass it loaded (tasks/builders.load_vocoder)")
-        else:
+        # `auto` may resolve to Griffin-Lim (nothing trained or shipped); a named model must come loaded
+        if vocoder is not None and cfg.vocoder != "griffin-lim":
             self.vocoder = vocoder
+        elif cfg.vocoder in ("griffin-lim", "auto"):
+            self.vocoder = make_vocoder("griffin-lim", self.mel, n_iter=cfg.vocoder_iters, seed=cfg.seed)
+        else:
+            raise ValueError(f"the config names the vocoder {cfg.vocoder}; pass it loaded (tasks/builders.load_vocoder)")
         self.edm = target.model.cfg
         self.sigma_start = float(warm_sigmas(cfg.sampler, self.edm, cfg.warm)[0])
         self.stage_seconds = {"logmel": 0.0, "diffusion": 0.0, "vocoder": 0.0}

@@ -85,13 +85,16 @@ def fad_table_rows(result: FadResult, reference: SetSpec, point: GridPoint | Non
                     reference=f"domain:{domain}" if domain else reference.describe())
 
 
-def point_rows(point: GridPoint, outputs: list[AudioItem], guides: dict[str, AudioItem], reference: GaussianStats,
-               reference_label: str, embedding: Embedding, tracker: BasicPitch, *, threshold: float = DEFAULT_THRESHOLD,
-               clean: dict[str, AudioItem] | None = None, seed: int = 0) -> list[dict]:
-    """The metrics rows of one set of outputs: FAD against the reference statistics, JD/melody JD
-    (and F1/JD against the MIDI where a guide has one) against the guide of the same clip ID,
-    and SI-SDR/LSD/mel-L1 against the clean clip when `clean` maps clip IDs to it."""
-    rows = fad_rows(point, fad(embed_set(outputs, embedding), reference, embedding.name, seed=seed), reference_label)
+def point_rows(point: GridPoint, outputs: list[AudioItem], guides: dict[str, AudioItem],
+               references: dict[str, tuple[GaussianStats, str]], embedding: Embedding, tracker: BasicPitch, *,
+               threshold: float = DEFAULT_THRESHOLD, clean: dict[str, AudioItem] | None = None, seed: int = 0) -> list[dict]:
+    """The metrics rows of one set of outputs: FAD against each reference's statistics (metric name
+    -> (statistics, label); the outputs are embedded once), JD/melody JD (and F1/JD against the
+    MIDI where a guide has one) against the guide of the same clip ID, and SI-SDR/LSD/mel-L1
+    against the clean clip when `clean` maps clip IDs to it."""
+    embedded = embed_set(outputs, embedding)
+    rows = [r for metric, (stats, label) in references.items()
+            for r in fad_rows(point, fad(embedded, stats, embedding.name, seed=seed), label, metric)]
     pairs = [(o, guides[o.item_id]) for o in outputs if o.item_id in guides]
     rows += aggregate(point, pitch_item_values(pairs, tracker, threshold), PITCH_METRICS, reference="guide",
                       detail=f"basic-pitch threshold={threshold}")

@@ -52,12 +52,12 @@ def row(point: GridPoint, metric: str, n: int, mean: float, ci_low: float | None
             "detail": detail}
 
 
-def fad_rows(point: GridPoint, result: FadResult, reference: str) -> list[dict]:
+def fad_rows(point: GridPoint, result: FadResult, reference: str, metric: str = "fad") -> list[dict]:
     detail = f"clips={result.n_clips} embeddings={result.n_embeddings} reference_embeddings={result.n_reference} silent={result.silent_clips} too_short={result.short_clips}"
-    rows = [row(point, "fad", result.n_clips, result.fad, result.ci_low, result.ci_high, reference=reference,
+    rows = [row(point, metric, result.n_clips, result.fad, result.ci_low, result.ci_high, reference=reference,
                 embedding=result.embedding, detail=detail)]
     if result.fad_inf is not None:
-        rows.append(row(point, "fad_inf", result.n_clips, result.fad_inf, None, None, reference=reference,
+        rows.append(row(point, f"{metric}_inf", result.n_clips, result.fad_inf, None, None, reference=reference,
                         embedding=result.embedding, detail=detail))
     return rows
 

@@ -12,6 +12,7 @@ from tasks.audio import decode_audio_bytes
 from tasks.vocoder.kind import VocoderData
 
 VALIDATION_SECONDS = 2.0
+REFERENCE_CLIPS = 64  # real train clips whose embeddings are the champion rule's FAD reference
 
 
 def vocoder_data(cfg: VocoderTrainConfig) -> VocoderData:
@@ -33,10 +34,12 @@ def vocoder_data(cfg: VocoderTrainConfig) -> VocoderData:
         raise ValueError(f"no clean train clips{f' of {cfg.domains}' if cfg.domains else ''} in {', '.join(cfg.clips_urls)}")
     held, split = _held_out(rows)
     n = int(VALIDATION_SECONDS * sr)
-    val = [np.pad(a[:n], (0, max(0, n - len(a)))) for a in (audio(r) for r in held[:cfg.validation_clips])]
-    if not val:  # no held-out split: the last train clips (named in the run's result)
-        val, split = [np.pad(a[:n], (0, max(0, n - len(a)))) for a in train[-cfg.validation_clips:]], "train-tail"
-    return VocoderData(train, torch.from_numpy(np.stack(val)), split)
+    whole = [audio(r) for r in held[:cfg.validation_clips]]
+    if not whole:  # no held-out split: the last train clips (named in the run's result)
+        whole, split = train[-cfg.validation_clips:], "train-tail"
+    val = [np.pad(a[:n], (0, max(0, n - len(a)))) for a in whole]
+    step = max(1, len(train) // REFERENCE_CLIPS)
+    return VocoderData(train, torch.from_numpy(np.stack(val)), split, whole, train[::step][:REFERENCE_CLIPS])
 
 
 def _held_out(rows: list[dict]) -> tuple[list[dict], str]:

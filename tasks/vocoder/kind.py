@@ -12,6 +12,10 @@ import torch
 from schemas.vocoder import VocoderTrainConfig, VocosConfig
 from tasks.audio import encode_audio
 from tasks.features import LogMel
+from tasks.metrics.embeddings import Embedding
+from tasks.metrics.fad import embed_set
+from tasks.metrics.frechet import GaussianStats, frechet_distance, gaussian_stats
+from tasks.metrics.sources import AudioItem
 from tasks.plots import spectrograms_png
 from tasks.vocoder.losses import mel_l1, multi_resolution_stft
 
@@ -21,6 +25,8 @@ class VocoderData:
     train: list[np.ndarray]        # mono float32 clips at the mel rate, sorted by clip ID
     val: torch.Tensor              # [n, samples]: fixed segments of held-out clips
     val_split: str
+    val_clips: list[np.ndarray]    # the same held-out clips whole (the champion rule's copy-synthesis)
+    reference: list[np.ndarray]    # real train clips, evenly spaced: the FAD reference of that rule
 
 
 class VocoderLoss(torch.nn.Module):
@@ -43,6 +49,7 @@ class VocoderKind:
         self.cfg, self.data = cfg, data
         self.front = LogMel(cfg.mel)
         self.segment = cfg.segment_frames * cfg.mel.hop_length_samples
+        self._reference_stats: GaussianStats | None = None
 
     def architecture(self) -> VocosConfig:
         return self.cfg.vocos()
@@ -71,6 +78,21 @@ class VocoderKind:
         loss = VocoderLoss(ema, self.cfg.mel_loss_weight)
         val = self.data.val.to(next(ema.parameters()).device)
         return float(loss(self._logmel(val.cpu()).to(val.device), val).mean())
+
+    @torch.no_grad()
+    def copy_synthesis_fad(self, model: torch.nn.Module, embedding: Embedding) -> float:
+        """The champion rule's score (lower wins): the held-out clips through this front end and
+        `model`, FAD against the real train clips' embeddings (their Gaussian computed once per
+        kind, so two models are scored against the same reference on the same clips)."""
+        model.eval()
+        sr = self.cfg.mel.sample_rate_hz
+        if self._reference_stats is None:
+            self._reference_stats = gaussian_stats(embed_set(
+                [AudioItem(f"ref-{k}", a, sr) for k, a in enumerate(self.data.reference)], embedding).embeddings)
+        device = next(model.parameters()).device
+        decoded = [AudioItem(f"val-{k}", model(self._logmel(torch.from_numpy(a)[None]).to(device))[0].float().cpu().numpy(), sr)
+                   for k, a in enumerate(self.data.val_clips)]
+        return float(frechet_distance(gaussian_stats(embed_set(decoded, embedding).embeddings), self._reference_stats))
 
     @torch.no_grad()
     def preview(self, ema: torch.nn.Module, step: int) -> dict[str, bytes]:

@@ -4,6 +4,7 @@ resumed; the three tasks and the three methods."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -52,7 +53,8 @@ def models(s3_env, built_corpus, tmp_path_factory):
 
 def config(**over) -> TransformConfig:
     base = dict(model="models:/reinstrument-flute@champion", warm=WarmStartConfig(t_init=0.6, lam=1.0),
-                sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16), vocoder_iters=4)
+                sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16), vocoder_iters=4,
+                vocoder="griffin-lim")
     return TransformConfig(**{**base, **over})
 
 
@@ -221,6 +223,11 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
                       vocoder_iters=4, reference_split=None, reference_limit=4)
     log = TransformLogistics(num_actors=0, out_url=f"s3://{s3_bucket}/root")
     res = sweep_job(corpus.clips_url, InputSelection(domain="violin", limit=2), cfg, log)
+    # `auto` decoded every point with the registered champion vocoder, pinned once for the sweep
+    rec = json.loads(boto3.client("s3").get_object(
+        Bucket=s3_bucket, Key=f"root/sweeps/{res['sweep_id']}/recommendation.json")["Body"].read())
+    assert rec["vocoder"] == "models:/reinstrument-vocoder/1"
+    assert all(r["reference"] == "domain:flute" for r in res["rows"] if r["metric"] == "fad")  # real clips
     metrics = {(r["t_init"], r["metric"]) for r in res["rows"]}
     for t in (0.3, 0.6, 1.0):
         assert {(t, "fad"), (t, "jd"), (t, "jd_melody"), (t, "f1_midi")} <= metrics
@@ -234,8 +241,10 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
     assert {k.rsplit("/", 1)[1] for k in keys} >= {"metrics.parquet", "tradeoff.png", "recommendation.json", "report.html"}
     page = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"root/sweeps/{res['sweep_id']}/report/report.html")["Body"].read().decode()
     srcs = re.findall(r'src="([^"]+)"', page)
-    # per example: guide, 3 outputs, the flute render of the same segment; its spectrogram; the curves
-    assert page.count("<audio") == 2 * (1 + 3 + 1) and len(srcs) == 2 * (1 + 3 + 1) + 2 + 1
+    # per example: guide, 3 outputs and the operating point's Griffin-Lim decode, the flute render
+    # of the same segment; its spectrogram; the curves
+    assert page.count("<audio") == 2 * (1 + 4 + 1) and len(srcs) == 2 * (1 + 4 + 1) + 2 + 1
+    assert page.count("· Griffin-Lim") == 2 and page.count("· vocoder") == 2
     for src in srcs:  # every linked file exists next to the page
         assert f"root/sweeps/{res['sweep_id']}/report/{src}" in keys
     assert len(s3_keys(s3_bucket, "root/runs/")) >= 3 * 2  # each point's audio and table in S3
@@ -471,5 +480,10 @@ def test_a_trained_vocoder_decodes_transform_outputs_and_is_part_of_their_identi
     assert a["clip_id"] == b["clip_id"] and a["output_key"] != b["output_key"] and a["sha256"] != b["sha256"]
     assert abs(a["duration_s"] - b["duration_s"]) < 1e-9
     assert tracking.client().get_run(neural["mlflow_run_id"]).data.params["vocoder"] == "reinstrument-vocoder/1"
+    assert (a["vocoder"], b["vocoder"]) == ("griffin-lim (4 it.)", "reinstrument-vocoder/1")  # the outputs table says
+    # the default (`auto`) is the registered champion, pinned as its version
+    auto = transform_job(models.clips_url, sel, config(vocoder="auto"), log)
+    c = ShardedDataset.at(auto["outputs_url"], "outputs").read().to_pylist()[0]
+    assert c["vocoder"] == "reinstrument-vocoder/1" and c["sha256"] == b["sha256"]
     with pytest.raises(ValueError, match="is not a vocoder"):
         transform_job(models.clips_url, sel, config(vocoder="models:/reinstrument-flute@champion"), log)
