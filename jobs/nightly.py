@@ -20,12 +20,13 @@ from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.storage import Storage
 from jobs.steps import Step, inline
+from jobs.decoders import resolve_vocoder
 from jobs.transform import transform_job
 from schemas.configs import IngestConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig
 from schemas.records import OperatingPoint, Recommendation, RunLayout, SweepLayout
 from schemas.results import NightlyResult
-from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes
 from tasks.ingest import run_ingest
 from tasks.listening import ListeningInput, write_page
@@ -71,7 +72,11 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
             sampler = point.sampler.model_copy(update={"steps": steps}) if steps else point.sampler
         WarmStartConfig(**warm)  # validated now, not mid-batch
         resolved.append({"model": pinned_uri, "version": version, "warm": warm,
-                         "sampler": sampler.model_dump(mode="json")})
+                         "sampler": sampler.model_dump(mode="json"),
+                         # the decoder pinned for the night (a target may name one; default the
+                         # champion vocoder, else the shipped one, else Griffin-Lim), kept in the
+                         # state so that a crashed night is finished with the same one
+                         "vocoder": resolve_vocoder(t.get("vocoder", DEFAULT_VOCODER))[0] or "griffin-lim"})
     return resolved
 
 
@@ -87,12 +92,15 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
                 logistics: TransformLogistics) -> list[dict]:
     done = []
     for t in resolved:
-        cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(**t["warm"]), sampler=SamplerConfig(**t["sampler"]))
+        # a state written before the decoder was resolved per night decoded with Griffin-Lim
+        cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(**t["warm"]), sampler=SamplerConfig(**t["sampler"]),
+                              vocoder=t.get("vocoder", "griffin-lim"))
         name = t["version"].split("/")[0]
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url})
         res = transform_job(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
         done.append({"date": run_date, "model": t["version"], "point": _label(t), "transformed": res["transformed"],
+                     "vocoder": t.get("vocoder", "griffin-lim"),
                      "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"],
                      "run": res["run_url"]})
     return done
@@ -110,7 +118,7 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[s
                              [(f"{r['model']}, {r['point']}", Storage(r["run"]).read_bytes(RunLayout.audio(k[cid])), True)
                               for r, k in keys if cid in k]) for cid in sorted(guides)[:n_examples]]
     return write_page(root.child(f"nightly/{run_date}/report"), f"reinstrument-nightly {run_date}",
-                      {"input commits": str(len(commits))}, {r["model"]: r["point"] for r in runs}, {}, runs, inputs)
+                      {"input commits": str(len(commits))}, {r["model"]: f"{r['point']}; decoder {r['vocoder']}" for r in runs}, {}, runs, inputs)
 
 
 def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLogistics) -> list[dict]:

@@ -288,6 +288,9 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     assert [r["transformed"] for r in first["runs"]] == [2, 2]
     page = (out / "nightly/d1/report/report.html").read_text()  # each input: guide + one output per target
     assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 and "reinstrument-violin/1" in page
+    # the night's decoder: the champion vocoder, pinned, named in the runs and on the page
+    assert all(r["vocoder"] == "models:/reinstrument-vocoder/1" for r in first["runs"])
+    assert "decoder models:/reinstrument-vocoder/1" in page
     assert all((out / "nightly/d1/report" / src).exists() for src in re.findall(r'src="([^"]+)"', page))
     again = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
     assert again["runs"] == [] and again["new_commits"] == 0  # nothing new, nothing redone
