@@ -41,7 +41,10 @@ def _decode(items: list[AudioItem], decoder: Vocoder, mel: MelConfig) -> tuple[l
     for it in items:
         logmel = front(torch.from_numpy(np.ascontiguousarray(it.audio, np.float32))[None])[0].numpy()
         t0 = time.perf_counter()
-        y = np.asarray(decoder(logmel), np.float32)
+        try:
+            y = np.asarray(decoder(logmel), np.float32)
+        except ValueError as e:
+            raise ValueError(f"clip {it.item_id}: {e}") from None
         spent += time.perf_counter() - t0
         out.append(AudioItem(it.item_id, np.pad(y, (0, max(0, len(it.audio) - len(y))))[:len(it.audio)], it.sample_rate_hz))
     return out, spent

@@ -101,8 +101,11 @@ class Transformer:
                               max_batch_windows=self.batch_windows)
         t2 = time.perf_counter()
         results = []
-        for o, n in zip(outs, lengths):
-            y = self.vocoder(denormalise(o, self.target.card.mean, self.target.card.std).numpy())
+        for cid, o, n in zip(clip_ids, outs, lengths):
+            try:
+                y = self.vocoder(denormalise(o, self.target.card.mean, self.target.card.std).numpy())
+            except ValueError as e:  # e.g. a non-finite mel: the clip is named in its quarantine row
+                raise ValueError(f"clip {cid}: {e}") from None
             y = np.pad(y, (0, max(0, n - len(y))))[:n].astype(np.float32)
             results.append(y)
         t3 = time.perf_counter()

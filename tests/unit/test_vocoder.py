@@ -43,6 +43,16 @@ def test_non_finite_mels_are_refused_with_a_clear_error():
     x[0, 3, 4] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         model(x)
+    # where clips are decoded, the error names the clip
+    from jobs.copy_synthesis import _decode
+    from schemas.configs import MelConfig
+    from tasks.metrics.sources import AudioItem
+    from tasks.vocoder.vocos import NeuralVocoder
+
+    audio = np.sin(np.arange(16000, dtype=np.float32) / 10)
+    audio[4000] = np.inf
+    with pytest.raises(ValueError, match="clip take-7: the log-mel holds NaN or infinite"):
+        _decode([AudioItem("take-7", audio, 16000)], NeuralVocoder(model, "tiny"), MelConfig())
 
 
 def test_the_stft_loss_is_zero_for_the_same_audio_and_grows_with_the_error():
