@@ -147,10 +147,17 @@ def promote(cfg: SolverConfig, name: str, version: str, checkpoint: bytes) -> tu
     now, by *this* run's kind (same data, crops and draws; a denoiser's inputs normalised with each
     model's own statistics), so the comparison holds even when the two runs' validation sets
     differ. Returns (promoted, the new version's score, the champion's score)."""
+    kinds: dict[str, ModelKind] = {}
+
     def score(data: bytes) -> float:
         model, metadata = load_checkpoint_bytes(data)
         card = CARDS[kind_of(cfg)].model_validate(metadata)
-        return selection_score(make_kind(cfg, card, training_data(cfg, card)), model)
+        # a denoiser's data is normalised by each model's own card; a vocoder's depends on the config
+        # alone, so both versions share one kind (one corpus decode, one reference embedding)
+        key = card.model_dump_json() if isinstance(cfg, TrainConfig) else "vocoder"
+        if key not in kinds:
+            kinds[key] = make_kind(cfg, card, training_data(cfg, card))
+        return selection_score(kinds[key], model)
 
     new = score(checkpoint)
     current = tracking.champion_version(name)
