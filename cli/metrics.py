@@ -90,7 +90,8 @@ def metrics_copy_synthesis(
     griffin_lim_iters: int = typer.Option(32, help="Griffin-Lim iterations."),
 ):
     """What a decoder alone costs: held-out clips through log-mel and back (Griffin-Lim, the
-    vocoder), FAD against real clips, LSD and multi-resolution STFT distance, speed."""
+    vocoder), FAD against real clips, LSD and multi-resolution STFT distance, pitch JD against
+    the original clip, speed."""
     from jobs.copy_synthesis import copy_synthesis_job
 
     try:
@@ -102,5 +103,6 @@ def metrics_copy_synthesis(
                  "FAD (95 % CI)": f"{r.fad:.2f} ({r.fad_ci[0]:.2f}–{r.fad_ci[1]:.2f})",
                  "LSD dB": "-" if r.lsd_db is None else f"{r.lsd_db:.2f}",
                  "MR-STFT": "-" if r.mr_stft is None else f"{r.mr_stft:.3f}",
+                 "JD": "-" if r.jd is None else f"{r.jd:.3f}",
                  "× real time": "-" if r.realtime is None else f"{r.realtime:.0f}"} for r in rows],
                f"copy-synthesis on {split} clips; FAD vs real {reference_split} clips of the same domain")

@@ -67,6 +67,8 @@ def train_vocoder(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity."),
     register: bool = typer.Option(True, "--register/--no-register", help="Register as reinstrument-vocoder."),
     config: Optional[Path] = typer.Option(None, "--config", help="VocoderTrainConfig JSON (overrides the preset)."),
+    init_from: str = typer.Option(None, help="Fine-tune: start from this vocoder (e.g. shipped:vocoder, "
+                                             "models:/reinstrument-vocoder@champion); same preset."),
     prefect: bool = PrefectOpt,
 ):
     """Train the neural vocoder (Vocos-style, spectral losses) on the clean clips of CLIPS and
@@ -85,7 +87,7 @@ def train_vocoder(
         raise typer.Exit(2)
     cfg = load_config(VocoderTrainConfig, config, VOCODER_PRESETS[preset],
                       clips_urls=tuple(Storage(c).absolute_url() for c in clips),
-                      domains=tuple(domain) if domain else None, steps=steps, seed=seed)
+                      domains=tuple(domain) if domain else None, steps=steps, seed=seed, init_from=init_from)
     logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
                             register_model=register, out_url=out or f"{root()}/training", experiment="reinstrument-vocoder")
     res = run(train_vocoder_flow, train_job, prefect, cfg, logistics)

@@ -2,7 +2,9 @@
 domain go through the project's log-mel and back through each decoder (Griffin-Lim, and the
 trained vocoder when named); the real clips themselves are the floor. Per (domain, decoder):
 FAD against the *real* train clips of the same domain (musicnn-msd), log-spectral distance and
-multi-resolution STFT distance to the original, and decoding speed (audio seconds per second)."""
+multi-resolution STFT distance to the original, pitch JD against the original (Basic Pitch: does
+the decoder add or lose notes? a frame-rate buzz is heard as a low note), and decoding speed
+(audio seconds per second)."""
 from __future__ import annotations
 
 import time
@@ -20,6 +22,8 @@ from tasks.features import LogMel
 from tasks.metrics.enhancement import log_spectral_distance_db
 from tasks.metrics.fad import embed_set, fad
 from tasks.metrics.frechet import gaussian_stats
+from tasks.metrics.pitch import DEFAULT_THRESHOLD, BasicPitch
+from tasks.metrics.pitch_sets import active_sets, jaccard_distance
 from tasks.metrics.sources import AudioItem, audio_items
 from tasks.vocoder.losses import multi_resolution_stft
 
@@ -33,6 +37,7 @@ class CopySynthesisRow:
     fad_ci: tuple[float, float]
     lsd_db: float | None
     mr_stft: float | None
+    jd: float | None              # mean pitch Jaccard distance to the original clip (DESIGN.md's JD)
     realtime: float | None        # audio seconds decoded per wall second (None for the real clips)
 
 
@@ -50,11 +55,18 @@ def _decode(items: list[AudioItem], decoder: Vocoder, mel: MelConfig) -> tuple[l
     return out, spent
 
 
+def _mean_jd(decoded: list[np.ndarray], originals: list[np.ndarray]) -> float | None:
+    """Mean JD over the clips where it is defined (a clip silent on both sides has none)."""
+    values = [jaccard_distance(d, o).distance for d, o in zip(decoded, originals) if d.any() or o.any()]
+    return float(np.mean(values)) if values else None
+
+
 def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | None = None, split: str = "test",
                        reference_split: str = "train", limit: int | None = None, griffin_lim_iters: int = 32,
                        embedding: str = "musicnn", seed: int = 0) -> list[CopySynthesisRow]:
     mel = MelConfig()
     emb = make_embedding(embedding, get_settings().weights_dir)
+    tracker = BasicPitch(get_settings().weights_dir)
     decoders: dict[str, Vocoder] = {f"griffin-lim ({griffin_lim_iters} it.)": make_vocoder("griffin-lim", mel, n_iter=griffin_lim_iters)}
     if vocoder:
         uri, name = resolve_model(vocoder)
@@ -67,7 +79,8 @@ def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | Non
         if len(held) < 2:
             raise ValueError(f"{len(held)} {split} clips of {domain!r} in {clips_url}: FAD needs at least 2")
         r = fad(embed_set(held, emb), reference, emb.name, seed=seed)
-        rows.append(CopySynthesisRow(domain, "real clips", len(held), r.fad, (r.ci_low, r.ci_high), None, None, None))
+        rows.append(CopySynthesisRow(domain, "real clips", len(held), r.fad, (r.ci_low, r.ci_high), None, None, None, None))
+        notes = [active_sets(tracker.notes(h.audio, h.sample_rate_hz), DEFAULT_THRESHOLD) for h in held]
         seconds = sum(len(i.audio) / i.sample_rate_hz for i in held)
         for label, dec in decoders.items():
             decoded, spent = _decode(held, dec, mel)
@@ -75,5 +88,7 @@ def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | Non
             lsd = float(np.mean([log_spectral_distance_db(d.audio, h.audio) for d, h in zip(decoded, held)]))
             mr = float(np.mean([float(multi_resolution_stft(torch.from_numpy(d.audio)[None], torch.from_numpy(h.audio)[None]))
                                 for d, h in zip(decoded, held)]))
-            rows.append(CopySynthesisRow(domain, label, len(held), r.fad, (r.ci_low, r.ci_high), lsd, mr, seconds / spent))
+            jd = _mean_jd([active_sets(tracker.notes(d.audio, d.sample_rate_hz), DEFAULT_THRESHOLD) for d in decoded], notes)
+            rows.append(CopySynthesisRow(domain, label, len(held), r.fad, (r.ci_low, r.ci_high), lsd, mr, jd,
+                                         seconds / spent))
     return rows

@@ -170,7 +170,16 @@ def promote(cfg: SolverConfig, name: str, version: str, checkpoint: bytes) -> tu
     return True, new, champ
 
 
+def pin_init(cfg: SolverConfig) -> SolverConfig:
+    """A fine-tune's start pinned to one version (an alias resolved now, a shipped file by its
+    checksum): it is part of the run's identity, so a resumed run starts from the same weights."""
+    if not cfg.init_from:
+        return cfg
+    return cfg.model_copy(update={"init_from": tracking.resolve_model(cfg.init_from)[0]})
+
+
 def train_job(cfg: SolverConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:
+    cfg = pin_init(cfg)
     run_url, card, run_id = step(prepare, cfg, logistics)
     with tracking.TrackedRun(run_id).failed_on_error():  # the run folder stays: its checkpoints resume the run
         step(train, cfg, logistics, run_url, card, run_id)

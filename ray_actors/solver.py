@@ -21,7 +21,7 @@ from infra.storage import Storage
 from schemas.configs import StrictConfig
 from schemas.records import TrainRunLayout as L
 from schemas.training import SolverConfig, TrainConfig, TrainLogistics
-from tasks.builders import CARDS, TRAIN_CONFIGS, build_model, kind_of, make_kind, training_data
+from tasks.builders import CARDS, TRAIN_CONFIGS, build_model, kind_of, load_checkpoint_bytes, make_kind, training_data
 from tasks.diffusion.checkpoint import load_train_state, train_state_bytes
 from tasks.diffusion.train import autocast_dtype_for, ema_update, lr_at, step_generator
 from tasks.diffusion.train_data import FEATURE_COLUMNS, feature_table
@@ -89,10 +89,27 @@ class _State:
     history: dict
 
 
-def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage) -> _State:
-    """A fresh model from the seed, or the state of the last durable checkpoint."""
+def initial_weights(model: torch.nn.Module, init: bytes, cfg: SolverConfig) -> None:
+    """Load a fine-tuning start (cfg.init_from) into `model`; refuses another kind or a different
+    architecture by name (a shape mismatch would otherwise surface as a bare state-dict error)."""
+    start, metadata = load_checkpoint_bytes(init)
+    if metadata.get("kind", "denoiser") != kind_of(cfg):
+        raise ValueError(f"init_from {cfg.init_from} is a {metadata.get('kind', 'denoiser')} model; this run trains "
+                         f"a {kind_of(cfg)} (fine-tune from a model of the same kind)")
+    try:
+        model.load_state_dict(start.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"init_from {cfg.init_from} has another architecture than this run's {type(model).__name__}: "
+                         f"{' '.join(str(e).split()[6:])[:240]}; use the preset (and overrides) it was trained with") from None
+
+
+def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init: bytes | None = None) -> _State:
+    """A fresh model from the seed (or from `init`, the fine-tuning start), or the state of the
+    last durable checkpoint (a resumed fine-tune continues from its own checkpoint)."""
     torch.manual_seed(cfg.seed)
     model = build_model(kind.architecture())
+    if init is not None and not run.exists(L.LATEST):
+        initial_weights(model, init, cfg)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _State(cfg, card, run, model, ema, opt, 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []})
@@ -161,7 +178,7 @@ def train_loop(loop: dict) -> None:
     if rank == 0:
         print(f"[train {cfg.domain}] {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'} "
               f"(precision={logistics.precision})", flush=True)
-    s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]))
+    s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]), loop.get("init_weights"))
     s.model.to(device)
     s.ema.to(device)
     loss_module = kind.loss_module(s.model)
@@ -208,9 +225,13 @@ def train_loop(loop: dict) -> None:
 def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: StrictConfig,
         mlflow_tracking_uri: str | None, mlflow_run_id: str | None) -> None:
     """Run `train_loop` on Ray Train workers (DDP), or in this process when num_workers=0."""
+    from infra import tracking
+
     loop = {"kind": kind_of(cfg), "config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(),
             "run_url": run_url, "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,
-            "mlflow_run_id": mlflow_run_id}
+            "mlflow_run_id": mlflow_run_id,
+            # read here, once: workers on other nodes need not reach the registry
+            "init_weights": tracking.model_checkpoint(cfg.init_from) if cfg.init_from else None}
     if logistics.num_workers == 0:
         train_loop({**loop, "data": training_data(cfg, card)})
         return

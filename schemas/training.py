@@ -25,6 +25,8 @@ class SolverConfig(StrictConfig):
     seed: int = 0
     checkpoint_every: int = Field(200, ge=1)
     samples_at: int = Field(3, ge=0, description="checkpoints (spread over the run) that write previews")
+    init_from: str | None = Field(None, description="fine-tune: start from this trained model's weights (a model "
+                                  "URI of the same kind and architecture; pinned to one version before the run)")
 
 
 class TrainConfig(SolverConfig):

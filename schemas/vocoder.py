@@ -16,6 +16,10 @@ class VocosConfig(StrictConfig):
     layers: int = Field(6, ge=1)
     kernel: int = Field(7, ge=1, description="depthwise convolution over frames (odd)")
     n_fft: int = Field(1280, ge=16, description="inverse-STFT size; hop is the mel hop (Vocos: n_fft = 4 hop)")
+    # 0 by default so that a checkpoint saved before this field decodes exactly as it did; the
+    # presets set it, and a checkpoint's decode is always fixed by its own bytes
+    consistency_iters: int = Field(0, ge=0, le=32, description="STFT-consistency projections after the "
+                                   "inverse STFT (removes the frame-rate buzz of a spectral-loss-only head)")
 
     @model_validator(mode="after")
     def _check(self) -> "VocosConfig":
@@ -27,9 +31,9 @@ class VocosConfig(StrictConfig):
 
 
 VOCODER_ARCHITECTURES: dict[str, dict] = {
-    "tiny": dict(dim=16, intermediate=32, layers=1, n_fft=640),
-    "cpu": dict(dim=192, intermediate=576, layers=6),
-    "gpu": dict(dim=512, intermediate=1536, layers=8),   # Vocos' published size
+    "tiny": dict(dim=16, intermediate=32, layers=1, n_fft=640, consistency_iters=1),
+    "cpu": dict(dim=192, intermediate=576, layers=6, consistency_iters=1),
+    "gpu": dict(dim=512, intermediate=1536, layers=8, consistency_iters=1),   # Vocos' published size
 }
 
 
@@ -45,6 +49,9 @@ class VocoderTrainConfig(SolverConfig):
     mel: MelConfig = MelConfig()
     segment_frames: int = Field(50, ge=4, description="frames per training segment (50 = 1 s at hop 320)")
     mel_loss_weight: float = Field(45.0, ge=0, description="Vocos' weight of the mel L1 term")
+    phase_loss_weight: float = Field(1.0, ge=0, description="weight of the head-spectrum losses (APNet: amplitude, "
+                                     "anti-wrapping phase, consistency); 0 trains on the output alone, which leaves "
+                                     "a frame-rate buzz")
     validation_clips: int = Field(16, ge=1)
 
     @model_validator(mode="after")

@@ -17,7 +17,7 @@ from tasks.metrics.fad import embed_set
 from tasks.metrics.frechet import GaussianStats, frechet_distance, gaussian_stats
 from tasks.metrics.sources import AudioItem
 from tasks.plots import spectrograms_png
-from tasks.vocoder.losses import mel_l1, multi_resolution_stft
+from tasks.vocoder.losses import mel_l1, multi_resolution_stft, spectrum_losses
 
 
 @dataclass
@@ -30,18 +30,27 @@ class VocoderData:
 
 
 class VocoderLoss(torch.nn.Module):
-    """forward(logmel, audio) -> per-example loss: MR-STFT + weight * mel L1 (DDP wraps this)."""
+    """forward(logmel, audio) -> per-example loss: MR-STFT + mel_weight * mel L1 + phase_weight *
+    the head's spectrum losses against the real STFT (DDP wraps this)."""
 
-    def __init__(self, vocoder: torch.nn.Module, mel_weight: float):
+    def __init__(self, vocoder: torch.nn.Module, mel_weight: float, phase_weight: float = 0.0):
         super().__init__()
-        self.vocoder, self.mel_weight = vocoder, mel_weight
+        self.vocoder, self.mel_weight, self.phase_weight = vocoder, mel_weight, phase_weight
         self.front = LogMel(vocoder.cfg.mel)
 
     def forward(self, logmel: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        y_hat = self.vocoder(logmel)
-        n = min(y_hat.shape[-1], audio.shape[-1])
-        y_hat, audio = y_hat[..., :n], audio[..., :n]
-        return multi_resolution_stft(y_hat, audio) + self.mel_weight * mel_l1(self.front.differentiable(y_hat.float(), eps=1e-12), logmel)
+        v = self.vocoder
+        n_fft, hop = v.cfg.n_fft, v.cfg.mel.hop_length_samples
+        mag, phase = v.spectrum(logmel)
+        n = (logmel.shape[-1] - 1) * hop
+        y_hat, audio = v.synthesise(mag, phase, n), audio[..., :n]
+        loss = multi_resolution_stft(y_hat, audio) + self.mel_weight * mel_l1(self.front.differentiable(y_hat.float(), eps=1e-12), logmel)
+        if self.phase_weight:
+            stft = lambda x: torch.stft(x.float(), n_fft, hop, n_fft, v.window, center=True,  # noqa: E731
+                                        pad_mode="constant", return_complex=True)[..., :phase.shape[-1]]
+            first = torch.istft(torch.polar(mag, phase), n_fft, hop, n_fft, v.window, center=True, length=n)
+            loss = loss + self.phase_weight * spectrum_losses(mag, phase, stft(audio), stft(first))
+        return loss
 
 
 class VocoderKind:
@@ -55,7 +64,7 @@ class VocoderKind:
         return self.cfg.vocos()
 
     def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
-        return VocoderLoss(model, self.cfg.mel_loss_weight)
+        return VocoderLoss(model, self.cfg.mel_loss_weight, self.cfg.phase_loss_weight)
 
     def _logmel(self, audio: torch.Tensor) -> torch.Tensor:
         return self.front(audio).clone()  # out of inference mode: the model's input in a graph
@@ -75,7 +84,7 @@ class VocoderKind:
     @torch.no_grad()
     def validate(self, ema: torch.nn.Module) -> float:
         ema.eval()
-        loss = VocoderLoss(ema, self.cfg.mel_loss_weight)
+        loss = VocoderLoss(ema, self.cfg.mel_loss_weight, self.cfg.phase_loss_weight)
         val = self.data.val.to(next(ema.parameters()).device)
         return float(loss(self._logmel(val.cpu()).to(val.device), val).mean())
 

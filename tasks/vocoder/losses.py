@@ -1,6 +1,8 @@
-"""Spectral reconstruction losses of a vocoder, no discriminator: multi-resolution STFT loss
-(spectral convergence + log-magnitude L1; Yamamoto et al. 2020, Parallel WaveGAN eq. 4-6) and
-the L1 distance of log-mels (Vocos, HiFi-GAN's mel term), per example."""
+"""Reconstruction losses of a vocoder, no discriminator, per example: multi-resolution STFT loss
+(spectral convergence + log-magnitude L1; Yamamoto et al. 2020, Parallel WaveGAN eq. 4-6), the L1
+distance of log-mels (Vocos, HiFi-GAN's mel term), and losses on the head's own STFT (Ai & Ling
+2023, APNet eq. 8-13: anti-wrapping instantaneous phase, group delay, instantaneous angular
+frequency) with APNet's amplitude and STFT-consistency terms (spectrum_losses says why)."""
 from __future__ import annotations
 
 import torch
@@ -29,3 +31,30 @@ def multi_resolution_stft(y_hat: torch.Tensor, y: torch.Tensor,
 
 def mel_l1(logmel_hat: torch.Tensor, logmel: torch.Tensor) -> torch.Tensor:
     return (logmel_hat - logmel).abs().mean(dim=(1, 2))
+
+
+def anti_wrap(x: torch.Tensor) -> torch.Tensor:
+    """APNet eq. 9: f_AW(x) = |x - 2π round(x / 2π)|, the distance of two angles on the circle."""
+    return (x - 2 * torch.pi * torch.round(x / (2 * torch.pi))).abs()
+
+
+def spectrum_losses(mag_hat: torch.Tensor, phase_hat: torch.Tensor, spec: torch.Tensor,
+                    consistent: torch.Tensor) -> torch.Tensor:
+    """Per example, the head's STFT against the real audio's (`spec`, complex [B, F, T], same
+    framing), APNet's terms: log-amplitude L1 (eq. 8, L1 here), instantaneous phase, group delay
+    and instantaneous angular frequency (eq. 10-12, plain means over bins), and STFT consistency
+    (eq. 13): `consistent` is the STFT of the head's own inverse STFT, and |consistent - Ŝ|² is
+    normalised by the real spectrum's energy. Why these and not the output losses alone: a head
+    may put large magnitudes in the quiet low bins and cancel them by disagreeing phases across
+    overlapping frames; the residue beats at the frame rate (50 Hz) and a pitch tracker hears a G1
+    under every note (measured on the magnitude-only model: zeroing its bins below 50 Hz takes
+    violin copy-synthesis JD from 0.39 to 0.15)."""
+    phase = torch.angle(spec)
+    mag = spec.abs().clamp(min=1e-5)
+    s_hat = torch.polar(mag_hat, phase_hat)
+    energy = spec.abs().square().mean(dim=(1, 2)).clamp(min=1e-10)
+    return ((mag_hat.clamp(min=1e-5).log() - mag.log()).abs().mean(dim=(1, 2))
+            + anti_wrap(phase_hat - phase).mean(dim=(1, 2))
+            + anti_wrap(torch.diff(phase_hat, dim=1) - torch.diff(phase, dim=1)).mean(dim=(1, 2))   # group delay
+            + anti_wrap(torch.diff(phase_hat, dim=2) - torch.diff(phase, dim=2)).mean(dim=(1, 2))   # inst. frequency
+            + (consistent - s_hat).abs().square().mean(dim=(1, 2)) / energy)

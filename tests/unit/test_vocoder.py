@@ -106,3 +106,81 @@ def test_training_is_deterministic_and_a_resumed_run_equals_an_unbroken_one(clip
         assert all(torch.equal(whole["ema"][k], other["ema"][k]) for k in whole["ema"])
         assert other["history"]["loss"] == whole["history"]["loss"]
     assert Storage(str(tmp_path / "whole")).find("samples"), "previews are written at checkpoints"
+
+
+def _inconsistency(model, mag: torch.Tensor, phase: torch.Tensor, length: int) -> float:
+    """How far the output's own STFT magnitude is from the magnitude it was made from."""
+    n, hop = model.cfg.n_fft, model.cfg.mel.hop_length_samples
+    y = model.synthesise(mag, phase, length)
+    s = torch.stft(y, n, hop, n, model.window, center=True, pad_mode="constant", return_complex=True).abs()
+    return float((s - mag).norm() / mag.norm())
+
+
+def test_the_consistency_projection_keeps_a_real_signal_and_removes_inconsistency():
+    """Griffin & Lim's projection (tasks/vocoder/vocos.py) is idempotent on a consistent
+    spectrogram (the STFT of a real signal comes back as that signal), and on random phases it
+    brings the output's magnitude closer to the one predicted (their eq. 6 never increases it)."""
+    cfgs = {k: tiny_cfg("x").vocos().model_copy(update={"consistency_iters": k}) for k in (0, 1, 3)}
+    models = {k: build_model(c) for k, c in cfgs.items()}
+    m0 = models[0]
+    n, hop, length = m0.cfg.n_fft, HOP, 20 * HOP
+    x = torch.from_numpy(tone(440, length / 16000) + 0.3 * tone(660, length / 16000))[None]
+    spec = torch.stft(x, n, hop, n, m0.window, center=True, pad_mode="constant", return_complex=True)
+    for m in models.values():
+        assert torch.allclose(m.synthesise(spec.abs(), spec.angle(), length), x, atol=1e-4)
+    g = torch.Generator().manual_seed(0)
+    mag = spec.abs() + 0.05
+    phase = (torch.rand(spec.shape, generator=g) * 2 - 1) * torch.pi
+    errors = [_inconsistency(models[k], mag, phase, length) for k in (0, 1, 3)]
+    assert errors[0] > errors[1] > errors[2], errors
+
+
+def test_a_checkpoint_saved_before_the_projection_decodes_as_it_did():
+    """Old checkpoints carry no `consistency_iters`: they load with 0 (their decode unchanged);
+    the presets train with the projection in the graph."""
+    from schemas.vocoder import VocosConfig
+
+    assert VocosConfig().consistency_iters == 0
+    assert all(tiny_cfg("x", preset=p).vocos().consistency_iters == 1 for p in ("tiny", "cpu", "gpu"))
+
+
+def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips, tmp_path, monkeypatch):
+    """`init_from` (train-vocoder --init-from): the run starts from that model's weights, pinned by
+    checksum in the run's identity; a denoiser, or a vocoder of another size, is refused by name."""
+    from infra.settings import get_settings
+    from jobs.train import pin_init
+    from ray_actors.solver import _restore
+    from tasks.builders import make_kind, training_data
+    from tasks.diffusion.checkpoint import ema_checkpoint_bytes
+
+    base = _fit(tiny_cfg(clips), str(tmp_path / "base"))
+    weights = tmp_path / "weights" / "vocoder"
+    weights.mkdir(parents=True)
+    (weights / "model.pt").write_bytes(ema_checkpoint_bytes(base))
+    monkeypatch.setenv("REINSTRUMENT_SHIPPED_DIR", str(tmp_path / "weights"))
+    get_settings.cache_clear()
+    try:
+        cfg = pin_init(tiny_cfg(clips, init_from="shipped:vocoder", steps=4, checkpoint_every=2))
+        assert cfg.init_from.startswith("shipped:vocoder@") and cfg.config_hash() != tiny_cfg(clips).config_hash()
+        card = VocoderCard(mel=cfg.mel, clips_urls=cfg.clips_urls, train_config=cfg.model_dump(mode="json"))
+        kind = make_kind(cfg, card, training_data(cfg, card))
+        start = _restore(kind, cfg, card.model_dump(mode="json"), Storage(str(tmp_path / "ft")),
+                         ema_checkpoint_bytes(base))
+        assert all(torch.equal(start.model.state_dict()[k], base["ema"][k]) for k in base["ema"])
+        assert all(torch.equal(start.ema.state_dict()[k], base["ema"][k]) for k in base["ema"])
+        tuned = _fit(cfg, str(tmp_path / "ft"))
+        assert tuned["step"] == 4 and not all(torch.equal(tuned["ema"][k], base["ema"][k]) for k in base["ema"])
+
+        bigger = tiny_cfg(clips, architecture={"dim": 24}, init_from=cfg.init_from)
+        with pytest.raises(ValueError, match="another architecture.*use the preset"):
+            _restore(make_kind(bigger, card, training_data(bigger, card)), bigger, card.model_dump(mode="json"),
+                     Storage(str(tmp_path / "x")), ema_checkpoint_bytes(base))
+        from schemas.diffusion import ModelConfig, unet_preset
+        from tasks.diffusion.checkpoint import checkpoint_bytes
+
+        denoiser = checkpoint_bytes(build_model(ModelConfig(unet=unet_preset("tiny"))), {"kind": "denoiser"})
+        with pytest.raises(ValueError, match="is a denoiser model; this run trains a vocoder"):
+            _restore(kind, tiny_cfg(clips, init_from="models:/reinstrument-flute/1"), card.model_dump(mode="json"),
+                     Storage(str(tmp_path / "y")), denoiser)
+    finally:
+        get_settings.cache_clear()
