@@ -18,6 +18,8 @@ class VocosConfig(StrictConfig):
     n_fft: int = Field(1280, ge=16, description="inverse-STFT size; hop is the mel hop (Vocos: n_fft = 4 hop)")
     # 0 by default so that a checkpoint saved before this field decodes exactly as it did; the
     # presets set it, and a checkpoint's decode is always fixed by its own bytes
+    min_frequency_hz: float = Field(0.0, ge=0, description="the head's bins centred below this are silent (the "
+                                    "frame-rate beat of sub-bass; 0 keeps all, as checkpoints saved before it)")
     consistency_iters: int = Field(0, ge=0, le=32, description="STFT-consistency projections after the "
                                    "inverse STFT (removes the frame-rate buzz of a spectral-loss-only head)")
 
@@ -31,9 +33,9 @@ class VocosConfig(StrictConfig):
 
 
 VOCODER_ARCHITECTURES: dict[str, dict] = {
-    "tiny": dict(dim=16, intermediate=32, layers=1, n_fft=640, consistency_iters=1),
-    "cpu": dict(dim=192, intermediate=576, layers=6, consistency_iters=1),
-    "gpu": dict(dim=512, intermediate=1536, layers=8, consistency_iters=1),   # Vocos' published size
+    "tiny": dict(dim=16, intermediate=32, layers=1, n_fft=640, consistency_iters=1, min_frequency_hz=50.0),
+    "cpu": dict(dim=192, intermediate=576, layers=6, consistency_iters=1, min_frequency_hz=50.0),
+    "gpu": dict(dim=512, intermediate=1536, layers=8, consistency_iters=1, min_frequency_hz=50.0),  # Vocos' size
 }
 
 

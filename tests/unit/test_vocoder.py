@@ -140,8 +140,15 @@ def test_a_checkpoint_saved_before_the_projection_decodes_as_it_did():
     the presets train with the projection in the graph."""
     from schemas.vocoder import VocosConfig
 
-    assert VocosConfig().consistency_iters == 0
+    assert VocosConfig().consistency_iters == 0 and VocosConfig().min_frequency_hz == 0
     assert all(tiny_cfg("x", preset=p).vocos().consistency_iters == 1 for p in ("tiny", "cpu", "gpu"))
+    # the presets' head is silent below 50 Hz (the frame rate's beat), and only there
+    model = build_model(tiny_cfg("x").vocos())
+    mag, _ = model.spectrum(torch.randn(1, 128, 12))
+    hz = torch.arange(mag.shape[1]) * 16000 / model.cfg.n_fft
+    assert bool((mag[0, hz < 50] == 0).all()) and bool((mag[0, hz >= 50] > 0).all())
+    old = build_model(tiny_cfg("x").vocos().model_copy(update={"min_frequency_hz": 0.0}))
+    assert bool((old.spectrum(torch.randn(1, 128, 12))[0] > 0).all())
 
 
 def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips, tmp_path, monkeypatch):
@@ -184,3 +191,14 @@ def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips,
                      Storage(str(tmp_path / "y")), denoiser)
     finally:
         get_settings.cache_clear()
+
+
+def test_the_training_targets_lose_only_what_the_head_may_not_make():
+    """Below the passband the targets are silenced (else their sub-bass pulls the lowest open bin
+    into a frame-rate tone); above it they are untouched."""
+    from tasks.vocoder.kind import highpass
+
+    t = torch.arange(16000) / 16000
+    low, high = torch.sin(2 * torch.pi * 30 * t), torch.sin(2 * torch.pi * 440 * t)
+    out = highpass((low + high)[None], 50.0, 16000)[0]
+    assert torch.allclose(out, high, atol=1e-4)
