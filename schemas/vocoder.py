@@ -21,7 +21,7 @@ class VocosConfig(StrictConfig):
     min_frequency_hz: float = Field(0.0, ge=0, description="the head's bins centred below this are silent (the "
                                     "frame-rate beat of sub-bass; 0 keeps all, as checkpoints saved before it)")
     consistency_iters: int = Field(0, ge=0, le=32, description="STFT-consistency projections after the "
-                                   "inverse STFT (removes the frame-rate buzz of a spectral-loss-only head)")
+                                   "inverse STFT (Griffin-Lim steps started from the predicted phase)")
 
     @model_validator(mode="after")
     def _check(self) -> "VocosConfig":
@@ -52,8 +52,7 @@ class VocoderTrainConfig(SolverConfig):
     segment_frames: int = Field(50, ge=4, description="frames per training segment (50 = 1 s at hop 320)")
     mel_loss_weight: float = Field(45.0, ge=0, description="Vocos' weight of the mel L1 term")
     phase_loss_weight: float = Field(1.0, ge=0, description="weight of the head-spectrum losses (APNet: amplitude, "
-                                     "anti-wrapping phase, consistency); 0 trains on the output alone, which leaves "
-                                     "a frame-rate buzz")
+                                     "anti-wrapping phase, consistency); 0 trains on the output losses alone")
     validation_clips: int = Field(16, ge=1)
 
     @model_validator(mode="after")

@@ -47,10 +47,10 @@ class VocoderLoss(torch.nn.Module):
 
     def forward(self, logmel: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         v = self.vocoder
-        n_fft, hop = v.cfg.n_fft, v.cfg.mel.hop_length_samples
         mag, phase = v.spectrum(logmel)
-        n = (logmel.shape[-1] - 1) * hop
-        y_hat, audio = v.synthesise(mag, phase, n), audio[..., :n]
+        n = (logmel.shape[-1] - 1) * v.cfg.mel.hop_length_samples
+        first = v.istft(torch.polar(mag, phase), n)
+        y_hat, audio = v.project(first, mag), audio[..., :n]
         target = logmel
         if v.cfg.min_frequency_hz > 0:
             # the targets lose what the head may not make: left in, the content below the passband
@@ -60,10 +60,9 @@ class VocoderLoss(torch.nn.Module):
                 target = self.front(audio.float()).clone()[..., :logmel.shape[-1]]
         loss = multi_resolution_stft(y_hat, audio) + self.mel_weight * mel_l1(self.front.differentiable(y_hat.float(), eps=1e-12), target)
         if self.phase_weight:
-            stft = lambda x: torch.stft(x.float(), n_fft, hop, n_fft, v.window, center=True,  # noqa: E731
-                                        pad_mode="constant", return_complex=True)[..., :phase.shape[-1]]
-            first = torch.istft(torch.polar(mag, phase), n_fft, hop, n_fft, v.window, center=True, length=n)
-            loss = loss + self.phase_weight * spectrum_losses(mag, phase, stft(audio), stft(first))
+            frames = phase.shape[-1]
+            loss = loss + self.phase_weight * spectrum_losses(mag, phase, v.stft(audio)[..., :frames],
+                                                              v.stft(first)[..., :frames])
         return loss
 
 
