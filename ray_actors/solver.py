@@ -77,6 +77,15 @@ def _world() -> tuple[int, int, int]:
 
 
 @dataclass
+class _Adversary:
+    """A kind's discriminators (tasks/solver.AdversarialKind): their own optimizer and loss module
+    (DDP-wrapped on its own), stepped after each generator step on that step's audio."""
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    loss: torch.nn.Module | None = None
+
+
+@dataclass
 class _State:
     """What one worker holds during training."""
     cfg: SolverConfig
@@ -87,6 +96,7 @@ class _State:
     opt: torch.optim.Optimizer
     start: int
     history: dict
+    adversary: _Adversary | None = None
 
 
 def initial_weights(model: torch.nn.Module, init: bytes, cfg: SolverConfig) -> None:
@@ -113,29 +123,45 @@ def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init:
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _State(cfg, card, run, model, ema, opt, 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []})
+    arch = kind.discriminator_architecture() if hasattr(kind, "discriminator_architecture") else None
+    if arch is not None:
+        disc = build_model(arch)
+        # HiFi-GAN's and Vocos' betas: a short memory of the moments suits the moving target of a GAN
+        state.adversary = _Adversary(disc, torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.8, 0.99),
+                                                             weight_decay=cfg.weight_decay))
+        state.history["d_loss"] = []
     if run.exists(L.LATEST):
         saved = load_train_state(run.read_bytes(json.loads(run.read_bytes(L.LATEST))["checkpoint"]))
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
         state.start, state.history = saved["step"], saved["history"]
+        if state.adversary is not None:
+            if "discriminator" not in saved:
+                raise ValueError(f"the checkpoint in {run.url} was saved without discriminators; this run trains "
+                                 "with them (resume it with its own config, or start a new run)")
+            state.adversary.model.load_state_dict(saved["discriminator"])
+            state.adversary.opt.load_state_dict(saved["discriminator_optimizer"])
     return state
 
 
 def _save(s: _State, step: int) -> None:
     name = L.checkpoint(step)
-    s.run.write_bytes(name, train_state_bytes(s.model, s.ema, s.opt, step, s.history, s.card))
+    extra = {} if s.adversary is None else {"discriminator": s.adversary.model.state_dict(),
+                                            "discriminator_optimizer": s.adversary.opt.state_dict()}
+    s.run.write_bytes(name, train_state_bytes(s.model, s.ema, s.opt, step, s.history, s.card, extra))
     previous = json.loads(s.run.read_bytes(L.LATEST)) if s.run.exists(L.LATEST) else None
     s.run.write_bytes(L.LATEST, json.dumps({"step": step, "checkpoint": name}).encode())  # the commit point
     if previous and previous["checkpoint"] != name:
         s.run.delete(previous["checkpoint"])  # keep one: the pointer never names a deleted file
 
 
-def _report(s: _State, done: int, loss: float, lr: float, rate: float, logger) -> None:
-    print(f"[train {s.cfg.domain}] step {done}/{s.cfg.steps} loss {loss:.4f} lr {lr:.2e} {rate:.1f} samples/s",
+def _report(s: _State, done: int, loss: float, lr: float, rate: float, logger, d_loss: float | None) -> None:
+    d = "" if d_loss is None else f" discriminator {d_loss:.4f}"
+    print(f"[train {s.cfg.domain}] step {done}/{s.cfg.steps} loss {loss:.4f}{d} lr {lr:.2e} {rate:.1f} samples/s",
           flush=True)
     if logger:
-        logger.log({"loss": loss, "lr": lr, "samples_per_s": rate}, done)
+        logger.log({"loss": loss, "lr": lr, "samples_per_s": rate, **({} if d_loss is None else {"d_loss": d_loss})}, done)
     # Worker stdout does not reach the driver's console; the driver polls this file.
     s.run.write_bytes(L.PROGRESS, json.dumps({"step": done, "steps": s.cfg.steps, "loss": loss,
                                               "samples_per_s": rate}).encode())
@@ -181,11 +207,18 @@ def train_loop(loop: dict) -> None:
     s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]), loop.get("init_weights"))
     s.model.to(device)
     s.ema.to(device)
-    loss_module = kind.loss_module(s.model)
+    adv = s.adversary
+    if adv is not None:
+        adv.model.to(device)
+        loss_module, adv.loss = kind.loss_module(s.model, adv.model), kind.discriminator_loss_module(adv.model)
+    else:
+        loss_module = kind.loss_module(s.model)
     if world > 1:
         import ray.train.torch
 
         loss_module = ray.train.torch.prepare_model(loss_module, move_to_device=False)
+        if adv is not None:
+            adv.loss = ray.train.torch.prepare_model(adv.loss, move_to_device=False)
     logger = None
     if rank == 0 and loop.get("mlflow_run_id"):
         from infra.tracking import MetricLogger
@@ -197,9 +230,12 @@ def train_loop(loop: dict) -> None:
     for step in range(s.start, cfg.steps):
         batch = {k: v.to(device) for k, v in kind.batch(step_generator(cfg.seed, step, rank), per_worker).items()}
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
-        for group in s.opt.param_groups:
+        for group in s.opt.param_groups + (adv.opt.param_groups if adv else []):
             group["lr"] = lr
         loss = optimise(loss_module, s.opt, batch, max_grad_norm=cfg.grad_clip, autocast_dtype=amp_dtype)
+        if adv is not None:  # on this step's decoded audio, after the generator's update (HiFi-GAN alternates)
+            s.history["d_loss"].append(optimise(adv.loss, adv.opt, kind.discriminator_batch(),
+                                                max_grad_norm=cfg.grad_clip, autocast_dtype=amp_dtype))
         if world > 1:
             t = torch.tensor([loss], device=device)
             torch.distributed.all_reduce(t)
@@ -211,7 +247,7 @@ def train_loop(loop: dict) -> None:
         if rank == 0 and (done % log_every == 0 or done == cfg.steps):
             rate = cfg.batch_size * (done - step_last) / max(1e-9, time.perf_counter() - t_last)
             t_last, step_last = time.perf_counter(), done
-            _report(s, done, loss, lr, rate, logger)
+            _report(s, done, loss, lr, rate, logger, s.history["d_loss"][-1] if adv else None)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:
                 _checkpoint(s, kind, done, logger)

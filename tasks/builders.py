@@ -14,7 +14,7 @@ from schemas.configs import MelConfig, StrictConfig
 from schemas.diffusion import ModelConfig
 from schemas.records import ModelCard, VocoderCard
 from schemas.training import SolverConfig, TrainConfig
-from schemas.vocoder import VocoderTrainConfig, VocosConfig
+from schemas.vocoder import DiscriminatorConfig, VocoderTrainConfig, VocosConfig
 from schemas.transform import TransformConfig
 from tasks.diffusion.bridges import ddib
 from tasks.diffusion.checkpoint import read_checkpoint
@@ -29,6 +29,7 @@ from tasks.diffusion.warm import warm_sigmas, warm_transform
 from tasks.metrics.embeddings import EMBEDDINGS, Embedding
 from tasks.solver import ModelKind
 from tasks.vocoder.data import vocoder_data
+from tasks.vocoder.discriminators import Discriminators
 from tasks.vocoder.kind import VocoderKind
 from tasks.vocoder.vocos import NeuralVocoder, Vocos
 
@@ -40,7 +41,10 @@ def build_model(cfg: StrictConfig) -> torch.nn.Module:
         return EDMPrecond(UNet(cfg.unet), cfg.edm)
     if isinstance(cfg, VocosConfig):
         return Vocos(cfg)
-    raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig or a VocosConfig")
+    if isinstance(cfg, DiscriminatorConfig):
+        return Discriminators(cfg)
+    raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig, a VocosConfig "
+                     "or a DiscriminatorConfig")
 
 
 # The training config of each model kind the solver trains (ray_actors/solver.py reads it back by name).

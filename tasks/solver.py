@@ -34,6 +34,28 @@ class ModelKind(Protocol):
         ...
 
 
+class AdversarialKind(ModelKind, Protocol):
+    """A kind trained against discriminators (the vocoder with adversarial_weight > 0). The solver
+    builds them, gives them their own optimizer and checkpoint entries, and after each generator
+    step takes one discriminator step on that step's audio."""
+
+    def discriminator_architecture(self) -> StrictConfig | None:
+        """None: this run has no adversary (the solver then trains as for any kind)."""
+        ...
+
+    def loss_module(self, model: torch.nn.Module, discriminator: torch.nn.Module | None = None) -> torch.nn.Module:
+        """The generator's loss, its adversarial terms judged by `discriminator`."""
+        ...
+
+    def discriminator_loss_module(self, discriminator: torch.nn.Module) -> torch.nn.Module:
+        """A module whose forward(**discriminator_batch()) is the discriminators' per-example loss."""
+        ...
+
+    def discriminator_batch(self) -> dict[str, torch.Tensor]:
+        """The last generator step's real and generated samples (detached)."""
+        ...
+
+
 def optimise(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
              max_grad_norm: float | None = 1.0, autocast_dtype: torch.dtype | None = None) -> float:
     """One step: the batch-mean loss before the update; gradients clipped to max_grad_norm."""

@@ -70,14 +70,15 @@ def read_checkpoint(data: bytes, device: str | torch.device = "cpu") -> tuple[St
 
 
 def train_state_bytes(model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                      history: dict, metadata: dict) -> bytes:
+                      history: dict, metadata: dict, extra: dict | None = None) -> bytes:
     """Everything a resumed run needs: weights, EMA, optimizer moments, the step reached, the
-    metric history so far (for the loss curve) and the model's metadata (the model card)."""
+    metric history so far (for the loss curve) and the model's metadata (the model card); `extra`:
+    further state dicts by name (a vocoder's discriminators and their optimizer)."""
     architecture = architecture_of(model)
     payload = {"format": TRAIN_STATE_FORMAT, "version": CHECKPOINT_VERSION, "step": int(step),
                "architecture": _name(architecture), "model_config": architecture.model_dump_json(),
                "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-               "history": json.dumps(history), "metadata": json.dumps(metadata)}
+               "history": json.dumps(history), "metadata": json.dumps(metadata), **(extra or {})}
     buf = io.BytesIO()
     torch.save(payload, buf)
     return buf.getvalue()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from schemas.vocoder import VocoderTrainConfig, VocosConfig
+from schemas.vocoder import DiscriminatorConfig, VocoderTrainConfig, VocosConfig
 from tasks.audio import encode_audio
 from tasks.features import LogMel
 from tasks.metrics.embeddings import Embedding
@@ -17,6 +17,7 @@ from tasks.metrics.fad import embed_set
 from tasks.metrics.frechet import GaussianStats, frechet_distance, gaussian_stats
 from tasks.metrics.sources import AudioItem
 from tasks.plots import spectrograms_png
+from tasks.vocoder.discriminators import discriminator_hinge, feature_matching, generator_hinge
 from tasks.vocoder.losses import mel_l1, multi_resolution_stft, spectrum_losses
 
 
@@ -38,12 +39,21 @@ def highpass(audio: torch.Tensor, cutoff_hz: float, sample_rate_hz: int) -> torc
 
 class VocoderLoss(torch.nn.Module):
     """forward(logmel, audio) -> per-example loss: MR-STFT + mel_weight * mel L1 + phase_weight *
-    the head's spectrum losses against the real STFT (DDP wraps this)."""
+    the head's spectrum losses against the real STFT, and with a discriminator its hinge and
+    feature-matching terms (DDP wraps this). `last` keeps the step's (real, decoded) audio for the
+    discriminator's own step."""
 
-    def __init__(self, vocoder: torch.nn.Module, mel_weight: float, phase_weight: float = 0.0):
+    def __init__(self, vocoder: torch.nn.Module, mel_weight: float, phase_weight: float = 0.0,
+                 discriminator: torch.nn.Module | None = None, adversarial_weight: float = 0.0,
+                 feature_matching_weight: float = 0.0):
         super().__init__()
         self.vocoder, self.mel_weight, self.phase_weight = vocoder, mel_weight, phase_weight
         self.front = LogMel(vocoder.cfg.mel)
+        # a tuple, not an attribute: a registered submodule would put the discriminator's weights
+        # in the generator's DDP bucket and optimizer; it has its own (DiscriminatorLoss)
+        self._adversary = (discriminator,) if discriminator is not None else ()
+        self.adversarial_weight, self.feature_matching_weight = adversarial_weight, feature_matching_weight
+        self.last: dict[str, torch.Tensor] = {}
 
     def forward(self, logmel: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         v = self.vocoder
@@ -63,7 +73,30 @@ class VocoderLoss(torch.nn.Module):
             frames = phase.shape[-1]
             loss = loss + self.phase_weight * spectrum_losses(mag, phase, v.stft(audio)[..., :frames],
                                                               v.stft(first)[..., :frames])
+        if self._adversary:
+            d = self._adversary[0].requires_grad_(False)  # gradients reach ŷ only
+            k, n = d.cfg.examples, d.cfg.segment_samples
+            real, fake = audio[:k, :n], y_hat[:k, :n]
+            self.last = {"real": real.detach(), "fake": fake.detach()}
+            with torch.no_grad():  # the real side is a fixed target for feature matching
+                real = d(real)
+            fake = d(fake)
+            adversarial = self.adversarial_weight * generator_hinge(fake) + \
+                self.feature_matching_weight * feature_matching(real, fake)
+            loss = loss + adversarial.mean()  # judged on the first examples; their mean counts for every one
         return loss
+
+
+class DiscriminatorLoss(torch.nn.Module):
+    """forward(real, fake) -> per-example hinge loss of the discriminators (its own DDP wrapper)."""
+
+    def __init__(self, discriminator: torch.nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        d = self.discriminator.requires_grad_(True)
+        return discriminator_hinge(d(real), d(fake))
 
 
 class VocoderKind:
@@ -76,8 +109,20 @@ class VocoderKind:
     def architecture(self) -> VocosConfig:
         return self.cfg.vocos()
 
-    def loss_module(self, model: torch.nn.Module) -> torch.nn.Module:
-        return VocoderLoss(model, self.cfg.mel_loss_weight, self.cfg.phase_loss_weight)
+    def loss_module(self, model: torch.nn.Module, discriminator: torch.nn.Module | None = None) -> torch.nn.Module:
+        cfg = self.cfg
+        self._generator_loss = VocoderLoss(model, cfg.mel_loss_weight, cfg.phase_loss_weight, discriminator,
+                                           cfg.adversarial_weight, cfg.feature_matching_weight)
+        return self._generator_loss
+
+    def discriminator_architecture(self) -> DiscriminatorConfig | None:
+        return self.cfg.discriminator if self.cfg.adversarial_weight > 0 else None
+
+    def discriminator_loss_module(self, discriminator: torch.nn.Module) -> torch.nn.Module:
+        return DiscriminatorLoss(discriminator)
+
+    def discriminator_batch(self) -> dict[str, torch.Tensor]:
+        return self._generator_loss.last
 
     def _logmel(self, audio: torch.Tensor) -> torch.Tensor:
         return self.front(audio).clone()  # out of inference mode: the model's input in a graph

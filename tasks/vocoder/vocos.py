@@ -67,7 +67,8 @@ class Vocos(nn.Module):
         """[n_fft // 2 + 1, 1]: 0 for the bins centred below `min_frequency_hz`. Why: a head at a
         50 Hz frame rate does not render sub-bass as the real clips hold it; it comes out locked to
         the frame rate, a 50 Hz tone that a pitch tracker hears as a G1 under every note (measured:
-        violin copy-synthesis JD 0.38 -> 0.07 with the bins below 50 Hz silenced)."""
+        violin copy-synthesis JD 0.38 -> 0.07 with the bins below 50 Hz silenced; the presets cut at
+        60 Hz, the 50 Hz bin being the one that locks: JD 0.064 -> 0.046, schemas/vocoder.py)."""
         f = torch.arange(self.cfg.n_fft // 2 + 1, device=self.window.device) * self.cfg.mel.sample_rate_hz / self.cfg.n_fft
         return (f >= self.cfg.min_frequency_hz).float()[:, None]
 

@@ -81,30 +81,40 @@ def _fit(cfg: VocoderTrainConfig, out: str) -> dict:
     return load_train_state(run.read_bytes(json.loads(run.read_bytes(TrainRunLayout.LATEST))["checkpoint"]))
 
 
-def test_training_is_deterministic_and_a_resumed_run_equals_an_unbroken_one(clips, tmp_path, monkeypatch):
+@pytest.mark.parametrize("adversarial", [0.0, 1.0], ids=["spectral", "adversarial"])
+def test_training_is_deterministic_and_a_resumed_run_equals_an_unbroken_one(clips, tmp_path, monkeypatch, adversarial):
+    """With discriminators too: their weights and optimizer are part of the checkpoint, so a
+    resumed adversarial run ends where the unbroken one does, discriminators included."""
     import ray_actors.solver as solver
 
-    whole = _fit(tiny_cfg(clips), str(tmp_path / "whole"))
+    cfg = tiny_cfg(clips, adversarial_weight=adversarial)
+    whole = _fit(cfg, str(tmp_path / "whole"))
     assert whole["step"] == 20 and len(whole["history"]["val_loss"]) == 2
     assert all(np.isfinite(whole["history"]["loss"]))
-    again = _fit(tiny_cfg(clips), str(tmp_path / "again"))
+    assert ("discriminator" in whole) == bool(adversarial)
+    assert len(whole["history"].get("d_loss", [])) == (20 if adversarial else 0)
+    again = _fit(cfg, str(tmp_path / "again"))
     real, calls = solver.optimise, []
+    per_step = 2 if adversarial else 1  # the generator's step, then the discriminators'
 
-    def crash_at_step_13(*a, **k):  # dies after the step-10 checkpoint, like a killed worker
+    def crash_in_step_13(*a, **k):  # dies after the step-10 checkpoint, like a killed worker
         calls.append(1)
-        if len(calls) == 13:
+        if len(calls) == 12 * per_step + 1:
             raise RuntimeError("simulated crash")
         return real(*a, **k)
 
-    monkeypatch.setattr(solver, "optimise", crash_at_step_13)
+    monkeypatch.setattr(solver, "optimise", crash_in_step_13)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _fit(tiny_cfg(clips), str(tmp_path / "crashed"))
+        _fit(cfg, str(tmp_path / "crashed"))
     monkeypatch.setattr(solver, "optimise", real)
     assert json.loads(Storage(str(tmp_path / "crashed")).read_bytes(TrainRunLayout.LATEST))["step"] == 10
-    resumed = _fit(tiny_cfg(clips), str(tmp_path / "crashed"))
+    resumed = _fit(cfg, str(tmp_path / "crashed"))
     for other in (again, resumed):
         assert all(torch.equal(whole["ema"][k], other["ema"][k]) for k in whole["ema"])
         assert other["history"]["loss"] == whole["history"]["loss"]
+        if adversarial:
+            assert all(torch.equal(whole["discriminator"][k], other["discriminator"][k]) for k in whole["discriminator"])
+            assert other["history"]["d_loss"] == whole["history"]["d_loss"]
     assert Storage(str(tmp_path / "whole")).find("samples"), "previews are written at checkpoints"
 
 
@@ -142,11 +152,14 @@ def test_a_checkpoint_saved_before_the_projection_decodes_as_it_did():
 
     assert VocosConfig().consistency_iters == 0 and VocosConfig().min_frequency_hz == 0
     assert all(tiny_cfg("x", preset=p).vocos().consistency_iters == 1 for p in ("tiny", "cpu", "gpu"))
-    # the presets' head is silent below 50 Hz (the frame rate's beat), and only there
+    # the presets' head is silent at and below the frame rate (50 Hz, whose bin locks), and only there
+    from schemas.vocoder import MIN_FREQUENCY_HZ
+
+    assert 50 < MIN_FREQUENCY_HZ < 65.4  # above the frame rate, below cello's C2
     model = build_model(tiny_cfg("x").vocos())
     mag, _ = model.spectrum(torch.randn(1, 128, 12))
     hz = torch.arange(mag.shape[1]) * 16000 / model.cfg.n_fft
-    assert bool((mag[0, hz < 50] == 0).all()) and bool((mag[0, hz >= 50] > 0).all())
+    assert bool((mag[0, hz < MIN_FREQUENCY_HZ] == 0).all()) and bool((mag[0, hz >= MIN_FREQUENCY_HZ] > 0).all())
     old = build_model(tiny_cfg("x").vocos().model_copy(update={"min_frequency_hz": 0.0}))
     assert bool((old.spectrum(torch.randn(1, 128, 12))[0] > 0).all())
 
