@@ -20,6 +20,16 @@ from schemas.vocoder import DiscriminatorConfig
 LRELU = 0.1  # HiFi-GAN's leaky-ReLU slope
 
 
+def _stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Leaky-ReLU conv layers, then the 1-channel logits layer: (logits [B, -1], every layer's output)."""
+    features = []
+    for conv in convs:
+        x = nn.functional.leaky_relu(conv(x), LRELU)
+        features.append(x)
+    x = post(x)
+    return x.flatten(1), features + [x]
+
+
 class PeriodDiscriminator(nn.Module):
     """[B, samples] -> (logits, feature maps): the signal as [B, 1, samples / p, p], 2-D convs
     of kernel (5, 1) stride (3, 1), so periods are never mixed (HiFi-GAN §2.2)."""
@@ -37,13 +47,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-y.shape[-1]) % self.period
         x = nn.functional.pad(y[:, None], (0, pad), mode="reflect" if pad < y.shape[-1] else "constant")
         x = x.view(y.shape[0], 1, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = nn.functional.leaky_relu(conv(x), LRELU)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _stack(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -64,13 +68,7 @@ class ResolutionDiscriminator(nn.Module):
         # log(|S| + eps) through view_as_real: |z| has no gradient at an exactly zero bin
         x = (torch.view_as_real(spec).square().sum(-1) + 1e-10).sqrt().add(1e-5).log()
         x = x.transpose(1, 2)[:, None].to(y.dtype)  # [B, 1, frames, bins]
-        features = []
-        for conv in self.convs:
-            x = nn.functional.leaky_relu(conv(x), LRELU)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _stack(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
