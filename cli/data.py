@@ -96,16 +96,25 @@ def features(
     local: bool = typer.Option(False, help="Run in-process without Ray."),
     segment_frames: int = typer.Option(None, help="Frames per segment (default 128)."),
     segment_hop_frames: int = typer.Option(None, help="Hop between segments (default 128)."),
+    kind: str = typer.Option(None, help="logmel (default) | latent (log-mel segments through --encoder)."),
+    encoder: str = typer.Option(None, help="kind latent: the autoencoder (default auto: the champion "
+                                           "reinstrument-autoencoder, else the shipped one)."),
     config: Optional[Path] = ConfigOpt,
     prefect: bool = PrefectOpt,
 ):
-    """Extract log-mel segments into Parquet shards with normalisation statistics. Example:
-    reinstrument features ./data/corpus/clips --out ./data/features"""
+    """Extract log-mel (or latent) segments into Parquet shards with normalisation statistics. Examples:
+    reinstrument features ./data/corpus/clips --out ./data/features
+    reinstrument features ./data/corpus/clips --kind latent --encoder models:/reinstrument-autoencoder@champion"""
     from flows.pipeline import features_flow
     from jobs.data import features_job
     from schemas.configs import FeatureConfig
 
-    cfg = load_config(FeatureConfig, config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames)
+    if encoder is not None and kind not in (None, "latent"):
+        console.print(f"[red]--encoder is for --kind latent[/red] (got --kind {kind})")
+        raise typer.Exit(2)
+    latent = kind == "latent" or (kind is None and encoder is not None)
+    cfg = load_config(FeatureConfig, config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames,
+                      kind=kind, encoder=(encoder or "auto") if latent else None)
     res = run(features_flow, features_job, prefect, list(clips), out or f"{root()}/features", cfg, actors, local)
     console.print(f"feature shards added {res['shards_added']} (inputs already done {res['skipped']}), "
                   f"rows {res['rows']}\nfeatures: {res['features_url']}")

@@ -54,17 +54,54 @@ def train(
     console.print_json(json.dumps(res, default=str))
 
 
+ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
+DomainsOpt = typer.Option(None, help="Only these domains (repeat; default every clean clip).")
+StepsOpt = typer.Option(None, help="Optimisation steps (preset default otherwise).")
+SeedOpt = typer.Option(None, help="Run seed (every draw derives from it).")
+WorkersOpt = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores).")
+GpuOpt = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32).")
+PrecisionOpt = typer.Option("auto", help="auto | fp32 | bf16.")
+OutOpt = typer.Option(None, help="Root of run folders; default DATA_ROOT/training.")
+ResumeOpt = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity.")
+
+
+def _train_on_clips(kind: str, preset: str, config: Path | None, clips: list[str], domain: list[str] | None,
+                    overrides: dict, workers: int, gpu: bool, precision: str, out: str | None, resume: bool,
+                    register: bool, prefect: bool) -> None:
+    """The vocoder's and the autoencoder's commands: a preset, the clean clips of CLIPS, one run."""
+    import json
+
+    from flows.pipeline import train_autoencoder_flow, train_vocoder_flow
+    from infra.storage import Storage
+    from jobs.train import train_job
+    from schemas.autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig
+    from schemas.training import TrainLogistics
+    from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
+
+    config_type, presets, flow = {"vocoder": (VocoderTrainConfig, VOCODER_PRESETS, train_vocoder_flow),
+                                  "autoencoder": (AutoencoderTrainConfig, AUTOENCODER_PRESETS, train_autoencoder_flow)}[kind]
+    if preset not in presets:
+        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(presets)}")
+        raise typer.Exit(2)
+    cfg = load_config(config_type, config, presets[preset], clips_urls=tuple(Storage(c).absolute_url() for c in clips),
+                      domains=tuple(domain) if domain else None, **overrides)
+    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
+                            register_model=register, out_url=out or f"{root()}/training", experiment=f"reinstrument-{kind}")
+    res = run(flow, train_job, prefect, cfg, logistics)
+    console.print_json(json.dumps(res, default=str))
+
+
 def train_vocoder(
-    clips: list[str] = typer.Argument(..., help="Clips datasets to learn from (their clean clips)."),
-    domain: list[str] = typer.Option(None, help="Only these domains (repeat; default every clean clip)."),
+    clips: list[str] = ClipsArg,
+    domain: list[str] = DomainsOpt,
     preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, about 45 min) | gpu."),
-    steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
-    seed: int = typer.Option(None, help="Run seed (every draw derives from it)."),
-    workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
-    gpu: bool = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32)."),
-    precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
-    out: str = typer.Option(None, help="Root of run folders; default DATA_ROOT/training."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity."),
+    steps: int = StepsOpt,
+    seed: int = SeedOpt,
+    workers: int = WorkersOpt,
+    gpu: bool = GpuOpt,
+    precision: str = PrecisionOpt,
+    out: str = OutOpt,
+    resume: bool = ResumeOpt,
     register: bool = typer.Option(True, "--register/--no-register", help="Register as reinstrument-vocoder."),
     config: Optional[Path] = typer.Option(None, "--config", help="VocoderTrainConfig JSON (overrides the preset)."),
     init_from: str = typer.Option(None, help="Fine-tune: start from this vocoder (e.g. shipped:vocoder, "
@@ -74,24 +111,31 @@ def train_vocoder(
     """Train the neural vocoder (Vocos-style, spectral losses) on the clean clips of CLIPS and
     register it as reinstrument-vocoder. Example:
     reinstrument train-vocoder ./data/corpus/clips --preset cpu"""
-    import json
+    _train_on_clips("vocoder", preset, config, clips, domain, dict(steps=steps, seed=seed, init_from=init_from),
+                    workers, gpu, precision, out, resume, register, prefect)
 
-    from flows.pipeline import train_vocoder_flow
-    from infra.storage import Storage
-    from jobs.train import train_job
-    from schemas.training import TrainLogistics
-    from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
 
-    if preset not in VOCODER_PRESETS:
-        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(VOCODER_PRESETS)}")
-        raise typer.Exit(2)
-    cfg = load_config(VocoderTrainConfig, config, VOCODER_PRESETS[preset],
-                      clips_urls=tuple(Storage(c).absolute_url() for c in clips),
-                      domains=tuple(domain) if domain else None, steps=steps, seed=seed, init_from=init_from)
-    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
-                            register_model=register, out_url=out or f"{root()}/training", experiment="reinstrument-vocoder")
-    res = run(train_vocoder_flow, train_job, prefect, cfg, logistics)
-    console.print_json(json.dumps(res, default=str))
+def train_autoencoder(
+    clips: list[str] = ClipsArg,
+    domain: list[str] = DomainsOpt,
+    preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, under 2 h) | gpu."),
+    steps: int = StepsOpt,
+    seed: int = SeedOpt,
+    workers: int = WorkersOpt,
+    gpu: bool = GpuOpt,
+    precision: str = PrecisionOpt,
+    out: str = OutOpt,
+    resume: bool = ResumeOpt,
+    register: bool = typer.Option(True, "--register/--no-register", help="Register as reinstrument-autoencoder."),
+    config: Optional[Path] = typer.Option(None, "--config", help="AutoencoderTrainConfig JSON (overrides the preset)."),
+    init_from: str = typer.Option(None, help="Fine-tune: start from this autoencoder (same preset)."),
+    prefect: bool = PrefectOpt,
+):
+    """Train the mel autoencoder (the latent of `features --kind latent`) on the clean clips of CLIPS
+    and register it as reinstrument-autoencoder. Example:
+    reinstrument train-autoencoder ./data/corpus/clips --preset cpu"""
+    _train_on_clips("autoencoder", preset, config, clips, domain, dict(steps=steps, seed=seed, init_from=init_from),
+                    workers, gpu, precision, out, resume, register, prefect)
 
 
 def warm_probe(

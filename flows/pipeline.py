@@ -18,6 +18,7 @@ from schemas.diffusion import SamplerConfig
 from schemas.sweep import SweepConfig
 from schemas.training import TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from schemas.autoencoder import AutoencoderTrainConfig
 from schemas.vocoder import VocoderTrainConfig
 
 
@@ -57,6 +58,12 @@ def train_flow(cfg: TrainConfig, logistics: TrainLogistics) -> dict:
 @flow(name="train-vocoder", log_prints=True)
 def train_vocoder_flow(cfg: VocoderTrainConfig, logistics: TrainLogistics) -> dict:
     """Train the neural vocoder on clean clips with the solver and register it (champion only if better)."""
+    return train_job(cfg, logistics, step=prefect_step)
+
+
+@flow(name="train-autoencoder", log_prints=True)
+def train_autoencoder_flow(cfg: AutoencoderTrainConfig, logistics: TrainLogistics) -> dict:
+    """Train the mel autoencoder on clean clips' log-mels with the solver and register it (champion only if better)."""
     return train_job(cfg, logistics, step=prefect_step)
 
 

@@ -249,10 +249,12 @@ def model_checkpoint(model_uri: str) -> bytes:
         return found[0].read_bytes()
 
 
-def registered_name(domain: str, cond_domain: str | None = None) -> str:
+def registered_name(domain: str, cond_domain: str | None = None, latent: bool = False) -> str:
     """Unconditional models (warm start, DDIB) are `reinstrument-<domain>`; conditional-baseline
-    models name their source too, so they never take an unconditional model's alias."""
-    return f"reinstrument-{domain}" if cond_domain is None else f"reinstrument-cond-{cond_domain}-to-{domain}"
+    models name their source too, so they never take an unconditional model's alias; latent models
+    end in `-latent` (their validation losses are not comparable with a log-mel model's)."""
+    name = f"reinstrument-{domain}" if cond_domain is None else f"reinstrument-cond-{cond_domain}-to-{domain}"
+    return f"{name}-latent" if latent else name
 
 
 def resolve_model(uri: str) -> tuple[str, str]:

@@ -1,12 +1,14 @@
 """The data jobs: render the reference corpus, ingest a folder or prefix, pitch-augment, extract
 features (Ray actors, or in-process), and the two that look inside a dataset (`inspect_job`'s
-per-column breakdown, `mel2audio_job`'s Griffin-Lim inversion of one feature segment)."""
+per-column breakdown, `mel2audio_job`'s decoding of one feature segment into audio)."""
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+import torch
 
+from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.settings import get_settings
 from infra.storage import Storage
@@ -14,7 +16,8 @@ from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestCo
 from schemas.records import FeatureSetExtra
 from tasks.audio import encode_audio
 from tasks.augment import run_augment
-from jobs.decoders import load_decoder
+from tasks.builders import load_autoencoder
+from jobs.decoders import load_decoder, resolve_autoencoder
 from schemas.transform import DEFAULT_VOCODER
 from tasks.corpus import run_corpus
 from tasks.ingest import run_ingest
@@ -38,9 +41,19 @@ def augment_job(clips: str, out: str, config: AugmentConfig) -> dict:
 
 
 def features_job(clips: list[str], out: str, config: FeatureConfig, actors: int, local: bool) -> dict:
+    """Log-mel or latent segments of the clips datasets. A latent set's encoder is pinned first (an
+    alias resolved once, a shipped file by its checksum): the pinned URI is part of the set's
+    identity, so the latents of two encoder versions never share a set."""
     from ray_actors.features import extract_features
 
-    return extract_features(clips, out, config, num_actors=actors, local=local)
+    checkpoint = None
+    if config.kind == "latent":
+        uri, name = resolve_autoencoder(str(config.encoder))
+        checkpoint = tracking.model_checkpoint(uri)
+        load_autoencoder(checkpoint, name, config.mel)  # a wrong kind or front end fails here, before any work
+        config = config.model_copy(update={"encoder": uri})
+        print(f"[features] latent features of {name}")
+    return extract_features(clips, out, config, num_actors=actors, local=local, encoder_checkpoint=checkpoint)
 
 
 def inspect_job(url: str) -> tuple[dict, list[dict]]:
@@ -63,13 +76,21 @@ def mel2audio_job(features_url: str, out_url: str, feature_id: str | None = None
     or s3://) by the vocoder the spec names (default: the champion or shipped one, else
     Griffin-Lim). Returns (the segment's feature ID, seconds written, the decoder's name)."""
     ds = ShardedDataset.at(features_url, "features")
-    mel = FeatureSetExtra.of(ds.manifest().extra, features_url).config.mel
+    config = FeatureSetExtra.of(ds.manifest().extra, features_url).config
+    mel = config.mel
     vocoder, decoder = load_decoder(vocoder_spec, mel, n_iter=n_iter)
+    ae = None
+    if config.kind == "latent":  # the set's own (pinned) encoder decodes its latents back to log-mel
+        ae = load_autoencoder(tracking.model_checkpoint(str(config.encoder)), str(config.encoder), mel).model
+        decoder = f"{resolve_autoencoder(str(config.encoder))[1]} decoder + {decoder}"
     for _, t in ds.iter_shards():
         for r in t.to_pylist():
             if feature_id in (None, r["feature_id"]):
-                x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])
-                y = vocoder(x[:, : r["num_valid_frames"]])
+                x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])[:, : r["num_valid_frames"]]
+                if ae is not None:
+                    with torch.inference_mode():
+                        x = ae.decode(torch.from_numpy(x)[None])[0].numpy()
+                y = vocoder(x)
                 parent, name = out_url.rsplit("/", 1) if "/" in out_url else (".", out_url)
                 Storage(parent).write_bytes(name, encode_audio(y / max(1e-6, float(np.abs(y).max())) * 0.9,
                                                                mel.sample_rate_hz))

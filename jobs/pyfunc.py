@@ -1,9 +1,10 @@
-"""The MLflow pyfunc model of a trained denoiser or vocoder, logged "from code" (no pickled objects) by the
+"""The MLflow pyfunc model of a trained denoiser, vocoder or autoencoder, logged "from code" (no pickled objects) by the
 train job; MLflow runs this file when a user serves the model (`mlflow models serve`). The
 pipeline itself reads the checkpoint file and builds the model (tasks/builders.load_model).
 
 Input [batch, n_mels, frames] float32 (any frame count), or {"x", "cond"} for a conditional-
-baseline model; param `sigma` -> D(x; sigma). A vocoder ignores `sigma` and returns audio."""
+baseline model; param `sigma` -> D(x; sigma). A vocoder ignores `sigma` and returns audio; an autoencoder
+returns the reconstruction of its input log-mel (decode of the posterior mean)."""
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -22,7 +23,7 @@ class ReinstrumentDenoiser(mlflow.pyfunc.PythonModel):
         sigma = float((params or {}).get("sigma", 1.0))
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
         with torch.no_grad():
-            if self.metadata.get("kind") == "vocoder":
+            if self.metadata.get("kind") in ("vocoder", "autoencoder"):
                 return self.model(as_tensor(model_input)).numpy()
             if isinstance(model_input, dict):  # conditional baseline: {"x": ..., "cond": source mel}
                 return self.model(as_tensor(model_input["x"]), sigma, as_tensor(model_input["cond"])).numpy()

@@ -18,12 +18,14 @@ from infra.storage import Storage
 from jobs.steps import Step, inline
 from ray_actors.solver import fit
 from schemas.configs import StrictConfig
-from schemas.records import FeatureSetExtra, ModelCard, VocoderCard
+from schemas.autoencoder import AutoencoderTrainConfig
+from schemas.records import AutoencoderCard, FeatureSetExtra, ModelCard, VocoderCard
 from schemas.records import TrainRunLayout as L
 from schemas.results import TrainResult
 from schemas.training import SolverConfig, TrainConfig, TrainLogistics
 from schemas.vocoder import VocoderTrainConfig
-from tasks.builders import CARDS, kind_of, load_checkpoint_bytes, make_embedding, make_kind, training_data
+from tasks.builders import (CARDS, kind_of, load_autoencoder, load_checkpoint_bytes, make_embedding, make_kind,
+                            training_data)
 from tasks.diffusion.checkpoint import ema_checkpoint_bytes, load_train_state
 from tasks.feature_reader import normalisation
 from tasks.plots import loss_curve_png
@@ -32,7 +34,7 @@ from tasks.vocoder.kind import VocoderKind
 
 PYFUNC = Path(__file__).with_name("pyfunc.py")
 # What the champion rule compares, per kind (jobs.train.selection_score)
-SCORE_NAMES = {"denoiser": "val_loss", "vocoder": "copy_synthesis_fad"}
+SCORE_NAMES = {"denoiser": "val_loss", "vocoder": "copy_synthesis_fad", "autoencoder": "val_loss"}
 
 
 def run_folder(cfg: SolverConfig, logistics: TrainLogistics) -> Storage:
@@ -41,15 +43,21 @@ def run_folder(cfg: SolverConfig, logistics: TrainLogistics) -> Storage:
     return Storage(Storage(logistics.out_url).absolute_url()).child(f"runs/{prefix}{cfg.domain}-{cfg.config_hash()}")
 
 
-def registered_name(cfg: SolverConfig) -> str:
+def registered_name(cfg: SolverConfig, card: StrictConfig) -> str:
     if isinstance(cfg, VocoderTrainConfig):
         return "reinstrument-vocoder"
-    return tracking.registered_name(cfg.domain, cfg.cond_domain)
+    if isinstance(cfg, AutoencoderTrainConfig):
+        return "reinstrument-autoencoder"
+    return tracking.registered_name(cfg.domain, cfg.cond_domain, latent=card.representation == "latent")
 
 
 def model_card(cfg: SolverConfig) -> StrictConfig:
     if isinstance(cfg, VocoderTrainConfig):
         return VocoderCard(mel=cfg.mel, domains=cfg.domains, clips_urls=cfg.clips_urls, train_config=cfg.model_dump(mode="json"))
+    if isinstance(cfg, AutoencoderTrainConfig):
+        arch = cfg.autoencoder()
+        return AutoencoderCard(mel=cfg.mel, latent_channels=arch.latent_channels, time_downsample=arch.time_downsample,
+                               domains=cfg.domains, clips_urls=cfg.clips_urls, train_config=cfg.model_dump(mode="json"))
     return denoiser_card(cfg)
 
 
@@ -59,11 +67,15 @@ def denoiser_card(cfg: TrainConfig) -> ModelCard:
     manifest = ds.manifest()
     if not manifest.shards:
         raise ValueError(f"{cfg.features_url} is not a feature set (no manifest or no shards)")
-    mel = FeatureSetExtra.of(manifest.extra, cfg.features_url).config.mel
+    features = FeatureSetExtra.of(manifest.extra, cfg.features_url).config
+    mel = features.mel
     mean, std = normalisation(cfg.features_url, cfg.role, cfg.domain)
     fingerprint = hashlib.sha256("".join(e.sha256 for e in manifest.shards).encode()).hexdigest()[:16]
-    card = dict(domain=cfg.domain, role=cfg.role, mean=mean.tolist(), std=std.tolist(), n_mels=mel.n_mels, mel=mel,
+    card = dict(domain=cfg.domain, role=cfg.role, mean=mean.tolist(), std=std.tolist(), n_mels=len(mean), mel=mel,
                 features_url=cfg.features_url, features_fingerprint=fingerprint, train_config=cfg.model_dump(mode="json"))
+    if features.kind == "latent":
+        ae = load_autoencoder(tracking.model_checkpoint(str(features.encoder)), str(features.encoder), mel)
+        card |= dict(representation="latent", encoder=features.encoder, time_downsample=ae.card.time_downsample)
     if cfg.paired:
         c_mean, c_std = normalisation(cfg.features_url, cfg.cond_role, cfg.cond_domain)
         card |= dict(cond_domain=cfg.cond_domain, cond_role=cfg.cond_role, cond_mean=c_mean.tolist(), cond_std=c_std.tolist())
@@ -113,13 +125,13 @@ def register(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: S
     if not logistics.register_model:
         tracked.finish()
         return summary
-    name = registered_name(cfg)
+    name = registered_name(cfg, card)
     version = tracking.log_model(tracked, ema_checkpoint_bytes(state), code=PYFUNC, artifact=kind_of(cfg),
                                  n_bins=card.mel.n_mels, conditional=isinstance(cfg, TrainConfig) and cfg.paired,
                                  registered_name=name)
     tracking.tag_model_version(name, version, "val_loss", str(result["val_loss"]))
     checkpoint = ema_checkpoint_bytes(state)
-    promoted, new_score, champ_score = promote(cfg, name, version, checkpoint)
+    promoted, new_score, champ_score = promote(cfg, card, name, version, checkpoint)
     rule = SCORE_NAMES[kind_of(cfg)]
     tracking.tag_model_version(name, version, rule, str(new_score))
     tracked.tag("reinstrument.model_version", version)
@@ -142,28 +154,41 @@ def selection_score(kind: ModelKind, model: torch.nn.Module) -> float:
     return kind.validate(model)
 
 
-def promote(cfg: SolverConfig, name: str, version: str, checkpoint: bytes) -> tuple[bool, float, float | None]:
+def promote(cfg: SolverConfig, card: StrictConfig, name: str, version: str, checkpoint: bytes
+            ) -> tuple[bool, float, float | None]:
     """Move `champion` to `version` if it scores better than the current champion. Both are scored
     now, by *this* run's kind (same data, crops and draws; a denoiser's inputs normalised with each
     model's own statistics), so the comparison holds even when the two runs' validation sets
-    differ. Returns (promoted, the new version's score, the champion's score)."""
+    differ. A latent champion of another encoder reads other features: no score compares the two,
+    and the new model (of the encoder now in use) takes the alias. Returns (promoted, the new
+    version's score, the champion's score)."""
     kinds: dict[str, ModelKind] = {}
+    encoder = getattr(card, "encoder", None)
+    encoder_bytes = tracking.model_checkpoint(encoder) if encoder else None
 
-    def score(data: bytes) -> float:
-        model, metadata = load_checkpoint_bytes(data)
-        card = CARDS[kind_of(cfg)].model_validate(metadata)
-        # a denoiser's data is normalised by each model's own card; a vocoder's depends on the config
-        # alone, so both versions share one kind (one corpus decode, one reference embedding)
-        key = card.model_dump_json() if isinstance(cfg, TrainConfig) else "vocoder"
+    def score(model: torch.nn.Module, model_card: StrictConfig) -> float:
+        # a denoiser's data is normalised by each model's own card; a vocoder's or an autoencoder's
+        # depends on the config alone, so both versions share one kind (one corpus decode, one reference)
+        key = model_card.model_dump_json() if isinstance(cfg, TrainConfig) else kind_of(cfg)
         if key not in kinds:
-            kinds[key] = make_kind(cfg, card, training_data(cfg, card))
+            kinds[key] = make_kind(cfg, model_card, training_data(cfg, model_card), encoder_bytes)
         return selection_score(kinds[key], model)
 
-    new = score(checkpoint)
+    def load(data: bytes) -> tuple[torch.nn.Module, StrictConfig]:
+        model, metadata = load_checkpoint_bytes(data)
+        return model, CARDS[kind_of(cfg)].model_validate(metadata)
+
+    new = score(*load(checkpoint))
     current = tracking.champion_version(name)
     champ = None
     if current is not None and current != version:
-        champ = score(tracking.model_checkpoint(f"models:/{name}/{current}"))
+        model, champ_card = load(tracking.model_checkpoint(f"models:/{name}/{current}"))
+        if getattr(champ_card, "encoder", None) != encoder:
+            print(f"[train {cfg.domain}] champion {name}/{current} belongs to the encoder {champ_card.encoder}, "
+                  f"this model to {encoder}: not comparable, {name}/{version} becomes champion")
+            tracking.set_champion(name, version)
+            return True, new, None
+        champ = score(model, champ_card)
         if not new < champ:
             return False, new, champ
     tracking.set_champion(name, version)

@@ -14,6 +14,7 @@ from infra.ray_cluster import apply_worker_env
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
+from tasks.builders import load_autoencoder
 from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_rows, features_table
 
 
@@ -22,20 +23,24 @@ ITEM_KEYS = ("key", "clips_url", "entry", "name")
 
 
 class FeatureShardWorker:
-    def __init__(self, cfg_json: str, out_url: str, torch_threads: int = 1):
+    def __init__(self, cfg_json: str, out_url: str, torch_threads: int = 1, encoder_checkpoint: bytes | None = None):
         import torch
 
         apply_worker_env()
         torch.set_num_threads(torch_threads)
         self.cfg = FeatureConfig.model_validate_json(cfg_json)
         self.front_end = LogMel(self.cfg.mel)
+        # latent features: the pinned encoder, from the bytes the driver read once (a worker on
+        # another node has no registry access of its own to rely on)
+        self.encoder = (load_autoencoder(encoder_checkpoint, str(self.cfg.encoder), self.cfg.mel).model
+                        if encoder_checkpoint is not None else None)
         self.out = ShardedDataset.at(out_url, "features")
 
     def compute(self, item: dict) -> tuple[pa.Table, dict, list]:
         """One clips shard -> its features table, per-domain statistics and quarantine rows."""
         clips = ShardedDataset.at(str(item["clips_url"]), "clips")
         table = clips.read_shard(ShardEntry.model_validate_json(str(item["entry"])), CLIP_COLUMNS_FOR_FEATURES)
-        rows, stats, bad = feature_rows(table, self.cfg, self.front_end)
+        rows, stats, bad = feature_rows(table, self.cfg, self.front_end, self.encoder)
         return features_table(rows), stats, bad
 
     def write(self, item: dict, table: pa.Table, stats: dict, bad: list) -> dict:
@@ -58,9 +63,12 @@ def feature_set_url(out_root_url: str, cfg: FeatureConfig) -> str:
 
 
 def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfig,
-                     num_actors: int = 2, local: bool = False) -> dict:
+                     num_actors: int = 2, local: bool = False, encoder_checkpoint: bytes | None = None) -> dict:
     """Featurise every manifest-listed clips shard not yet featurised. Returns a summary.
-    `local=True` runs the same worker in-process (no Ray): for debugging and tiny inputs."""
+    `local=True` runs the same worker in-process (no Ray): for debugging and tiny inputs.
+    kind=latent: `encoder_checkpoint` holds the bytes of the autoencoder `cfg.encoder` pins."""
+    if (cfg.kind == "latent") != (encoder_checkpoint is not None):
+        raise ValueError("latent features need the encoder's checkpoint bytes, and only they do")
     out_url = feature_set_url(out_root_url, cfg)
     out = ShardedDataset.at(out_url, "features")
     manifest = out.manifest()
@@ -82,7 +90,8 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
                          "expected clips from `reinstrument ingest` or `corpus build`")
     if not todo:
         return {"features_url": out_url, "shards_added": 0, "rows": manifest.num_rows, "skipped": len(done)}
-    results = _run_local(todo, cfg, out_url) if local else _run_ray(todo, cfg, out_url, num_actors)
+    results = (_run_local(todo, cfg, out_url, encoder_checkpoint) if local
+               else _run_ray(todo, cfg, out_url, num_actors, encoder_checkpoint))
     for r in results:  # parse each returned entry once
         r["entry"] = ShardEntry.model_validate_json(r["entry"])
     results.sort(key=lambda r: r["entry"].name)
@@ -108,12 +117,13 @@ def extract_features(clips_urls: list[str], out_root_url: str, cfg: FeatureConfi
             "skipped": len(done), "quarantined": len(bad)}
 
 
-def _run_local(todo: list[dict], cfg: FeatureConfig, out_url: str) -> list[dict]:
+def _run_local(todo: list[dict], cfg: FeatureConfig, out_url: str, encoder_checkpoint: bytes | None) -> list[dict]:
     """In-process, two stages: shard k is serialised, hashed and written (single-threaded
     Parquet + sha256 + fsync) on a writer thread while shard k+1 is decoded and transformed."""
     from infra.progress import progress
 
-    worker = FeatureShardWorker(cfg.model_dump_json(), out_url, torch_threads=os.cpu_count() or 1)
+    worker = FeatureShardWorker(cfg.model_dump_json(), out_url, torch_threads=os.cpu_count() or 1,
+                                encoder_checkpoint=encoder_checkpoint)
     results: list[dict] = []
     with ThreadPoolExecutor(1) as writer:
         pending = None
@@ -127,7 +137,8 @@ def _run_local(todo: list[dict], cfg: FeatureConfig, out_url: str) -> list[dict]
     return results
 
 
-def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int) -> list[dict]:
+def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int,
+             encoder_checkpoint: bytes | None) -> list[dict]:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -140,6 +151,6 @@ def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int
     threads = max(1, cpus // max(num_actors, 1))
     ds = ray.data.from_items(todo, override_num_blocks=len(todo)).map_batches(
         FeatureShardWorker, fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "out_url": out_url,
-                                                   "torch_threads": threads},
+                                                   "torch_threads": threads, "encoder_checkpoint": encoder_checkpoint},
         batch_size=1, compute=ActorPoolStrategy(size=num_actors), num_cpus=threads)
     return list(ds.take_all())

@@ -99,13 +99,17 @@ class _State:
     adversary: _Adversary | None = None
 
 
-def initial_weights(model: torch.nn.Module, init: bytes, cfg: SolverConfig) -> None:
-    """Load a fine-tuning start (cfg.init_from) into `model`; refuses another kind or a different
-    architecture by name (a shape mismatch would otherwise surface as a bare state-dict error)."""
+def initial_weights(model: torch.nn.Module, init: bytes, cfg: SolverConfig, card: dict) -> None:
+    """Load a fine-tuning start (cfg.init_from) into `model`; refuses another kind, a latent model
+    of another encoder, or a different architecture by name (a shape mismatch would otherwise
+    surface as a bare state-dict error)."""
     start, metadata = load_checkpoint_bytes(init)
     if metadata.get("kind", "denoiser") != kind_of(cfg):
         raise ValueError(f"init_from {cfg.init_from} is a {metadata.get('kind', 'denoiser')} model; this run trains "
                          f"a {kind_of(cfg)} (fine-tune from a model of the same kind)")
+    if metadata.get("encoder") != card.get("encoder"):
+        raise ValueError(f"init_from {cfg.init_from} models the latents of {metadata.get('encoder') or 'no encoder (log-mel)'}; "
+                         f"these features are of {card.get('encoder') or 'no encoder (log-mel)'}")
     try:
         model.load_state_dict(start.state_dict(), strict=True)
     except RuntimeError as e:
@@ -119,7 +123,7 @@ def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init:
     torch.manual_seed(cfg.seed)
     model = build_model(kind.architecture())
     if init is not None and not run.exists(L.LATEST):
-        initial_weights(model, init, cfg)
+        initial_weights(model, init, cfg, card)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _State(cfg, card, run, model, ema, opt, 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []})
@@ -194,7 +198,7 @@ def train_loop(loop: dict) -> None:
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} is not divisible by {world} workers")
     data = loop.get("data") or training_data(cfg, card, _rows_from_ray() if isinstance(cfg, TrainConfig) else None)
-    kind = make_kind(cfg, card, data)
+    kind = make_kind(cfg, card, data, loop.get("encoder_weights"))
     device = torch.device("cpu")
     if logistics.use_gpu:
         import ray.train.torch
@@ -267,7 +271,8 @@ def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: Strict
             "run_url": run_url, "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,
             "mlflow_run_id": mlflow_run_id,
             # read here, once: workers on other nodes need not reach the registry
-            "init_weights": tracking.model_checkpoint(cfg.init_from) if cfg.init_from else None}
+            "init_weights": tracking.model_checkpoint(cfg.init_from) if cfg.init_from else None,
+            "encoder_weights": tracking.model_checkpoint(card.encoder) if getattr(card, "encoder", None) else None}
     if logistics.num_workers == 0:
         train_loop({**loop, "data": training_data(cfg, card)})
         return

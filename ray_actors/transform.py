@@ -25,7 +25,7 @@ from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
 from tasks.errors import clean_reason
 from infra.tracking import model_checkpoint
 from schemas.records import RunLayout
-from tasks.builders import LoadedModel, load_model, load_vocoder
+from tasks.builders import LoadedModel, load_autoencoder, load_model, load_vocoder
 from tasks.transform import Transformer, output_key
 
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
@@ -56,8 +56,11 @@ class ClipTransformer:
         target, source = load_models(self.cfg, pinned)
         vocoder = (load_vocoder(model_checkpoint(pinned["vocoder_uri"]), pinned["vocoder"], target.card.mel,
                                 "cuda" if gpu else "cpu") if pinned.get("vocoder_uri") else None)
+        # a latent model's own autoencoder, as its card pins it
+        autoencoder = (load_autoencoder(model_checkpoint(target.card.encoder), target.card.encoder, target.card.mel)
+                       if target.card.encoder else None)
         self.transformer = Transformer(self.cfg, target, source, batch_windows=self.logistics.batch_windows,
-                                       device="cuda" if gpu else "cpu", bf16=gpu, vocoder=vocoder)
+                                       device="cuda" if gpu else "cpu", bf16=gpu, vocoder=vocoder, autoencoder=autoencoder)
         self.pinned, self.run, self.run_id = pinned, Storage(run_url), run_id
         self.fault_marker = fault_marker
 

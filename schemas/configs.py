@@ -153,6 +153,17 @@ class MelConfig(StrictConfig):
 class FeatureConfig(StrictConfig):
     kind: Literal["logmel", "latent"] = "logmel"
     mel: MelConfig = MelConfig()
-    segment_frames: int = Field(128, ge=8)
+    segment_frames: int = Field(128, ge=8, description="mel frames per segment (a latent segment has "
+                                "segment_frames / time_downsample latent frames)")
     segment_hop_frames: int = Field(128, ge=1)
     roles: tuple[str, ...] = ("clean", "midi_guide", "degraded")
+    # Pinned (models:/name/version or shipped:...@sha256): part of the hash, so the latents of two
+    # encoder versions land in two feature sets and never mix.
+    encoder: str | None = Field(None, description="kind=latent: the autoencoder that encodes each log-mel segment")
+
+    @model_validator(mode="after")
+    def _encoder_with_latent(self) -> "FeatureConfig":
+        if (self.kind == "latent") != (self.encoder is not None):
+            raise ValueError("kind='latent' needs an encoder (a pinned autoencoder URI), and only it: "
+                             f"got kind={self.kind!r} with encoder={self.encoder!r}")
+        return self

@@ -93,6 +93,10 @@ UNET_PRESETS: dict[str, dict] = {
     # hard); 16 channels of 3x3 convolution over (bins x frames) fixed that at ~1.4x the cost.
     "cpu-demo": dict(dims=1, widths=(128, 192, 256), res_blocks_per_level=1, attention_levels=(2,),
                      attention_heads=4, embedding_dim=128, group_norm_groups=8, local_head_channels=16),
+    # cpu-latent: the cpu-demo body on a latent's channels (no 2-D head: latent channels have no
+    # frequency order for a 3x3 kernel to exploit)
+    "cpu-latent": dict(dims=1, widths=(128, 192, 256), res_blocks_per_level=1, attention_levels=(2,),
+                       attention_heads=4, embedding_dim=128, group_norm_groups=8),
     "difftransfer": dict(dims=2, widths=(64, 128, 256, 512), res_blocks_per_level=2,
                          attention_levels=(2, 3), attention_heads=4, embedding_dim=256),
 }

@@ -21,10 +21,15 @@ class ModelCard(StrictConfig):
     kind: Literal["denoiser"] = "denoiser"
     domain: str
     role: str = "clean"
-    mean: tuple[float, ...] = Field(..., description="per-bin mean of the training features")
+    mean: tuple[float, ...] = Field(..., description="per-bin (latent: per-channel) mean of the training features")
     std: tuple[float, ...]
-    n_mels: int
+    n_mels: int = Field(..., description="bins the model reads: mel bins, or a latent model's latent channels")
     mel: MelConfig
+    # latent models (issue 19): the autoencoder their features came from, pinned; guides are
+    # encoded and outputs decoded by it, and features of any other encoder are refused
+    representation: Literal["logmel", "latent"] = "logmel"
+    encoder: str | None = Field(None, description="latent: the pinned autoencoder URI (models:/name/version or shipped:...)")
+    time_downsample: int = Field(1, ge=1, description="mel frames per model frame (latent: the encoder's)")
     features_url: str = ""
     features_fingerprint: str = ""
     train_config: dict = Field(default_factory=dict)
@@ -55,6 +60,20 @@ class VocoderCard(StrictConfig):
     card_version: Literal[1] = 1
     kind: Literal["vocoder"] = "vocoder"
     mel: MelConfig
+    domains: tuple[str, ...] | None = Field(None, description="None: every clean clip of the datasets")
+    clips_urls: tuple[str, ...] = ()
+    train_config: dict = Field(default_factory=dict)
+
+
+class AutoencoderCard(StrictConfig):
+    """What a trained mel autoencoder carries: the front end it encodes, its latent's shape, what
+    it learned from, and its training identity."""
+
+    card_version: Literal[1] = 1
+    kind: Literal["autoencoder"] = "autoencoder"
+    mel: MelConfig
+    latent_channels: int
+    time_downsample: int
     domains: tuple[str, ...] | None = Field(None, description="None: every clean clip of the datasets")
     clips_urls: tuple[str, ...] = ()
     train_config: dict = Field(default_factory=dict)

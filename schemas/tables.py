@@ -47,14 +47,14 @@ QUARANTINE = pa.schema([
 FEATURES = pa.schema([
     ("feature_id", pa.string()),       # content hash: clip_id + feature config + segment
     ("clip_id", pa.string()),
-    ("kind", pa.string()),             # logmel | latent (latent filled by a later stage)
+    ("kind", pa.string()),             # logmel | latent (the autoencoder's posterior mean of the log-mel segment)
     ("domain", pa.string()),
     ("role", pa.string()),
     ("split", pa.string()),
     ("segment_index", pa.int32()),
-    ("start_frame", pa.int32()),
-    ("num_frames", pa.int32()),        # segment length (padded to the configured length)
-    ("num_valid_frames", pa.int32()),  # frames that hold signal; the rest is the log floor
+    ("start_frame", pa.int32()),       # mel frame of the clip where the segment starts (either kind)
+    ("num_frames", pa.int32()),        # segment length in frames of its kind (padded to the configured length)
+    ("num_valid_frames", pa.int32()),  # frames that hold signal; the rest is the log floor (or its encoding)
     ("num_bins", pa.int32()),          # mel bins (logmel) or latent channels (latent)
     ("values", pa.list_(pa.float32())),  # row-major [num_bins, num_frames]
     ("config_hash", pa.string()),

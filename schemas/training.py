@@ -94,6 +94,9 @@ TRAIN_PRESETS: dict[str, dict] = {
                  checkpoint_every=20, ema_decay=0.9, validation_segments=16),
     "cpu-demo": dict(preset="cpu-demo", crop_frames=64, batch_size=16, steps=3500, lr=1e-3, warmup_steps=200,
                      checkpoint_every=500, ema_decay=0.999, validation_segments=64),
+    # latent feature sets: crops in latent frames (32 x 4 = 128 mel frames, 2.56 s: one whole segment)
+    "cpu-latent": dict(preset="cpu-latent", crop_frames=32, batch_size=16, steps=3500, lr=1e-3, warmup_steps=200,
+                       checkpoint_every=500, ema_decay=0.999, validation_segments=64),
     "gpu": dict(preset="difftransfer", crop_frames=128, batch_size=64, steps=20000, lr=2e-4, warmup_steps=1000,
                 checkpoint_every=2000, ema_decay=0.9995, validation_segments=256),
 }

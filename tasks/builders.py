@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 import torch
 
+from schemas.autoencoder import AutoencoderConfig, AutoencoderTrainConfig
 from schemas.configs import MelConfig, StrictConfig
 from schemas.diffusion import ModelConfig
-from schemas.records import ModelCard, VocoderCard
+from schemas.records import AutoencoderCard, ModelCard, VocoderCard
 from schemas.training import SolverConfig, TrainConfig
 from schemas.vocoder import DiscriminatorConfig, VocoderTrainConfig, VocosConfig
 from schemas.transform import TransformConfig
+from tasks.autoencoder.kind import AutoencoderKind, autoencoder_data
+from tasks.autoencoder.model import MelAutoencoder
 from tasks.diffusion.bridges import ddib
 from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.diffusion.conditional import conditioned, generate_conditional
@@ -36,20 +39,23 @@ from tasks.vocoder.vocos import NeuralVocoder, Vocos
 
 def build_model(cfg: StrictConfig) -> torch.nn.Module:
     """A freshly initialised model of an architecture config: the denoiser D(x; sigma) (EDM
-    eq. 7) around the configured U-Net, or the Vocos vocoder."""
+    eq. 7) around the configured U-Net, the Vocos vocoder, its discriminators, or the mel autoencoder."""
     if isinstance(cfg, ModelConfig):
         return EDMPrecond(UNet(cfg.unet), cfg.edm)
     if isinstance(cfg, VocosConfig):
         return Vocos(cfg)
     if isinstance(cfg, DiscriminatorConfig):
         return Discriminators(cfg)
-    raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig, a VocosConfig "
-                     "or a DiscriminatorConfig")
+    if isinstance(cfg, AutoencoderConfig):
+        return MelAutoencoder(cfg)
+    raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig, a VocosConfig, "
+                     "a DiscriminatorConfig or an AutoencoderConfig")
 
 
 # The training config of each model kind the solver trains (ray_actors/solver.py reads it back by name).
-TRAIN_CONFIGS: dict[str, type[SolverConfig]] = {"denoiser": TrainConfig, "vocoder": VocoderTrainConfig}
-CARDS: dict[str, type[StrictConfig]] = {"denoiser": ModelCard, "vocoder": VocoderCard}
+TRAIN_CONFIGS: dict[str, type[SolverConfig]] = {"denoiser": TrainConfig, "vocoder": VocoderTrainConfig,
+                                                "autoencoder": AutoencoderTrainConfig}
+CARDS: dict[str, type[StrictConfig]] = {"denoiser": ModelCard, "vocoder": VocoderCard, "autoencoder": AutoencoderCard}
 
 
 def kind_of(cfg: SolverConfig) -> str:
@@ -58,17 +64,28 @@ def kind_of(cfg: SolverConfig) -> str:
 
 def training_data(cfg: SolverConfig, card: StrictConfig, rows: dict[str, list] | None = None):
     """What a kind trains on: denoisers the feature rows (from Ray Data's shard when given, else
-    read here), vocoders the clean clips' audio."""
+    read here), vocoders the clean clips' audio, autoencoders their log-mels."""
     if isinstance(cfg, TrainConfig):
         return train_data_from_columns(rows if rows is not None else read_columns_local(cfg), cfg, card)
+    if isinstance(cfg, AutoencoderTrainConfig):
+        return autoencoder_data(cfg)
     return vocoder_data(cfg)
 
 
-def make_kind(cfg: SolverConfig, card: StrictConfig, data) -> ModelKind:
+def make_kind(cfg: SolverConfig, card: StrictConfig, data, encoder: bytes | None = None) -> ModelKind:
     """The model kind the training solver trains (tasks/solver.py): the denoiser (conditional,
-    the baseline, when the config pairs a source domain) or the vocoder."""
+    the baseline, when the config pairs a source domain), the vocoder or the autoencoder. A latent
+    denoiser's previews are decoded by its encoder's decoder (`encoder`: that checkpoint's bytes)."""
     if isinstance(cfg, TrainConfig):
-        return DenoiserKind(cfg, card, data, make_vocoder("griffin-lim", card.mel))
+        to_logmel = None
+        if card.representation == "latent":
+            if encoder is None:
+                raise ValueError(f"the latent model of {card.domain} needs its autoencoder ({card.encoder}) loaded")
+            ae = load_autoencoder(encoder, str(card.encoder), card.mel).model
+            to_logmel = lambda z: ae.decode(z[None].float())[0].detach()  # noqa: E731
+        return DenoiserKind(cfg, card, data, make_vocoder("griffin-lim", card.mel), to_logmel=to_logmel)
+    if isinstance(cfg, AutoencoderTrainConfig):
+        return AutoencoderKind(cfg, data)
     return VocoderKind(cfg, data)
 
 
@@ -120,6 +137,26 @@ def load_vocoder(data: bytes, name: str, mel: MelConfig | None = None, device: s
     return NeuralVocoder(model, name, device)
 
 
+@dataclass
+class LoadedAutoencoder:
+    model: MelAutoencoder
+    card: AutoencoderCard
+    name: str             # registered name/version, e.g. "reinstrument-autoencoder/2"
+
+
+def load_autoencoder(data: bytes, name: str, mel: MelConfig | None = None, device: str | torch.device = "cpu") -> LoadedAutoencoder:
+    """A trained autoencoder's checkpoint bytes -> the model (eval mode) and its card. Refuses
+    another kind of model, and one whose front end differs from the log-mels it would encode."""
+    model, metadata = load_checkpoint_bytes(data, device)
+    if not isinstance(model, MelAutoencoder) or metadata.get("kind") != "autoencoder":
+        raise ValueError(f"{name} is not an autoencoder (a {metadata.get('kind', type(model).__name__)} model); "
+                         "expected a model registered by `reinstrument train-autoencoder`")
+    card = AutoencoderCard.model_validate(metadata)
+    if mel is not None and card.mel != mel:
+        raise ValueError(f"{name} encodes other log-mels ({card.mel}) than these ({mel})")
+    return LoadedAutoencoder(model, card, name)
+
+
 def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = None) -> Embedding:
     from tasks.metrics import musicnn, vggish
 
@@ -156,6 +193,9 @@ def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel |
         raise ValueError("ddib needs the source model")
     if source.card.mel != target.card.mel:
         raise ValueError(f"ddib: source and target models use different mel configs ({source.card.mel} vs {target.card.mel})")
+    if source.card.encoder != target.card.encoder:
+        raise ValueError(f"ddib: {source.name} models the latents of {source.card.encoder or 'no encoder (log-mel)'}, "
+                         f"{target.name} those of {target.card.encoder or 'no encoder (log-mel)'}; a bridge needs one space")
     sigmas = warm_sigmas(cfg.sampler, edm, cfg.warm)
     sigma_start, steps = float(sigmas[0]), max(1, len(sigmas) - 1)
     # euler | heun only (TransformConfig refuses the others): DDIB runs the ODE both ways

@@ -1,5 +1,5 @@
-"""Log-mel features: batched torch front end, fixed-length segments, normalisation statistics,
-and Griffin-Lim for listening checks. Defaults are DiffTransfer's (see schemas.configs.MelConfig)."""
+"""Log-mel features: batched torch front end, fixed-length segments (through the mel autoencoder's
+encoder for latent features), normalisation statistics. Defaults are DiffTransfer's (see schemas.configs.MelConfig)."""
 from __future__ import annotations
 
 import math
@@ -16,6 +16,7 @@ import torchaudio
 from schemas.configs import FeatureConfig, MelConfig
 from schemas.tables import FEATURES
 from tasks.audio import clip_spans, decode_audio_bytes, stft_num_frames
+from tasks.autoencoder.model import MelAutoencoder
 from tasks.errors import clean_reason
 from tasks.ids import content_id
 
@@ -155,10 +156,32 @@ def decode_all(payloads: list[bytes]) -> list:
 CLIP_COLUMNS_FOR_FEATURES = ("clip_id", "role", "domain", "split", "source_uri", "audio_flac")
 
 
-def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel,
+# Segments per encoder call: a fixed, small batch keeps the latent of a segment independent of
+# how many segments its clip happened to have (and the memory bounded on long clips).
+ENCODE_BATCH = 16
+
+
+@torch.inference_mode()
+def encode_segments(segs: list[np.ndarray], valid: list[int], encoder: MelAutoencoder) -> list[tuple[np.ndarray, int]]:
+    """(latent [C, segment_frames / r], valid latent frames) per log-mel segment: the posterior mean."""
+    out = []
+    for k in range(0, len(segs), ENCODE_BATCH):
+        z = encoder.encode(torch.from_numpy(np.stack(segs[k:k + ENCODE_BATCH])))[0].numpy()
+        out += [(np.ascontiguousarray(m, dtype=np.float32), encoder.latent_frames(v))
+                for m, v in zip(z, valid[k:k + ENCODE_BATCH])]
+    return out
+
+
+def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel, encoder: MelAutoencoder | None = None,
                  ) -> tuple[list[dict], dict[str, BinStats], list[dict]]:
     """Feature rows for a table of clips, per-domain train statistics, and quarantine rows for
-    clips that cannot be featurised (wrong rate, undecodable)."""
+    clips that cannot be featurised (wrong rate, undecodable). kind=latent: each log-mel segment
+    through `encoder` (statistics then per latent channel)."""
+    if (cfg.kind == "latent") != (encoder is not None):
+        raise ValueError(f"kind={cfg.kind!r} features {'need' if cfg.kind == 'latent' else 'take no'} encoder")
+    if encoder is not None and cfg.segment_frames % encoder.cfg.time_downsample:
+        raise ValueError(f"segment_frames={cfg.segment_frames} is not a multiple of the encoder's time_downsample="
+                         f"{encoder.cfg.time_downsample}: a segment's last latent frame would be part padding")
     h = cfg.config_hash()
     keep = [r for r in clips.to_pylist() if r["role"] in cfg.roles]
     audio, metas, bad = [], [], []
@@ -173,10 +196,14 @@ def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel,
             metas.append(r)
     rows, stats = [], {}
     for r, m in zip(metas, logmel_batch(audio, front_end)):
-        for k, (start, seg, valid) in enumerate(segments(m, cfg)):
+        segs = segments(m, cfg)
+        values = [(seg, valid) for _, seg, valid in segs]
+        if encoder is not None:
+            values = encode_segments([v[0] for v in values], [v[1] for v in values], encoder)
+        for k, ((start, _, _), (seg, valid)) in enumerate(zip(segs, values)):
             rows.append(dict(feature_id=content_id("feature", r["clip_id"], h, k), clip_id=r["clip_id"],
                              kind=cfg.kind, domain=r["domain"], role=r["role"], split=r["split"],
-                             segment_index=k, start_frame=start, num_frames=cfg.segment_frames,
+                             segment_index=k, start_frame=start, num_frames=seg.shape[1],
                              num_valid_frames=valid, num_bins=seg.shape[0], values=seg.ravel(),
                              config_hash=h))
             if r["split"] == "train":

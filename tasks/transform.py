@@ -1,8 +1,9 @@
 """Transform clips into a target domain (pure code; the Ray actor and the flow adapt it).
 
-Per clip: log-mel of the guide -> normalised with the model's statistics -> the method on
-overlapping windows (tasks.diffusion.windows, per-item noise from (run seed, clip ID)) ->
-denormalised -> vocoded -> trimmed to the guide's duration. Model calls always see a batch of
+Per clip: log-mel of the guide (a latent model: encoded by its autoencoder, the posterior mean)
+-> normalised with the model's statistics -> the method on overlapping windows
+(tasks.diffusion.windows, per-item noise from (run seed, clip ID)) -> denormalised (a latent
+model: decoded to log-mel) -> vocoded -> trimmed to the guide's duration. Model calls always see a batch of
 exactly `batch_windows` windows (short batches are zero-padded): CPU kernels are chosen by
 shape, so a fixed shape makes each clip's result independent of what shares its batch."""
 from __future__ import annotations
@@ -18,13 +19,13 @@ import numpy as np
 import torch
 
 from schemas.transform import TransformConfig
-from tasks.builders import LoadedModel, make_method, make_vocoder
+from tasks.builders import LoadedAutoencoder, LoadedModel, make_method, make_vocoder
 from tasks.diffusion.noise import ItemNoise
 from tasks.diffusion.vocoder import Vocoder
 from tasks.diffusion.train_data import denormalise, normalise
 from tasks.diffusion.warm import warm_sigmas
 from tasks.diffusion.windows import transform_long
-from tasks.features import LogMel
+from tasks.features import LogMel, num_frames_for
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,19 @@ def output_key(clip_id: str, model_name: str, source_model: str | None, cfg: Tra
 
 class Transformer:
     def __init__(self, cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None, *,
-                 batch_windows: int = 8, device: str = "cpu", bf16: bool = False, vocoder: Vocoder | None = None):
+                 batch_windows: int = 8, device: str = "cpu", bf16: bool = False, vocoder: Vocoder | None = None,
+                 autoencoder: LoadedAutoencoder | None = None):
         self.cfg, self.target, self.source = cfg, target, source
         self.mel = target.card.mel
         self.method = make_method(cfg, target, source)  # checks the models against the method
+        self.autoencoder = _check_autoencoder(target, autoencoder)
+        # the window counts mel frames (audio time, whatever the model); a latent model sees 1/r of them
+        r = target.card.time_downsample
+        if cfg.window.window_frames % r or cfg.window.overlap_frames % r:
+            raise ValueError(f"window_frames={cfg.window.window_frames} and overlap_frames={cfg.window.overlap_frames} "
+                             f"must be multiples of {target.name}'s time_downsample={r} (mel frames per latent frame)")
+        self.window = cfg.window.model_copy(update={"window_frames": cfg.window.window_frames // r,
+                                                    "overlap_frames": cfg.window.overlap_frames // r})
         self.device = torch.device(device)
         for m in (target, source):
             if m is not None:
@@ -65,6 +75,8 @@ class Transformer:
         self.edm = target.model.cfg
         self.sigma_start = float(warm_sigmas(cfg.sampler, self.edm, cfg.warm)[0])
         self.stage_seconds = {"logmel": 0.0, "diffusion": 0.0, "vocoder": 0.0}
+        if self.autoencoder is not None:
+            self.autoencoder.model.to(self.device).eval()
 
     # -- one fixed-shape model batch ---------------------------------------------------------
     def _windows(self, guide: torch.Tensor, start_noise: torch.Tensor, noise: ItemNoise) -> torch.Tensor:
@@ -81,10 +93,9 @@ class Transformer:
     def _guide_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return (self.source or self.target).card.guide_stats(conditional_input=self.cfg.method == "conditional")
 
-    def transform(self, clip_ids: Sequence[str], audio: Sequence[np.ndarray], sample_rates_hz: Sequence[int]
-                  ) -> list[ClipOutput]:
+    def guides(self, audio: Sequence[np.ndarray], sample_rates_hz: Sequence[int]) -> tuple[list[torch.Tensor], list[int]]:
+        """(the guides in the model's normalised space [bins, frames], their lengths in samples)."""
         sr = self.mel.sample_rate_hz
-        t0 = time.perf_counter()
         guides, lengths = [], []
         for x, rate in zip(audio, sample_rates_hz):
             x = np.asarray(x, np.float32)
@@ -93,17 +104,35 @@ class Transformer:
             if rate != sr:
                 x = librosa.resample(x, orig_sr=rate, target_sr=sr, res_type="soxr_hq")
             lengths.append(len(x))
-            guides.append(self.front(torch.from_numpy(x)[None])[0])
+            g = self.front(torch.from_numpy(x)[None])
+            if self.autoencoder is not None:
+                with torch.no_grad():
+                    g = self.autoencoder.model.encode(g.to(self.device))[0].cpu()
+            guides.append(g[0])
         mean, std = self._guide_stats()
-        normed = [normalise(g, mean, std) for g in guides]
+        return [normalise(g, mean, std) for g in guides], lengths
+
+    def to_logmel(self, out: torch.Tensor, mel_frames: int) -> torch.Tensor:
+        """A model-space output [bins, frames] -> log-mel [n_mels, mel_frames]."""
+        x = denormalise(out, self.target.card.mean, self.target.card.std)
+        if self.autoencoder is None:
+            return x
+        with torch.no_grad():
+            return self.autoencoder.model.decode(x[None].to(self.device), mel_frames)[0].cpu()
+
+    def transform(self, clip_ids: Sequence[str], audio: Sequence[np.ndarray], sample_rates_hz: Sequence[int]
+                  ) -> list[ClipOutput]:
+        sr = self.mel.sample_rate_hz
+        t0 = time.perf_counter()
+        normed, lengths = self.guides(audio, sample_rates_hz)
         t1 = time.perf_counter()
-        outs = transform_long(self._windows, normed, list(clip_ids), self.cfg.window, self.cfg.seed,
+        outs = transform_long(self._windows, normed, list(clip_ids), self.window, self.cfg.seed,
                               max_batch_windows=self.batch_windows)
         t2 = time.perf_counter()
         results = []
         for cid, o, n in zip(clip_ids, outs, lengths):
             try:
-                y = self.vocoder(denormalise(o, self.target.card.mean, self.target.card.std).numpy())
+                y = self.vocoder(self.to_logmel(o, num_frames_for(n, self.mel)).numpy())
             except ValueError as e:  # e.g. a non-finite mel: the clip is named in its quarantine row
                 raise ValueError(f"clip {cid}: {e}") from None
             y = np.pad(y, (0, max(0, n - len(y))))[:n].astype(np.float32)
@@ -113,3 +142,19 @@ class Transformer:
             self.stage_seconds[k] += v
         per_clip = (t3 - t0) / max(1, len(results))
         return [ClipOutput(y, sr, per_clip) for y in results]
+
+
+def _check_autoencoder(target: LoadedModel, autoencoder: LoadedAutoencoder | None) -> LoadedAutoencoder | None:
+    """A latent model's own autoencoder (the one its card pins), and none for a log-mel model."""
+    card = target.card
+    if card.representation != "latent":
+        if autoencoder is not None:
+            raise ValueError(f"{target.name} models log-mels; it takes no autoencoder (got {autoencoder.name})")
+        return None
+    if autoencoder is None:
+        raise ValueError(f"{target.name} is a latent model: pass its autoencoder ({card.encoder}) loaded "
+                         "(tasks/builders.load_autoencoder)")
+    if autoencoder.card.latent_channels != card.n_mels or autoencoder.card.time_downsample != card.time_downsample:
+        raise ValueError(f"{autoencoder.name} makes {autoencoder.card.latent_channels} x 1/{autoencoder.card.time_downsample} "
+                         f"latents; {target.name} models {card.n_mels} x 1/{card.time_downsample} ones of {card.encoder}")
+    return autoencoder

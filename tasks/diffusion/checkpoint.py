@@ -9,6 +9,7 @@ import json
 
 import torch
 
+from schemas.autoencoder import AutoencoderConfig
 from schemas.configs import StrictConfig
 from schemas.diffusion import ModelConfig
 from schemas.vocoder import VocosConfig
@@ -17,11 +18,12 @@ CHECKPOINT_FORMAT = "reinstrument.checkpoint"
 CHECKPOINT_VERSION = 1
 TRAIN_STATE_FORMAT = "reinstrument.train_state"
 # The architecture configs a checkpoint may name; files without the key are denoisers (the first kind).
-ARCHITECTURES: dict[str, type[StrictConfig]] = {"denoiser": ModelConfig, "vocos": VocosConfig}
+ARCHITECTURES: dict[str, type[StrictConfig]] = {"denoiser": ModelConfig, "vocos": VocosConfig,
+                                               "mel_autoencoder": AutoencoderConfig}
 
 
 def architecture_of(model: torch.nn.Module) -> StrictConfig:
-    """The architecture config a model was built from (EDMPrecond: U-Net + EDM; Vocos: its own)."""
+    """The architecture config a model was built from (EDMPrecond: U-Net + EDM; others: their own)."""
     if hasattr(model, "net"):
         return ModelConfig(unet=model.net.cfg, edm=model.cfg)
     return model.cfg

@@ -4,6 +4,8 @@ paired source segments as the condition for the conditional baseline (DiffTransf
 are samples of the EMA model from noise (Heun, EDM Algorithm 1) as spectrograms and audio."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -25,8 +27,11 @@ PREVIEW_STEPS = 18  # Heun steps of a preview sample: EDM's CIFAR-10 setting, en
 
 class DenoiserKind:
     def __init__(self, cfg: TrainConfig, card: ModelCard, data: TrainData, vocoder: Vocoder, *,
-                 preview_items: int = 2, preview_steps: int = PREVIEW_STEPS):
+                 preview_items: int = 2, preview_steps: int = PREVIEW_STEPS,
+                 to_logmel: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """`to_logmel`: a latent model's decoder ([bins, frames] of its features -> log-mel)."""
         self.cfg, self.card, self.data, self.vocoder = cfg, card, data, vocoder
+        self.to_logmel = to_logmel or (lambda x: x)
         self.preview_items, self.preview_steps = preview_items, preview_steps
 
     def architecture(self) -> ModelConfig:
@@ -64,11 +69,11 @@ class DenoiserKind:
         denoiser = ema.eval() if cond is None else conditioned(ema.eval(), cond.to(dev))
         with torch.no_grad():
             y = heun(denoiser, x.to(dev), karras_sigmas(self.preview_steps, cfg.edm.sigma_min, cfg.edm.sigma_max)).cpu()
-        logmels = [denormalise(s, card.mean, card.std).numpy() for s in y]
+        logmels = [self.to_logmel(denormalise(s, card.mean, card.std)).numpy() for s in y]
         titles = [f"{cfg.domain} sample {k}, step {step}" for k in range(n)]
         shown = list(logmels)
         if cond is not None:
-            shown += [denormalise(c, *card.guide_stats(conditional_input=True)).numpy() for c in cond]
+            shown += [self.to_logmel(denormalise(c, *card.guide_stats(conditional_input=True))).numpy() for c in cond]
             titles += [f"source {k} ({cfg.cond_domain})" for k in range(n)]
         files = {f"step-{step:06d}.png": spectrograms_png(shown, titles, frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples,
                                                            f_max_hz=mel.f_max_hz)}

@@ -81,6 +81,10 @@ def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, card: Model
             return None
         return t[0], t[1], t[2], (subset(split, "cond_values", True)[0] if cfg.paired else None)
 
+    if cols["num_frames"] and cfg.crop_frames > int(cols["num_frames"][0]):
+        raise ValueError(f"crop_frames={cfg.crop_frames} exceeds the segments of {cfg.features_url} "
+                         f"({cols['num_frames'][0]} frames; a latent set has segment_frames / time_downsample): "
+                         "choose a preset for it (cpu-latent for latent sets) or a smaller crop_frames")
     train = split_data("train")
     if train is None:
         raise ValueError(f"no train rows for domain={cfg.domain!r} role={cfg.role!r}"
