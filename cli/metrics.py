@@ -88,15 +88,17 @@ def metrics_copy_synthesis(
     reference_split: str = typer.Option("train", help="The real clips FAD is measured against."),
     limit: int = typer.Option(None, help="At most this many held-out clips per domain."),
     griffin_lim_iters: int = typer.Option(32, help="Griffin-Lim iterations."),
+    autoencoder: str = typer.Option(None, help="Also decode through this autoencoder first (encode, decode, then "
+                                               "the vocoder), e.g. models:/reinstrument-autoencoder@champion."),
 ):
     """What a decoder alone costs: held-out clips through log-mel and back (Griffin-Lim, the
-    vocoder), FAD against real clips, LSD and multi-resolution STFT distance, pitch JD against
-    the original clip, speed."""
+    vocoder, the autoencoder then the vocoder), FAD against real clips, LSD and multi-resolution
+    STFT distance, pitch JD against the original clip, speed."""
     from jobs.copy_synthesis import copy_synthesis_job
 
     try:
         rows = copy_synthesis_job(clips, list(domain), vocoder=vocoder, split=split, reference_split=reference_split,
-                                  limit=limit, griffin_lim_iters=griffin_lim_iters)
+                                  limit=limit, griffin_lim_iters=griffin_lim_iters, autoencoder=autoencoder)
     except (ValueError, FileNotFoundError) as e:
         fail(e)
     print_rows([{"domain": r.domain, "decoder": r.decoder, "clips": r.clips,

@@ -4,7 +4,8 @@ trained vocoder when named); the real clips themselves are the floor. Per (domai
 FAD against the *real* train clips of the same domain (musicnn-msd), log-spectral distance and
 multi-resolution STFT distance to the original, pitch JD against the original (Basic Pitch: does
 the decoder add or lose notes? a frame-rate buzz is heard as a low note), and decoding speed
-(audio seconds per second)."""
+(audio seconds per second). With an autoencoder named, one more decoder: the log-mel through the
+autoencoder (encode, decode) and then the vocoder, the latent path's floor."""
 from __future__ import annotations
 
 import time
@@ -16,8 +17,9 @@ import torch
 from infra.settings import get_settings
 from infra.tracking import model_checkpoint, resolve_model
 from schemas.configs import MelConfig
-from tasks.builders import load_vocoder, make_embedding, make_vocoder
+from tasks.builders import load_autoencoder, load_vocoder, make_embedding, make_vocoder
 from tasks.diffusion.vocoder import Vocoder
+from tasks.autoencoder.model import reconstruct
 from tasks.features import LogMel
 from tasks.metrics.enhancement import log_spectral_distance_db
 from tasks.metrics.fad import embed_set, fad
@@ -63,7 +65,7 @@ def _mean_jd(decoded: list[np.ndarray], originals: list[np.ndarray]) -> float | 
 
 def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | None = None, split: str = "test",
                        reference_split: str = "train", limit: int | None = None, griffin_lim_iters: int = 32,
-                       embedding: str = "musicnn", seed: int = 0) -> list[CopySynthesisRow]:
+                       embedding: str = "musicnn", seed: int = 0, autoencoder: str | None = None) -> list[CopySynthesisRow]:
     mel = MelConfig()
     emb = make_embedding(embedding, get_settings().weights_dir)
     tracker = BasicPitch(get_settings().weights_dir)
@@ -71,6 +73,11 @@ def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | Non
     if vocoder:
         uri, name = resolve_model(vocoder)
         decoders[name] = load_vocoder(model_checkpoint(uri), name, mel)
+    if autoencoder:
+        uri, ae_name = resolve_model(autoencoder)
+        ae = load_autoencoder(model_checkpoint(uri), ae_name, mel).model
+        last = list(decoders)[-1]  # the named vocoder, else Griffin-Lim
+        decoders[f"{ae_name} + {last}"] = lambda logmel, v=decoders[last]: v(reconstruct(ae, logmel))
     rows = []
     for domain in domains:
         held = list(audio_items(clips_url, domain=domain, role="clean", split=split, limit=limit))

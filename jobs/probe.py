@@ -11,6 +11,7 @@ import torch
 from infra.datasets import ShardedDataset
 from infra.tracking import model_checkpoint, resolve_model
 from schemas.diffusion import SamplerConfig, WarmStartConfig
+from schemas.records import FeatureSetExtra
 from tasks.builders import load_model
 from tasks.diffusion.noise import ItemNoise, item_seed
 from tasks.diffusion.train_data import denormalise, normalise
@@ -39,6 +40,10 @@ def probe_job(model_uri: str, features_url: str, guide_domain: str, t_inits: lis
     pinned, name = resolve_model(model_uri)
     loaded = load_model(model_checkpoint(pinned), name)
     model, card = loaded.model, loaded.card
+    features = FeatureSetExtra.of(ShardedDataset.at(features_url, "features").manifest().extra, features_url).config
+    if features.encoder != card.encoder:  # a latent model reads only its own encoder's latents
+        raise ValueError(f"{name} models {f'the latents of {card.encoder}' if card.encoder else 'log-mels'}; "
+                         f"{features_url} holds {f'the latents of {features.encoder}' if features.encoder else 'log-mels'}")
     target = card.domain
     probe = fit_probe(_segments(features_url, target, ("train",))[0],
                       _segments(features_url, guide_domain, ("train",))[0], seed)

@@ -108,7 +108,7 @@ def load_model(data: bytes, name: str, device: str | torch.device = "cpu") -> Lo
     """A registered model's checkpoint bytes -> the model and its card."""
     model, metadata = load_checkpoint_bytes(data, device)
     if metadata.get("kind", "denoiser") != "denoiser":
-        raise ValueError(f"{name} is a {metadata['kind']} model; expected a denoiser (`reinstrument train`)")
+        raise ValueError(f"{name} is not a denoiser but a {metadata['kind']} model; expected a denoiser (`reinstrument train`)")
     try:
         card = ModelCard.model_validate(metadata)
     except ValueError as e:

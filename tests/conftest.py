@@ -72,6 +72,21 @@ def s3_bucket(s3_env):
     yield name
 
 
+@pytest.fixture(scope="module")
+def mlflow_env(s3_env, tmp_path_factory):
+    """MLflow on a sqlite file with its artifact store on the moto S3 (one bucket per module)."""
+    import boto3
+
+    bucket = f"ri-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    os.environ["REINSTRUMENT_MLFLOW_ARTIFACTS"] = f"s3://{bucket}/mlflow"
+    yield bucket
+    for k, v in saved.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
 @pytest.fixture(scope="session")
 def ray_local(s3_env):
     """Local Ray, started after the S3 variables are set so its workers inherit them."""

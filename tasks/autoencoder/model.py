@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -86,3 +87,11 @@ def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per example, averaged over latent values (Kingma &
     Welling 2014, appendix B: -1/2 sum(1 + log s^2 - m^2 - s^2))."""
     return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).mean(1)
+
+
+@torch.inference_mode()
+def reconstruct(model: MelAutoencoder, logmel: np.ndarray) -> np.ndarray:
+    """decode(encode(x)) of one log-mel [n_mels, frames] (the posterior mean): what a latent model's
+    output at its best can be."""
+    x = torch.from_numpy(np.ascontiguousarray(logmel, np.float32))[None]
+    return model.decode(model.encode(x)[0], x.shape[-1])[0].numpy()

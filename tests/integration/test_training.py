@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 
 import boto3
 import pytest
@@ -19,18 +18,6 @@ from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 
 pytestmark = pytest.mark.integration
 DOMAIN = "flute"
-
-
-@pytest.fixture(scope="module")
-def mlflow_env(s3_env, tmp_path_factory):
-    bucket = f"ri-{uuid.uuid4().hex[:12]}"
-    boto3.client("s3").create_bucket(Bucket=bucket)
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    os.environ["REINSTRUMENT_MLFLOW_ARTIFACTS"] = f"s3://{bucket}/mlflow"
-    yield bucket
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 @pytest.fixture(scope="module")

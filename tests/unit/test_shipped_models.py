@@ -30,3 +30,21 @@ def test_the_shipped_vocoder_matches_its_card_and_decodes_a_tone():
     assert y.shape == ((logmel.shape[-1] - 1) * 320,) and np.isfinite(y).all() and np.abs(y).max() > 1e-3
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
     assert abs(np.argmax(spectrum) * 16000 / len(y) - 440) < 15
+
+
+def test_the_shipped_autoencoder_matches_its_card_and_keeps_a_tone_where_it_was():
+    from tasks.autoencoder.model import reconstruct
+    from tasks.builders import load_autoencoder
+
+    card = json.loads((WEIGHTS / "autoencoder" / "card.json").read_text())
+    data = (WEIGHTS / "autoencoder" / "model.pt").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == card["sha256"] and len(data) == card["bytes"] <= 20 * 2**20
+    assert card["kind"] == "autoencoder" and card["training_command"] and card["corpus_command"]
+    ae = load_autoencoder(data, card["model"], MelConfig())
+    assert ae.card.mel.n_mels * ae.card.time_downsample / ae.card.latent_channels == card["compression"] >= 8
+    logmel = LogMel(MelConfig())(torch.from_numpy(tone(440, 2.0))[None])[0].numpy()
+    y = reconstruct(ae.model, logmel)
+    assert y.shape == logmel.shape and np.isfinite(y).all()
+    # the tone's strongest mel bin survives the round trip, at the card's validation error or better
+    assert np.argmax(y[:, 50]) == np.argmax(logmel[:, 50])
+    assert float(np.abs(y - logmel).mean()) <= 2 * card["metrics"]["val_l1_log_mel"]

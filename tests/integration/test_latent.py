@@ -1,0 +1,113 @@
+"""The latent path end to end on real services (moto S3, local Ray, MLflow with S3 artifacts):
+an autoencoder trained and registered, latent feature shards written by Ray actors (exactly once,
+resumable, its encoder pinned in the set's identity), a latent denoiser trained on them, refused
+with features of another encoder, and a transform through Ray that encodes, warm-starts and decodes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from schemas.autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig
+from schemas.configs import FeatureConfig
+from schemas.diffusion import SamplerConfig, WarmStartConfig
+from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def encoders(mlflow_env, built_corpus, tmp_path_factory):
+    """Two registered autoencoder versions (seeds 0 and 1)."""
+    from jobs.train import train_job
+
+    clips = built_corpus[1].clips_url
+    out = str(tmp_path_factory.mktemp("ae-training"))
+    return [train_job(AutoencoderTrainConfig(clips_urls=(clips,), seed=seed, **AUTOENCODER_PRESETS["tiny"]),
+                      TrainLogistics(num_workers=0, out_url=out, experiment="reinstrument-autoencoder"))
+            for seed in (0, 1)]
+
+
+def _latent_features(clips_url: str, bucket: str, encoder: str, local: bool) -> dict:
+    from jobs.data import features_job
+
+    cfg = FeatureConfig(kind="latent", encoder=encoder, segment_frames=64, segment_hop_frames=32, roles=("clean",))
+    return features_job([clips_url], f"s3://{bucket}/features", cfg, actors=2, local=local)
+
+
+def test_latent_sets_are_pinned_exactly_once_and_never_mix_encoders(encoders, mlflow_env, built_corpus, ray_local):
+    from infra import tracking
+    from infra.datasets import ShardedDataset
+    from schemas.records import FeatureSetExtra
+    from tasks.audio import decode_audio_bytes
+    from tasks.builders import load_autoencoder
+    from tasks.features import LogMel, segments
+
+    assert [e["model_version"] for e in encoders] == ["1", "2"]
+    clips_url = built_corpus[1].clips_url
+    first = _latent_features(clips_url, mlflow_env, "auto", local=False)  # Ray actors
+    assert first["shards_added"] > 0
+    ds = ShardedDataset.at(first["features_url"], "features")
+    extra = FeatureSetExtra.of(ds.manifest().extra, first["features_url"])
+    champion = tracking.champion_version("reinstrument-autoencoder")
+    assert extra.config.encoder == f"models:/reinstrument-autoencoder/{champion}", "the alias is pinned to a version"
+    rows = ds.read(["kind", "clip_id", "segment_index", "num_bins", "num_frames", "num_valid_frames", "values"]).to_pylist()
+    assert {(r["kind"], r["num_bins"], r["num_frames"]) for r in rows} == {("latent", 8, 16)}
+    assert all(1 <= r["num_valid_frames"] <= 16 for r in rows)
+    assert all(len(v["sum"]) == 8 for w in extra.stats.values() for v in w.values()), "statistics per latent channel"
+
+    # a row is the posterior mean of its log-mel segment
+    ae = load_autoencoder(tracking.model_checkpoint(extra.config.encoder), "ae").model
+    clip = ShardedDataset.at(clips_url, "clips").read(["clip_id", "audio_flac"]).to_pylist()
+    row = rows[0]
+    audio = decode_audio_bytes(next(c["audio_flac"] for c in clip if c["clip_id"] == row["clip_id"]))[0]
+    logmel = LogMel(extra.config.mel)(torch.from_numpy(np.asarray(audio, np.float32))[None])[0].numpy()
+    seg = segments(logmel, extra.config)[row["segment_index"]][1]
+    with torch.no_grad():
+        expected = ae.encode(torch.from_numpy(seg)[None])[0][0].numpy()
+    np.testing.assert_allclose(np.asarray(row["values"]).reshape(8, 16), expected, atol=1e-5)
+
+    # a re-run adds nothing (in-process this time: the same set, the same pinned encoder)
+    again = _latent_features(clips_url, mlflow_env, f"models:/reinstrument-autoencoder/{champion}", local=True)
+    assert again["features_url"] == first["features_url"] and again["shards_added"] == 0
+    # the other encoder version makes another set
+    other_version = "2" if champion == "1" else "1"
+    other = _latent_features(clips_url, mlflow_env, f"models:/reinstrument-autoencoder/{other_version}", local=True)
+    assert other["features_url"] != first["features_url"] and other["shards_added"] > 0
+
+
+def test_a_latent_model_trains_refuses_another_encoder_and_transforms_on_ray(encoders, mlflow_env, built_corpus,
+                                                                             ray_local, tmp_path):
+    from infra import tracking
+    from infra.datasets import ShardedDataset
+    from jobs.train import train_job
+    from jobs.transform import transform_job
+
+    clips_url = built_corpus[1].clips_url
+    sets = {v: _latent_features(clips_url, mlflow_env, f"models:/reinstrument-autoencoder/{v}", local=True)["features_url"]
+            for v in ("1", "2")}
+    logistics = TrainLogistics(num_workers=0, out_url=str(tmp_path / "training"))
+    with pytest.raises(ValueError, match="crop_frames=32 exceeds the segments .*cpu-latent"):
+        train_job(TrainConfig(domain="flute", features_url=sets["1"], **TRAIN_PRESETS["tiny"]), logistics)
+    tiny = {**TRAIN_PRESETS["tiny"], "crop_frames": 16, "steps": 20}
+    res = train_job(TrainConfig(domain="flute", features_url=sets["1"], **tiny), logistics)
+    name = f"reinstrument-flute-latent/{res['model_version']}"
+    assert res["champion"] is True and tracking.champion_version("reinstrument-flute") is None, \
+        "a latent model never takes a log-mel model's name"
+    from tasks.builders import load_model
+
+    card = load_model(tracking.model_checkpoint(f"models:/{name}"), name).card
+    assert (card.representation, card.encoder, card.n_mels, card.time_downsample) == \
+        ("latent", "models:/reinstrument-autoencoder/1", 8, 4)
+    with pytest.raises(ValueError, match="models the latents of models:/reinstrument-autoencoder/1; these features "
+                                         "are of models:/reinstrument-autoencoder/2"):
+        train_job(TrainConfig(domain="flute", features_url=sets["2"], init_from=f"models:/{name}", **tiny), logistics)
+
+    cfg = TransformConfig(model=f"models:/{name}", task="timbre", warm=WarmStartConfig(t_init=0.5),
+                          sampler=SamplerConfig(steps=4), vocoder="griffin-lim", vocoder_iters=2)
+    log = TransformLogistics(num_actors=2, clips_per_task=1, out_url=f"s3://{mlflow_env}/out")
+    out = transform_job(clips_url, InputSelection(domain="violin", limit=2), cfg, log)
+    assert out["transformed"] == 2 and out["failed"] == 0
+    table = ShardedDataset.at(out["outputs_url"], "outputs").read(["model", "duration_s"]).to_pylist()
+    assert {r["model"] for r in table} == {name} and all(r["duration_s"] > 1 for r in table)
