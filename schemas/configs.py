@@ -161,6 +161,14 @@ class FeatureConfig(StrictConfig):
     # encoder versions land in two feature sets and never mix.
     encoder: str | None = Field(None, description="kind=latent: the autoencoder that encodes each log-mel segment")
 
+    def config_hash(self) -> str:
+        """A log-mel config hashes as it did before `encoder` existed: its sets, feature IDs (and so
+        every seeded draw over them) stay the same."""
+        d = self.model_dump(mode="json")
+        if d["encoder"] is None:
+            del d["encoder"]
+        return config_hash(d)
+
     @model_validator(mode="after")
     def _encoder_with_latent(self) -> "FeatureConfig":
         if (self.kind == "latent") != (self.encoder is not None):
