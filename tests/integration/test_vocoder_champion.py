@@ -36,7 +36,7 @@ def _register(checkpoint: bytes, name: str) -> str:
 
 def test_champion_moves_only_to_a_vocoder_with_lower_copy_synthesis_fad(registry, built_corpus):
     from infra import tracking
-    from jobs.train import promote
+    from jobs.train import model_card, promote
     from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
     from tasks.builders import build_model, load_checkpoint_bytes
     from tasks.diffusion.checkpoint import checkpoint_bytes
@@ -50,16 +50,16 @@ def test_champion_moves_only_to_a_vocoder_with_lower_copy_synthesis_fad(registry
     name = "reinstrument-vocoder"
 
     first = _register(untrained, name)
-    promoted, score, champ = promote(cfg, name, first, untrained)
+    promoted, score, champ = promote(cfg, model_card(cfg), name, first, untrained)
     assert promoted and champ is None  # nothing to beat yet
     second = _register(trained, name)
-    promoted, trained_score, untrained_score = promote(cfg, name, second, trained)
+    promoted, trained_score, untrained_score = promote(cfg, model_card(cfg), name, second, trained)
     assert promoted and trained_score < untrained_score
     assert untrained_score == pytest.approx(score)  # the champion re-scored on the same clips, same figure
     assert tracking.champion_version(name) == second
 
     third = _register(untrained, name)  # the worse model again: registered, but the alias stays
-    promoted, score3, champ3 = promote(cfg, name, third, untrained)
+    promoted, score3, champ3 = promote(cfg, model_card(cfg), name, third, untrained)
     assert not promoted and score3 == pytest.approx(untrained_score) and champ3 == pytest.approx(trained_score)
     assert tracking.champion_version(name) == second
 
