@@ -14,17 +14,23 @@ AUTOENCODER_MODEL = "reinstrument-autoencoder"
 _noticed: set[str] = set()
 
 
+def _champion_or_shipped(registered: str, kind: str) -> str | None:
+    """`auto`'s spec: the registered champion, else the file the repository ships, else None."""
+    if tracking.champion_version(registered) is not None:
+        return f"models:/{registered}@{tracking.CHAMPION}"
+    if tracking.shipped_path(kind).is_file():
+        return f"{tracking.SHIPPED}{kind}"
+    return None
+
+
 def resolve_vocoder(spec: str) -> tuple[str | None, str | None]:
     """(pinned URI, name) of the decoder a config names; (None, None) is Griffin-Lim. `auto` is the
     registered champion vocoder, else the shipped one, else Griffin-Lim with a one-line notice."""
     if spec == "griffin-lim":
         return None, None
     if spec == "auto":
-        if tracking.champion_version(VOCODER_MODEL) is not None:
-            spec = f"models:/{VOCODER_MODEL}@{tracking.CHAMPION}"
-        elif tracking.shipped_path("vocoder").is_file():
-            spec = f"{tracking.SHIPPED}vocoder"
-        else:
+        spec = _champion_or_shipped(VOCODER_MODEL, "vocoder")
+        if spec is None:
             if tracking.tracking_uri() not in _noticed:
                 _noticed.add(tracking.tracking_uri())
                 print(f"[vocoder] no {VOCODER_MODEL} champion and no shipped vocoder: decoding with Griffin-Lim "
@@ -45,11 +51,8 @@ def resolve_autoencoder(spec: str) -> tuple[str, str]:
     """(pinned URI, name) of the autoencoder a config names; `auto`: the registered champion, else
     the shipped one."""
     if spec == "auto":
-        if tracking.champion_version(AUTOENCODER_MODEL) is not None:
-            spec = f"models:/{AUTOENCODER_MODEL}@{tracking.CHAMPION}"
-        elif tracking.shipped_path("autoencoder").is_file():
-            spec = f"{tracking.SHIPPED}autoencoder"
-        else:
+        spec = _champion_or_shipped(AUTOENCODER_MODEL, "autoencoder")
+        if spec is None:
             raise ValueError(f"no {AUTOENCODER_MODEL} champion in {tracking.tracking_uri()} and no shipped autoencoder: "
                              "name one (--encoder models:/reinstrument-autoencoder/N) or train one "
                              "(reinstrument train-autoencoder CLIPS)")
