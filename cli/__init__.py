@@ -17,6 +17,7 @@ app = typer.Typer(help="Re-instrument music corpora with diffusion models.", no_
 app.add_typer(data.corpus_app, name="corpus")
 app.add_typer(data.config_app, name="config")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(models.shipped_app, name="shipped")
 for fn in (data.ingest, data.augment, data.features, data.inspect, models.train, run.transform, run.sweep,
            run.nightly, run.pull, run.demo):
     app.command()(fn)

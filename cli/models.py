@@ -1,4 +1,4 @@
-"""Model commands: train, warm-probe."""
+"""Model commands: train, warm-probe, shipped (list, register, ship)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigOpt, PrefectOpt, console, load_config, print_rows, root, run
+from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
 
 
 def train(
@@ -152,3 +152,56 @@ def warm_probe(
 
     print_rows(probe_job(model, features_url, guide_domain, list(t_init), steps=steps, segments=segments),
                f"warm start: {guide_domain} guides -> {model}")
+
+
+shipped_app = typer.Typer(help="Models the repository ships (weights/): list, register in MLflow, ship a new one.",
+                          no_args_is_help=True)
+
+
+@shipped_app.command("list")
+def shipped_list():
+    """Each shipped model: folder, card's model, kind, size, training time, checksum."""
+    import json
+
+    from infra.settings import get_settings
+    from jobs.ship import shipped_folders
+
+    rows = []
+    for f in shipped_folders():
+        card = json.loads((Path(get_settings().shipped_dir) / f / "card.json").read_text())
+        rows.append({"folder": f, "uri": f"shipped:{f}", "model": card.get("model"), "kind": card.get("kind"),
+                     "MB": round(card.get("bytes", 0) / 2**20, 1), "wall min": card.get("wall_time_min"),
+                     "sha256": card.get("sha256", "")[:16]})
+    print_rows(rows, f"shipped models ({get_settings().shipped_dir})")
+
+
+@shipped_app.command("register")
+def shipped_register(folder: list[str] = typer.Argument(None, help="Folders of weights/ (default: all).")):
+    """Register shipped models in MLflow (once per file; champion where the name has none)."""
+    from jobs.ship import register_shipped_job
+
+    try:
+        done = register_shipped_job(tuple(folder) if folder else None)
+    except ValueError as e:
+        fail(e)
+    print_rows([dict(m) | {"sha256": m["sha256"][:16]} for m in done.values()], "registered shipped models")
+
+
+@shipped_app.command("ship")
+def shipped_ship(
+    model: str = typer.Argument(..., help="A registered model, e.g. models:/reinstrument-flute-latent/1."),
+    folder: str = typer.Option(..., help="Folder under weights/ (its shipped: name), e.g. flute-latent."),
+    card: Path = typer.Option(..., exists=True, help="JSON with how to reproduce it: corpus_command, "
+                                                     "training_command, seed, steps, wall_time_min, metrics."),
+):
+    """Write weights/FOLDER/model.pt and card.json (machine, checksum and size added); refuses > 20 MB."""
+    import json
+
+    from infra.settings import get_settings
+    from jobs.ship import ship_job
+
+    try:
+        path = ship_job(model, str(Path(get_settings().shipped_dir) / folder), json.loads(card.read_text()))
+    except ValueError as e:
+        fail(e)
+    console.print(f"shipped {model} -> {path}")

@@ -173,33 +173,44 @@ def pull(
 def demo(
     root_url: str = typer.Option("./reinstrument-data/demo", "--root", help="Where the demo writes (local or s3://)."),
     pieces: int = typer.Option(32, help="Chorales to render (about 1 in 10 is held out for the sweep)."),
-    train_steps: int = typer.Option(None, help="Training steps of the cpu-demo model (default: jobs/demo.py's, 5,000)."),
+    train: bool = typer.Option(False, "--train/--shipped", help="Train the flute denoiser here (features, then "
+                               "training) instead of sweeping the shipped one (weights/, registered in MLflow)."),
+    representation: str = typer.Option(None, help="--train: logmel | latent (default jobs/demo.py's, latent)."),
+    train_steps: int = typer.Option(None, help="--train: training steps (default jobs/demo.py's per representation)."),
     train_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
     actors: int = typer.Option(2, help="Ray actors for features and transformation."),
     t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
-                                                  "dense where the cpu-demo model's trade-off happens."),
+                                                  "dense where the demo model's trade-off happens."),
     lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 (see jobs/demo.py)."),
     S_churn: float = typer.Option(None, "--S_churn", "--s-churn", help="Heun's S_churn; default jobs/demo.py's (7; 0: the ODE)."),
     S_tmin: float = typer.Option(None, "--S_tmin", "--s-tmin", help="S_tmin: churn only at sigma >= this (default 0.5)."),
     prefect: bool = PrefectOpt,
 ):
-    """The main job on the embedded defaults: corpus, features, the cpu-demo flute model, and a
-    tau_init sweep of violin->flute on held-out chorales. A second run reuses the first's work."""
+    """The main job on the embedded defaults: corpus, the shipped models registered in MLflow (or,
+    with --train, features and a flute denoiser trained here), and a tau_init sweep of
+    violin->flute on held-out chorales. A second run reuses the first's work."""
     from flows.pipeline import demo_flow
     from infra.tracking import tracking_uri
     from jobs.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_job, sweep_table
 
+    if representation not in (None, "logmel", "latent"):
+        fail(f"--representation {representation!r}: expected logmel or latent")
+    if not train and (representation or train_steps):
+        fail("--representation and --train-steps choose what --train trains; add --train")
     overrides = ({"t_inits": tuple(t_init)} if t_init else {}) | ({"lams": tuple(lam)} if lam else {})
-    overrides |= {"train_steps": train_steps} if train_steps else {}
+    overrides |= ({"train_steps": train_steps} if train_steps else {}) | ({"representation": representation} if representation else {})
     churned = {k: v for k, v in (("S_churn", S_churn), ("S_tmin", S_tmin)) if v is not None}
     overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
     res = run(demo_flow, demo_job, prefect, root_url, DEMO_CORPUS.model_copy(update={"max_pieces": pieces}),
-              actors=actors, train_workers=train_workers, **overrides)
+              train=train, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     print_rows(c["summary"], "reference corpus (role, domain, split)")
-    console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused; features: "
-                  f"{f['shards_added']} shards added now, {f['skipped']} reused ({f['rows']} segments)")
-    console.print(f"model:  reinstrument-flute/{t['model_version']} (val loss {t.get('val_loss', float('nan')):.4f})")
+    console.print(f"corpus: {c['pieces_built']} pieces rendered now, {c['pieces_skipped']} reused")
+    if f:
+        console.print(f"features: {f['shards_added']} shards added now, {f['skipped']} reused ({f['rows']} segments)")
+    if t:
+        console.print(f"trained: val loss {t.get('val_loss', float('nan')):.4f}")
+    console.print(f"model:  {res['model']}")
     table, notes = sweep_table(s["metrics_url"])
     lams = sorted({r.get("lambda") for r in table} - {None})
     print_rows(table, "sweep-t-init" + ("" if lams else f" (lambda {(lam or [0])[0]:g})")

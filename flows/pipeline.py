@@ -8,7 +8,7 @@ from prefect import flow
 from flows.steps import prefect_step, table_artifact
 from infra.settings import get_settings
 from jobs.data import augment_job, corpus_job, features_job, ingest_job
-from jobs.demo import DEMO_CORPUS, DEMO_LAMS, DEMO_SAMPLER, DEMO_T_INITS, DEMO_TRAIN_STEPS, demo_job
+from jobs.demo import DEMO_CORPUS, DEMO_LAMS, DEMO_REPRESENTATION, DEMO_SAMPLER, DEMO_SHIPPED, DEMO_T_INITS, demo_job
 from jobs.nightly import nightly_job
 from jobs.sweep import sweep_job
 from jobs.train import train_job
@@ -101,9 +101,10 @@ def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actor
 
 
 @flow(name="demo", log_prints=True)
-def demo_flow(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureConfig = FeatureConfig(roles=("clean",)),
-              workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
-              t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
-              sampler: SamplerConfig = DEMO_SAMPLER) -> dict:
-    return demo_job(root, corpus, features, workers, actors, train_steps, train_workers, t_inits, lams, sampler,
-                    step=prefect_step)
+def demo_flow(root: str, corpus: CorpusConfig = DEMO_CORPUS, train: bool = False,
+              representation: str = DEMO_REPRESENTATION, shipped: str = DEMO_SHIPPED, workers: int = 2, actors: int = 2,
+              train_steps: int | None = None, train_workers: int = 0, t_inits: tuple[float, ...] = DEMO_T_INITS,
+              lams: tuple[float, ...] = DEMO_LAMS, sampler: SamplerConfig = DEMO_SAMPLER) -> dict:
+    return demo_job(root, corpus, train=train, representation=representation, shipped=shipped, workers=workers,
+                    actors=actors, train_steps=train_steps, train_workers=train_workers, t_inits=t_inits, lams=lams,
+                    sampler=sampler, step=prefect_step)

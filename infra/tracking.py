@@ -296,3 +296,13 @@ def set_champion(name: str, version: str) -> None:
 
 def tag_model_version(name: str, version: str, key: str, value: str) -> None:
     client().set_model_version_tag(name, version, key, value)
+
+
+def version_tag(name: str, version: str, key: str) -> str | None:
+    return client().get_model_version(name, version).tags.get(key)
+
+
+def find_version(name: str, key: str, value: str) -> str | None:
+    """The version of a registered model that carries tag key=value (the newest if several)."""
+    found = [int(v.version) for v in client().search_model_versions(f"name='{name}'") if v.tags.get(key) == value]
+    return str(max(found)) if found else None

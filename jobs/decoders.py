@@ -11,6 +11,7 @@ from tasks.diffusion.vocoder import Vocoder
 
 VOCODER_MODEL = "reinstrument-vocoder"
 AUTOENCODER_MODEL = "reinstrument-autoencoder"
+SHIPPED_TAG = "reinstrument.shipped_sha256"  # set on a registered copy of a shipped file (jobs/ship)
 _noticed: set[str] = set()
 
 
@@ -49,11 +50,21 @@ def load_decoder(spec: str, mel: MelConfig, *, n_iter: int = 32, device: str = "
 
 def resolve_autoencoder(spec: str) -> tuple[str, str]:
     """(pinned URI, name) of the autoencoder a config names; `auto`: the registered champion, else
-    the shipped one."""
+    the shipped one. The shipped file registered in a store (`reinstrument demo`, jobs/ship) is
+    pinned by its shipped URI either way: latent sets and models name their encoder, and one set of
+    weights must have one name, or a shipped latent model would refuse the registered copy's features."""
     if spec == "auto":
         spec = _champion_or_shipped(AUTOENCODER_MODEL, "autoencoder")
         if spec is None:
             raise ValueError(f"no {AUTOENCODER_MODEL} champion in {tracking.tracking_uri()} and no shipped autoencoder: "
                              "name one (--encoder models:/reinstrument-autoencoder/N) or train one "
                              "(reinstrument train-autoencoder CLIPS)")
-    return tracking.resolve_model(spec)
+    uri, name = tracking.resolve_model(spec)
+    if uri.startswith("models:/"):
+        registered, version = name.rsplit("/", 1)
+        sha = tracking.version_tag(registered, version, SHIPPED_TAG)
+        if sha and tracking.shipped_path("autoencoder").is_file():
+            shipped_uri, _ = tracking.resolve_model(f"{tracking.SHIPPED}autoencoder")
+            if sha.startswith(shipped_uri.rsplit("@", 1)[1]):
+                return shipped_uri, shipped_uri
+    return uri, name

@@ -1,16 +1,20 @@
 """`make demo`: the main job on the embedded defaults (local folder, local Ray, MLflow on sqlite,
-Prefect in-process). Renders a small reference corpus, extracts log-mel features, trains the
-`cpu-demo` flute model, and sweeps tau_init for violin->flute timbre transfer on the held-out
-(test-split) chorales. Every stage is keyed on its inputs, so a second run reuses the first's
-corpus, features, model and sweep."""
+Prefect in-process). Renders a small reference corpus, registers the models the repository ships
+(vocoder, autoencoder, the flute denoiser) in the demo's MLflow and sweeps tau_init for
+violin->flute timbre transfer on the held-out (test-split) chorales. With `train`, it extracts
+features and trains the flute denoiser itself instead (log-mel or latent). Every stage is keyed
+on its inputs, so a second run reuses the first's corpus, features, model and sweep."""
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import pyarrow.parquet as pq
 
 from infra.storage import Storage
+from infra.tracking import registered_name
 from jobs.data import corpus_job, features_job
+from jobs.ship import register_shipped_job
 from jobs.steps import Step, inline
 from jobs.sweep import sweep_job
 from jobs.train import train_job
@@ -21,14 +25,20 @@ from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformLogistics
 from tasks.tradeoff import fad_trend
 
+Representation = Literal["logmel", "latent"]
 # Monophonic soprano lines, the simplest material for a network trained for minutes on a CPU
 # (clean roles only: the demo trains one unconditional model). 32 chorales hold 3 out for the sweep.
 DEMO_CORPUS = CorpusConfig(collection="bach", max_pieces=32, instruments=("flute", "violin"),
                            soundfonts=("fluidr3",), voices=("soprano",))
-# Coarser than the production default (DEFAULT_T_INITS): 7 points keep the demo within 30 min.
-# lambda 0 (the ODE from the guide itself): with the cpu-demo model its FAD-JD front dominates
-# lambda 1's (measured: FAD 27.6 -> 16.8 at JD 0.057 with lambda 0; lambda 1 needed JD 0.73 to
-# reach 17.7), and its trade-off happens between tau_init 0.8 and 0.4 (sigma 0.06 -> 5.3).
+# The shipped flute denoiser the demo sweeps (weights/<folder>/), and the representation
+# `--train` trains: the better trade-off measured at equal training time (README, "Mel
+# autoencoder and latent diffusion").
+DEMO_SHIPPED = "flute-latent"
+DEMO_REPRESENTATION: Representation = "latent"
+# Coarser than the production default (DEFAULT_T_INITS): 7 points, dense where the trade-off
+# happens. lambda 0 (the ODE from the guide itself): with the cpu-demo model its FAD-JD front
+# dominates lambda 1's (measured: FAD 27.6 -> 16.8 at JD 0.057 with lambda 0; lambda 1 needed JD
+# 0.73 to reach 17.7), and its trade-off happens between tau_init 0.8 and 0.4 (sigma 0.06 -> 5.3).
 DEMO_T_INITS = (1.0, 0.8, 0.7, 0.65, 0.6, 0.5, 0.4)
 DEMO_LAMS = (0.0,)
 # Churn (EDM Algorithm 2, gamma = 7/35 = 0.2) only at sigma >= 0.5. A lambda-0 start is the bare
@@ -38,30 +48,46 @@ DEMO_LAMS = (0.0,)
 # at 0.5). Churn there supplies the missing noise (16.7, 15.8, 12.6 at 0.6, 0.5, 0.4); below
 # sigma 0.5 (tau_init >= 0.65) the sampler stays the deterministic ODE, the sharpest knee measured.
 DEMO_SAMPLER = SamplerConfig(S_churn=7.0, S_tmin=0.5)
-# The cpu-demo preset with 5,000 steps: ~16 min in bf16 on an AMX CPU (2 cores), where the
-# preset's 3,500 fp32 steps took 14.5 (validation loss 0.248 vs 0.283).
-DEMO_TRAIN_STEPS = 5000
+# `--train`: the preset and steps per representation. cpu-demo's 5,000 steps: ~16 min in bf16 on
+# an AMX CPU (2 cores), ~36 min in fp32 on AVX2 only; cpu-latent's steps take the same time.
+DEMO_PRESETS: dict[str, str] = {"logmel": "cpu-demo", "latent": "cpu-latent"}
+DEMO_TRAIN_STEPS: dict[str, int] = {"logmel": 5000, "latent": 9500}
 
 
-def demo_job(root: str, corpus: CorpusConfig = DEMO_CORPUS, features: FeatureConfig = FeatureConfig(roles=("clean",)),
-             workers: int = 2, actors: int = 2, train_steps: int = DEMO_TRAIN_STEPS, train_workers: int = 0,
+def demo_job(root: str, corpus: CorpusConfig = DEMO_CORPUS, *, train: bool = False,
+             representation: Representation = DEMO_REPRESENTATION, shipped: str = DEMO_SHIPPED,
+             workers: int = 2, actors: int = 2, train_steps: int | None = None, train_workers: int = 0,
              t_inits: tuple[float, ...] = DEMO_T_INITS, lams: tuple[float, ...] = DEMO_LAMS,
-             sampler: SamplerConfig = DEMO_SAMPLER, *, step: Step = inline) -> dict:
-    """The demo's four steps, each a job of its own (their steps are Prefect tasks under the flow)."""
-    print("[demo] 1/4 reference corpus")
+             sampler: SamplerConfig = DEMO_SAMPLER, step: Step = inline) -> dict:
+    """The demo's steps, each a job of its own (their steps are Prefect tasks under the flow)."""
+    n = 4 if train else 3
+    print(f"[demo] 1/{n} reference corpus")
     built = step(corpus_job, f"{root}/corpus", corpus, workers)
-    print("[demo] 2/4 log-mel features")
-    feats = step(features_job, [built["clips_url"]], f"{root}/features", features, actors, False)
-    print("[demo] 3/4 train the cpu-demo flute model")
-    preset = TRAIN_PRESETS["cpu-demo"] | {"steps": train_steps}
-    trained = train_job(TrainConfig(features_url=feats["features_url"], domain="flute", **preset),
-                        TrainLogistics(num_workers=train_workers, out_url=f"{root}/training"), step=step)
-    model = f"models:/reinstrument-flute/{trained['model_version']}"
-    print(f"[demo] 4/4 sweep-t-init: violin -> flute with {model} on the held-out chorales")
+    feats = trained = None
+    if train:
+        print(f"[demo] 2/4 {representation} features")
+        features = FeatureConfig(roles=("clean",), kind=representation,
+                                 encoder="auto" if representation == "latent" else None)
+        feats = step(features_job, [built["clips_url"]], f"{root}/features", features, actors, False)
+        preset = DEMO_PRESETS[representation]
+        print(f"[demo] 3/4 train the {preset} flute model")
+        steps = train_steps or DEMO_TRAIN_STEPS[representation]
+        trained = train_job(TrainConfig(features_url=feats["features_url"], domain="flute",
+                                        **TRAIN_PRESETS[preset] | {"steps": steps}),
+                            TrainLogistics(num_workers=train_workers, out_url=f"{root}/training"), step=step)
+        model = f"models:/{registered_name('flute', latent=representation == 'latent')}/{trained['model_version']}"
+    else:
+        print("[demo] 2/3 register the shipped models (weights/) in MLflow")
+        registered = step(register_shipped_job)
+        if shipped not in registered:
+            raise ValueError(f"no shipped model {shipped!r} in weights/ (shipped: {', '.join(registered) or 'none'}); "
+                             "run `reinstrument demo --train` to train one")
+        model = f"models:/{registered[shipped]['name']}/{registered[shipped]['version']}"
+    print(f"[demo] {n}/{n} sweep-t-init: violin -> flute with {model} on the held-out chorales")
     swept = sweep_job(built["clips_url"], InputSelection(domain="violin", split="test"),
                       SweepConfig(model=model, t_inits=t_inits, lams=lams, sampler=sampler, reference_split="train"),
                       TransformLogistics(num_actors=actors, out_url=root), step=step)
-    return {"corpus": built, "features": feats, "trained": trained, "sweep": swept}
+    return {"corpus": built, "features": feats, "trained": trained, "model": model, "sweep": swept}
 
 
 def sweep_table(metrics_url: str) -> tuple[list[dict], list[str]]:

@@ -8,7 +8,11 @@ import json
 import platform
 from pathlib import Path
 
+from infra import tracking
+from infra.settings import get_settings
 from infra.tracking import model_checkpoint, resolve_model
+from jobs.decoders import SHIPPED_TAG
+from schemas.results import ShippedModel
 from tasks.builders import load_checkpoint_bytes
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -36,3 +40,57 @@ def ship_job(model_uri: str, dest: str, card: dict) -> Path:
             "bytes": len(data), "machine": {"cpu": platform.processor() or platform.machine(), "flags": cpu_flags()}} | card
     (out / "card.json").write_text(json.dumps(full, indent=2) + "\n")
     return out / "model.pt"
+
+
+# -- shipped models into a tracking store -------------------------------------------------------
+SHIPPED_EXPERIMENT = "shipped-models"
+
+
+def registered_name_of(metadata: dict) -> str:
+    """The registry name a checkpoint's card belongs under (as the train job would register it)."""
+    kind = metadata.get("kind")
+    if kind in ("vocoder", "autoencoder"):
+        return f"reinstrument-{kind}"
+    if kind == "denoiser":
+        return tracking.registered_name(metadata["domain"], metadata.get("cond_domain"),
+                                        latent=metadata.get("representation") == "latent")
+    raise ValueError(f"checkpoint of kind {kind!r}: expected a denoiser, a vocoder or an autoencoder")
+
+
+def register_shipped(folder: str) -> ShippedModel:
+    """Register `weights/<folder>/model.pt` in the tracking store (once: a version already tagged
+    with the file's sha256 is reused) and make it champion where its name has none, so a trained
+    model has to beat it to take over. The model card travels as an artifact of the run."""
+    path = tracking.shipped_path(folder)
+    if not path.is_file():
+        raise ValueError(f"no shipped model {folder!r}: expected {path} (shipped: "
+                         f"{', '.join(shipped_folders()) or 'none'})")
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    _, metadata = load_checkpoint_bytes(data)  # a file that does not load is refused before it is registered
+    name = registered_name_of(metadata)
+    version = tracking.find_version(name, SHIPPED_TAG, sha)
+    if version is None:
+        run = tracking.TrackedRun.start(SHIPPED_EXPERIMENT, f"shipped {folder}", tags={SHIPPED_TAG: sha})
+        with run.failed_on_error():
+            run.artifact("card.json", (path.parent / "card.json").read_bytes())
+            version = tracking.log_model(run, data, code=Path(__file__).with_name("pyfunc.py"), artifact=metadata["kind"],
+                                         n_bins=metadata.get("n_mels") or metadata["mel"]["n_mels"], conditional=
+                                         metadata.get("cond_domain") is not None, registered_name=name)
+            tracking.tag_model_version(name, version, SHIPPED_TAG, sha)
+            run.finish()
+        print(f"[shipped] {folder}: registered as {name}/{version}")
+    champion = tracking.champion_version(name)
+    if champion is None:
+        tracking.set_champion(name, version)
+    return ShippedModel(folder=folder, name=name, version=version, sha256=sha, champion=(champion or version) == version)
+
+
+def shipped_folders() -> list[str]:
+    root = Path(get_settings().shipped_dir)
+    return sorted(p.parent.name for p in root.glob("*/model.pt")) if root.is_dir() else []
+
+
+def register_shipped_job(folders: tuple[str, ...] | None = None) -> dict[str, ShippedModel]:
+    """Every shipped model (or the named ones) registered in the tracking store, by folder."""
+    return {f: register_shipped(f) for f in (folders or shipped_folders())}

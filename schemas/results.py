@@ -52,3 +52,12 @@ class NightlyResult(TypedDict):
     runs: list[dict]
     done_commits: int
     new_commits: int
+
+
+class ShippedModel(TypedDict):
+    """A model the repository ships (weights/<folder>/), as registered in the tracking store."""
+    folder: str
+    name: str           # registry name, e.g. reinstrument-flute-latent
+    version: str
+    sha256: str         # of weights/<folder>/model.pt
+    champion: bool      # whether it holds `champion` (it takes the alias only where none exists)

@@ -1,13 +1,16 @@
 """A tau_init sweep of a demo-corpus flute model on 8 Bach chorales it never saw (pieces 33-40 of
 the collection; `make demo` renders and trains on the first 32), with the metrics functions:
-FAD (musicnn-msd) against the demo corpus's vocoded flute train clips, JD against the guide.
+FAD (musicnn-msd) against the demo corpus's real flute train clips (REF=vocoded: the same clips
+through the model's own decoding path at tau_init 1), JD against the guide. Outputs are decoded
+as the pipeline decodes them (the champion vocoder, else the shipped one; a latent model through
+the autoencoder its card names first).
 Not collected by pytest; run it by hand:
 
     MLFLOW_TRACKING_URI=sqlite:///$PWD/reinstrument-data/mlflow.db \
     .venv/bin/python tests/benchmarks/heldout_sweep.py ./reinstrument-data/demo \
         models:/reinstrument-flute/1 1,0.8,0.5,0.4 [EVAL_DIR]
 
-LAM=0 in the environment sweeps lambda 0 (default 1); CHURN and CHURN_SIGMA_MIN set the Heun
+Works for log-mel and latent models alike. LAM=0 in the environment sweeps lambda 0 (default 1); CHURN and CHURN_SIGMA_MIN set the Heun
 sampler's S_churn and S_tmin (default 0: the deterministic sampler).
 
 It renders the 40-chorale violin corpus under EVAL_DIR (default ./reinstrument-data/heldout40)
@@ -24,7 +27,8 @@ import torch  # noqa: E402
 
 from infra.datasets import ShardedDataset  # noqa: E402
 from infra.tracking import model_checkpoint  # noqa: E402
-from tasks.builders import load_model  # noqa: E402
+from jobs.decoders import load_decoder  # noqa: E402
+from tasks.builders import load_autoencoder, load_model  # noqa: E402
 from schemas.configs import CorpusConfig  # noqa: E402
 from schemas.diffusion import SamplerConfig, WarmStartConfig  # noqa: E402
 from schemas.transform import TransformConfig  # noqa: E402
@@ -60,11 +64,17 @@ def main():
     guides = [i for i in audio_items(res.clips_url, domain="violin", role="clean") if i.item_id in held]
     print(f"held-out pieces {len(pieces)}: {pieces}; {len(guides)} violin clips", flush=True)
     loaded = load_model(model_checkpoint(MODEL), MODEL)
+    mel = loaded.card.mel
+    vocoder, vocoder_name = load_decoder("auto", mel)
+    encoder = getattr(loaded.card, "encoder", None)
+    ae = load_autoencoder(model_checkpoint(encoder), encoder, mel) if encoder else None
+    print(f"model {MODEL} ({loaded.card.representation}), decoder {vocoder_name}"
+          + (f", autoencoder {encoder}" if encoder else ""), flush=True)
     emb = Musicnn("MSD_musicnn", weights)
     tracker = BasicPitch(weights, threads=2)
     def run(items, t):
         warm = WarmStartConfig(t_init=t, lam=LAM)
-        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), loaded)
+        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), loaded, vocoder=vocoder, autoencoder=ae)
         out = []
         for k in range(0, len(items), 8):
             c = items[k:k + 8]
@@ -72,8 +82,9 @@ def main():
             out += [AudioItem(i.item_id, x.audio, x.sample_rate_hz) for i, x in zip(c, o)]
         return out
     ref = list(audio_items(f"{DEMO}/corpus/clips", domain="flute", role="clean", split="train"))
-    stats = gaussian_stats(embed_set(run(ref, 1.0), emb).embeddings)
-    print(f"reference: {len(ref)} vocoded flute train clips", flush=True)
+    vocoded = os.environ.get("REF", "real") == "vocoded"
+    stats = gaussian_stats(embed_set(run(ref, 1.0) if vocoded else ref, emb).embeddings)
+    print(f"reference: {len(ref)} {'vocoded' if vocoded else 'real'} flute train clips", flush=True)
     rows = []
     for ti in T_INITS:
         t0 = time.time()

@@ -23,15 +23,15 @@ FRAME_S = 0.02  # one mel frame (hop 320 at 16 kHz)
 AE = AutoencoderConfig(**AUTOENCODER_ARCHITECTURES["cpu"])
 
 
-def _model(preset: str, bins: int) -> torch.nn.Module:
-    cfg = TrainConfig(domain="x", features_url="x", **TRAIN_PRESETS[preset])
+def _model(preset: str, bins: int, crop: int | None = None) -> torch.nn.Module:
+    cfg = TrainConfig(domain="x", features_url="x", **TRAIN_PRESETS[preset] | ({"crop_frames": crop} if crop else {}))
     torch.manual_seed(0)
     return build_model(ModelConfig(unet=cfg.unet_config(bins))), cfg.crop_frames
 
 
-def _train_rate(preset: str, bins: int, steps: int = 30) -> tuple[float, float]:
-    """(samples/s, audio-seconds/s) of the solver's step at the preset's batch and crop."""
-    model, crop = _model(preset, bins)
+def _train_rate(preset: str, bins: int, steps: int = 30, crop: int | None = None) -> tuple[float, float]:
+    """(samples/s, audio-seconds/s) of the solver's step at the preset's batch and crop (or `crop`)."""
+    model, crop = _model(preset, bins, crop)
     batch = TRAIN_PRESETS[preset]["batch_size"]
     loss, opt = EDMLoss(model), torch.optim.AdamW(model.parameters(), lr=1e-4)
     amp = autocast_dtype_for("auto", "cpu")
@@ -52,9 +52,13 @@ def test_latent_training_throughput_against_the_mel_demo_model():
           f"autocast {autocast_dtype_for('auto', 'cpu')}")
     mel = _train_rate("cpu-demo", 128)
     latent = _train_rate("cpu-latent", AE.latent_channels)
+    # the same audio per sample as the mel preset's crop (64 mel frames = 16 latent frames, 1.28 s)
+    same = _train_rate("cpu-latent", AE.latent_channels, crop=64 // AE.time_downsample)
     print(f"[latent] training, batch 16: mel cpu-demo {mel[0]:.1f} samples/s ({mel[1]:.1f} audio-s/s, crop 64 frames) | "
           f"latent cpu-latent {latent[0]:.1f} samples/s ({latent[1]:.1f} audio-s/s, crop 32 latent frames = 128 mel "
           f"frames) | ratio {latent[0] / mel[0]:.2f}x samples/s, {latent[1] / mel[1]:.2f}x audio-s/s")
+    print(f"[latent] at the mel crop's audio length (16 latent frames = 64 mel frames, 1.28 s): latent {same[0]:.1f} "
+          f"samples/s, ratio {same[0] / mel[0]:.2f}x samples/s of equal audio")
 
 
 @torch.no_grad()

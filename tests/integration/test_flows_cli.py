@@ -11,8 +11,8 @@ pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 COMMANDS = [[], ["corpus"], ["corpus", "build"], ["ingest"], ["augment"], ["features"], ["inspect"],
-            ["mel2audio"], ["config"], ["config", "show"], ["demo"], ["metrics"], ["metrics", "fad"],
-            ["metrics", "jd"], ["transform"], ["sweep"], ["pull"], ["serve"], ["nightly"]]
+            ["mel2audio"], ["config"], ["config", "show"], ["demo"], ["shipped"], ["shipped", "list"],
+            ["shipped", "register"], ["shipped", "ship"], ["metrics"], ["metrics", "fad"], ["metrics", "jd"], ["transform"], ["sweep"], ["pull"], ["serve"], ["nightly"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
