@@ -193,6 +193,7 @@ def shipped_ship(
     folder: str = typer.Option(..., help="Folder under weights/ (its shipped: name), e.g. flute-latent."),
     card: Path = typer.Option(..., exists=True, help="JSON with how to reproduce it: corpus_command, "
                                                      "training_command, seed, steps, wall_time_min, metrics."),
+    float16: bool = typer.Option(False, help="Store the weights in float16 (half the bytes; loaded as float32)."),
 ):
     """Write weights/FOLDER/model.pt and card.json (machine, checksum and size added); refuses > 20 MB."""
     import json
@@ -201,7 +202,8 @@ def shipped_ship(
     from jobs.ship import ship_job
 
     try:
-        path = ship_job(model, str(Path(get_settings().shipped_dir) / folder), json.loads(card.read_text()))
+        path = ship_job(model, str(Path(get_settings().shipped_dir) / folder), json.loads(card.read_text()),
+                        float16=float16)
     except ValueError as e:
         fail(e)
     console.print(f"shipped {model} -> {path}")
