@@ -57,8 +57,10 @@ def test_the_shipped_autoencoder_matches_its_card_and_keeps_a_tone_where_it_was(
 @torch.no_grad()
 def test_the_shipped_flute_denoiser_matches_its_card_pairs_with_the_shipped_autoencoder_and_denoises():
     """A latent flute denoiser stored in float16: it loads as the card says, names the shipped
-    autoencoder by that file's checksum (so the pipeline encodes its guides with it), and removes
-    most of sigma = 0.5 noise from the latent of a harmonic note (measured: error 0.42 of the noise's)."""
+    autoencoder by that file's checksum (so the pipeline encodes its guides with it), and denoises
+    the latent of a harmonic note at sigma 1. Measured: squared error 0.48, against the noisy input's
+    1.06 and predicting the mean's 1.32 (on a real flute clip of the demo corpus: 0.12). An untrained
+    denoiser, c_skip x plus nothing, scores 0.59 or worse here (sigma_data 1; 0.89 at 0.5)."""
     from tasks.builders import load_autoencoder, load_model
     from tasks.diffusion.train_data import normalise
 
@@ -76,10 +78,10 @@ def test_the_shipped_flute_denoiser_matches_its_card_pairs_with_the_shipped_auto
     x += np.float32(1e-3) * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
     z = normalise(ae.model.encode(LogMel(MelConfig())(torch.from_numpy(x)[None]))[0][0], loaded.card.mean, loaded.card.std)
     z = z[:, :32][None]
-    sigma = 0.5
+    sigma = 1.0
     noisy = z + sigma * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
-    denoised = loaded.model.eval()(noisy, torch.tensor([sigma]))
-    assert float((denoised - z).pow(2).mean()) < 0.7 * float((noisy - z).pow(2).mean())
+    error = float((loaded.model.eval()(noisy, torch.tensor([sigma])) - z).pow(2).mean())
+    assert error < 0.5 * float((noisy - z).pow(2).mean()) and error < 0.4 * float(z.pow(2).mean())
 
 
 def test_a_float16_checkpoint_loads_into_the_float32_model_within_half_precision():
@@ -96,7 +98,10 @@ def test_a_float16_checkpoint_loads_into_the_float32_model_within_half_precision
     assert len(half) < 0.6 * len(full)
     back, metadata = load_checkpoint_bytes(half)
     assert metadata == {"note": "kept"} and all(p.dtype == torch.float32 for p in back.parameters())
+    for (k, w), w16 in zip(model.state_dict().items(), back.state_dict().values()):
+        if w.is_floating_point() and w.abs().max() > 0:
+            assert torch.allclose(w16, w.half().float()), k  # rounded once, then exactly restored
+    assert any(not torch.equal(w, w16) for w, w16 in zip(model.state_dict().values(), back.state_dict().values()))
     x, s = torch.randn(2, 16, 32), torch.tensor([0.5, 2.0])
     with torch.no_grad():
-        a, b = model(x, s), back.eval()(x, s)
-    assert not torch.equal(a, b) and torch.allclose(a, b, rtol=1e-2, atol=1e-2)
+        assert torch.allclose(model(x, s), back.eval()(x, s), rtol=1e-2, atol=1e-2)
