@@ -257,6 +257,17 @@ def registered_name(domain: str, cond_domain: str | None = None, latent: bool = 
     return f"{name}-latent" if latent else name
 
 
+def registered_name_of(card: dict) -> str:
+    """The registry name a model card belongs under: `reinstrument-vocoder`, `reinstrument-autoencoder`,
+    or a denoiser's registered_name (the train job registers by it; so does shipping a file)."""
+    kind = card.get("kind")
+    if kind in ("vocoder", "autoencoder"):
+        return f"reinstrument-{kind}"
+    if kind == "denoiser":
+        return registered_name(card["domain"], card.get("cond_domain"), latent=card.get("representation") == "latent")
+    raise ValueError(f"checkpoint of kind {kind!r}: expected a denoiser, a vocoder or an autoencoder")
+
+
 def resolve_model(uri: str) -> tuple[str, str]:
     """(pinned URI, 'name/version') for a registry URI; an alias is resolved once, so a champion
     promoted mid-run cannot mix two models into one run. A shipped model is pinned by its file's

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from infra import tracking
 from infra.settings import get_settings
-from infra.tracking import model_checkpoint, resolve_model
+from infra.tracking import model_checkpoint, registered_name_of, resolve_model
 from jobs.decoders import SHIPPED_TAG
 from schemas.results import ShippedModel
 from tasks.builders import load_checkpoint_bytes
@@ -50,17 +50,6 @@ def ship_job(model_uri: str, dest: str, card: dict, *, float16: bool = False) ->
 
 # -- shipped models into a tracking store -------------------------------------------------------
 SHIPPED_EXPERIMENT = "shipped-models"
-
-
-def registered_name_of(metadata: dict) -> str:
-    """The registry name a checkpoint's card belongs under (as the train job would register it)."""
-    kind = metadata.get("kind")
-    if kind in ("vocoder", "autoencoder"):
-        return f"reinstrument-{kind}"
-    if kind == "denoiser":
-        return tracking.registered_name(metadata["domain"], metadata.get("cond_domain"),
-                                        latent=metadata.get("representation") == "latent")
-    raise ValueError(f"checkpoint of kind {kind!r}: expected a denoiser, a vocoder or an autoencoder")
 
 
 def register_shipped(folder: str) -> ShippedModel:

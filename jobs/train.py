@@ -43,14 +43,6 @@ def run_folder(cfg: SolverConfig, logistics: TrainLogistics) -> Storage:
     return Storage(Storage(logistics.out_url).absolute_url()).child(f"runs/{prefix}{cfg.domain}-{cfg.config_hash()}")
 
 
-def registered_name(cfg: SolverConfig, card: StrictConfig) -> str:
-    if isinstance(cfg, VocoderTrainConfig):
-        return "reinstrument-vocoder"
-    if isinstance(cfg, AutoencoderTrainConfig):
-        return "reinstrument-autoencoder"
-    return tracking.registered_name(cfg.domain, cfg.cond_domain, latent=card.representation == "latent")
-
-
 def model_card(cfg: SolverConfig) -> StrictConfig:
     if isinstance(cfg, VocoderTrainConfig):
         return VocoderCard(mel=cfg.mel, domains=cfg.domains, clips_urls=cfg.clips_urls, train_config=cfg.model_dump(mode="json"))
@@ -125,7 +117,7 @@ def register(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: S
     if not logistics.register_model:
         tracked.finish()
         return summary
-    name = registered_name(cfg, card)
+    name = tracking.registered_name_of(card.model_dump())
     version = tracking.log_model(tracked, ema_checkpoint_bytes(state), code=PYFUNC, artifact=kind_of(cfg),
                                  n_bins=card.mel.n_mels, conditional=isinstance(cfg, TrainConfig) and cfg.paired,
                                  registered_name=name)
