@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from cli import data, models, run
+from cli import compare, data, models, run
 from cli.common import console, fail
 from cli.metrics import metrics_app
 
@@ -26,6 +26,7 @@ app.command("warm-probe")(models.warm_probe)
 app.command("train-vocoder")(models.train_vocoder)
 app.command("train-autoencoder")(models.train_autoencoder)
 app.command("serve")(run.serve)
+app.command("compare")(compare.compare)
 
 
 def main() -> None:

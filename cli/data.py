@@ -12,7 +12,7 @@ corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores
 config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
 CONFIG_KINDS = {"corpus": "CorpusConfig", "ingest": "IngestConfig", "augment": "AugmentConfig",
                 "features": "FeatureConfig", "train": "TrainConfig", "transform": "TransformConfig",
-                "sweep": "SweepConfig", "vocoder": "VocoderTrainConfig"}
+                "sweep": "SweepConfig", "vocoder": "VocoderTrainConfig", "compare": "CompareConfig"}
 
 
 @corpus_app.command("build")
@@ -151,6 +151,7 @@ def mel2audio(
 @config_app.command("show")
 def config_show(kind: str = typer.Argument(..., help=" | ".join(CONFIG_KINDS))):
     """Print a config's defaults as JSON (a starting point for --config)."""
+    import schemas.compare
     import schemas.configs
     import schemas.sweep
     import schemas.training
@@ -160,8 +161,8 @@ def config_show(kind: str = typer.Argument(..., help=" | ".join(CONFIG_KINDS))):
     if kind not in CONFIG_KINDS:
         console.print(f"[red]unknown config {kind!r}[/red]; expected one of {sorted(CONFIG_KINDS)}")
         raise typer.Exit(2)
-    cls = next(getattr(m, CONFIG_KINDS[kind]) for m in (schemas.configs, schemas.sweep, schemas.training, schemas.transform, schemas.vocoder)
+    cls = next(getattr(m, CONFIG_KINDS[kind]) for m in (schemas.compare, schemas.configs, schemas.sweep, schemas.training, schemas.transform, schemas.vocoder)
                if hasattr(m, CONFIG_KINDS[kind]))
     required = {"train": {"features_url": "FEATURES_URL", "domain": "DOMAIN"}, "transform": {"model": "MODEL_URI"},
-                "sweep": {"model": "MODEL_URI"}, "vocoder": {"clips_urls": ["CLIPS_URL"]}}.get(kind, {})
+                "sweep": {"model": "MODEL_URI"}, "compare": {"model": "MODEL_URI"}, "vocoder": {"clips_urls": ["CLIPS_URL"]}}.get(kind, {})
     print(cls.model_validate(required).model_dump_json(indent=2))

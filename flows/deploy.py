@@ -1,7 +1,9 @@
-"""The two deployments users run, served from one long-running process (`reinstrument serve`):
+"""The deployments users run, served from one long-running process (`reinstrument serve`):
 
   sweep-t-init/default          triggered:  prefect deployment run 'sweep-t-init/default' \
                                               -p inputs=s3://bucket/corpus/clips -p model=models:/reinstrument-flute@champion
+  compare-methods/default       triggered:  prefect deployment run 'compare-methods/default' \
+                                              -p inputs=s3://bucket/heldout/clips -p model=models:/reinstrument-flute@champion
   reinstrument-nightly/default  on a cron schedule (default 02:00 UTC), or triggered the same way
 
 The serve process polls the Prefect API (PREFECT_API_URL) and runs each flow run in a subprocess."""
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from prefect import serve
 
-from flows.pipeline import nightly_flow, sweep_t_init
+from flows.pipeline import compare_methods, nightly_flow, sweep_t_init
 
 NIGHTLY_CRON = "0 2 * * *"
 
@@ -22,6 +24,8 @@ def deployments(*, nightly_inputs: str | None = None, nightly_targets: list[dict
     return [
         sweep_t_init.to_deployment(name="default", parameters=sweep_params,
                                    description="tau_init sweep: FAD/JD per grid point, plots, recommendation, report"),
+        compare_methods.to_deployment(name="default", parameters=sweep_params,
+                                      description="every method, every task, on held-out inputs: tables, plot, page"),
         nightly_flow.to_deployment(name="default", parameters=nightly_params, cron=cron if nightly_inputs else None,
                                    description="transform new arrivals with each target's champion"),
     ]

@@ -7,12 +7,14 @@ from prefect import flow
 
 from flows.steps import prefect_step, table_artifact
 from infra.settings import get_settings
+from jobs.compare import compare_job
 from jobs.data import augment_job, corpus_job, features_job, ingest_job
 from jobs.demo import DEMO_CORPUS, DEMO_LAMS, DEMO_REPRESENTATION, DEMO_SAMPLER, DEMO_SHIPPED, DEMO_T_INITS, demo_job
 from jobs.nightly import nightly_job
 from jobs.sweep import sweep_job
 from jobs.train import train_job
 from jobs.transform import transform_job
+from schemas.compare import CompareConfig
 from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestConfig
 from schemas.diffusion import SamplerConfig
 from schemas.sweep import SweepConfig
@@ -87,6 +89,18 @@ def sweep_t_init(inputs: str, model: str, task_name: str = "timbre", domain: str
              for r in result["rows"]]
     table_artifact("sweep-metrics", table, f"sweep {result['sweep_id']}: metrics per grid point")
     return {k: v for k, v in result.items() if k != "rows"}
+
+
+@flow(name="compare-methods", log_prints=True)
+def compare_methods(inputs: str, model: str, config: CompareConfig | None = None, out: str | None = None,
+                    actors: int = 2) -> dict:
+    """Every method of every task on the same held-out inputs: tables with 95 % intervals, a FAD-vs-JD
+    plot and a listening page; warm init runs at the newest sweep's operating point for MODEL."""
+    cfg = (config or CompareConfig(model=model)).model_copy(update={"model": model})
+    res = compare_job(inputs, cfg, TransformLogistics(num_actors=actors, out_url=out or get_settings().data_root),
+                      step=prefect_step)
+    table_artifact("compare-methods", res["summary"], f"compare {res['compare_id']}: every method, every task")
+    return res
 
 
 @flow(name="reinstrument-nightly", log_prints=True)

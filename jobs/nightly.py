@@ -21,10 +21,11 @@ from infra.datasets import ShardedDataset
 from infra.storage import Storage
 from jobs.steps import Step, inline
 from jobs.decoders import resolve_vocoder
+from jobs.sweep import newest_operating_point
 from jobs.transform import transform_job
 from schemas.configs import IngestConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig
-from schemas.records import OperatingPoint, Recommendation, RunLayout, SweepLayout
+from schemas.records import RunLayout
 from schemas.results import NightlyResult
 from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes
@@ -41,19 +42,6 @@ def _read_state(root: Storage) -> dict:
 DEFAULT_T_INIT = 0.5
 
 
-def recommended_point(root: Storage, model_version: str) -> OperatingPoint | None:
-    """The newest sweep's operating point for this model version (jobs/sweep.operating_point:
-    tau_init or sigma, lambda and sampler settings), else None."""
-    best = None
-    for rel in root.find(SweepLayout.SWEEPS):
-        if rel.endswith(SweepLayout.RECOMMENDATION):
-            rec = Recommendation.model_validate_json(root.read_bytes(rel))
-            if rec.model_version == model_version and rec.operating_point is not None:
-                if best is None or rec.finished_at > best.finished_at:
-                    best = rec
-    return None if best is None else best.operating_point
-
-
 def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None) -> list[dict]:
     """Pin each target's model version and operating point now: a batch is finished, after a crash,
     with exactly the settings it started with (other settings would give other output keys, so a
@@ -63,7 +51,7 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
     resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
-        point = None if t.get("t_init") is not None else recommended_point(root, version)
+        point = None if t.get("t_init") is not None else newest_operating_point(root, version)
         if point is None:
             warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
             sampler = SamplerConfig(**({"steps": steps} if steps else {}))

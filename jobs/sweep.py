@@ -31,6 +31,7 @@ from tasks.audio import decode_audio_bytes
 from tasks.builders import load_model, make_embedding
 from tasks.listening import ListeningInput, write_page
 from tasks.metrics.compute import point_rows
+from tasks.metrics.embeddings import Embedding
 from tasks.metrics.fad import cached_reference_stats, embed_set
 from tasks.metrics.frechet import GaussianStats
 from tasks.metrics.pitch import BasicPitch
@@ -61,6 +62,32 @@ def clip_items(clips_url: str, ids: set[str]) -> dict[str, AudioItem]:
             if r["clip_id"] in ids}
 
 
+def newest_operating_point(root: Storage, model_version: str) -> OperatingPoint | None:
+    """The newest sweep's operating point for this model version under `root` (tau_init or
+    sigma, lambda and sampler settings), else None: what the nightly job and `compare` apply."""
+    best = None
+    for rel in root.find(L.SWEEPS):
+        if rel.endswith(L.RECOMMENDATION):
+            rec = Recommendation.model_validate_json(root.read_bytes(rel))
+            if rec.model_version == model_version and rec.operating_point is not None:
+                if best is None or rec.finished_at > best.finished_at:
+                    best = rec
+    return None if best is None else best.operating_point
+
+
+def real_reference(url: str, domain: str, split: str | None, limit: int | None, emb: Embedding, out: str
+                   ) -> tuple[GaussianStats, str, bool]:
+    """The real clips of the target domain as FAD's reference: (statistics, label, from cache)."""
+    ids = item_content_ids(url, domain=domain, role="clean", split=split, limit=limit)
+    if len(ids) < 2:
+        raise ValueError(f"the reference set ({url}, domain={domain}, split={split}) has {len(ids)} clips; "
+                         "FAD needs a reference of the target domain")
+    stats, cached = cached_reference_stats(
+        Storage(out).child("metrics/reference-stats"), domain, emb.name, ids,
+        lambda: embed_set(audio_items(url, domain=domain, role="clean", split=split, limit=limit), emb), {"vocoded": False})
+    return stats, f"domain:{domain}", cached
+
+
 def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logistics: TransformLogistics
                     ) -> tuple[dict[str, tuple[GaussianStats, str]], bool]:
     """The target domain's reference Gaussians, metric name -> (statistics, label): `fad` against
@@ -75,20 +102,17 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
                          "FAD needs a reference of the target domain")
 
     def one(vocoded: bool) -> tuple[GaussianStats, str, bool]:
-        if vocoded:
-            identity = point_config(cfg, WarmStartConfig(t_init=1.0, lam=0.0)).model_copy(
-                update={"method": "warm_init", "source_model": None})
-            res = transform_job(url, sel, identity, logistics.model_copy(update={"parent_run_id": None,
-                                                                               "experiment": "reinstrument-transform"}))
-            build = lambda: embed_set(output_items(res["run_url"]), emb)  # noqa: E731
-        else:
-            build = lambda: embed_set(audio_items(url, domain=domain, role="clean", split=cfg.reference_split,  # noqa: E731
-                                                  limit=cfg.reference_limit), emb)
+        if not vocoded:
+            return real_reference(url, domain, cfg.reference_split, cfg.reference_limit, emb, out)
+        identity = point_config(cfg, WarmStartConfig(t_init=1.0, lam=0.0)).model_copy(
+            update={"method": "warm_init", "source_model": None})
+        res = transform_job(url, sel, identity, logistics.model_copy(update={"parent_run_id": None,
+                                                                           "experiment": "reinstrument-transform"}))
         # the decoder is part of a vocoded reference's identity: a cache entry never serves another
-        decoder = {"vocoder": cfg.vocoder, "vocoder_iters": cfg.vocoder_iters} if vocoded else {}
         stats, cached = cached_reference_stats(Storage(out).child("metrics/reference-stats"), domain, emb.name, ids,
-                                               build, {"vocoded": vocoded} | decoder)
-        return stats, f"domain:{domain}" + (f" (vocoded: {cfg.vocoder})" if vocoded else ""), cached
+                                               lambda: embed_set(output_items(res["run_url"]), emb),
+                                               {"vocoded": True, "vocoder": cfg.vocoder, "vocoder_iters": cfg.vocoder_iters})
+        return stats, f"domain:{domain} (vocoded: {cfg.vocoder})", cached
 
     wanted = {"fad": cfg.vocoded_reference} | ({"fad_vocoded": True} if cfg.vocoded_diagnostic else {})
     built = {metric: one(vocoded) for metric, vocoded in wanted.items()}
@@ -246,7 +270,7 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
     cfg = cfg.model_copy(update={"vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"})
     if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
         check_selection(inputs, selection, cfg.task, False)
-    sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.model_dump(),
+    sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.identity(),
                                     "model": model_name, "config": cfg.model_dump(mode="json")})
     root = Storage(Storage(logistics.out_url).absolute_url())
     out = root.child(f"{L.SWEEPS}/{sweep_id}")

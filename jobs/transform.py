@@ -30,7 +30,7 @@ from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, Trans
 from tasks.ingest import run_ingest
 from tasks.metrics.sources import clip_matches, is_clips_dataset
 
-CLIP_COLUMNS = ["clip_id", "clean_id", "domain", "role", "split", "audio_flac", "duration_s"]
+CLIP_COLUMNS = ["clip_id", "clean_id", "domain", "role", "split", "piece", "audio_flac", "duration_s"]
 SUMMARY_METRICS = ("selected", "skipped", "transformed", "failed", "wall_s", "audio_s", "realtime_factor",
                    "first_batch_s", "steady_realtime_factor")
 
@@ -58,10 +58,27 @@ def select_clips(clips_url: str, selection: InputSelection, task_name: str, inge
     else:
         rows_all = ds.read(columns).to_pylist()
     rows = [r for r in rows_all if clip_matches(r, selection.domain, role, selection.split)]
-    rows.sort(key=lambda r: r["clip_id"])
-    if not rows:
-        raise ValueError(f"no clips in {clips_url} match domain={selection.domain} role={role} split={selection.split}")
+    seen = pieces_of(selection.exclude_pieces_of)
+    held_out = [r for r in rows if r["piece"] not in seen] if seen else rows
+    held_out.sort(key=lambda r: r["clip_id"])
+    if not held_out:
+        why = (f" outside the {len(seen)} pieces of {', '.join(selection.exclude_pieces_of)} ({len(rows)} match but are "
+               "pieces those datasets hold)" if rows else "")
+        raise ValueError(f"no clips in {clips_url} match domain={selection.domain} role={role} split={selection.split}{why}")
+    rows = held_out
     return rows[:selection.limit]
+
+
+def pieces_of(clips_urls: tuple[str, ...]) -> set[str]:
+    """Every piece any of these clips datasets holds (a clip without a piece, e.g. an ingested
+    file, is its own source and names none)."""
+    out: set[str] = set()
+    for url in clips_urls:
+        if not is_clips_dataset(url):
+            raise ValueError(f"exclude_pieces_of: {url} is not a clips dataset (expected the clips folder of a corpus "
+                             "or an ingestion)")
+        out |= {p for p in ShardedDataset.at(url, "clips").read(["piece"]).column("piece").to_pylist() if p}
+    return out
 
 
 def check_selection(clips_url: str, selection: InputSelection, task_name: str, ingested: bool) -> None:
@@ -80,7 +97,7 @@ class PreparedRun:
 def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> PreparedRun:
     pinned = pin_models(cfg)
     run_id = logistics.run_id or "tr-" + config_hash({"inputs": Storage(inputs).absolute_url(),
-                                                      "selection": selection.model_dump(),
+                                                      "selection": selection.identity(),
                                                       "pinned": pinned.model_dump(exclude_none=True),
                                                       "config": cfg.model_dump(mode="json")})
     run = Storage(Storage(logistics.out_url).absolute_url()).child(RunLayout.folder(run_id))

@@ -61,3 +61,18 @@ class ShippedModel(TypedDict):
     version: str
     sha256: str         # of weights/<folder>/model.pt
     champion: bool      # whether it holds `champion` (it takes the alias only where none exists)
+
+
+class CompareResult(TypedDict, total=False):
+    """result.json of a comparison (jobs/compare.py)."""
+    compare_id: str
+    table_url: str              # comparison.parquet: every metrics row of every method, task and subset
+    plot_url: str               # FAD against JD, every method, one panel per task
+    report_url: str             # the listening page
+    mlflow_run_id: str
+    finished_at: str
+    operating_point: dict       # tau_init, lambda and sampler of warm init (what the nightly job applies)
+    operating_point_from: str
+    inputs_per_task: dict[str, dict]
+    summary: list[dict]         # per task, subset and method: "mean [low, high]" per metric
+    markdown: dict[str, str]    # per task: the summary as a Markdown table

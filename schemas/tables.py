@@ -77,6 +77,14 @@ METRICS = pa.schema([
     ("detail", pa.string()),
 ])
 
+# `compare` (issue 20): the metrics rows of every method of every task, with which method and subset
+# (all inputs, or the inputs of one degradation kind) each row measures.
+COMPARISON = pa.schema(list(METRICS) + [
+    ("key", pa.string()),              # the method's slug: guide, identity, warm, warm-0.05, ddib, conditional, ...
+    ("label", pa.string()),            # the method as the table shows it
+    ("subset", pa.string()),           # all | a degradation kind (enhance)
+])
+
 OUTPUTS = pa.schema([
     ("output_key", pa.string()),       # content hash of (input clip, model version, method, settings)
     ("run_id", pa.string()),
@@ -104,6 +112,7 @@ OUTPUTS = pa.schema([
 ])
 
 TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
+                                "comparison": COMPARISON,
                                 "outputs": OUTPUTS}
 
 # The identity of a row: two writers that raced to add the same row (same content-hash key) leave it

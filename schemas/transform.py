@@ -62,6 +62,16 @@ class InputSelection(StrictConfig):
     limit: int | None = Field(None, ge=1, description="at most this many clips (sorted by clip ID)")
     commits: tuple[str, ...] | None = Field(None, description="only the shards of these commits of the clips "
                                                                "dataset (the nightly job's batch of new arrivals)")
+    exclude_pieces_of: tuple[str, ...] = Field((), description="clips datasets whose pieces are never selected: "
+                                               "held-out inputs by construction (e.g. the corpus a model trained on)")
+
+    def identity(self) -> dict:
+        """The selection as it enters run and sweep IDs (no exclusion: as before the field existed,
+        so runs made then are found again)."""
+        d = self.model_dump()
+        if not d["exclude_pieces_of"]:
+            del d["exclude_pieces_of"]
+        return d
 
 
 class TransformLogistics(StrictConfig):

@@ -77,3 +77,23 @@ def tradeoff_png(curves: dict[str, list[tuple[float, float, float]]], *, recomme
         ax.grid(alpha=0.3)
     axes[0].legend(title="λ")
     return _png(fig)
+
+
+def methods_png(points: dict[str, list[tuple[str, float, float, float, float, float, float]]], *,
+                embedding: str = "musicnn-msd") -> bytes:
+    """FAD against JD for every method, one panel per task, with 95 % intervals as error bars.
+    `points[task] = [(method, jd, jd_lo, jd_hi, fad, fad_lo, fad_hi), ...]` (a bound may be None)."""
+    tasks = list(points) or ["(no rows)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for k, (label, jd, jl, jh, fad, fl, fh) in enumerate(points.get(task, [])):
+            xerr = [[jd - jl], [jh - jd]] if jl is not None and jh is not None else None
+            yerr = [[fad - fl], [fh - fad]] if fl is not None and fh is not None else None
+            ax.errorbar([jd], [fad], xerr=xerr, yerr=yerr, fmt="os^vD<>ph*"[k % 10], ms=7, capsize=3,
+                        color=plt.cm.tab10(k % 10), label=label)
+        ax.set(xlabel="pitch JD vs guide (lower: more faithful)", ylabel=f"FAD ({embedding}) vs real target (lower: more real)",
+               title=task)
+        ax.grid(alpha=0.3)
+        if points.get(task):
+            ax.legend(fontsize=7, loc="best")
+    return _png(fig)

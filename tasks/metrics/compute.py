@@ -92,7 +92,7 @@ def point_rows(point: GridPoint, outputs: list[AudioItem], guides: dict[str, Aud
     -> (statistics, label); the outputs are embedded once), JD/melody JD (and F1/JD against the
     MIDI where a guide has one) against the guide of the same clip ID, and SI-SDR/LSD/mel-L1
     against the clean clip when `clean` maps clip IDs to it."""
-    embedded = embed_set(outputs, embedding)
+    embedded = embed_set(outputs, embedding) if references else None
     rows = [r for metric, (stats, label) in references.items()
             for r in fad_rows(point, fad(embedded, stats, embedding.name, seed=seed), label, metric)]
     pairs = [(o, guides[o.item_id]) for o in outputs if o.item_id in guides]

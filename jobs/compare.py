@@ -1,0 +1,242 @@
+"""`reinstrument compare` / `compare-methods`: does warm initialization win? For each task
+(timbre, midi2real, enhance), the same held-out inputs through every method (tasks/compare.py:
+the guide as played, identity, warm init at the sweep's operating point and its neighbours,
+DDIB, the conditional baseline, plain generation, the true target), each scored like a sweep's
+grid point (FAD against the target domain's real clips, JD and melody JD against the guide, F1
+against the MIDI, SI-SDR/LSD/mel-L1 against the clean clip) plus model evaluations per window
+and seconds per audio-second. Enhancement is scored over all inputs and per degradation kind.
+
+Outputs under <out>/compare/<compare_id>/ (schemas/compare.CompareLayout): the table, a FAD-vs-JD
+plot of every method, a listening page, result.json; one MLflow parent run, a child per method."""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from infra import tracking
+from infra.datasets import ShardedDataset
+from infra.settings import get_settings
+from infra.storage import Storage
+from jobs.decoders import resolve_vocoder
+from jobs.steps import Step, inline
+from jobs.sweep import newest_operating_point, output_items, real_reference
+from jobs.transform import select_clips, transform_job
+from schemas.compare import CompareConfig, CompareLayout as L
+from schemas.diffusion import EDMConfig, SamplerConfig, WarmStartConfig
+from schemas.records import RunLayout
+from schemas.results import CompareResult
+from schemas.tables import COMPARISON
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from tasks.audio import decode_audio_bytes
+from tasks.builders import load_model, make_embedding
+from tasks.compare import GUIDE_ROLES, Method, degradation_kind, evaluations_per_window, markdown, plan_methods
+from tasks.compare import scatter_points, summary_rows
+from tasks.listening import ListeningInput, write_page
+from tasks.metrics.compute import point_rows
+from tasks.metrics.pitch import BasicPitch
+from tasks.metrics.sources import AudioItem, is_clips_dataset
+from tasks.metrics.table import GridPoint, aggregate
+from tasks.plots import methods_png
+
+EXPERIMENT = "reinstrument-compare"
+SHOWN = ("fad", "jd", "jd_melody", "f1_midi", "si_sdr_db", "lsd_db", "mel_l1_db", "nfe", "s_per_audio_s")
+DRAWN = ("warm", "ddib", "conditional", "generation")  # spectrograms on the page (the players show every method)
+CLIP_COLS = ["clip_id", "clean_id", "source_id", "domain", "role", "split", "piece", "degradation", "midi", "audio_flac"]
+
+
+def operating_point(cfg: CompareConfig, root: Storage, version: str) -> tuple[WarmStartConfig, SamplerConfig, str]:
+    """The point warm init runs at: the config's own, else the newest sweep's for this model
+    version (the one the nightly job applies, jobs/sweep.newest_operating_point)."""
+    if cfg.t_init is not None:
+        return (WarmStartConfig(t_init=cfg.t_init, lam=1.0 if cfg.lam is None else cfg.lam),
+                cfg.sampler or SamplerConfig(), "given")
+    op = newest_operating_point(root, version)
+    if op is None:
+        raise ValueError(f"no sweep of {version} under {root.url} has an operating point; run `reinstrument sweep` "
+                         "(or the sweep-t-init deployment) with the same --out first, or pass --t-init")
+    if op.t_init is None:
+        raise ValueError(f"the newest sweep of {version} recommends sigma_start={op.sigma_start:g}; compare places its "
+                         "neighbours in tau_init: pass --t-init")
+    return op.warm(), op.sampler, f"sweep-t-init (JD {op.jd:.3f}, FAD {op.fad:.2f}; {op.rule})"
+
+
+def task_selection(cfg: CompareConfig, task: str, target_domain: str) -> InputSelection:
+    # MIDI guides carry their synth's domain (e.g. midi-sine); degraded guides their clean clip's
+    domain = {"timbre": cfg.timbre_domain, "midi2real": None, "enhance": target_domain}[task]
+    return InputSelection(domain=domain, role=GUIDE_ROLES[task], split=cfg.split, limit=cfg.limit,
+                          exclude_pieces_of=cfg.exclude_pieces_of)
+
+
+def _item(row: dict, item_id: str | None = None, midi: bytes | None = None) -> AudioItem:
+    return AudioItem(item_id or row["clip_id"], *decode_audio_bytes(row["audio_flac"]), midi)
+
+
+def task_inputs(inputs: str, sel: InputSelection, task: str, target_domain: str) -> dict:
+    """The task's guides, their true targets (by guide clip ID: the clean clip a guide stands for,
+    else the target domain's clean render of the same segment) and degradation kinds."""
+    rows = select_clips(inputs, sel, task, False, CLIP_COLS)
+    clips = ShardedDataset.at(inputs, "clips").read(["clip_id", "source_id", "domain", "role", "audio_flac"]).to_pylist()
+    by_id = {c["clip_id"]: c for c in clips}
+    same_segment = {c["source_id"]: c for c in clips if c["role"] == "clean" and c["domain"] == target_domain}
+    targets = {}
+    for r in rows:
+        t = by_id.get(r["clean_id"] or "") or same_segment.get(r["source_id"])
+        if t is not None and t["domain"] == target_domain and t["clip_id"] != r["clip_id"]:
+            targets[r["clip_id"]] = _item(t, r["clip_id"])
+    return {"guides": {r["clip_id"]: _item(r, midi=r["midi"]) for r in rows}, "targets": targets,
+            "kinds": {r["clip_id"]: degradation_kind(r["degradation"]) for r in rows},
+            "pieces": sorted({r["piece"] for r in rows if r["piece"]})}
+
+
+def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dict, references: dict, cfg: CompareConfig,
+               edm: EDMConfig, log: TransformLogistics) -> dict:
+    """One method on one task: its outputs scored over all inputs (and per degradation kind for
+    enhance); returns the rows and, for a transform, its run's URL (the listening page reads it)."""
+    run_url, speed, nfe = None, None, None
+    if m.kind == "transform":
+        res = transform_job(inputs, sel, m.config, log)
+        run_url, mlflow_id = res["run_url"], res["mlflow_run_id"]
+        outs = output_items(run_url)
+        table = ShardedDataset(Storage(run_url).child(RunLayout.OUTPUTS), "outputs").read(
+            ["clip_id", "seconds_spent", "duration_s"]).to_pylist()
+        speed = [{"s_per_audio_s": r["seconds_spent"] / r["duration_s"]} for r in table if r["duration_s"]]
+        nfe = evaluations_per_window(m.config, edm)
+    else:
+        outs = list((data["guides"] if m.kind == "guide" else data["targets"]).values())
+        mlflow_id = tracking.TrackedRun.start(EXPERIMENT, f"{task}/{m.key}", parent=log.parent_run_id,
+                                              tags={"reinstrument.kind": "compare-method"}).id
+    if not outs:
+        return {"rows": [], "run_url": None}
+    c = m.config
+    point = GridPoint(run_id=run_url.rstrip("/").rsplit("/", 1)[-1] if run_url else m.key,
+                      method=c.method if c else "reference", task=task,
+                      t_init=c.warm.t_init if c else None, lam=c.warm.lam if c else None)
+    emb = make_embedding(cfg.embedding, get_settings().weights_dir)
+    tracker = BasicPitch(get_settings().weights_dir)
+    clean = data["targets"] if task == "enhance" else None
+    subsets = {"all": outs}
+    if task == "enhance":
+        for o in outs:
+            subsets.setdefault(data["kinds"].get(o.item_id) or "unknown", []).append(o)
+    rows = []
+    for subset, items in subsets.items():
+        # FAD needs two clips: a degradation kind with one input gets its paired metrics only
+        got = point_rows(point, items, data["guides"], references if len(items) >= 2 else {}, emb, tracker,
+                         threshold=cfg.jd_threshold,
+                         clean=clean, seed=cfg.seed)
+        if subset == "all" and speed:
+            got += aggregate(point, speed, ("s_per_audio_s",), reference="wall clock", seed=cfg.seed)
+            got += aggregate(point, [{"nfe": float(nfe)}], ("nfe",), reference="per window")
+        rows += [r | {"key": m.key, "label": m.label, "subset": subset} for r in got]
+    tracked = tracking.TrackedRun(mlflow_id)
+    tracked.table([r for r in rows if r["subset"] == "all"])  # per-kind rows live in the comparison table
+    if m.kind != "transform":
+        tracked.finish()
+    print(f"[compare] {task}: {m.label}: " + ", ".join(f"{r['metric']} {r['mean']:.3g}" for r in rows
+                                                       if r["subset"] == "all" and r["metric"] in ("fad", "jd")))
+    return {"rows": rows, "run_url": run_url}
+
+
+def listening(task: str, methods: list[Method], results: list[dict], data: dict, n: int) -> list[ListeningInput]:
+    keys = {m.key: {r["clip_id"]: r["output_key"] for r in ShardedDataset(
+        Storage(res["run_url"]).child(RunLayout.OUTPUTS), "outputs").read(["clip_id", "output_key"]).to_pylist()}
+        for m, res in zip(methods, results) if res["run_url"]}
+    runs = {m.key: Storage(res["run_url"]) for m, res in zip(methods, results) if res["run_url"]}
+    out = []
+    for cid in sorted(data["guides"])[:n]:
+        g = data["guides"][cid]
+        outs = [(m.label, runs[m.key].read_bytes(RunLayout.audio(keys[m.key][cid])), m.key in DRAWN)
+                for m in methods if m.key in keys and cid in keys[m.key]]
+        t = data["targets"].get(cid)
+        out.append(ListeningInput(f"{task}-{cid[:12]}", (g.audio, g.sample_rate_hz), outs,
+                                  (t.audio, t.sample_rate_hz) if t else None))
+    return out
+
+
+def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, *, step: Step = inline) -> CompareResult:
+    """Every method of every task of `cfg` on the held-out inputs of the clips dataset INPUTS."""
+    if not is_clips_dataset(inputs):
+        raise ValueError(f"{inputs} is not a clips dataset; compare reads a corpus (`reinstrument corpus build`, or "
+                         "`reinstrument ingest` of a folder) so that guides, true targets and pieces are known")
+    model_uri, version = tracking.resolve_model(cfg.model)
+    cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"})
+    root = Storage(Storage(logistics.out_url).absolute_url())
+    point, sampler, origin = operating_point(cfg, root, version)
+    pinned = {"source_models": {t: tracking.resolve_model(u)[0] for t, u in cfg.source_models.items()},
+              "conditional_models": {t: tracking.resolve_model(u)[0] for t, u in cfg.conditional_models.items()}}
+    compare_id = "cmp-" + tracking_hash(inputs, cfg, point, sampler, pinned)
+    out = root.child(f"{L.COMPARE}/{compare_id}")
+    if out.exists(L.RESULT):
+        print(f"[compare] {compare_id} is finished: reusing it ({out.url})")
+        return CompareResult(**json.loads(out.read_bytes(L.RESULT)))
+    target = load_model(tracking.model_checkpoint(model_uri), version)
+    domain = target.card.domain
+    parent = tracking.TrackedRun.start(EXPERIMENT, compare_id, tags={"reinstrument.kind": "compare",
+                                                                     "reinstrument.compare_folder": out.url})
+    with parent.failed_on_error():
+        parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": version,
+                                                     "operating_point": origin})
+        log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
+        emb = make_embedding(cfg.embedding, get_settings().weights_dir)
+        stats, label, _ = real_reference(cfg.reference_url or inputs, domain, cfg.reference_split, cfg.reference_limit,
+                                         emb, root.url)
+        base = TransformConfig(model=model_uri, warm=point, sampler=sampler, window=cfg.window, seed=cfg.seed,
+                               vocoder=cfg.vocoder, vocoder_iters=cfg.vocoder_iters)
+        rows, pages, inputs_per_task = [], [], {}
+        for task in cfg.tasks:
+            sel = task_selection(cfg, task, domain)
+            data = task_inputs(inputs, sel, task, domain)
+            inputs_per_task[task] = {"inputs": len(data["guides"]), "with_true_target": len(data["targets"]),
+                                     "pieces": len(data["pieces"])}
+            methods = plan_methods(task, base.model_copy(update={"task": task}), point, cfg.neighbours,
+                                   source_model=pinned["source_models"].get(task),
+                                   conditional_model=pinned["conditional_models"].get(task))
+            print(f"[compare] {task}: {len(data['guides'])} inputs from {len(data['pieces'])} pieces; "
+                  f"{len(methods)} methods")
+            results = [step(run_method, task, m, inputs, sel, data, {"fad": (stats, label)}, cfg, target.model.cfg,
+                            log.model_copy(update={"run_id": None})) for m in methods]
+            rows += [r for res in results for r in res["rows"]]
+            pages += listening(task, methods, results, data, cfg.listen)
+        return step(finish, cfg, rows, pages, out, parent.id, compare_id,
+                    {"model": version, "operating point": f"{point.model_dump(exclude_none=True)} {sampler.name} "
+                     f"{sampler.steps} steps, S_churn {sampler.S_churn:g} (from {origin})", "reference": label,
+                     "inputs": inputs} | {f"inputs: {t}": json.dumps(v) for t, v in inputs_per_task.items()},
+                    {"operating_point": point.model_dump(exclude_none=True) | {"sampler": sampler.model_dump(mode="json")},
+                     "operating_point_from": origin, "inputs_per_task": inputs_per_task})
+
+
+def tracking_hash(inputs: str, cfg: CompareConfig, point: WarmStartConfig, sampler: SamplerConfig, pinned: dict) -> str:
+    """The comparison's identity: inputs, config, the point applied and every pinned model version."""
+    from schemas.configs import config_hash
+
+    return config_hash({"inputs": Storage(inputs).absolute_url(), "config": cfg.model_dump(mode="json"),
+                        "point": point.model_dump(), "sampler": sampler.model_dump(mode="json"), "pinned": pinned})
+
+
+def finish(cfg: CompareConfig, rows: list[dict], pages: list[ListeningInput], out: Storage,
+           parent_id: str, compare_id: str, context: dict, extra: dict) -> CompareResult:
+    parent = tracking.TrackedRun(parent_id)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=COMPARISON), buf)
+    out.write_bytes(L.TABLE, buf.getvalue())
+    png = methods_png(scatter_points(rows), embedding=next((r["embedding"] for r in rows if r["embedding"]), cfg.embedding))
+    out.write_bytes(L.PLOT, png)
+    summary = summary_rows(rows, SHOWN)
+    report = write_page(out.child(L.REPORT), f"compare {compare_id}", cfg.model_dump(mode="json"), context,
+                        {"operating point": context["operating point"]}, summary, pages, curves_png=png)
+    result = CompareResult(compare_id=compare_id, table_url=out.uri(L.TABLE), plot_url=out.uri(L.PLOT), report_url=report,
+                           mlflow_run_id=parent.id, finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+                           summary=summary, markdown={t: markdown(summary, t) for t in cfg.tasks}, **extra)
+    out.write_bytes(L.RESULT, json.dumps(result, indent=2).encode())
+    for name in (L.TABLE, L.PLOT, L.RESULT):
+        parent.artifact(name, out.read_bytes(name))
+    parent.artifacts_from(out, L.REPORT, "report")
+    fad = {f"fad_{r['task']}_{r['key']}": r["mean"] for r in rows if r["metric"] == "fad" and r["subset"] == "all"}
+    parent.metrics({k: v for k, v in fad.items() if np.isfinite(v)})
+    parent.finish()
+    return result
