@@ -130,7 +130,7 @@ def serve(
     cron: str = typer.Option("0 2 * * *", help="Nightly schedule (UTC cron)."),
     actors: int = typer.Option(2, help="Ray actors per transform."),
 ):
-    """Serve the `sweep-t-init` and `reinstrument-nightly` deployments (needs PREFECT_API_URL)."""
+    """Serve the `sweep-t-init`, `compare-methods` and `reinstrument-nightly` deployments (needs PREFECT_API_URL)."""
     from flows.deploy import serve_all
 
     if not os.environ.get("PREFECT_API_URL"):

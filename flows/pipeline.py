@@ -92,11 +92,14 @@ def sweep_t_init(inputs: str, model: str, task_name: str = "timbre", domain: str
 
 
 @flow(name="compare-methods", log_prints=True)
-def compare_methods(inputs: str, model: str, config: CompareConfig | None = None, out: str | None = None,
+def compare_methods(inputs: str, model: str, config: dict | CompareConfig | None = None, out: str | None = None,
                     actors: int = 2) -> dict:
     """Every method of every task on the same held-out inputs: tables with 95 % intervals, a FAD-vs-JD
-    plot and a listening page; warm init runs at the newest sweep's operating point for MODEL."""
-    cfg = (config or CompareConfig(model=model)).model_copy(update={"model": model})
+    plot and a listening page; warm init runs at the newest sweep's operating point for MODEL.
+    CONFIG: CompareConfig's fields (`reinstrument config show compare`) but the model, given apart."""
+    if isinstance(config, CompareConfig):
+        config = config.model_dump(mode="json")
+    cfg = CompareConfig.model_validate({**(config or {}), "model": model})
     res = compare_job(inputs, cfg, TransformLogistics(num_actors=actors, out_url=out or get_settings().data_root),
                       step=prefect_step)
     table_artifact("compare-methods", res["summary"], f"compare {res['compare_id']}: every method, every task")

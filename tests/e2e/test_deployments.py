@@ -1,5 +1,5 @@
 """The users' three commands, end to end against real services: a Prefect server on 127.0.0.1,
-`reinstrument serve` running both deployments, moto S3 for inputs and outputs, MLflow on sqlite
+`reinstrument serve` running the three deployments, moto S3 for inputs and outputs, MLflow on sqlite
 (artifacts in S3). `prefect deployment run 'sweep-t-init/default'` on a tiny model; the nightly
 deployment triggered twice with arrivals in between, then killed mid-run and finished by the
 next trigger; the sweep's listening report opened in headless Chromium; a run pulled."""
@@ -120,14 +120,14 @@ def _serve(stack, name: str) -> subprocess.Popen:
            "--out", f"s3://{stack['bucket']}/out", "--actors", "0"]
     proc = subprocess.Popen(cmd, env=stack["env"], stdout=open(stack["tmp"] / f"{name}.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.time() + 120  # both deployments registered
+    deadline = time.time() + 120  # every deployment registered
     while time.time() < deadline:
         r = subprocess.run([f"{BIN}/prefect", "deployment", "ls"], env=stack["env"], capture_output=True, text=True)
-        if "sweep-t-init/default" in r.stdout and "reinstrument-nightly/default" in r.stdout:
+        if all(f"{d}/default" in r.stdout for d in ("sweep-t-init", "compare-methods", "reinstrument-nightly")):
             return proc
         assert proc.poll() is None, open(stack["tmp"] / f"{name}.log").read()[-3000:]
         time.sleep(1)
-    raise AssertionError("serve did not register both deployments")
+    raise AssertionError("serve did not register the three deployments")
 
 
 def _run_deployment(stack, name: str, params: dict, watch: bool = True, timeout_s: int = 900):
@@ -202,12 +202,29 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         # --- the listening report in a real browser -------------------------------------------------
         check_report(bucket, f"{folder}/report/", stack["tmp"] / "report", min_audio=2 * (1 + 3), min_images=3)
 
-        # --- nightly: two arrivals, each processed once ---------------------------------------------
+        # --- compare-methods at the sweep's operating point: tables, plot, page in a browser ---------
+        cmp = {"tasks": ["timbre"], "split": None, "limit": 2, "neighbours": [], "reference_split": None,
+               "reference_limit": 4, "listen": 1, "window": config["window"], "vocoder_iters": 4}
+        _run_deployment(stack, "compare-methods/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
+                                                           "config": cmp})
+        (res_key,) = [k for k in keys(bucket, "out/compare/") if k.endswith("/result.json")]
+        compared = json.loads(_get(bucket, res_key))
+        assert compared["operating_point"]["t_init"] == rec["operating_point"]["t_init"]
+        assert {r["method"].split(" ")[0] for r in compared["summary"]} >= {"guide", "identity", "warm", "plain", "true"}
+        check_report(bucket, res_key.rsplit("/", 1)[0] + "/report/", stack["tmp"] / "compare-report",
+                     min_audio=1 + 3 + 1, min_images=2)
+
+        # --- nightly: two arrivals, each processed once; the first night at the operating point ----
         clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=7))
         params = {"targets": [{"model": MODEL, "t_init": 0.6}], "steps": 4, "clips_per_task": 1}
         _put_inputs(stack, clips[:2])
-        _run_deployment(stack, "reinstrument-nightly/default", params)
+        _run_deployment(stack, "reinstrument-nightly/default", {"targets": [{"model": MODEL}], "clips_per_task": 1})
         assert len(_nightly_outputs(bucket)) == 2
+        op = compared["operating_point"]  # the sweep's, applied whole by compare and by the nightly job
+        night = next(k.rsplit("/_commits/", 1)[0] for k in keys(bucket, "out/nightly/") if "/outputs/_commits/" in k)
+        for row in ShardedDataset.at(f"s3://{bucket}/{night}", "outputs").read().to_pylist():
+            assert (row["t_init"], row["lam"], row["steps"], row["sampler"]) == \
+                (op["t_init"], op["lam"], op["sampler"]["steps"], op["sampler"]["name"])
         _put_inputs(stack, clips[2:3])
         _run_deployment(stack, "reinstrument-nightly/default", params)
         done = _nightly_outputs(bucket)
