@@ -32,7 +32,7 @@ def compare(
     lam: float = typer.Option(None, help="With --t-init: its lambda (default 1)."),
     neighbour: list[float] = typer.Option(None, help="tau_init offsets of the neighbours (repeat; default -0.05 0.05)."),
     timbre_domain: str = typer.Option(None, help="timbre: the guide instrument (default violin)."),
-    split: str = typer.Option(None, help="Split of the inputs (default test)."),
+    split: str = typer.Option(None, help="Split of the inputs (default test; all: every split, for inputs held out by piece)."),
     limit: int = typer.Option(None, help="At most this many inputs per task."),
     exclude_pieces_of: list[str] = typer.Option(None, help="Clips dataset whose pieces are never inputs (repeat), "
                                                 "e.g. the corpus the models trained on."),
@@ -70,6 +70,7 @@ def compare(
     for t in cfg.tasks:  # Markdown: wide rows stay readable in a terminal, a log and a README alike
         for subset in dict.fromkeys(r["subset"] for r in res["summary"] if r["task"] == t):
             print(f"\n## {t} ({subset}; {json.dumps(res['inputs_per_task'][t])})\n{markdown(res['summary'], t, subset)}")
-    console.print(f"operating point: {res['operating_point']} (from {res['operating_point_from']})")
+    for t, op in res["operating_points"].items():
+        console.print(f"operating point, {t}: {op}")
     console.print(f"table:  {res['table_url']}\nplot:   {res['plot_url']}\nreport: {res['report_url']}\n"
                   f"MLflow parent run: {res['mlflow_run_id']}")

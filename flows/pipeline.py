@@ -95,7 +95,7 @@ def sweep_t_init(inputs: str, model: str, task_name: str = "timbre", domain: str
 def compare_methods(inputs: str, model: str, config: dict | CompareConfig | None = None, out: str | None = None,
                     actors: int = 2) -> dict:
     """Every method of every task on the same held-out inputs: tables with 95 % intervals, a FAD-vs-JD
-    plot and a listening page; warm init runs at the newest sweep's operating point for MODEL.
+    plot and a listening page; warm init runs at the newest sweep's operating point for MODEL (per task).
     CONFIG: CompareConfig's fields (`reinstrument config show compare`) but the model, given apart."""
     if isinstance(config, CompareConfig):
         config = config.model_dump(mode="json")

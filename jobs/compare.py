@@ -49,20 +49,24 @@ DRAWN = ("warm", "ddib", "conditional", "generation")  # spectrograms on the pag
 CLIP_COLS = ["clip_id", "clean_id", "source_id", "domain", "role", "split", "piece", "degradation", "midi", "audio_flac"]
 
 
-def operating_point(cfg: CompareConfig, root: Storage, version: str) -> tuple[WarmStartConfig, SamplerConfig, str]:
-    """The point warm init runs at: the config's own, else the newest sweep's for this model
-    version (the one the nightly job applies, jobs/sweep.newest_operating_point)."""
+def operating_point(cfg: CompareConfig, root: Storage, version: str, task: str
+                    ) -> tuple[WarmStartConfig, SamplerConfig, str]:
+    """The point warm init runs at for `task`: the config's own, else the newest sweep's of this
+    task for this model version (the nightly job applies the timbre one, through the same
+    jobs/sweep.newest_operating_point), else the newest sweep's of any task, said so."""
     if cfg.t_init is not None:
         return (WarmStartConfig(t_init=cfg.t_init, lam=1.0 if cfg.lam is None else cfg.lam),
                 cfg.sampler or SamplerConfig(), "given")
-    op = newest_operating_point(root, version)
+    op, origin = newest_operating_point(root, version, task), f"the {task} sweep"
+    if op is None:
+        op, origin = newest_operating_point(root, version), f"a sweep of another task (no {task} sweep of {version})"
     if op is None:
         raise ValueError(f"no sweep of {version} under {root.url} has an operating point; run `reinstrument sweep` "
                          "(or the sweep-t-init deployment) with the same --out first, or pass --t-init")
     if op.t_init is None:
         raise ValueError(f"the newest sweep of {version} recommends sigma_start={op.sigma_start:g}; compare places its "
                          "neighbours in tau_init: pass --t-init")
-    return op.warm(), op.sampler, f"sweep-t-init (JD {op.jd:.3f}, FAD {op.fad:.2f}; {op.rule})"
+    return op.warm(), op.sampler, f"{origin} (JD {op.jd:.3f}, FAD {op.fad:.2f}; {op.rule})"
 
 
 def task_selection(cfg: CompareConfig, task: str, target_domain: str) -> InputSelection:
@@ -166,10 +170,10 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
     model_uri, version = tracking.resolve_model(cfg.model)
     cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"})
     root = Storage(Storage(logistics.out_url).absolute_url())
-    point, sampler, origin = operating_point(cfg, root, version)
+    points = {task: operating_point(cfg, root, version, task) for task in cfg.tasks}
     pinned = {"source_models": {t: tracking.resolve_model(u)[0] for t, u in cfg.source_models.items()},
               "conditional_models": {t: tracking.resolve_model(u)[0] for t, u in cfg.conditional_models.items()}}
-    compare_id = "cmp-" + tracking_hash(inputs, cfg, point, sampler, pinned)
+    compare_id = "cmp-" + tracking_hash(inputs, cfg, points, pinned)
     out = root.child(f"{L.COMPARE}/{compare_id}")
     if out.exists(L.RESULT):
         print(f"[compare] {compare_id} is finished: reusing it ({out.url})")
@@ -179,21 +183,22 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
     parent = tracking.TrackedRun.start(EXPERIMENT, compare_id, tags={"reinstrument.kind": "compare",
                                                                      "reinstrument.compare_folder": out.url})
     with parent.failed_on_error():
-        parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": version,
-                                                     "operating_point": origin})
+        parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": version}
+                      | {f"operating_point.{t}": o for t, (_, _, o) in points.items()})
         log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
         emb = make_embedding(cfg.embedding, get_settings().weights_dir)
         stats, label, _ = real_reference(cfg.reference_url or inputs, domain, cfg.reference_split, cfg.reference_limit,
                                          emb, root.url)
-        base = TransformConfig(model=model_uri, warm=point, sampler=sampler, window=cfg.window, seed=cfg.seed,
-                               vocoder=cfg.vocoder, vocoder_iters=cfg.vocoder_iters)
         rows, pages, inputs_per_task = [], [], {}
         for task in cfg.tasks:
+            point, sampler, _ = points[task]
+            base = TransformConfig(task=task, model=model_uri, warm=point, sampler=sampler, window=cfg.window,
+                                   seed=cfg.seed, vocoder=cfg.vocoder, vocoder_iters=cfg.vocoder_iters)
             sel = task_selection(cfg, task, domain)
             data = task_inputs(inputs, sel, task, domain)
             inputs_per_task[task] = {"inputs": len(data["guides"]), "with_true_target": len(data["targets"]),
                                      "pieces": len(data["pieces"])}
-            methods = plan_methods(task, base.model_copy(update={"task": task}), point, cfg.neighbours,
+            methods = plan_methods(task, base, point, cfg.neighbours,
                                    source_model=pinned["source_models"].get(task),
                                    conditional_model=pinned["conditional_models"].get(task))
             print(f"[compare] {task}: {len(data['guides'])} inputs from {len(data['pieces'])} pieces; "
@@ -202,20 +207,25 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
                             log.model_copy(update={"run_id": None})) for m in methods]
             rows += [r for res in results for r in res["rows"]]
             pages += listening(task, methods, results, data, cfg.listen)
+        shown = {t: f"{p.model_dump(exclude_none=True)} {s.name} {s.steps} steps, S_churn {s.S_churn:g} (from {o})"
+                 for t, (p, s, o) in points.items()}
         return step(finish, cfg, rows, pages, out, parent.id, compare_id,
-                    {"model": version, "operating point": f"{point.model_dump(exclude_none=True)} {sampler.name} "
-                     f"{sampler.steps} steps, S_churn {sampler.S_churn:g} (from {origin})", "reference": label,
-                     "inputs": inputs} | {f"inputs: {t}": json.dumps(v) for t, v in inputs_per_task.items()},
-                    {"operating_point": point.model_dump(exclude_none=True) | {"sampler": sampler.model_dump(mode="json")},
-                     "operating_point_from": origin, "inputs_per_task": inputs_per_task})
+                    {"model": version, "reference": label, "inputs": inputs}
+                    | {f"operating point: {t}": v for t, v in shown.items()}
+                    | {f"inputs: {t}": json.dumps(v) for t, v in inputs_per_task.items()},
+                    {"operating_points": {t: p.model_dump(exclude_none=True) | {"sampler": s.model_dump(mode="json"),
+                                                                                "from": o}
+                                          for t, (p, s, o) in points.items()},
+                     "inputs_per_task": inputs_per_task})
 
 
-def tracking_hash(inputs: str, cfg: CompareConfig, point: WarmStartConfig, sampler: SamplerConfig, pinned: dict) -> str:
-    """The comparison's identity: inputs, config, the point applied and every pinned model version."""
+def tracking_hash(inputs: str, cfg: CompareConfig, points: dict, pinned: dict) -> str:
+    """The comparison's identity: inputs, config, the points applied and every pinned model version."""
     from schemas.configs import config_hash
 
     return config_hash({"inputs": Storage(inputs).absolute_url(), "config": cfg.model_dump(mode="json"),
-                        "point": point.model_dump(), "sampler": sampler.model_dump(mode="json"), "pinned": pinned})
+                        "points": {t: [p.model_dump(), s.model_dump(mode="json")] for t, (p, s, _) in points.items()},
+                        "pinned": pinned})
 
 
 def finish(cfg: CompareConfig, rows: list[dict], pages: list[ListeningInput], out: Storage,
@@ -228,7 +238,8 @@ def finish(cfg: CompareConfig, rows: list[dict], pages: list[ListeningInput], ou
     out.write_bytes(L.PLOT, png)
     summary = summary_rows(rows, SHOWN)
     report = write_page(out.child(L.REPORT), f"compare {compare_id}", cfg.model_dump(mode="json"), context,
-                        {"operating point": context["operating point"]}, summary, pages, curves_png=png)
+                        {k: v for k, v in context.items() if k.startswith("operating point")}, summary, pages,
+                        curves_png=png)
     result = CompareResult(compare_id=compare_id, table_url=out.uri(L.TABLE), plot_url=out.uri(L.PLOT), report_url=report,
                            mlflow_run_id=parent.id, finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                            summary=summary, markdown={t: markdown(summary, t) for t in cfg.tasks}, **extra)

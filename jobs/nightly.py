@@ -51,7 +51,7 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
     resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
-        point = None if t.get("t_init") is not None else newest_operating_point(root, version)
+        point = None if t.get("t_init") is not None else newest_operating_point(root, version, "timbre")  # arrivals are re-instrumented
         if point is None:
             warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
             sampler = SamplerConfig(**({"steps": steps} if steps else {}))

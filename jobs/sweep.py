@@ -62,13 +62,16 @@ def clip_items(clips_url: str, ids: set[str]) -> dict[str, AudioItem]:
             if r["clip_id"] in ids}
 
 
-def newest_operating_point(root: Storage, model_version: str) -> OperatingPoint | None:
+def newest_operating_point(root: Storage, model_version: str, task: str | None = None) -> OperatingPoint | None:
     """The newest sweep's operating point for this model version under `root` (tau_init or
-    sigma, lambda and sampler settings), else None: what the nightly job and `compare` apply."""
+    sigma, lambda and sampler settings), else None: what the nightly job and `compare` apply.
+    With `task`, only sweeps of that task count (a sweep that did not record its task counts for any)."""
     best = None
     for rel in root.find(L.SWEEPS):
         if rel.endswith(L.RECOMMENDATION):
             rec = Recommendation.model_validate_json(root.read_bytes(rel))
+            if task is not None and rec.task not in (None, task):
+                continue
             if rec.model_version == model_version and rec.operating_point is not None:
                 if best is None or rec.finished_at > best.finished_at:
                     best = rec
@@ -247,7 +250,8 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
     rec = Recommendation(sweep_id=sweep_id, model_version=context["model"], recommended=recs,
                          operating_point=operating_point(cfg, curves), vocoder=cfg.vocoder,
                          finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), metrics_url=out.uri(L.METRICS),
-                         plot_url=out.uri(L.PLOT), report_url=report, mlflow_run_id=parent, points=len(cfg.grid()))
+                         plot_url=out.uri(L.PLOT), report_url=report, mlflow_run_id=parent, points=len(cfg.grid()),
+                         task=cfg.task)
     out.write_bytes(L.RECOMMENDATION, rec.model_dump_json(indent=2, exclude_none=True).encode())
     tracked = tracking.TrackedRun(parent)
     tracked.table(rows)

@@ -186,6 +186,7 @@ class Recommendation(StrictConfig):
     report_url: str
     mlflow_run_id: str
     points: int
+    task: str | None = None  # timbre | midi2real | enhance; absent in sweeps finished before it was recorded
 
 
 class FeatureSetExtra(StrictConfig):

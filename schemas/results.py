@@ -71,8 +71,7 @@ class CompareResult(TypedDict, total=False):
     report_url: str             # the listening page
     mlflow_run_id: str
     finished_at: str
-    operating_point: dict       # tau_init, lambda and sampler of warm init (what the nightly job applies)
-    operating_point_from: str
+    operating_points: dict[str, dict]  # per task: tau_init, lambda, sampler of warm init and where they came from
     inputs_per_task: dict[str, dict]
     summary: list[dict]         # per task, subset and method: "mean [low, high]" per metric
     markdown: dict[str, str]    # per task: the summary as a Markdown table

@@ -209,7 +209,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
                                                            "config": cmp})
         (res_key,) = [k for k in keys(bucket, "out/compare/") if k.endswith("/result.json")]
         compared = json.loads(_get(bucket, res_key))
-        assert compared["operating_point"]["t_init"] == rec["operating_point"]["t_init"]
+        assert compared["operating_points"]["timbre"]["t_init"] == rec["operating_point"]["t_init"]
         assert {r["method"].split(" ")[0] for r in compared["summary"]} >= {"guide", "identity", "warm", "plain", "true"}
         check_report(bucket, res_key.rsplit("/", 1)[0] + "/report/", stack["tmp"] / "compare-report",
                      min_audio=1 + 3 + 1, min_images=2)
@@ -220,7 +220,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         _put_inputs(stack, clips[:2])
         _run_deployment(stack, "reinstrument-nightly/default", {"targets": [{"model": MODEL}], "clips_per_task": 1})
         assert len(_nightly_outputs(bucket)) == 2
-        op = compared["operating_point"]  # the sweep's, applied whole by compare and by the nightly job
+        op = compared["operating_points"]["timbre"]  # the sweep's, applied whole by compare and by the nightly job
         night = next(k.rsplit("/_commits/", 1)[0] for k in keys(bucket, "out/nightly/") if "/outputs/_commits/" in k)
         for row in ShardedDataset.at(f"s3://{bucket}/{night}", "outputs").read().to_pylist():
             assert (row["t_init"], row["lam"], row["steps"], row["sampler"]) == \

@@ -10,7 +10,6 @@ import pytest
 from infra.datasets import ShardBuffer, ShardedDataset
 from schemas.diffusion import SamplerConfig, WindowConfig
 from schemas.transform import InputSelection, TransformLogistics
-from tests.integration.test_transform import models  # noqa: F401  (the module's fixture)
 
 pytestmark = pytest.mark.integration
 FLUTE = "models:/reinstrument-flute@champion"
@@ -29,7 +28,7 @@ def _pieces_dataset(corpus_clips: str, url: str, n: int) -> set[str]:
     return set(pieces)
 
 
-def test_compare_every_method_every_task_then_nightly_applies_the_same_point(models, tmp_path):  # noqa: F811
+def test_compare_every_method_every_task_then_nightly_applies_the_same_point(models, tmp_path):
     from jobs.compare import compare_job
     from jobs.nightly import nightly_job
     from jobs.sweep import sweep_job
@@ -52,9 +51,12 @@ def test_compare_every_method_every_task_then_nightly_applies_the_same_point(mod
                         reference_limit=4, neighbours=(-0.1,), listen=1, **SMALL)
     res = compare_job(corpus.clips_url, cfg, log)
 
-    # warm init ran at the sweep's operating point, applied whole
-    assert res["operating_point"]["t_init"] == op["t_init"] and res["operating_point"]["lam"] == op["lam"]
-    assert res["operating_point"]["sampler"] == op["sampler"] and res["operating_point_from"].startswith("sweep-t-init")
+    # warm init ran at the (timbre) sweep's operating point, applied whole; the other tasks had no
+    # sweep of their own and say where theirs came from
+    ops = res["operating_points"]
+    assert ops["timbre"]["t_init"] == op["t_init"] and ops["timbre"]["lam"] == op["lam"]
+    assert ops["timbre"]["sampler"] == op["sampler"] and ops["timbre"]["from"].startswith("the timbre sweep")
+    assert ops["enhance"]["from"].startswith("a sweep of another task (no enhance sweep")
     rows = pq.read_table(res["table_url"]).to_pylist()
     keys = lambda task: {r["key"] for r in rows if r["task"] == task}  # noqa: E731
     neighbour = f"warm-t{round(op['t_init'] - 0.1, 6):g}"
@@ -104,8 +106,7 @@ def test_compare_every_method_every_task_then_nightly_applies_the_same_point(mod
     night = nightly_job(str(inbox), [{"model": FLUTE}], out, actors=0)
     (run,) = night["runs"]
     (row,) = ShardedDataset.at(run["outputs"], "outputs").read().to_pylist()
-    sampler = SamplerConfig.model_validate(res["operating_point"]["sampler"])
-    assert (row["t_init"], row["lam"], row["steps"]) == (res["operating_point"]["t_init"], res["operating_point"]["lam"],
-                                                        sampler.steps)
+    sampler = SamplerConfig.model_validate(ops["timbre"]["sampler"])
+    assert (row["t_init"], row["lam"], row["steps"]) == (ops["timbre"]["t_init"], ops["timbre"]["lam"], sampler.steps)
     assert row["sampler"] == sampler.name and run["point"].endswith(f"{sampler.name} {sampler.steps}")  # no churn
     assert decode_audio_bytes(open(row["output_uri"].removeprefix("file://"), "rb").read())[0].size > 0

@@ -28,29 +28,6 @@ pytestmark = pytest.mark.integration
 HOP_S = 320 / 16000
 
 
-@pytest.fixture(scope="module")
-def models(s3_env, built_corpus, tmp_path_factory):
-    """flute and violin unconditional models and a violin->flute conditional one (tiny preset)."""
-    from jobs.train import train_job
-
-    tmp = tmp_path_factory.mktemp("transform-models")
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["REINSTRUMENT_MLFLOW_ARTIFACTS"] = (tmp / "artifacts").as_uri()
-    _, corpus = built_corpus
-    feats = extract_features([corpus.clips_url], str(tmp / "features"),
-                             FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
-    log = TrainLogistics(num_workers=0, out_url=str(tmp / "training"))
-    for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"}):
-        train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}), log)
-    from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
-
-    train_job(VocoderTrainConfig(clips_urls=(corpus.clips_url,), **VOCODER_PRESETS["tiny"]), log)
-    yield corpus
-    for k, v in saved.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-
-
 def config(**over) -> TransformConfig:
     base = dict(model="models:/reinstrument-flute@champion", warm=WarmStartConfig(t_init=0.6, lam=1.0),
                 sampler=SamplerConfig(steps=6), window=WindowConfig(window_frames=64, overlap_frames=16), vocoder_iters=4,

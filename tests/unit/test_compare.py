@@ -74,3 +74,7 @@ def test_config_refusals():
         CompareConfig(model="m", tasks=("timbre", "timbre"))
     with pytest.raises(ValueError, match="extra|not permitted"):
         CompareConfig(model="m", t_inits=(0.5,))
+
+
+def test_split_all_means_every_split():
+    assert CompareConfig(model="m", split="all").split is None and CompareConfig(model="m").split == "test"
