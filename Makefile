@@ -47,7 +47,7 @@ lock:  ## re-resolve requirements.in into requirements.lock (records no index ho
 	uv pip compile requirements.in -o requirements.lock --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header
 
 test: setup  ## run the whole suite (unit, integration with real local services, e2e)
-	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/benchmarks
+	$(PY) -m pytest -q -p no:cacheprovider --durations=40 tests --ignore=tests/benchmarks
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit
