@@ -12,7 +12,7 @@ runner = CliRunner()
 
 COMMANDS = [[], ["corpus"], ["corpus", "build"], ["ingest"], ["augment"], ["features"], ["inspect"],
             ["mel2audio"], ["config"], ["config", "show"], ["demo"], ["shipped"], ["shipped", "list"],
-            ["shipped", "register"], ["shipped", "ship"], ["metrics"], ["metrics", "fad"], ["metrics", "jd"], ["transform"], ["sweep"], ["pull"], ["serve"], ["nightly"]]
+            ["shipped", "register"], ["shipped", "ship"], ["metrics"], ["metrics", "fad"], ["metrics", "jd"], ["transform"], ["sweep"], ["compare"], ["pull"], ["serve"], ["nightly"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
