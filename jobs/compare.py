@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +25,7 @@ from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.decoders import resolve_vocoder
 from jobs.steps import Step, inline
-from jobs.sweep import newest_operating_point, output_items, real_reference
+from jobs.sweep import clip_items, newest_operating_point, output_items, real_reference
 from jobs.transform import select_clips, transform_job
 from schemas.compare import CompareConfig, CompareLayout as L
 from schemas.diffusion import EDMConfig, SamplerConfig, WarmStartConfig
@@ -39,6 +40,7 @@ from tasks.compare import scatter_points, summary_rows
 from tasks.listening import ListeningInput, write_page
 from tasks.metrics.compute import point_rows
 from tasks.metrics.pitch import BasicPitch
+from tasks.metrics.embeddings import Embedding
 from tasks.metrics.sources import AudioItem, is_clips_dataset
 from tasks.metrics.table import GridPoint, aggregate
 from tasks.plots import methods_png
@@ -76,38 +78,39 @@ def task_selection(cfg: CompareConfig, task: str, target_domain: str) -> InputSe
                           exclude_pieces_of=cfg.exclude_pieces_of)
 
 
-def _item(row: dict, item_id: str | None = None, midi: bytes | None = None) -> AudioItem:
-    return AudioItem(item_id or row["clip_id"], *decode_audio_bytes(row["audio_flac"]), midi)
-
-
 def task_inputs(inputs: str, sel: InputSelection, task: str, target_domain: str) -> dict:
     """The task's guides, their true targets (by guide clip ID: the clean clip a guide stands for,
     else the target domain's clean render of the same segment) and degradation kinds."""
     rows = select_clips(inputs, sel, task, False, CLIP_COLS)
-    clips = ShardedDataset.at(inputs, "clips").read(["clip_id", "source_id", "domain", "role", "audio_flac"]).to_pylist()
+    clips = ShardedDataset.at(inputs, "clips").read(["clip_id", "source_id", "domain", "role"]).to_pylist()
     by_id = {c["clip_id"]: c for c in clips}
     same_segment = {c["source_id"]: c for c in clips if c["role"] == "clean" and c["domain"] == target_domain}
-    targets = {}
+    target_of = {}
     for r in rows:
         t = by_id.get(r["clean_id"] or "") or same_segment.get(r["source_id"])
         if t is not None and t["domain"] == target_domain and t["clip_id"] != r["clip_id"]:
-            targets[r["clip_id"]] = _item(t, r["clip_id"])
-    return {"guides": {r["clip_id"]: _item(r, midi=r["midi"]) for r in rows}, "targets": targets,
+            target_of[r["clip_id"]] = t["clip_id"]
+    audio = clip_items(inputs, set(target_of.values()))  # only the targets' audio is decoded
+    return {"guides": {r["clip_id"]: AudioItem(r["clip_id"], *decode_audio_bytes(r["audio_flac"]), r["midi"])
+                       for r in rows},
+            "targets": {g: replace(audio[t], item_id=g, midi=None) for g, t in target_of.items()},
             "kinds": {r["clip_id"]: degradation_kind(r["degradation"]) for r in rows},
             "pieces": sorted({r["piece"] for r in rows if r["piece"]})}
 
 
 def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dict, references: dict, cfg: CompareConfig,
-               edm: EDMConfig, log: TransformLogistics) -> dict:
+               edm: EDMConfig, scorers: tuple[Embedding, BasicPitch], log: TransformLogistics) -> dict:
     """One method on one task: its outputs scored over all inputs (and per degradation kind for
-    enhance); returns the rows and, for a transform, its run's URL (the listening page reads it)."""
-    run_url, speed, nfe = None, None, None
+    enhance); returns the rows and, for a transform, its run's URL and output key per input (the
+    listening page reads them)."""
+    run_url, speed, nfe, keys = None, None, None, {}
     if m.kind == "transform":
         res = transform_job(inputs, sel, m.config, log)
         run_url, mlflow_id = res["run_url"], res["mlflow_run_id"]
         outs = output_items(run_url)
         table = ShardedDataset(Storage(run_url).child(RunLayout.OUTPUTS), "outputs").read(
-            ["clip_id", "seconds_spent", "duration_s"]).to_pylist()
+            ["clip_id", "output_key", "seconds_spent", "duration_s"]).to_pylist()
+        keys = {r["clip_id"]: r["output_key"] for r in table}
         speed = [{"s_per_audio_s": r["seconds_spent"] / r["duration_s"]} for r in table if r["duration_s"]]
         nfe = evaluations_per_window(m.config, edm)
     else:
@@ -115,13 +118,12 @@ def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dic
         mlflow_id = tracking.TrackedRun.start(EXPERIMENT, f"{task}/{m.key}", parent=log.parent_run_id,
                                               tags={"reinstrument.kind": "compare-method"}).id
     if not outs:
-        return {"rows": [], "run_url": None}
+        return {"rows": [], "run_url": None, "keys": {}}
     c = m.config
     point = GridPoint(run_id=run_url.rstrip("/").rsplit("/", 1)[-1] if run_url else m.key,
                       method=c.method if c else "reference", task=task,
                       t_init=c.warm.t_init if c else None, lam=c.warm.lam if c else None)
-    emb = make_embedding(cfg.embedding, get_settings().weights_dir)
-    tracker = BasicPitch(get_settings().weights_dir)
+    emb, tracker = scorers
     clean = data["targets"] if task == "enhance" else None
     subsets = {"all": outs}
     if task == "enhance":
@@ -143,13 +145,11 @@ def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dic
         tracked.finish()
     print(f"[compare] {task}: {m.label}: " + ", ".join(f"{r['metric']} {r['mean']:.3g}" for r in rows
                                                        if r["subset"] == "all" and r["metric"] in ("fad", "jd")))
-    return {"rows": rows, "run_url": run_url}
+    return {"rows": rows, "run_url": run_url, "keys": keys}
 
 
 def listening(task: str, methods: list[Method], results: list[dict], data: dict, n: int) -> list[ListeningInput]:
-    keys = {m.key: {r["clip_id"]: r["output_key"] for r in ShardedDataset(
-        Storage(res["run_url"]).child(RunLayout.OUTPUTS), "outputs").read(["clip_id", "output_key"]).to_pylist()}
-        for m, res in zip(methods, results) if res["run_url"]}
+    keys = {m.key: res["keys"] for m, res in zip(methods, results) if res["run_url"]}
     runs = {m.key: Storage(res["run_url"]) for m, res in zip(methods, results) if res["run_url"]}
     out = []
     for cid in sorted(data["guides"])[:n]:
@@ -186,7 +186,7 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
         parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": version}
                       | {f"operating_point.{t}": o for t, (_, _, o) in points.items()})
         log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
-        emb = make_embedding(cfg.embedding, get_settings().weights_dir)
+        emb, tracker = make_embedding(cfg.embedding, get_settings().weights_dir), BasicPitch(get_settings().weights_dir)
         stats, label, _ = real_reference(cfg.reference_url or inputs, domain, cfg.reference_split, cfg.reference_limit,
                                          emb, root.url)
         rows, pages, inputs_per_task = [], [], {}
@@ -204,7 +204,7 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
             print(f"[compare] {task}: {len(data['guides'])} inputs from {len(data['pieces'])} pieces; "
                   f"{len(methods)} methods")
             results = [step(run_method, task, m, inputs, sel, data, {"fad": (stats, label)}, cfg, target.model.cfg,
-                            log.model_copy(update={"run_id": None})) for m in methods]
+                            (emb, tracker), log.model_copy(update={"run_id": None})) for m in methods]
             rows += [r for res in results for r in res["rows"]]
             pages += listening(task, methods, results, data, cfg.listen)
         shown = {t: f"{p.model_dump(exclude_none=True)} {s.name} {s.steps} steps, S_churn {s.S_churn:g} (from {o})"
