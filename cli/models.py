@@ -14,7 +14,7 @@ def train(
     domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
     cond_domain: str = typer.Option(None, help="Conditional baseline: train DOMAIN from this paired source domain."),
     cond_role: str = typer.Option("clean", help="Role of the paired source rows (clean, midi_guide, degraded)."),
-    preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo, gpu."),
+    preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo (log-mel), cpu-latent (latent sets), gpu."),
     steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
     batch_size: int = typer.Option(None, help="Global batch, split across workers."),
     lr: float = typer.Option(None, help="Peak learning rate."),

@@ -78,13 +78,13 @@ def test_train_on_an_empty_root_or_an_unknown_domain_is_one_line(tmp_path, src):
                        "--no-prefect", env=env), "not a feature set")
     side = tmp_path / "side.csv"
     side.write_text("path,domain,split\n" + "".join(f"flute/t{k}.wav,flute,train\n" for k in range(3)))
-    assert cli("ingest", str(src), str(tmp_path / "ing"), "--sidecar", str(side), "--no-prefect").returncode == 0
-    r = cli("features", str(tmp_path / "ing/clips"), "--out", str(tmp_path / "feat"), "--local", "--no-prefect")
-    assert r.returncode == 0, r.stderr
-    from ray_actors.features import feature_set_url
-    from schemas.configs import FeatureConfig
+    # the feature set the failing command reads, made in this process (only `train` is under test)
+    from ray_actors.features import extract_features
+    from schemas.configs import FeatureConfig, IngestConfig
+    from tasks.ingest import run_ingest
 
-    url = feature_set_url(str(tmp_path / "feat"), FeatureConfig())
+    run_ingest(str(src), str(tmp_path / "ing"), IngestConfig(), str(side))
+    url = extract_features([str(tmp_path / "ing/clips")], str(tmp_path / "feat"), FeatureConfig(), local=True)["features_url"]
     one_line_error(cli("train", url, "--domain", "violin", "--preset", "tiny", "--workers", "0", "--no-prefect",
                        env=env), "no train statistics", "violin")
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from schemas.configs import MelConfig
@@ -54,34 +55,55 @@ def test_the_shipped_autoencoder_matches_its_card_and_keeps_a_tone_where_it_was(
     assert float(np.abs(y - logmel).mean()) <= 3 * card["metrics"]["val_l1_log_mel"]
 
 
+# A note each domain's model should know: a flute's few strong harmonics, a bowed string's many
+# (1/k, like a sawtooth's). Measured (sigma 1, C5; squared error of D(x; 1) against the clean latent,
+# the noisy input's is 1.06):        3-harmonic note   10-harmonic note   a real clip of its domain
+#   flute-latent                         0.48              0.64               0.12
+#   violin-latent                        1.17              0.48               0.11
+# Each is better on its own domain's note, and an untrained denoiser (c_skip x plus nothing) scores
+# 0.59 or worse on either.
+HARMONICS = {"flute": 3, "violin": 10}
+SHIPPED_DENOISERS = [("flute-latent", "flute", None), ("violin-latent", "violin", None)]
+
+
+def harmonic_note(harmonics: int) -> np.ndarray:
+    """C5 for 2.56 s (one latent training crop) over a faint noise floor: the clips the models learned
+    from are never digitally silent, and a bare sine's empty bins at the log floor are outside what
+    they know."""
+    x = sum(tone(523.25 * k, 2.56, amp=0.3 / k) for k in range(1, harmonics + 1)).astype(np.float32)
+    return x + np.float32(1e-3) * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
+
+
 @torch.no_grad()
-def test_the_shipped_flute_denoiser_matches_its_card_pairs_with_the_shipped_autoencoder_and_denoises():
-    """A latent flute denoiser stored in float16: it loads as the card says, names the shipped
+@pytest.mark.parametrize("folder,domain,source", SHIPPED_DENOISERS)
+def test_a_shipped_latent_denoiser_matches_its_card_pairs_with_the_shipped_autoencoder_and_denoises(folder, domain, source):
+    """A latent denoiser stored in float16: it loads as the card says, names the shipped
     autoencoder by that file's checksum (so the pipeline encodes its guides with it), and denoises
-    the latent of a harmonic note at sigma 1. Measured: squared error 0.48, against the noisy input's
-    1.06 and predicting the mean's 1.32 (on a real flute clip of the demo corpus: 0.12). An untrained
-    denoiser, c_skip x plus nothing, scores 0.59 or worse here (sigma_data 1; 0.89 at 0.5)."""
+    the latent of its domain's note at sigma 1 (a conditional one given the source domain's note)."""
     from tasks.builders import load_autoencoder, load_model
     from tasks.diffusion.train_data import normalise
 
-    card = json.loads((WEIGHTS / "flute-latent" / "card.json").read_text())
-    data = (WEIGHTS / "flute-latent" / "model.pt").read_bytes()
+    card = json.loads((WEIGHTS / folder / "card.json").read_text())
+    data = (WEIGHTS / folder / "model.pt").read_bytes()
     assert hashlib.sha256(data).hexdigest() == card["sha256"] and len(data) == card["bytes"] <= 20 * 2**20
     assert card["kind"] == "denoiser" and card["training_command"] and card["corpus_command"]
     loaded = load_model(data, card["model"])
-    assert loaded.card.domain == "flute" and loaded.card.representation == "latent"
+    assert loaded.card.domain == domain and loaded.card.representation == "latent"
+    assert loaded.card.cond_domain == source
     ae_sha = hashlib.sha256((WEIGHTS / "autoencoder" / "model.pt").read_bytes()).hexdigest()
     assert loaded.card.encoder == f"shipped:autoencoder@{ae_sha[:16]}" == card["encoder"]
     ae = load_autoencoder((WEIGHTS / "autoencoder" / "model.pt").read_bytes(), "ae", MelConfig())
     assert loaded.card.n_mels == ae.card.latent_channels and loaded.card.time_downsample == ae.card.time_downsample
-    x = sum(tone(523.25 * k, 2.56, amp=0.3 / k) for k in (1, 2, 3)).astype(np.float32)
-    x += np.float32(1e-3) * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
-    z = normalise(ae.model.encode(LogMel(MelConfig())(torch.from_numpy(x)[None]))[0][0], loaded.card.mean, loaded.card.std)
-    z = z[:, :32][None]
+
+    def latent(domain: str) -> torch.Tensor:
+        return ae.model.encode(LogMel(MelConfig())(torch.from_numpy(harmonic_note(HARMONICS[domain]))[None]))[0][0][:, :32]
+
+    z = normalise(latent(domain), loaded.card.mean, loaded.card.std)[None]
+    cond = None if source is None else normalise(latent(source), *loaded.card.guide_stats(conditional_input=True))[None]
     sigma = 1.0
     noisy = z + sigma * torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
-    error = float((loaded.model.eval()(noisy, torch.tensor([sigma])) - z).pow(2).mean())
-    assert error < 0.5 * float((noisy - z).pow(2).mean()) and error < 0.4 * float(z.pow(2).mean())
+    error = float((loaded.model.eval()(noisy, torch.tensor([sigma]), cond) - z).pow(2).mean())
+    assert error < 0.5 * float((noisy - z).pow(2).mean()) and error < 0.4 * float(z.pow(2).mean()), error
 
 
 def test_a_float16_checkpoint_loads_into_the_float32_model_within_half_precision():
