@@ -46,11 +46,10 @@ $(STAMPS)/weights: weights.lock
 lock:  ## re-resolve requirements.in into requirements.lock (records no index host)
 	uv pip compile requirements.in -o requirements.lock --python-version 3.11 --python-platform x86_64-manylinux_2_28 --no-header
 
-# Two pytest workers, one test file each at a time (module fixtures stay in one process): most
-# tests wait on subprocesses, servers and Ray, so one worker alone keeps about one core busy.
-TEST_WORKERS ?= 2
+# One pytest process: two workers (pytest-xdist -n 2, one file each) were measured slower on 2
+# cores, 35.5 min against 31.4 (user time 48 min against 31): their torch and Ray threads contend.
 test: setup  ## run the whole suite (unit, integration with real local services, e2e)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=40 -n $(TEST_WORKERS) --dist loadfile tests --ignore=tests/benchmarks
+	$(PY) -m pytest -q -p no:cacheprovider --durations=40 tests --ignore=tests/benchmarks
 
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit

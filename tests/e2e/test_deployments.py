@@ -96,8 +96,11 @@ def stack(s3_env, built_corpus, tmp_path_factory):
         _, corpus = built_corpus
         feats = extract_features([corpus.clips_url], str(tmp / "features"),
                                  FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
-        train_job(TrainConfig(features_url=feats["features_url"], domain="flute", **{**TRAIN_PRESETS["tiny"], "steps": 20}),
-                    TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
+        # the flute target, and the violin source model and violin->flute conditional model of the
+        # comparison's DDIB and conditional-baseline rows
+        for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"}):
+            train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}),
+                      TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
         deadline = time.time() + 180
         while True:
             try:
@@ -202,17 +205,30 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         # --- the listening report in a real browser -------------------------------------------------
         check_report(bucket, f"{folder}/report/", stack["tmp"] / "report", min_audio=2 * (1 + 3), min_images=3)
 
-        # --- compare-methods at the sweep's operating point: tables, plot, page in a browser ---------
-        cmp = {"tasks": ["timbre"], "split": None, "limit": 2, "neighbours": [], "reference_split": None,
-               "reference_limit": 4, "listen": 1, "window": config["window"], "vocoder_iters": 4}
+        # --- compare-methods at the sweep's operating point, all three tasks, every method: tables,
+        # plot, page in a browser -----------------------------------------------------------------------
+        cmp = {"split": None, "limit": 2, "neighbours": [-0.1], "reference_split": None, "reference_limit": 4,
+               "listen": 1, "window": config["window"], "vocoder_iters": 4,
+               "source_models": {"timbre": "models:/reinstrument-violin@champion"},
+               "conditional_models": {"timbre": "models:/reinstrument-cond-violin-to-flute@champion"}}
         _run_deployment(stack, "compare-methods/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
                                                            "config": cmp})
         (res_key,) = [k for k in keys(bucket, "out/compare/") if k.endswith("/result.json")]
         compared = json.loads(_get(bucket, res_key))
+        folder = res_key.rsplit("/", 1)[0]
         assert compared["operating_points"]["timbre"]["t_init"] == rec["operating_point"]["t_init"]
-        assert {r["method"].split(" ")[0] for r in compared["summary"]} >= {"guide", "identity", "warm", "plain", "true"}
-        check_report(bucket, res_key.rsplit("/", 1)[0] + "/report/", stack["tmp"] / "compare-report",
-                     min_audio=1 + 3 + 1, min_images=2)
+        rows = pq.read_table(io.BytesIO(_get(bucket, f"{folder}/comparison.parquet"))).to_pylist()
+        methods = {t: {r["key"] for r in rows if r["task"] == t} for t in ("timbre", "midi2real", "enhance")}
+        common = {"guide", "identity", "warm", "generation", "target"}
+        assert methods["timbre"] >= common | {"ddib", "conditional"}, methods
+        assert methods["midi2real"] >= common and methods["enhance"] >= common, methods
+        for (task, key) in {(r["task"], r["key"]) for r in rows}:
+            got = {r["metric"] for r in rows if (r["task"], r["key"], r["subset"]) == (task, key, "all")}
+            assert {"fad", "jd"} <= got, (task, key, got)
+        assert _get(bucket, f"{folder}/methods.png")[:8] == b"\x89PNG\r\n\x1a\n"
+        # one input per task: its guide, every transforming method's output and its true target
+        check_report(bucket, folder + "/report/", stack["tmp"] / "compare-report",
+                     min_audio=sum(len(m) for m in methods.values()), min_images=2)
 
         # --- nightly: two arrivals, each processed once; the first night at the operating point ----
         clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=7))
