@@ -43,10 +43,7 @@ def test_the_shipped_autoencoder_matches_its_card_and_keeps_a_tone_where_it_was(
     assert card["kind"] == "autoencoder" and card["training_command"] and card["corpus_command"]
     ae = load_autoencoder(data, card["model"], MelConfig())
     assert ae.card.mel.n_mels * ae.card.time_downsample / ae.card.latent_channels == card["compression"] >= 8
-    # a harmonic 440 Hz note over a faint noise floor (the clips it learned from are never digitally
-    # silent: a bare sine's empty bins at the log floor are outside what it knows)
-    x = sum(tone(440 * k, 2.0, amp=0.3 / k) for k in (1, 2, 3, 4)).astype(np.float32)
-    x += np.float32(1e-3) * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
+    x = harmonic_note(4, f0_hz=440, seconds=2.0)
     logmel = LogMel(MelConfig())(torch.from_numpy(x)[None])[0].numpy()
     y = reconstruct(ae.model, logmel)
     assert y.shape == logmel.shape and np.isfinite(y).all()
@@ -68,11 +65,11 @@ SHIPPED_DENOISERS = [("flute-latent", "flute", None), ("violin-latent", "violin"
                      ("cond-violin-to-flute-latent", "flute", "violin")]
 
 
-def harmonic_note(harmonics: int) -> np.ndarray:
-    """C5 for 2.56 s (one latent training crop) over a faint noise floor: the clips the models learned
-    from are never digitally silent, and a bare sine's empty bins at the log floor are outside what
-    they know."""
-    x = sum(tone(523.25 * k, 2.56, amp=0.3 / k) for k in range(1, harmonics + 1)).astype(np.float32)
+def harmonic_note(harmonics: int, f0_hz: float = 523.25, seconds: float = 2.56) -> np.ndarray:
+    """A note (default C5 for 2.56 s, one latent training crop) over a faint noise floor: the clips
+    the models learned from are never digitally silent, and a bare sine's empty bins at the log
+    floor are outside what they know."""
+    x = sum(tone(f0_hz * k, seconds, amp=0.3 / k) for k in range(1, harmonics + 1)).astype(np.float32)
     return x + np.float32(1e-3) * np.random.default_rng(0).standard_normal(len(x)).astype(np.float32)
 
 
