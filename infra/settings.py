@@ -20,6 +20,13 @@ class Settings(BaseSettings):
     # reaches a listening port can run code in the workers. A node IP lets other machines join.
     ray_host: str = "127.0.0.1"
     shard_rows: int = 256               # rows per Parquet shard (clips)
+    # S3 under faults (infra/storage.py): every request is tried this many times in all, with
+    # botocore's "standard" exponential backoff with jitter (base 1 s, capped at 20 s) between
+    # tries, for 5xx, throttling, dropped connections and the timeouts below; then the stage fails
+    # with an error that names the object.
+    s3_attempts: int = 5
+    s3_connect_timeout_s: float = 10.0
+    s3_read_timeout_s: float = 60.0     # a stalled response is abandoned (and retried) after this
     progress: bool = True
     # Pretrained metric weights unpacked from their wheels by `make setup` (weights.lock).
     weights_dir: str = str(Path(__file__).resolve().parents[1] / ".weights")

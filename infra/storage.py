@@ -5,9 +5,14 @@ payload is serialised in memory first, then placed in one operation (local: temp
 folder + fsync + os.replace; S3: one PUT, or a multipart upload that is aborted on error and
 is invisible until completed). A writer that raises or is killed therefore leaves no partial
 object under its final key. S3 endpoint and credentials come from the standard AWS environment.
+
+S3 faults (5xx, throttling, reset connections, stalled responses) are retried with bounded
+backoff (settings.s3_attempts, s3_*_timeout_s); what still fails raises StorageError, which
+names the operation and the object: a stage's user sees which key, not a botocore traceback.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import posixpath
@@ -21,6 +26,65 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 TMP_PREFIX = ".tmp-"
+
+
+class StorageError(OSError):
+    """An S3 operation that failed after its retries; the message names the object."""
+
+
+# Not faults: the caller asked for something that is not there (or not allowed), and retrying
+# cannot change that; they pass through as they are (callers test for FileNotFoundError).
+_NOT_FAULTS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+def s3_options() -> dict:
+    """s3fs options from the settings and the AWS environment. The endpoint is passed explicitly
+    (it is read by botocore anyway) so that fsspec's instance cache, keyed by these options,
+    never hands out a filesystem that talks to another endpoint than the environment names."""
+    from infra.settings import get_settings
+
+    s = get_settings()
+    config = {"retries": {"total_max_attempts": s.s3_attempts, "mode": "standard"},
+              "connect_timeout": s.s3_connect_timeout_s, "read_timeout": s.s3_read_timeout_s}
+    options = {"config_kwargs": config}
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        options["endpoint_url"] = os.environ["AWS_ENDPOINT_URL"]
+    return options
+
+
+def _named(op: str):
+    """Storage methods on S3: a fault that outlived the retries becomes a StorageError naming
+    `op` and the object's URL (the first argument, relative to the root)."""
+    def wrap(method):
+        @functools.wraps(method)
+        def inner(self: "Storage", rel="", *args, **kwargs):
+            if self.is_local:
+                return method(self, rel, *args, **kwargs)
+            try:
+                return method(self, rel, *args, **kwargs)
+            except (_NOT_FAULTS + (PathEscapeError, StorageError)):
+                raise
+            except _faults() as e:
+                target = self.uri(rel) if isinstance(rel, str) else f"{len(rel)} objects under {self.url}"
+                raise StorageError(f"S3 {op} of {target} failed after its retries ({_attempts()} attempts "
+                                   f"per request, REINSTRUMENT_S3_ATTEMPTS): {type(e).__name__}: {e}") from e
+        return inner
+    return wrap
+
+
+def _faults() -> tuple[type[BaseException], ...]:
+    """What S3 raises for a fault (s3fs translates most into OSError); anything else is a bug
+    and keeps its own type and traceback."""
+    from aiohttp import ClientError as HTTPError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (OSError, TimeoutError, BotoCoreError, ClientError, HTTPError)
+
+
+def _attempts() -> int:
+    from infra.settings import get_settings
+
+    return get_settings().s3_attempts
 
 
 class PathEscapeError(ValueError):
@@ -44,7 +108,13 @@ class Storage:
 
     def __init__(self, url: str):
         self.url = url.rstrip("/") or url
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        options = s3_options() if self.url.startswith(("s3://", "s3a://")) else {}
+        self.fs, root = fsspec.core.url_to_fs(self.url, **options)
+        if options:
+            # s3fs's own retry loop (around botocore's) covers what botocore cannot see, a body
+            # cut off while s3fs reads it. Bounded: a dead endpoint is tried at most
+            # s3_attempts^2 times (botocore's tries in each of s3fs's rounds), a 5xx s3_attempts
+            self.fs.retries = _attempts()
         self.root = root.rstrip("/") if root != "/" else root
         self.is_local = isinstance(self.fs, LocalFileSystem)
 
@@ -72,6 +142,7 @@ class Storage:
         return p
 
     # -- reads --------------------------------------------------------------------------
+    @_named("existence check")
     def exists(self, rel: str) -> bool:
         return self.fs.exists(self.path(rel))
 
@@ -84,9 +155,11 @@ class Storage:
         target = os.path.realpath(self.path(rel))
         return os.path.commonpath([root, target]) != root
 
+    @_named("read")
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self.path(rel))
 
+    @_named("read")
     def read_many(self, rels: list[str]) -> dict[str, bytes]:
         """Several small objects at once (S3: concurrent GETs in one call), keyed by `rels`."""
         if not rels:
@@ -100,9 +173,11 @@ class Storage:
         with self.fs.open(self.path(rel), "rb") as f:
             yield f
 
+    @_named("size check")
     def size(self, rel: str) -> int:
         return int(self.fs.size(self.path(rel)))
 
+    @_named("metadata read")
     def info(self, rel: str) -> dict:
         return self.fs.info(self.path(rel))
 
@@ -114,6 +189,7 @@ class Storage:
                 h.update(chunk)
         return h.hexdigest()
 
+    @_named("listing")
     def find(self, rel: str = "") -> list[str]:
         """All objects under `rel`, as paths relative to the root, sorted; fresh listing.
         Hidden temp files of in-flight or crashed writers are never listed."""
@@ -133,6 +209,7 @@ class Storage:
         self.fs.invalidate_cache()
 
     # -- writes -------------------------------------------------------------------------
+    @_named("write")
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Place `data` at `rel` atomically: readers see the old object or the whole new one."""
         final = self.path(rel)
@@ -155,6 +232,7 @@ class Storage:
             self.fs.pipe_file(final, data)
             self.fs.invalidate_cache(final)
 
+    @_named("delete")
     def delete(self, rel: str) -> None:
         if self.fs.exists(self.path(rel)):
             self.fs.rm(self.path(rel), recursive=True)

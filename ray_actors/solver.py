@@ -236,6 +236,8 @@ def train_loop(loop: dict) -> None:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
         for group in s.opt.param_groups + (adv.opt.param_groups if adv else []):
             group["lr"] = lr
+        if adv is not None:
+            kind.begin_step(step)
         loss = optimise(loss_module, s.opt, batch, max_grad_norm=cfg.grad_clip, autocast_dtype=amp_dtype)
         if adv is not None:  # on this step's decoded audio, after the generator's update (HiFi-GAN alternates)
             s.history["d_loss"].append(optimise(adv.loss, adv.opt, kind.discriminator_batch(),

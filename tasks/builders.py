@@ -10,13 +10,14 @@ from dataclasses import dataclass
 
 import torch
 
-from schemas.autoencoder import AutoencoderConfig, AutoencoderTrainConfig
+from schemas.autoencoder import AutoencoderConfig, AutoencoderTrainConfig, MelDiscriminatorConfig
 from schemas.configs import MelConfig, StrictConfig
 from schemas.diffusion import ModelConfig
 from schemas.records import AutoencoderCard, ModelCard, VocoderCard
 from schemas.training import SolverConfig, TrainConfig
 from schemas.vocoder import DiscriminatorConfig, VocoderTrainConfig, VocosConfig
 from schemas.transform import TransformConfig
+from tasks.autoencoder.discriminator import MelPatchDiscriminator
 from tasks.autoencoder.kind import AutoencoderKind, autoencoder_data
 from tasks.autoencoder.model import MelAutoencoder
 from tasks.diffusion.bridges import ddib
@@ -48,8 +49,10 @@ def build_model(cfg: StrictConfig) -> torch.nn.Module:
         return Discriminators(cfg)
     if isinstance(cfg, AutoencoderConfig):
         return MelAutoencoder(cfg)
+    if isinstance(cfg, MelDiscriminatorConfig):
+        return MelPatchDiscriminator(cfg)
     raise ValueError(f"no model is built from a {type(cfg).__name__}; expected a ModelConfig, a VocosConfig, "
-                     "a DiscriminatorConfig or an AutoencoderConfig")
+                     "a DiscriminatorConfig, an AutoencoderConfig or a MelDiscriminatorConfig")
 
 
 # The training config of each model kind the solver trains (ray_actors/solver.py reads it back by name).

@@ -55,6 +55,11 @@ class AdversarialKind(ModelKind, Protocol):
         """The last generator step's real and generated samples (detached)."""
         ...
 
+    def begin_step(self, step: int) -> None:
+        """Called before each step (0-based, resumed runs included): where the generator's
+        adversarial terms join only after the discriminators have warmed up."""
+        ...
+
 
 def optimise(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
              max_grad_norm: float | None = 1.0, autocast_dtype: torch.dtype | None = None) -> float:

@@ -20,7 +20,7 @@ from schemas.vocoder import DiscriminatorConfig
 LRELU = 0.1  # HiFi-GAN's leaky-ReLU slope
 
 
-def _stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def leaky_conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Leaky-ReLU conv layers, then the 1-channel logits layer: (logits [B, -1], every layer's output)."""
     features = []
     for conv in convs:
@@ -47,7 +47,7 @@ class PeriodDiscriminator(nn.Module):
         pad = (-y.shape[-1]) % self.period
         x = nn.functional.pad(y[:, None], (0, pad), mode="reflect" if pad < y.shape[-1] else "constant")
         x = x.view(y.shape[0], 1, -1, self.period)
-        return _stack(self.convs, self.post, x)
+        return leaky_conv_stack(self.convs, self.post, x)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -68,7 +68,7 @@ class ResolutionDiscriminator(nn.Module):
         # log(|S| + eps) through view_as_real: |z| has no gradient at an exactly zero bin
         x = (torch.view_as_real(spec).square().sum(-1) + 1e-10).sqrt().add(1e-5).log()
         x = x.transpose(1, 2)[:, None].to(y.dtype)  # [B, 1, frames, bins]
-        return _stack(self.convs, self.post, x)
+        return leaky_conv_stack(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):
@@ -97,6 +97,19 @@ def discriminator_hinge(real: list, fake: list) -> torch.Tensor:
 def generator_hinge(fake: list) -> torch.Tensor:
     """Per example: mean over sub-discriminators of E[max(0, 1 - D(ŷ))]."""
     return torch.stack([_per_example(torch.relu(1 - f)) for f, _ in fake]).mean(0)
+
+
+class DiscriminatorLoss(nn.Module):
+    """forward(real, fake) -> per-example hinge loss of the discriminators (its own DDP wrapper:
+    a kind's generator loss and this one are separate modules with separate optimizers)."""
+
+    def __init__(self, discriminator: nn.Module):
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        d = self.discriminator.requires_grad_(True)
+        return discriminator_hinge(d(real), d(fake))
 
 
 def feature_matching(real: list, fake: list) -> torch.Tensor:

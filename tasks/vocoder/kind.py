@@ -17,7 +17,7 @@ from tasks.metrics.fad import embed_set
 from tasks.metrics.frechet import GaussianStats, frechet_distance, gaussian_stats
 from tasks.metrics.sources import AudioItem
 from tasks.plots import spectrograms_png
-from tasks.vocoder.discriminators import discriminator_hinge, feature_matching, generator_hinge
+from tasks.vocoder.discriminators import DiscriminatorLoss, feature_matching, generator_hinge
 from tasks.vocoder.losses import mel_l1, multi_resolution_stft, spectrum_losses
 
 
@@ -87,18 +87,6 @@ class VocoderLoss(torch.nn.Module):
         return loss
 
 
-class DiscriminatorLoss(torch.nn.Module):
-    """forward(real, fake) -> per-example hinge loss of the discriminators (its own DDP wrapper)."""
-
-    def __init__(self, discriminator: torch.nn.Module):
-        super().__init__()
-        self.discriminator = discriminator
-
-    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        d = self.discriminator.requires_grad_(True)
-        return discriminator_hinge(d(real), d(fake))
-
-
 class VocoderKind:
     def __init__(self, cfg: VocoderTrainConfig, data: VocoderData):
         self.cfg, self.data = cfg, data
@@ -123,6 +111,9 @@ class VocoderKind:
 
     def discriminator_batch(self) -> dict[str, torch.Tensor]:
         return self._generator_loss.last
+
+    def begin_step(self, step: int) -> None:
+        """The vocoder's adversarial terms count from the first step (Vocos, HiFi-GAN)."""
 
     def _logmel(self, audio: torch.Tensor) -> torch.Tensor:
         return self.front(audio).clone()  # out of inference mode: the model's input in a graph

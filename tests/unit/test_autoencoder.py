@@ -143,6 +143,30 @@ def test_training_lowers_the_loss_and_a_resumed_run_equals_an_unbroken_one(clips
     assert Storage(str(tmp_path / "whole")).find("samples"), "previews are written at checkpoints"
 
 
+def test_a_decoder_fine_tune_against_the_mel_discriminator_keeps_the_encoder_bit_for_bit(clips, tmp_path, monkeypatch):
+    """freeze_encoder + adversarial_weight: the decoder learns against the PatchGAN (its own loss
+    history logged), the encoder's weights and so every latent stay exactly the start's, and the
+    config refuses a frozen encoder with nothing to start from."""
+    from infra import tracking
+
+    torch.manual_seed(3)
+    start = AutoencoderTrainConfig(clips_urls=(clips,), **AUTOENCODER_PRESETS["tiny"]).autoencoder()
+    base = MelAutoencoder(start)
+    monkeypatch.setattr(tracking, "model_checkpoint", lambda uri: checkpoint_bytes(base, {"kind": "autoencoder"}))
+    cfg = AutoencoderTrainConfig(clips_urls=(clips,), **{**AUTOENCODER_PRESETS["tiny"], "steps": 10},
+                                 init_from="models:/reinstrument-autoencoder/1", freeze_encoder=True,
+                                 adversarial_weight=0.1, discriminator={"channels": (4, 8)})
+    tuned = _fit(cfg, str(tmp_path / "tuned"))
+    assert len(tuned["history"]["d_loss"]) == 10 and "discriminator" in tuned
+    enc = {k: v for k, v in base.state_dict().items() if k.startswith("encoder.")}
+    for weights in (tuned["model"], tuned["ema"]):
+        assert all(torch.equal(weights[k], v) for k, v in enc.items()), "the frozen encoder moved"
+    dec = [k for k in tuned["model"] if k.startswith("decoder.")]
+    assert any(not torch.equal(tuned["model"][k], base.state_dict()[k]) for k in dec), "the decoder never trained"
+    with pytest.raises(ValueError, match="freeze_encoder needs init_from"):
+        AutoencoderTrainConfig(clips_urls=(clips,), freeze_encoder=True)
+
+
 @pytest.fixture(scope="module")
 def latent_model(ae) -> tuple[LoadedModel, LoadedAutoencoder]:
     torch.manual_seed(1)
