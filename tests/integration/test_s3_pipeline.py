@@ -6,7 +6,7 @@ import pytest
 import soundfile as sf
 
 from infra.datasets import ShardBuffer, ShardedDataset
-from infra.storage import Storage
+from infra.storage import Storage, StorageError
 from ray_actors.features import extract_features
 from schemas.configs import ClipConfig, FeatureConfig, IngestConfig
 from tasks.corpus import run_corpus
@@ -88,8 +88,9 @@ def test_failed_put_leaves_no_object(s3_bucket, monkeypatch):
         return await real(method, *args, **kwargs)
 
     monkeypatch.setattr(st.fs, "_call_s3", failing)
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(StorageError, match=r"S3 write of s3://\S+/p/shards/part-00001.parquet") as e:
         st.write_bytes("shards/part-00001.parquet", b"y" * 100_000)
+    assert isinstance(e.value.__cause__, ConnectionResetError)
     monkeypatch.undo()
     assert st.find("shards") == ["shards/part-00000.parquet"]
     assert st.read_bytes("shards/part-00000.parquet") == b"committed"
