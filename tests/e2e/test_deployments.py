@@ -1,5 +1,6 @@
 """The users' three commands, end to end against real services: a Prefect server on 127.0.0.1,
-`reinstrument serve` running the three deployments, moto S3 for inputs and outputs, MLflow on sqlite
+prefect.yaml's deployments on a process work pool run by a `prefect worker` (sweep, compare), then
+`reinstrument serve` running the same three deployments on one box (nightly), moto S3 for inputs and outputs, MLflow on sqlite
 (artifacts in S3). `prefect deployment run 'sweep-t-init/default'` on a tiny model; the nightly
 deployment triggered twice with arrivals in between, then killed mid-run and finished by the
 next trigger; the sweep's listening report opened in headless Chromium; a run pulled."""
@@ -133,6 +134,23 @@ def _serve(stack, name: str) -> subprocess.Popen:
     raise AssertionError("serve did not register the three deployments")
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _worker(stack) -> subprocess.Popen:
+    """prefect.yaml's deployments on a process work pool, a worker polling it: as teams deploy."""
+    env = stack["env"]
+    for cmd in (["work-pool", "create", "reinstrument", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
+        r = subprocess.run([f"{BIN}/prefect", *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for name in ("sweep-t-init/default", "compare-methods/default", "reinstrument-nightly/default"):
+        r = subprocess.run([f"{BIN}/prefect", "deployment", "inspect", name], env=env, capture_output=True, text=True)
+        assert "'work_pool_name': 'reinstrument'" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    return subprocess.Popen([f"{BIN}/prefect", "worker", "start", "--pool", "reinstrument", "--type", "process"],
+                            cwd=stack["tmp"], env=env, stdout=open(stack["tmp"] / "worker.log", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def _run_deployment(stack, name: str, params: dict, watch: bool = True, timeout_s: int = 900):
     cmd = [f"{BIN}/prefect", "deployment", "run", name, "--params", json.dumps(params)]
     if not watch:
@@ -174,14 +192,16 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
     from tasks.metrics.sources import audio_items
 
     bucket = stack["bucket"]
-    serve = _serve(stack, "serve-1")
+    worker, out = _worker(stack), {"out": f"s3://{bucket}/out", "actors": 0}
     try:
-        # --- sweep-t-init: the exact CLI a user types; tiny config, 2 inputs, 3 grid points -----------
+        # --- sweep-t-init: the exact CLI a user types, run by the pool's worker; tiny config, 2 inputs,
+        # 3 grid points ---------------------------------------------------------------------------------
         config = {"model": MODEL, "t_inits": [0.3, 0.6, 1.0], "lams": [1.0], "sampler": {"steps": 6},
                   "window": {"window_frames": 64, "overlap_frames": 16}, "vocoder_iters": 4,
                   "reference_split": None, "reference_limit": 4}
         _run_deployment(stack, "sweep-t-init/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
-                                                        "domain": "violin", "split": None, "limit": 2, "config": config})
+                                                        "domain": "violin", "split": None, "limit": 2, "config": config}
+                        | out)
         sweep_keys = keys(bucket, "out/sweeps/")
         (rec_key,) = [k for k in sweep_keys if k.endswith("/recommendation.json")]
         folder = rec_key.rsplit("/", 1)[0]
@@ -212,7 +232,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
                "source_models": {"timbre": "models:/reinstrument-violin@champion"},
                "conditional_models": {"timbre": "models:/reinstrument-cond-violin-to-flute@champion"}}
         _run_deployment(stack, "compare-methods/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
-                                                           "config": cmp})
+                                                           "config": cmp} | out)
         (res_key,) = [k for k in keys(bucket, "out/compare/") if k.endswith("/result.json")]
         compared = json.loads(_get(bucket, res_key))
         folder = res_key.rsplit("/", 1)[0]
@@ -230,6 +250,14 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         check_report(bucket, folder + "/report/", stack["tmp"] / "compare-report",
                      min_audio=sum(len(m) for m in methods.values()), min_images=2)
 
+    finally:
+        _kill_tree(worker, signal.SIGTERM)
+    for name in ("sweep-t-init/default", "compare-methods/default", "reinstrument-nightly/default"):
+        r = subprocess.run([f"{BIN}/prefect", "deployment", "delete", name], env=stack["env"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    # the one-box case from here: `reinstrument serve` registers the same three deployments, served
+    serve = _serve(stack, "serve-1")
+    try:
         # --- nightly: two arrivals, each processed once; the first night at the operating point ----
         clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=7))
         params = {"targets": [{"model": MODEL, "t_init": 0.6}], "steps": 4, "clips_per_task": 1}
