@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -86,6 +87,11 @@ class Cluster:
                 ray.shutdown()
             time.sleep(1)
         raise SystemExit(f"the cluster at {self.address} did not reach {workers} worker nodes in 180 s")
+
+    def workers_used(self) -> dict[str, int]:
+        """Ray worker processes each worker node has started (their core-worker logs under the
+        node's own temp dir): proof the work ran on the cluster, not on a local Ray."""
+        return {name: len(list((self.base / name / "t").rglob("python-core-worker-*.log"))) for name in ("w0", "w1")}
 
     def kill(self, k: int) -> None:
         os.killpg(self.nodes[k].pid, signal.SIGKILL)
@@ -180,6 +186,8 @@ def main() -> None:
                 for w in ("one", "multi")}
         a, b = rows(sets["one"], "features", "feature_id"), rows(sets["multi"], "features", "feature_id")
         assert a == b and a, "features differ between one node and the cluster"
+        used = cluster.workers_used()
+        assert all(used.values()), f"the features job never reached both worker nodes: {used}"
         figures["feature_rows"] = len(a)
 
         for where, ray in (("one", "local"), ("multi", cluster.address)):
@@ -222,11 +230,13 @@ def main() -> None:
         assert all(np.array_equal(killed[k], x[k]) for k in x), "outputs after a node died differ"
         figures["node_killed_after_outputs"] = committed_at_kill
         figures["walls_s"] = {k: round(v, 1) for k, v in walls.items()}
+        figures["ray_workers_per_node"] = cluster.workers_used()
         print("CLUSTER-FIGURES " + json.dumps(figures), flush=True)
     finally:
         cluster.stop()
         os.killpg(mlflow.pid, signal.SIGKILL)
         moto.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -251,7 +251,9 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
                      min_audio=sum(len(m) for m in methods.values()), min_images=2)
 
     finally:
-        _kill_tree(worker, signal.SIGTERM)
+        # idle by now (both runs finished); killed outright because Prefect 3.8's worker can hang
+        # in its own SIGTERM handling (NoEventLoopError at shutdown, seen in one of two runs)
+        _kill_tree(worker)
     for name in ("sweep-t-init/default", "compare-methods/default", "reinstrument-nightly/default"):
         r = subprocess.run([f"{BIN}/prefect", "deployment", "delete", name], env=stack["env"], capture_output=True, text=True)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
