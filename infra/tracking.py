@@ -317,3 +317,11 @@ def find_version(name: str, key: str, value: str) -> str | None:
     """The version of a registered model that carries tag key=value (the newest if several)."""
     found = [int(v.version) for v in client().search_model_versions(f"name='{name}'") if v.tags.get(key) == value]
     return str(max(found)) if found else None
+
+
+def is_server_fault(e: BaseException) -> bool:
+    """An MLflow error a second try may not see: the tracking server's 5xx (not a missing model,
+    a bad parameter, or anything that is not MLflow's)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(e, MlflowException) and e.get_http_status_code() >= 500

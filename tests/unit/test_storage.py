@@ -172,3 +172,23 @@ def test_a_dataset_of_the_first_layout_is_refused_not_read_as_empty(tmp_path):
     for call in (ds.exists, ds.manifest, ds.read, lambda: ShardedDataset.detect(str(tmp_path / "old"))):
         with pytest.raises(SchemaMismatchError, match="re-create the dataset"):
             call()
+
+
+def test_prefect_retries_only_what_a_second_try_can_fix():
+    """flows/steps.transient, Prefect's retry condition of the retried steps: S3 faults that
+    outlived storage's retries, dropped connections, timeouts and MLflow 5xx are retried; a bad
+    config or a missing model fails at once."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+    from prefect.states import Failed
+
+    from flows.steps import transient
+    from infra.storage import StorageError
+
+    retried = [StorageError("S3 write of s3://b/k failed after its retries"), ConnectionResetError("reset"),
+               TimeoutError("stalled"), MlflowException("down", error_code=TEMPORARILY_UNAVAILABLE),
+               MlflowException("boom", error_code=INTERNAL_ERROR)]
+    failed_at_once = [ValueError("unknown preset 'x'"), FileNotFoundError("no such clips"),
+                      MlflowException("no such model", error_code=RESOURCE_DOES_NOT_EXIST), KeyError("bug")]
+    assert all(transient(None, None, Failed(data=e)) for e in retried)
+    assert not any(transient(None, None, Failed(data=e)) for e in failed_at_once)
