@@ -30,7 +30,8 @@ SETTINGS = {"REINSTRUMENT_S3_ATTEMPTS": "4", "REINSTRUMENT_S3_READ_TIMEOUT_S": "
 def faulty(s3_env, s3_bucket):
     """The proxy in front of moto, named by AWS_ENDPOINT_URL for this test; bucket made direct."""
     proxy = FaultProxy(s3_env)
-    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", *SETTINGS)}
+    # MLflow copies AWS_ENDPOINT_URL into MLFLOW_S3_ENDPOINT_URL on first use: restored with it
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL", *SETTINGS)}
     os.environ.update(AWS_ENDPOINT_URL=proxy.url, **SETTINGS)
     get_settings.cache_clear()
     yield proxy, s3_bucket
