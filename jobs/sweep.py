@@ -268,10 +268,11 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
               *, step: Step = inline) -> SweepResult:
     """Trace realism (FAD) against faithfulness (JD) over a tau_init x lambda grid and recommend
     an operating point. The same inputs, grid and model version reuse a finished sweep."""
-    _, model_name = tracking.resolve_model(cfg.model)
-    # the decoder resolved once (a champion vocoder promoted mid-sweep cannot mix into it); as a
-    # pinned URI in the config it is part of the sweep's identity and of every point's
-    cfg = cfg.model_copy(update={"vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"})
+    # every alias resolved once: a champion (model, DDIB source or vocoder) promoted mid-sweep cannot
+    # mix into later grid points; as pinned URIs in the config they are the sweep's identity and every point's
+    model_uri, model_name = tracking.resolve_model(cfg.model)
+    cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"}
+                         | ({"source_model": tracking.resolve_model(cfg.source_model)[0]} if cfg.source_model else {}))
     if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
         check_selection(inputs, selection, cfg.task, False)
     sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.identity(),
@@ -287,7 +288,7 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
                                                                    "reinstrument.sweep_folder": out.url})
     with parent.failed_on_error():
         parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": model_name})
-        domain = cfg.reference_domain or load_model(tracking.model_checkpoint(tracking.resolve_model(cfg.model)[0]),
+        domain = cfg.reference_domain or load_model(tracking.model_checkpoint(cfg.model),
                                                     model_name).card.domain
         child_log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
         references, cached = step(reference_stats, cfg, inputs, root.url, domain, child_log)

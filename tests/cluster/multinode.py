@@ -1,23 +1,24 @@
 """A real multi-node Ray cluster on one machine, driven through the product's CLI as a user would:
 a head node with no CPUs (so all work lands on the workers) and two worker nodes, each started by
 `ray start` in its own working and temporary directory; storage is the moto S3 server only and
-tracking an `mlflow server` (artifacts on S3). Run inside a private network namespace (see
+tracking an `mlflow server` (PostgreSQL backend store, artifacts on S3). Run inside a private network namespace (see
 tests/integration/test_multinode.py): Ray's GCS and raylets listen on every interface of the
 namespace, and there the only interface is loopback.
 
 Checks, each against the one-node run (REINSTRUMENT_RAY_ADDRESS=local) of the same command:
-features and DDP training (2 workers, one per node) equal bit for bit; a transform equal bit for
-bit; a worker node killed mid-transform loses and duplicates nothing. Prints one JSON line of
+features and DDP training (2 workers, one per node) equal bit for bit; a transform and a sweep
+(outputs and metrics table) equal bit for bit; a worker node killed mid-transform loses and
+duplicates nothing. MLflow's backend store is PostgreSQL. Prints one JSON line of
 figures (wall times, rows, where each task ran)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,17 +27,13 @@ from pathlib import Path
 
 import boto3
 import numpy as np
+import pyarrow.parquet as pq
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from tests.services import free_port, mlflow_server, postgres  # noqa: E402 - after the path
 TIMEOUT = 600
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cli(*args: str, ray: str, **env: str) -> tuple[str, float]:
@@ -153,15 +150,14 @@ def main() -> None:
                       # accepts only callers that hold it
                       RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=os.urandom(16).hex())
     boto3.client("s3").create_bucket(Bucket="cluster")
-    mlflow_port = free_port()
-    mlflow = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-                               "--port", str(mlflow_port), "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}",
-                               "--default-artifact-root", "s3://cluster/mlflow", "--workers", "1"],
-                              cwd=base, start_new_session=True, stdout=open(base / "mlflow.log", "w"), stderr=subprocess.STDOUT)
-    os.environ["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{mlflow_port}"
+    services = contextlib.ExitStack()
     cluster = Cluster(base)
     figures: dict = {}
     try:
+        pg = services.enter_context(postgres())
+        pg.create_database("mlflow")
+        os.environ["MLFLOW_TRACKING_URI"] = services.enter_context(
+            mlflow_server(pg.url("mlflow", "pg8000"), "s3://cluster/mlflow", base))
         raw = {"violin": (196.0, 247.0, 294.0, 330.0), "flute": (523.0, 587.0, 659.0, 698.0)}
         s3 = boto3.client("s3")
         for domain, freqs in raw.items():
@@ -170,7 +166,12 @@ def main() -> None:
                 buf = io.BytesIO()
                 sf.write(buf, (0.3 * np.sin(2 * np.pi * f * t) * np.minimum(1, 20 * t)).astype(np.float32), 16000, format="WAV")
                 s3.put_object(Bucket="cluster", Key=f"raw/{domain}/n{k}.wav", Body=buf.getvalue())
-        out, _ = cli("ingest", "s3://cluster/raw", "s3://cluster/ingested", "--no-prefect", ray="local")
+        # violin held out (the sweep's inputs), flute for training and as the sweep's FAD reference
+        sidecar = "path,domain,split\n" + "".join(f"{d}/n{k}.wav,{d},{'test' if d == 'violin' else 'train'}\n"
+                                                   for d in raw for k in range(len(raw[d])))
+        s3.put_object(Bucket="cluster", Key="raw/splits.csv", Body=sidecar.encode())
+        out, _ = cli("ingest", "s3://cluster/raw", "s3://cluster/ingested", "--sidecar", "splits.csv", "--no-prefect",
+                     ray="local")
         clips = "s3://cluster/ingested/clips"
         t0 = time.perf_counter()
         cluster.start(workers=2)
@@ -210,6 +211,25 @@ def main() -> None:
             "the cluster's transform outputs differ from one node's"
         figures["transform_outputs"] = len(x)
 
+        # A sweep (2 grid points, metrics against the real flute clips): the same outputs and the
+        # same metrics table on the cluster as on one node
+        sweep = ["sweep", "--inputs", clips, "--model", "shipped:flute-latent", "--domain", "violin", "--t-init", "0.5",
+                 "--t-init", "1.0", "--lam", "1", "--steps", "4", "--actors", "2", "--no-prefect"]
+        for where, ray in (("one", "local"), ("multi", cluster.address)):
+            _, walls[f"sweep_{where}"] = cli(*sweep, "--out", f"s3://cluster/{where}/sweep", ray=ray)
+        tables, audio = {}, {}
+        for where in ("one", "multi"):
+            store = Storage(f"s3://cluster/{where}/sweep")
+            (metrics,) = [k for k in store.find("sweeps") if k.endswith("/metrics.parquet")]
+            tables[where] = sorted(json.dumps({k: r[k] for k in ("t_init", "lam", "metric", "value", "n")}, default=str)
+                                   for r in pq.read_table(io.BytesIO(store.read_bytes(metrics))).to_pylist())
+            audio[where] = {k: v for run in {k.split("/")[1] for k in store.find("runs")}
+                            for k, v in audio_of(f"s3://cluster/{where}/sweep/runs/{run}/outputs").items()}
+        assert tables["one"] == tables["multi"] and tables["one"], "the sweep's metrics differ on the cluster"
+        assert audio["one"].keys() == audio["multi"].keys() and all(
+            np.array_equal(audio["one"][k], audio["multi"][k]) for k in audio["one"]), "the sweep's outputs differ"
+        figures["sweep_metric_rows"], figures["sweep_outputs"] = len(tables["one"]), len(audio["one"])
+
         # A worker node dies mid-transform: Ray restarts its actor on the surviving node; every
         # output is committed once, and each one's audio is whole.
         from infra.datasets import ShardedDataset
@@ -234,7 +254,7 @@ def main() -> None:
         print("CLUSTER-FIGURES " + json.dumps(figures), flush=True)
     finally:
         cluster.stop()
-        os.killpg(mlflow.pid, signal.SIGKILL)
+        services.close()
         moto.stop()
         shutil.rmtree(base, ignore_errors=True)
 

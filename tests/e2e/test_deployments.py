@@ -1,11 +1,14 @@
-"""The users' three commands, end to end against real services: a Prefect server on 127.0.0.1,
-prefect.yaml's deployments on a process work pool run by a `prefect worker` (sweep, compare), then
-`reinstrument serve` running the same three deployments on one box (nightly), moto S3 for inputs and outputs, MLflow on sqlite
-(artifacts in S3). `prefect deployment run 'sweep-t-init/default'` on a tiny model; the nightly
-deployment triggered twice with arrivals in between, then killed mid-run and finished by the
-next trigger; the sweep's listening report opened in headless Chromium; a run pulled."""
+"""The users' three commands, end to end against services as teams run them: a Prefect server on
+127.0.0.1 and an `mlflow server` (artifacts on S3), both on one PostgreSQL; prefect.yaml's
+deployments on a process work pool run by a `prefect worker` (sweep, compare, a nightly run
+cancelled mid-run and re-run), then `reinstrument serve` running the same three deployments on one
+box (nightly), moto S3 for inputs and outputs. `prefect deployment run 'sweep-t-init/default'` on a
+tiny model while `champion` moves mid-run; the nightly deployment triggered twice with arrivals in
+between, then killed mid-run and finished by the next trigger; the sweep's listening report opened
+in headless Chromium; a run pulled."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -14,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -30,16 +32,11 @@ from infra.datasets import ShardedDataset
 from schemas.configs import FeatureConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from tests.e2e.browser import check_page, chromium_path
+from tests.services import free_port, mlflow_server, postgres
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 BIN = os.path.dirname(sys.executable)
 MODEL = "models:/reinstrument-flute@champion"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _descendants(pid: int) -> list[int]:
@@ -73,50 +70,60 @@ def _kill_tree(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
 
 @pytest.fixture(scope="module")
 def stack(s3_env, built_corpus, tmp_path_factory):
-    """A Prefect server, an MLflow sqlite store with a tiny flute champion, a bucket; the env a
-    serve process needs."""
+    """As teams run the services: one PostgreSQL (throwaway data directory) holding the Prefect
+    server's database and the MLflow server's backend store, MLflow artifacts on S3; two tiny flute
+    versions (champion: 1), violin source and conditional models; the env a worker or serve needs."""
+    from infra import tracking
     from jobs.train import train_job
     from ray_actors.features import extract_features
 
     tmp = tmp_path_factory.mktemp("e2e")
     bucket = f"e2e-{os.urandom(4).hex()}"
     boto3.client("s3").create_bucket(Bucket=bucket)
-    port = _free_port()
-    env = dict(os.environ, PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_TRACKING_URI=f"sqlite:///{tmp / 'mlflow.db'}",
-               REINSTRUMENT_MLFLOW_ARTIFACTS=f"s3://{bucket}/mlflow", REINSTRUMENT_PROGRESS="0",
-               COLUMNS="250")  # rich tables of the prefect CLI unwrapped
-    env.pop("PREFECT_PROFILES_PATH", None)
-    log = open(tmp / "server.log", "w")
-    server = subprocess.Popen([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    port = free_port()
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "REINSTRUMENT_MLFLOW_ARTIFACTS")}
-    os.environ.update(MLFLOW_TRACKING_URI=env["MLFLOW_TRACKING_URI"],
-                      REINSTRUMENT_MLFLOW_ARTIFACTS=env["REINSTRUMENT_MLFLOW_ARTIFACTS"])
-    try:
-        _, corpus = built_corpus
-        feats = extract_features([corpus.clips_url], str(tmp / "features"),
-                                 FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
-        # the flute target, and the violin source model and violin->flute conditional model of the
-        # comparison's DDIB and conditional-baseline rows
-        for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"}):
-            train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}),
-                      TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
-        deadline = time.time() + 180
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.time() < deadline, open(tmp / "server.log").read()[-3000:]
-            time.sleep(0.5)
-        yield {"env": env, "bucket": bucket, "tmp": tmp, "corpus": corpus}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    with contextlib.ExitStack() as services:
+        pg = services.enter_context(postgres())
+        for db in ("prefect", "mlflow"):
+            pg.create_database(db)
+        mlflow_uri = services.enter_context(mlflow_server(pg.url("mlflow", "pg8000"), f"s3://{bucket}/mlflow", tmp))
+        env = dict(os.environ, PREFECT_HOME=str(tmp / "prefect-home"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                   PREFECT_SERVER_ANALYTICS_ENABLED="false", MLFLOW_TRACKING_URI=mlflow_uri,
+                   REINSTRUMENT_MLFLOW_ARTIFACTS=f"s3://{bucket}/mlflow", REINSTRUMENT_PROGRESS="0",
+                   COLUMNS="250")  # rich tables of the prefect CLI unwrapped
+        env.pop("PREFECT_PROFILES_PATH", None)
+        log = open(tmp / "server.log", "w")
+        server = subprocess.Popen([f"{BIN}/prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                                  env=env | {"PREFECT_API_DATABASE_CONNECTION_URL": pg.url("prefect", "asyncpg")},
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        services.callback(lambda: (os.killpg(server.pid, signal.SIGTERM), server.wait(timeout=60)))
+        os.environ.update(MLFLOW_TRACKING_URI=env["MLFLOW_TRACKING_URI"],
+                          REINSTRUMENT_MLFLOW_ARTIFACTS=env["REINSTRUMENT_MLFLOW_ARTIFACTS"])
+        try:
+            _, corpus = built_corpus
+            feats = extract_features([corpus.clips_url], str(tmp / "features"),
+                                     FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
+            # two flute versions (the champion moves from 1 to 2 mid-sweep), and the violin source
+            # model and violin->flute conditional model of the comparison's DDIB and conditional rows
+            for over in ({"domain": "flute"}, {"domain": "flute", "seed": 1}, {"domain": "violin"},
+                         {"domain": "flute", "cond_domain": "violin"}):
+                train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}),
+                          TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
+            tracking.set_champion("reinstrument-flute", "1")
+            deadline = time.time() + 180
+            while True:
+                try:
+                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).status == 200:
+                        break
+                except OSError:
+                    pass
+                assert server.poll() is None and time.time() < deadline, open(tmp / "server.log").read()[-3000:]
+                time.sleep(0.5)
+            yield {"env": env, "bucket": bucket, "tmp": tmp, "corpus": corpus, "pg": pg,
+                   "api": f"http://127.0.0.1:{port}/api"}
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def _serve(stack, name: str) -> subprocess.Popen:
@@ -161,6 +168,37 @@ def _run_deployment(stack, name: str, params: dict, watch: bool = True, timeout_
     return r
 
 
+FINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def _flow_run_id(r: subprocess.CompletedProcess) -> str:
+    m = re.search(r"UUID: ([0-9a-f-]{36})", r.stdout)
+    assert r.returncode == 0 and m, r.stdout[-2000:] + r.stderr[-2000:]
+    return m.group(1)
+
+
+def _flow_state(stack, run_id: str) -> str:
+    with urllib.request.urlopen(f"{stack['api']}/flow_runs/{run_id}", timeout=30) as f:
+        return json.load(f)["state"]["type"]
+
+
+def _wait_final(stack, run_id: str, timeout_s: float = 900) -> str:
+    deadline = time.time() + timeout_s
+    while (state := _flow_state(stack, run_id)) not in FINAL:
+        assert time.time() < deadline, f"flow run {run_id} still {state} after {timeout_s:.0f} s"
+        time.sleep(0.5)
+    return state
+
+
+def _committed_runs(bucket: str, prefix: str = "out/runs/") -> set[str]:
+    """Transform runs under `prefix` with at least one committed outputs shard."""
+    return {m.group(1) for k in keys(bucket, prefix) if (m := re.match(rf"{prefix}([^/]+)/outputs/_commits/", k))}
+
+
+def _column(bucket: str, dataset: str, column: str) -> list:
+    return ShardedDataset.at(f"s3://{bucket}/{dataset}", "outputs").read([column]).column(column).to_pylist()
+
+
 def keys(bucket: str, prefix: str) -> list[str]:
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return sorted(o["Key"] for p in pages for o in p.get("Contents", []))
@@ -170,21 +208,30 @@ def _get(bucket: str, key: str) -> bytes:
     return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _put_inputs(stack, items) -> None:
+def _put_inputs(stack, items, prefix: str = "incoming") -> None:
     for item in items:
         buf = io.BytesIO()
         sf.write(buf, item.audio, item.sample_rate_hz, format="WAV")
-        boto3.client("s3").put_object(Bucket=stack["bucket"], Key=f"incoming/{item.item_id[:12]}.wav", Body=buf.getvalue())
+        boto3.client("s3").put_object(Bucket=stack["bucket"], Key=f"{prefix}/{item.item_id[:12]}.wav", Body=buf.getvalue())
 
 
-def _nightly_outputs(bucket: str) -> list[str]:
+def _nightly_datasets(bucket: str, out: str = "out") -> list[str]:
+    return sorted({m.group(1) for k in keys(bucket, f"{out}/nightly/")
+                   if (m := re.search(r"^(.*/runs/nightly-[^/]+/outputs)/_commits/[^/]+\.json$", k))})
+
+
+def _nightly_outputs(bucket: str, out: str = "out") -> list[str]:
     """source IDs of every committed nightly output, across every dated run."""
-    ids = []
-    datasets = {m.group(1) for k in keys(bucket, "out/nightly/")
-                if (m := re.search(r"^(.*/runs/nightly-[^/]+/outputs)/_commits/[^/]+\.json$", k))}
-    for d in sorted(datasets):
-        ids += ShardedDataset.at(f"s3://{bucket}/{d}", "outputs").read(["clip_id"]).column("clip_id").to_pylist()
-    return ids
+    return [i for d in _nightly_datasets(bucket, out) for i in _column(bucket, d, "clip_id")]
+
+
+def _check_whole(bucket: str, out: str) -> None:
+    """Every committed output's audio is there, whole (its recorded SHA-256) and decodable."""
+    for d in _nightly_datasets(bucket, out):
+        for row in ShardedDataset.at(f"s3://{bucket}/{d}", "outputs").read(["output_uri", "sha256"]).to_pylist():
+            body = _get(bucket, row["output_uri"].split(f"s3://{bucket}/", 1)[1])
+            assert hashlib.sha256(body).hexdigest() == row["sha256"], row["output_uri"]
+            assert len(sf.read(io.BytesIO(body))[0]) > 0
 
 
 def test_sweep_and_nightly_deployments_end_to_end(stack):
@@ -193,15 +240,31 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
 
     bucket = stack["bucket"]
     worker, out = _worker(stack), {"out": f"s3://{bucket}/out", "actors": 0}
+    figures: dict = {}
     try:
         # --- sweep-t-init: the exact CLI a user types, run by the pool's worker; tiny config, 2 inputs,
         # 3 grid points ---------------------------------------------------------------------------------
         config = {"model": MODEL, "t_inits": [0.3, 0.6, 1.0], "lams": [1.0], "sampler": {"steps": 6},
                   "window": {"window_frames": 64, "overlap_frames": 16}, "vocoder_iters": 4,
                   "reference_split": None, "reference_limit": 4}
-        _run_deployment(stack, "sweep-t-init/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
-                                                        "domain": "violin", "split": None, "limit": 2, "config": config}
-                        | out)
+        r = _run_deployment(stack, "sweep-t-init/default", {"inputs": stack["corpus"].clips_url, "model": MODEL,
+                                                            "domain": "violin", "split": None, "limit": 2,
+                                                            "config": config} | out, watch=False)
+        sweep_run = _flow_run_id(r)
+        # `champion` moves to version 2 once the first grid point is committed: the run keeps the
+        # version it pinned at its start for every later point
+        deadline = time.time() + 600
+        while not _committed_runs(bucket):
+            assert _flow_state(stack, sweep_run) not in FINAL and time.time() < deadline, "the sweep ended unseen"
+            time.sleep(0.2)
+        tracking.set_champion("reinstrument-flute", "2")
+        points_before_move = len(_committed_runs(bucket))
+        assert _wait_final(stack, sweep_run) == "COMPLETED"
+        figures["sweep_points_before_champion_moved"] = points_before_move
+        assert points_before_move < 3, "the champion moved after the last grid point began: nothing was tested"
+        assert {m for rid in _committed_runs(bucket) for m in _column(bucket, f"out/runs/{rid}/outputs", "model")} \
+            == {"reinstrument-flute/1"}, "a grid point used the champion that moved mid-run"
+        tracking.set_champion("reinstrument-flute", "1")  # rolled back, as a team would, for the rest
         sweep_keys = keys(bucket, "out/sweeps/")
         (rec_key,) = [k for k in sweep_keys if k.endswith("/recommendation.json")]
         folder = rec_key.rsplit("/", 1)[0]
@@ -219,6 +282,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         assert parent.info.status == "FINISHED" and len(children) == 3
         assert sorted(float(ch.data.params["warm.t_init"]) for ch in children) == [0.3, 0.6, 1.0]
+        assert {ch.data.params["model"] for ch in children} == {"reinstrument-flute/1"}
         assert all({"fad_musicnn-msd", "jd", "f1_midi"} <= set(ch.data.metrics) for ch in children)
         assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"tradeoff.png", "report", "metrics.parquet"}
 
@@ -250,8 +314,32 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         check_report(bucket, folder + "/report/", stack["tmp"] / "compare-report",
                      min_audio=sum(len(m) for m in methods.values()), min_images=2)
 
+        # --- a nightly run cancelled mid-run with `prefect flow-run cancel`: the worker stops it;
+        # what it committed is whole, its batch stays pending, and the next run finishes the rest once
+        clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=4))
+        _put_inputs(stack, clips, prefix="incoming-c")
+        night = {"inputs": f"s3://{bucket}/incoming-c", "out": f"s3://{bucket}/out-c", "actors": 0, "steps": 35,
+                 "targets": [{"model": MODEL, "t_init": 0.6}], "clips_per_task": 1}
+        cancelled = _flow_run_id(_run_deployment(stack, "reinstrument-nightly/default", night, watch=False))
+        deadline = time.time() + 600
+        while not _nightly_outputs(bucket, "out-c"):
+            assert _flow_state(stack, cancelled) not in FINAL and time.time() < deadline, "the night ended unseen"
+            time.sleep(0.2)
+        r = subprocess.run([f"{BIN}/prefect", "flow-run", "cancel", cancelled], env=stack["env"], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        assert _wait_final(stack, cancelled, 300) == "CANCELLED"
+        mid = len(_nightly_outputs(bucket, "out-c"))
+        assert 1 <= mid < 4, f"the cancel landed after {mid} of 4 outputs"
+        _check_whole(bucket, "out-c")
+        assert json.loads(_get(bucket, "out-c/nightly/state.json"))["pending"] is not None
+        _run_deployment(stack, "reinstrument-nightly/default", night)
+        done = _nightly_outputs(bucket, "out-c")
+        assert len(done) == len(set(done)) == 4, "after a cancel, every input transformed exactly once"
+        _check_whole(bucket, "out-c")
+        figures["nightly_cancelled_after_outputs"] = mid
     finally:
-        # idle by now (both runs finished); killed outright because Prefect 3.8's worker can hang
+        # idle by now (every run finished); killed outright because Prefect 3.8's worker can hang
         # in its own SIGTERM handling (NoEventLoopError at shutdown, seen in one of two runs)
         _kill_tree(worker)
     for name in ("sweep-t-init/default", "compare-methods/default", "reinstrument-nightly/default"):
@@ -303,6 +391,15 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
     finally:
         _kill_tree(serve, signal.SIGTERM)
     check_pull(bucket, stack["tmp"] / "pulled")
+    # the runs above live in PostgreSQL: the Prefect server's flow runs, MLflow's runs and aliases
+    pg = stack["pg"]
+    figures["postgres_rows"] = {"prefect.flow_run": pg.count("prefect", "SELECT count(*) FROM flow_run"),
+                                "mlflow.runs": pg.count("mlflow", "SELECT count(*) FROM runs"),
+                                "mlflow.registered_model_aliases":
+                                    pg.count("mlflow", "SELECT count(*) FROM registered_model_aliases")}
+    print("\n[e2e]", json.dumps(figures))
+    assert figures["postgres_rows"]["prefect.flow_run"] >= 8 and figures["postgres_rows"]["mlflow.runs"] >= 10
+    assert figures["postgres_rows"]["mlflow.registered_model_aliases"] >= 3
 
 
 def check_report(bucket: str, prefix: str, dest, *, min_audio: int, min_images: int) -> None:

@@ -137,46 +137,80 @@ def test_ingest_and_features_through_faults_equal_a_clean_run_and_a_rerun_finish
     assert _pipeline(f"s3://{bucket}/faulted", str(raw))[1]["shards_added"] == 0, "a third run redid work"
 
 
-def test_transform_and_pull_through_faults_equal_a_clean_run(faulty, models, tmp_path):
-    """The transform (in-process actors off, one clip per committed shard) and `pull` through 503s,
-    cut bodies and lost PUT replies: the same outputs, each once, and a pulled copy whose files
-    match the run's checksums."""
-    from jobs.transform import transform_job
+def _runs(bucket: str, root: str) -> list[str]:
+    return sorted({k.split("/")[1] for k in Storage(f"s3://{bucket}/{root}").find("runs")})
+
+
+def test_sweep_and_pull_through_faults_equal_a_clean_run_and_a_rerun_finishes(faulty, models, tmp_path):
+    """A sweep (2 grid points, each a transform committing one clip per shard, then FAD and JD)
+    and `pull` of a point's run through 503s, cut bodies and lost PUT replies: the same outputs,
+    each once, the same metrics table, a pulled copy matching the run's checksums. Then a fault that
+    outlives the retries stops a sweep at its metrics table, naming the object, leaving nothing
+    under it; the re-run finishes without transforming anything twice."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    from jobs.sweep import sweep_job
+    from schemas.sweep import SweepConfig
     from schemas.transform import InputSelection, TransformLogistics
     from tasks.pull import pull_run
     from tests.integration.test_transform import config
 
     proxy, bucket = faulty
     corpus = models
+    base = config(seed=5)
+    cfg = SweepConfig(model=base.model, t_inits=(0.6, 1.0), lams=(1.0,), sampler=base.sampler, window=base.window,
+                      vocoder="griffin-lim", vocoder_iters=4, reference_split=None, reference_limit=4)
 
-    def run(name: str) -> dict:
+    def sweep(name: str, grid: tuple[float, ...] = (0.6, 1.0)) -> dict:
         log = TransformLogistics(num_actors=0, clips_per_task=1, out_url=f"s3://{bucket}/{name}")
-        return transform_job(corpus.clips_url, InputSelection(domain="violin", limit=3), config(seed=5), log)
+        return sweep_job(corpus.clips_url, InputSelection(domain="violin", limit=3), cfg.model_copy(update={"t_inits": grid}),
+                         log)
 
-    def outputs(res: dict) -> dict[str, bytes]:
-        rows = ShardedDataset.at(res["outputs_url"], "outputs").read(["output_key", "output_uri"]).to_pylist()
-        assert len(rows) == len({r["output_key"] for r in rows}) == 3, "an output missing or committed twice"
+    def outputs(name: str, expected: int = 6) -> dict[str, bytes]:
+        rows = [r for run in _runs(bucket, name) for r in ShardedDataset.at(
+            f"s3://{bucket}/{name}/runs/{run}/outputs", "outputs").read(["output_key", "output_uri"]).to_pylist()]
+        assert len(rows) == len({r["output_key"] for r in rows}) == expected, "an output missing or committed twice"
         return {r["output_key"]: Storage(r["output_uri"].rsplit("/", 1)[0]).read_bytes(r["output_uri"].rsplit("/", 1)[1])
                 for r in rows}
 
+    def table(res: dict) -> list[tuple]:
+        return sorted((r["t_init"], r["metric"], r["mean"], r["n"]) for r in res["rows"])
+
     proxy.set_rules()
     t0 = time.perf_counter()
-    clean = run("clean")
+    clean = sweep("clean")
     clean_wall = time.perf_counter() - t0
     proxy.set_rules(Rule("503", every=4), Rule("truncate", method="GET", every=5, times=4),
                     Rule("reset-after", method="PUT", every=3, times=3))
     t0 = time.perf_counter()
-    faulted = run("faulted")
-    pulled = pull_run(faulted["run_url"], str(tmp_path / "pulled"))
+    faulted = sweep("faulted")
+    pulled = pull_run(Storage(f"s3://{bucket}/faulted").uri("runs/" + _runs(bucket, "faulted")[0]), str(tmp_path / "pulled"))
     faulted_wall = time.perf_counter() - t0
     seen = proxy.injected()
     assert seen.get("503", 0) > 0 and seen.get("truncate", 0) > 0 and seen.get("reset-after", 0) > 0, seen
-    assert faulted["transformed"] == 3 and faulted["failed"] == 0
     proxy.set_rules()
-    got = outputs(faulted)
-    assert got == outputs(clean), "faults changed the outputs"
+    got = outputs("faulted")
+    assert got == outputs("clean"), "faults changed the outputs"
+    assert table(faulted) == table(clean), "faults changed the metrics"
     assert pulled.fetched == pulled.files >= 3
-    for key, data in got.items():
-        assert (tmp_path / "pulled" / "audio" / f"{key}.flac").read_bytes() == data
-    print(f"\n[s3 fault] transform + pull: clean transform {clean_wall:.1f} s; with {seen} over {proxy.requests} "
-          f"requests transform + pull {faulted_wall:.1f} s; outputs equal, each once, pulled copy whole")
+    for key in (p.stem for p in (tmp_path / "pulled" / "audio").iterdir()):
+        assert (tmp_path / "pulled" / "audio" / f"{key}.flac").read_bytes() == got[key]
+
+    # a fault that outlives the retries, at the sweep's last write of its table
+    proxy.set_rules(Rule("503", method="PUT", path_contains="/metrics.parquet"))
+    with pytest.raises(StorageError, match=r"metrics\.parquet"):
+        sweep("faulted", (0.6, 1.0, 0.3))
+    stopped = set(_direct_keys(proxy, bucket))
+    assert not [k for k in stopped if k.startswith("faulted/sweeps/") and k.endswith("/metrics.parquet")
+                and faulted["sweep_id"] not in k], "a sweep's table became visible although its write failed"
+    proxy.set_rules()
+    t0 = time.perf_counter()
+    again = sweep("faulted", (0.6, 1.0, 0.3))
+    rerun_wall = time.perf_counter() - t0
+    assert {r["t_init"] for r in again["rows"]} == {0.3, 0.6, 1.0}
+    assert outputs("faulted", 9).items() >= got.items(), "the re-run transformed something twice or anew"
+    print(f"\n[s3 fault] sweep (2 points x 3 clips) + pull: clean {clean_wall:.1f} s; with {seen} over {proxy.requests} "
+          f"requests {faulted_wall:.1f} s; outputs and metrics equal, each once, pulled copy whole; "
+          f"stopped at its table, re-run {rerun_wall:.1f} s")
