@@ -92,7 +92,8 @@ def augment(
 def features(
     clips: list[str] = typer.Argument(..., help="One or more clips dataset URLs."),
     out: str = typer.Option(None, help="Feature root; the set lands in OUT/<kind>-<config hash>."),
-    actors: int = typer.Option(2, help="Ray actors (RAY_ADDRESS selects a cluster)."),
+    actors: int = typer.Option(2, min=0, help="Ray actors (RAY_ADDRESS selects a cluster); 0: in this process, "
+                                           "as --local (the same as transform's and sweep's --actors 0)."),
     local: bool = typer.Option(False, help="Run in-process without Ray."),
     segment_frames: int = typer.Option(None, help="Frames per segment (default 128)."),
     segment_hop_frames: int = typer.Option(None, help="Hop between segments (default 128)."),
@@ -115,7 +116,8 @@ def features(
     latent = kind == "latent" or (kind is None and encoder is not None)
     cfg = load_config(FeatureConfig, config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames,
                       kind=kind, encoder=(encoder or "auto") if latent else None)
-    res = run(features_flow, features_job, prefect, list(clips), out or f"{root()}/features", cfg, actors, local)
+    res = run(features_flow, features_job, prefect, list(clips), out or f"{root()}/features", cfg, actors,
+              local or actors == 0)
     console.print(f"feature shards added {res['shards_added']} (inputs already done {res['skipped']}), "
                   f"rows {res['rows']}\nfeatures: {res['features_url']}")
 

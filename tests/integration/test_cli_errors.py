@@ -50,6 +50,17 @@ def test_features_on_an_empty_folder_fails_and_prints_no_url(tmp_path):
     assert "features:" not in r.stdout + r.stderr and not (tmp_path / "f").exists()
 
 
+def test_features_with_zero_actors_runs_in_process_and_negative_is_refused(tmp_path, src):
+    """`--actors 0` means in this process, as for transform and sweep (it used to end in Ray's
+    'size must be >= 1'); no Ray starts for it."""
+    assert cli("ingest", str(src), str(tmp_path / "d"), "--no-prefect").returncode == 0
+    r = cli("features", str(tmp_path / "d/clips"), "--out", str(tmp_path / "f"), "--actors", "0", "--no-prefect",
+            env={"REINSTRUMENT_RAY_ADDRESS": "127.0.0.1:1"})  # a Ray it would fail to reach
+    assert r.returncode == 0 and "features:" in r.stdout + r.stderr, r.stderr[-2000:]
+    r = cli("features", str(tmp_path / "d/clips"), "--out", str(tmp_path / "g"), "--actors", "-1", "--no-prefect")
+    assert r.returncode == 2 and "greater than or equal to 0" in r.stderr and not (tmp_path / "g").exists()
+
+
 def test_a_run_id_that_escapes_runs_is_refused(tmp_path, src):
     r = cli("transform", "--inputs", str(src), "--model", "models:/x/1", "--run-id", "../escaped",
             "--out", str(tmp_path / "out"), "--no-prefect", env={"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")})

@@ -182,7 +182,7 @@ def test_sweep_and_pull_through_faults_equal_a_clean_run_and_a_rerun_finishes(fa
     t0 = time.perf_counter()
     clean = sweep("clean")
     clean_wall = time.perf_counter() - t0
-    proxy.set_rules(Rule("503", every=4), Rule("truncate", method="GET", every=5, times=4),
+    proxy.set_rules(Rule("503", every=12), Rule("truncate", method="GET", every=5, times=4),
                     Rule("reset-after", method="PUT", every=3, times=3))
     t0 = time.perf_counter()
     faulted = sweep("faulted")
