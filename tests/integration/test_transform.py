@@ -467,3 +467,37 @@ def test_a_trained_vocoder_decodes_transform_outputs_and_is_part_of_their_identi
     assert c["vocoder"] == "reinstrument-vocoder/1" and c["sha256"] == b["sha256"]
     with pytest.raises(ValueError, match="is not a vocoder"):
         transform_job(models.clips_url, sel, config(vocoder="models:/reinstrument-flute@champion"), log)
+
+
+def test_a_champion_moved_mid_sweep_never_mixes_into_it(models, tmp_path):
+    """`champion` moves to another version after the first grid point: every point still uses the
+    version the sweep resolved at its start (the points used to re-resolve the alias)."""
+    from infra import tracking
+    from jobs import sweep as sweep_mod
+    from schemas.sweep import SweepConfig
+
+    name = "reinstrument-flute"
+    v1 = tracking.champion_version(name)
+    v2 = tracking.client().copy_model_version(f"models:/{name}/{v1}", name).version
+    moved: list[str] = []
+
+    def step(fn, *args, **kwargs):
+        out = fn(*args, **kwargs)
+        if fn is sweep_mod.grid_point and not moved:
+            tracking.set_champion(name, v2)
+            moved.append(v2)
+        return out
+
+    cfg = SweepConfig(model=f"models:/{name}@champion", t_inits=(0.6, 1.0), lams=(1.0,), sampler=SamplerConfig(steps=4),
+                      window=WindowConfig(window_frames=64, overlap_frames=16), vocoder="griffin-lim", vocoder_iters=4,
+                      reference_split=None, reference_limit=4)
+    try:
+        res = sweep_mod.sweep_job(models.clips_url, InputSelection(domain="violin", limit=2), cfg,
+                                  TransformLogistics(num_actors=0, out_url=str(tmp_path)), step=step)
+    finally:  # the session's store as other modules expect it
+        tracking.set_champion(name, v1)
+        tracking.client().delete_model_version(name, v2)
+    assert moved == [v2] and res["model_version"] == f"{name}/{v1}"
+    used = {m for run in os.listdir(tmp_path / "runs")
+            for m in ShardedDataset.at(str(tmp_path / "runs" / run / "outputs"), "outputs").read(["model"])["model"].to_pylist()}
+    assert used == {f"{name}/{v1}"}, f"grid points used {sorted(used)}"
