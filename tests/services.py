@@ -28,7 +28,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(ready, what: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+def http_ok(url: str) -> bool:
+    try:
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def wait_until(ready, what: str, proc: subprocess.Popen, log: Path, timeout_s: float = 120) -> None:
+    """Poll `ready()` until it holds; fail with the server's log if its process exits or time runs out."""
     deadline = time.time() + timeout_s
     while not ready():
         if proc.poll() is not None or time.time() > deadline:
@@ -110,7 +118,7 @@ def postgres() -> Iterator[Postgres]:
             return False
 
     try:
-        _wait(ready, "PostgreSQL", proc, log)
+        wait_until(ready, "PostgreSQL", proc, log)
         yield server
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -133,14 +141,8 @@ def mlflow_server(backend_store_uri: str, artifact_root: str, workdir: Path) -> 
                              "--workers", "1"],
                             cwd=workdir, start_new_session=True, stdout=open(log, "w"), stderr=subprocess.STDOUT)
 
-    def ready() -> bool:
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200
-        except OSError:
-            return False
-
     try:
-        _wait(ready, "mlflow server", proc, log, timeout_s=180)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/health"), "mlflow server", proc, log, timeout_s=180)
         yield f"http://127.0.0.1:{port}"
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -32,7 +32,7 @@ from infra.datasets import ShardedDataset
 from schemas.configs import FeatureConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from tests.e2e.browser import check_page, chromium_path
-from tests.services import free_port, mlflow_server, postgres
+from tests.services import free_port, http_ok, mlflow_server, postgres, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 BIN = os.path.dirname(sys.executable)
@@ -110,15 +110,8 @@ def stack(s3_env, built_corpus, tmp_path_factory):
                 train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}),
                           TrainLogistics(num_workers=0, out_url=str(tmp / "training")))
             tracking.set_champion("reinstrument-flute", "1")
-            deadline = time.time() + 180
-            while True:
-                try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2).status == 200:
-                        break
-                except OSError:
-                    pass
-                assert server.poll() is None and time.time() < deadline, open(tmp / "server.log").read()[-3000:]
-                time.sleep(0.5)
+            wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/api/health"), "Prefect server", server,
+                       tmp / "server.log", timeout_s=180)
             yield {"env": env, "bucket": bucket, "tmp": tmp, "corpus": corpus, "pg": pg,
                    "api": f"http://127.0.0.1:{port}/api"}
         finally:
@@ -190,6 +183,14 @@ def _wait_final(stack, run_id: str, timeout_s: float = 900) -> str:
     return state
 
 
+def _wait_mid_run(stack, run_id: str, started) -> None:
+    """Until `started()` holds while the flow run is still going (so what follows lands mid-run)."""
+    deadline = time.time() + 600
+    while not started():
+        assert _flow_state(stack, run_id) not in FINAL and time.time() < deadline, f"flow run {run_id} ended unseen"
+        time.sleep(0.2)
+
+
 def _committed_runs(bucket: str, prefix: str = "out/runs/") -> set[str]:
     """Transform runs under `prefix` with at least one committed outputs shard."""
     return {m.group(1) for k in keys(bucket, prefix) if (m := re.match(rf"{prefix}([^/]+)/outputs/_commits/", k))}
@@ -253,10 +254,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         sweep_run = _flow_run_id(r)
         # `champion` moves to version 2 once the first grid point is committed: the run keeps the
         # version it pinned at its start for every later point
-        deadline = time.time() + 600
-        while not _committed_runs(bucket):
-            assert _flow_state(stack, sweep_run) not in FINAL and time.time() < deadline, "the sweep ended unseen"
-            time.sleep(0.2)
+        _wait_mid_run(stack, sweep_run, lambda: _committed_runs(bucket))
         tracking.set_champion("reinstrument-flute", "2")
         points_before_move = len(_committed_runs(bucket))
         assert _wait_final(stack, sweep_run) == "COMPLETED"
@@ -321,10 +319,7 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         night = {"inputs": f"s3://{bucket}/incoming-c", "out": f"s3://{bucket}/out-c", "actors": 0, "steps": 35,
                  "targets": [{"model": MODEL, "t_init": 0.6}], "clips_per_task": 1}
         cancelled = _flow_run_id(_run_deployment(stack, "reinstrument-nightly/default", night, watch=False))
-        deadline = time.time() + 600
-        while not _nightly_outputs(bucket, "out-c"):
-            assert _flow_state(stack, cancelled) not in FINAL and time.time() < deadline, "the night ended unseen"
-            time.sleep(0.2)
+        _wait_mid_run(stack, cancelled, lambda: _nightly_outputs(bucket, "out-c"))
         r = subprocess.run([f"{BIN}/prefect", "flow-run", "cancel", cancelled], env=stack["env"], capture_output=True,
                            text=True, timeout=120)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -147,10 +147,6 @@ def test_sweep_and_pull_through_faults_equal_a_clean_run_and_a_rerun_finishes(fa
     each once, the same metrics table, a pulled copy matching the run's checksums. Then a fault that
     outlives the retries stops a sweep at its metrics table, naming the object, leaving nothing
     under it; the re-run finishes without transforming anything twice."""
-    import io
-
-    import pyarrow.parquet as pq
-
     from jobs.sweep import sweep_job
     from schemas.sweep import SweepConfig
     from schemas.transform import InputSelection, TransformLogistics
