@@ -194,6 +194,8 @@ def shipped_ship(
     card: Path = typer.Option(..., exists=True, help="JSON with how to reproduce it: corpus_command, "
                                                      "training_command, seed, steps, wall_time_min, metrics."),
     float16: bool = typer.Option(False, help="Store the weights in float16 (half the bytes; loaded as float32)."),
+    set_: list[str] = typer.Option(None, "--set", help="KEY=JSON: a decode-time field of the model's architecture "
+                                                       "config (repeat), e.g. --set 'phase=\"pghi\"'."),
 ):
     """Write weights/FOLDER/model.pt and card.json (machine, checksum and size added); refuses > 20 MB."""
     import json
@@ -201,9 +203,18 @@ def shipped_ship(
     from infra.settings import get_settings
     from jobs.ship import ship_job
 
+    overrides = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sep = ""
+        if not sep or not key:
+            fail(ValueError(f"--set {item!r}: expected KEY=JSON, e.g. --set 'phase=\"pghi\"'"))
     try:
         path = ship_job(model, str(Path(get_settings().shipped_dir) / folder), json.loads(card.read_text()),
-                        float16=float16)
+                        float16=float16, architecture=overrides)
     except ValueError as e:
         fail(e)
     console.print(f"shipped {model} -> {path}")

@@ -14,7 +14,7 @@ from infra.tracking import model_checkpoint, registered_name_of, resolve_model
 from jobs.decoders import SHIPPED_TAG
 from schemas.results import ShippedModel
 from tasks.builders import load_checkpoint_bytes
-from tasks.diffusion.checkpoint import float16_checkpoint
+from tasks.diffusion.checkpoint import float16_checkpoint, with_architecture
 
 MAX_BYTES = 20 * 1024 * 1024
 
@@ -27,18 +27,26 @@ def cpu_flags() -> list[str]:
     return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
 
 
-def ship_job(model_uri: str, dest: str, card: dict, *, float16: bool = False) -> Path:
+def ship_job(model_uri: str, dest: str, card: dict, *, float16: bool = False, architecture: dict | None = None) -> Path:
     """Write <dest>/model.pt and <dest>/card.json; refuses a file over 20 MB (`float16`: weights
-    stored in half precision, half the bytes; the card says so)."""
+    stored in half precision, half the bytes; `architecture`: decode-time fields of the model's
+    config changed, e.g. a vocoder's {"phase": "pghi"}; the card says both)."""
     uri, version = resolve_model(model_uri)
     data = model_checkpoint(uri)
+    if architecture:
+        data = with_architecture(data, architecture)
+        card = card | {"architecture_overrides": architecture}
     if float16:
         data = float16_checkpoint(data)
         card = card | {"stored_dtype": "float16 (cast to float32 on load)"}
     if len(data) > MAX_BYTES:
         raise ValueError(f"{version} is {len(data) / 2**20:.1f} MB; shipped models must stay under 20 MB"
                          + ("" if float16 else " (--float16 halves it)"))
-    _, metadata = load_checkpoint_bytes(data)  # it loads (weights only) before it is shipped
+    try:
+        _, metadata = load_checkpoint_bytes(data)  # it loads (weights only) before it is shipped
+    except RuntimeError as e:  # a state dict that no longer fits: an override changed a shape
+        raise ValueError(f"{version} does not load with {architecture}: {str(e).splitlines()[0]}; only "
+                         "decode-time fields may be changed") from None
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     (out / "model.pt").write_bytes(data)

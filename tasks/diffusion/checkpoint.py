@@ -63,6 +63,19 @@ def float16_checkpoint(data: bytes) -> bytes:
     return buf.getvalue()
 
 
+def with_architecture(data: bytes, overrides: dict) -> bytes:
+    """The same weights and metadata under an architecture config with `overrides` applied, for
+    decode-time fields (a vocoder's `phase`). The config re-validates (an unknown field or a bad
+    value is refused here); a field that changes a weight's shape is refused when the result is
+    loaded (load_state_dict is strict)."""
+    payload = _load(data, "cpu", CHECKPOINT_FORMAT, "checkpoint")
+    architecture = _architecture(payload)
+    payload["model_config"] = type(architecture).model_validate(architecture.model_dump() | overrides).model_dump_json()
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    return buf.getvalue()
+
+
 def _load(data: bytes, device: str | torch.device, fmt: str, what: str) -> dict:
     try:
         payload = torch.load(io.BytesIO(data), map_location=device, weights_only=True)

