@@ -30,23 +30,37 @@ BUCKETS = 2048        # the heap's priorities are log-magnitudes quantised to LO
 
 
 @numba.njit(cache=True)
-def _rtpghi(logs, dt, df, log_tol, noise, floor):
-    """logs, dt, df, noise: [frames, bins] float64 (a frame contiguous) -> phase [frames, bins]
+def _noise_phase(n, m):
+    """A fixed pseudo-random phase in [-π, π) for bin m of frame n (a multiplicative hash: no
+    generator state, so a bin's phase never depends on which bins were integrated)."""
+    h = (np.uint64(n) * np.uint64(0x9E3779B97F4A7C15)) ^ (np.uint64(m) * np.uint64(0xC2B2AE3D27D4EB4F))
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(32)
+    return (h >> np.uint64(11)) * (2.0 * np.pi / 2.0 ** 53) - np.pi
+
+
+@numba.njit(cache=True)
+def _rtpghi(logs, dt, df, log_tol, floor):
+    """logs, dt, df: [frames, bins] float64 (a frame contiguous) -> phase [frames, bins]
     (Alg. 1, frame by frame). The max-heap is a bucket queue over quantised log-magnitudes;
     within a bucket, last in first out."""
     nf, nb = logs.shape
-    phase = noise.copy()
+    phase = np.empty((nf, nb))
     scale = (BUCKETS - 1) / LOG_RANGE
     head = np.full(BUCKETS, -1, np.int64)
     nxt = np.empty(2 * nb, np.int64)
     val = np.empty(2 * nb, np.int64)    # m: bin m of the previous frame; nb + m: of this frame
     todo = np.zeros(nb, np.bool_)
     for n in range(nf):
-        threshold = logs[n].max() + log_tol
+        # bins at the clamp floor carry no gradient: never integrated, like the quiet ones
+        threshold = max(logs[n].max() + log_tol, floor + 1e-9)
         nodes, size, top, left = 0, 0, -1, 0
         for m in range(nb):
             todo[m] = logs[n, m] > threshold
-            if todo[m]:
+            if not todo[m]:
+                phase[n, m] = _noise_phase(n, m)
+            else:
                 left += 1
                 # the first frame has no past: its bins start from phase 0, as if a frame of
                 # the same spectrum preceded it
@@ -85,24 +99,60 @@ def _rtpghi(logs, dt, df, log_tol, noise, floor):
     return phase
 
 
+@numba.njit(cache=True, parallel=True)
+def _log_magnitude(mag):
+    """[frames, bins] magnitude -> (log-magnitude clamped LOG_RANGE below its peak, that floor)."""
+    nf, nb = mag.shape
+    logs = np.empty((nf, nb))
+    for n in numba.prange(nf):
+        for m in range(nb):
+            logs[n, m] = np.log(max(mag[n, m], 1e-30))
+    floor = logs.max() - LOG_RANGE
+    for n in numba.prange(nf):
+        for m in range(nb):
+            logs[n, m] = max(logs[n, m], floor)
+    return logs, floor
+
+
+@numba.njit(cache=True, parallel=True)
+def _gradients(logs, hop, n_fft):
+    """Eqs. 30-31: the phase's increment per hop along time (dt) and per bin along frequency
+    (df), from central differences of the log-magnitude (one-sided at the edges)."""
+    nf, nb = logs.shape
+    gamma = HANN_GAMMA * n_fft * n_fft
+    k_time, k_freq = hop * n_fft / gamma, gamma / (hop * n_fft)
+    dt, df = np.empty((nf, nb)), np.empty((nf, nb))
+    for n in numba.prange(nf):
+        n0, n1 = max(n - 1, 0), min(n + 1, nf - 1)
+        for m in range(nb):
+            m0, m1 = max(m - 1, 0), min(m + 1, nb - 1)
+            dt[n, m] = (logs[n, m1] - logs[n, m0]) / max(m1 - m0, 1) * k_time + 2 * np.pi * hop * m / n_fft
+            df[n, m] = -(logs[n1, m] - logs[n0, m]) / max(n1 - n0, 1) * k_freq
+    return dt, df
+
+
+@numba.njit(cache=True, parallel=True)
+def _to_torch_convention(phase):
+    """PGHI's gradients hold for a phase referenced to the window's centre; torch.stft references
+    it to the frame's first sample, n_fft / 2 earlier: a factor exp(iπm) per bin m. Wrapped to
+    [-π, π), so float32 keeps its precision (the integrated phase grows ~2π·hop·m/n_fft a frame)."""
+    nf, nb = phase.shape
+    out = np.empty((nf, nb), np.float32)
+    for n in numba.prange(nf):
+        for m in range(nb):
+            out[n, m] = np.remainder(phase[n, m] + np.pi * m + np.pi, 2 * np.pi) - np.pi
+    return out
+
+
 def pghi_phase(magnitude: np.ndarray, hop: int, n_fft: int, tolerance: float = 1e-3) -> np.ndarray:
     """STFT magnitude [n_fft // 2 + 1, frames] (Hann window of n_fft, hop `hop`) -> phase in
-    torch.stft's convention (each frame's phase referenced to its first sample). Deterministic:
-    the phase of the bins below `tolerance` × the frame's peak comes from a fixed seed."""
-    mag = np.asarray(magnitude, np.float64)
+    torch.stft's convention (each frame's phase referenced to its first sample), in [-π, π).
+    Deterministic: the bins below `tolerance` × their frame's peak get a fixed pseudo-random phase."""
+    mag = np.asarray(magnitude)
     if mag.ndim != 2 or mag.shape[0] != n_fft // 2 + 1:
         raise ValueError(f"expected a magnitude of shape [{n_fft // 2 + 1}, frames], got {mag.shape}")
     if not 0 < tolerance < 1:
         raise ValueError(f"tolerance={tolerance}: expected a fraction of the frame's peak in (0, 1)")
-    logs = np.log(np.maximum(mag, np.finfo(np.float64).tiny))
-    logs = np.maximum(logs, logs.max() - LOG_RANGE)
-    gamma, a, M = HANN_GAMMA * n_fft ** 2, hop, n_fft
-    m = np.arange(mag.shape[0])[:, None]
-    dt = np.gradient(logs, axis=0) * (a * M / gamma) + 2 * np.pi * a * m / M   # eq. 30, per hop
-    df = -np.gradient(logs, axis=1) * (gamma / (a * M)) if mag.shape[1] > 1 else np.zeros_like(logs)  # eq. 31
-    noise = np.random.default_rng(0).uniform(-np.pi, np.pi, mag.shape[::-1])
-    c = np.ascontiguousarray
-    phase = _rtpghi(c(logs.T), c(dt.T), c(df.T), float(np.log(tolerance)), noise, float(logs.min())).T
-    # PGHI's gradients hold for a phase referenced to the window's centre; torch.stft references
-    # it to the frame's first sample, n_fft / 2 earlier: a factor exp(iπm) per bin m
-    return phase + np.pi * m
+    logs, floor = _log_magnitude(np.ascontiguousarray(np.asarray(mag, np.float32).T))
+    dt, df = _gradients(logs, hop, n_fft)
+    return _to_torch_convention(_rtpghi(logs, dt, df, float(np.log(tolerance)), floor)).T
