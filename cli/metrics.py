@@ -83,7 +83,10 @@ def metrics_jd(
 def metrics_copy_synthesis(
     clips: str = typer.Argument(..., help="A clips dataset holding held-out and train clips of each domain."),
     domain: list[str] = typer.Option(..., help="Domain to measure (repeat), e.g. --domain flute --domain violin."),
-    vocoder: str = typer.Option(None, help="A trained vocoder's model URI, e.g. models:/reinstrument-vocoder@champion."),
+    vocoder: list[str] = typer.Option(None, help="A trained vocoder's model URI (repeat: side by side), e.g. "
+                                                 "models:/reinstrument-vocoder@champion."),
+    phase: list[str] = typer.Option(None, help="Decode each vocoder with this phase instead of its own setting "
+                                               "(repeat): head (its predicted phase) or pghi (from its magnitude)."),
     split: str = typer.Option("test", help="The clips decoded (held out from the vocoder's training)."),
     reference_split: str = typer.Option("train", help="The real clips FAD is measured against."),
     limit: int = typer.Option(None, help="At most this many held-out clips per domain."),
@@ -97,7 +100,8 @@ def metrics_copy_synthesis(
     from jobs.copy_synthesis import copy_synthesis_job
 
     try:
-        rows = copy_synthesis_job(clips, list(domain), vocoder=vocoder, split=split, reference_split=reference_split,
+        rows = copy_synthesis_job(clips, list(domain), vocoders=tuple(vocoder or ()), phases=tuple(phase or ()),
+                                  split=split, reference_split=reference_split,
                                   limit=limit, griffin_lim_iters=griffin_lim_iters, autoencoder=autoencoder)
     except (ValueError, FileNotFoundError) as e:
         fail(e)

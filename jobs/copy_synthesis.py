@@ -9,6 +9,7 @@ autoencoder (encode, decode) and then the vocoder, the latent path's floor."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from schemas.configs import MelConfig
 from tasks.builders import load_autoencoder, load_vocoder, make_embedding, make_vocoder
 from tasks.diffusion.vocoder import Vocoder
 from tasks.autoencoder.model import reconstruct
+from tasks.diffusion.checkpoint import with_architecture
 from tasks.features import LogMel
 from tasks.metrics.enhancement import log_spectral_distance_db
 from tasks.metrics.fad import embed_set, fad
@@ -45,13 +47,22 @@ class CopySynthesisRow:
 
 def _decode(items: list[AudioItem], decoder: Vocoder, mel: MelConfig) -> tuple[list[AudioItem], float]:
     front, out, spent = LogMel(mel), [], 0.0
-    for it in items:
-        logmel = front(torch.from_numpy(np.ascontiguousarray(it.audio, np.float32))[None])[0].numpy()
-        t0 = time.perf_counter()
+
+    def logmel(audio: np.ndarray) -> np.ndarray:
+        return front(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])[0].numpy()
+
+    def decode(it: AudioItem, logmel: np.ndarray) -> np.ndarray:
         try:
-            y = np.asarray(decoder(logmel), np.float32)
+            return np.asarray(decoder(logmel), np.float32)
         except ValueError as e:
             raise ValueError(f"clip {it.item_id}: {e}") from None
+
+    if items:  # warm-up, untimed: a first call's compilation (PGHI's numba) and allocations are not speed
+        decode(items[0], logmel(items[0].audio[:16000]))
+    for it in items:
+        features = logmel(it.audio)
+        t0 = time.perf_counter()
+        y = decode(it, features)
         spent += time.perf_counter() - t0
         out.append(AudioItem(it.item_id, np.pad(y, (0, max(0, len(it.audio) - len(y))))[:len(it.audio)], it.sample_rate_hz))
     return out, spent
@@ -63,20 +74,26 @@ def _mean_jd(decoded: list[np.ndarray], originals: list[np.ndarray]) -> float | 
     return float(np.mean(values)) if values else None
 
 
-def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoder: str | None = None, split: str = "test",
-                       reference_split: str = "train", limit: int | None = None, griffin_lim_iters: int = 32,
-                       embedding: str = "musicnn", seed: int = 0, autoencoder: str | None = None) -> list[CopySynthesisRow]:
+def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoders: Sequence[str] = (), phases: Sequence[str] = (),
+                       split: str = "test", reference_split: str = "train", limit: int | None = None,
+                       griffin_lim_iters: int = 32, embedding: str = "musicnn", seed: int = 0,
+                       autoencoder: str | None = None) -> list[CopySynthesisRow]:
+    """`vocoders`: trained vocoders, each a decoder of its own, side by side; `phases`: decode each
+    of them with these phases instead of its own setting ("head", "pghi": the same weights)."""
     mel = MelConfig()
     emb = make_embedding(embedding, get_settings().weights_dir)
     tracker = BasicPitch(get_settings().weights_dir)
     decoders: dict[str, Vocoder] = {f"griffin-lim ({griffin_lim_iters} it.)": make_vocoder("griffin-lim", mel, n_iter=griffin_lim_iters)}
-    if vocoder:
+    for vocoder in vocoders:
         uri, name = resolve_model(vocoder)
-        decoders[name] = load_vocoder(model_checkpoint(uri), name, mel)
+        data = model_checkpoint(uri)
+        for phase in phases or (None,):
+            label = name if phase is None else f"{name} ({phase} phase)"
+            decoders[label] = load_vocoder(data if phase is None else with_architecture(data, {"phase": phase}), label, mel)
     if autoencoder:
         uri, ae_name = resolve_model(autoencoder)
         ae = load_autoencoder(model_checkpoint(uri), ae_name, mel).model
-        last = list(decoders)[-1]  # the named vocoder, else Griffin-Lim
+        last = list(decoders)[-1]  # the last named vocoder, else Griffin-Lim
         decoders[f"{ae_name} + {last}"] = lambda logmel, v=decoders[last]: v(reconstruct(ae, logmel))
     rows = []
     for domain in domains:

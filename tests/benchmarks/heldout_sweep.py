@@ -11,7 +11,8 @@ Not collected by pytest; run it by hand:
         models:/reinstrument-flute/1 1,0.8,0.5,0.4 [EVAL_DIR]
 
 Works for log-mel and latent models alike. LAM=0 in the environment sweeps lambda 0 (default 1); CHURN and CHURN_SIGMA_MIN set the Heun
-sampler's S_churn and S_tmin (default 0: the deterministic sampler).
+sampler's S_churn and S_tmin (default 0: the deterministic sampler). VOCODER names the decoder (default
+auto; griffin-lim, shipped:vocoder, a model URI); PHASE=head|pghi decodes a trained vocoder with that phase.
 
 It renders the 40-chorale violin corpus under EVAL_DIR (default ./reinstrument-data/heldout40)
 and prints one JSON line per tau_init: JD and FAD, each with its 95 % bootstrap interval."""
@@ -19,6 +20,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 # Run as a script from anywhere: the repository root is three levels up.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
@@ -42,59 +44,85 @@ from tasks.metrics.table import mean_ci, pitch_item_values  # noqa: E402
 from tasks.transform import Transformer  # noqa: E402
 
 
-def main():
-    torch.set_num_threads(2)
-    if len(sys.argv) < 4:
-        sys.exit(__doc__)
-    DEMO = sys.argv[1]                       # demo root (…/reinstrument-data/demo)
-    MODEL = sys.argv[2]                      # models:/reinstrument-flute/N
-    T_INITS = [float(x) for x in sys.argv[3].split(",")]
-    EVAL = sys.argv[4] if len(sys.argv) > 4 else "./reinstrument-data/heldout40"
-    LAM = float(os.environ.get("LAM", "1"))
-    sampler = SamplerConfig(S_churn=float(os.environ.get("CHURN", "0")),
-                            S_tmin=float(os.environ.get("CHURN_SIGMA_MIN", "0")))
-    weights = os.environ.get("REINSTRUMENT_WEIGHTS_DIR", ".weights")
-    demo_pieces = set(ShardedDataset.at(f"{DEMO}/corpus/clips", "clips").read(["piece"]).column("piece").to_pylist())
-    cfg = CorpusConfig(collection="bach", max_pieces=40, instruments=("violin",), soundfonts=("fluidr3",), voices=("soprano",))
-    res = run_corpus(cfg, EVAL, workers=2)
-    t = ShardedDataset.at(res.clips_url, "clips").read(["clip_id", "piece", "domain", "role"])
-    held = {c for c, p, d, r in zip(*[t.column(k).to_pylist() for k in ("clip_id", "piece", "domain", "role")])
-            if p not in demo_pieces and d == "violin" and r == "clean"}
-    pieces = sorted({p for p in t.column("piece").to_pylist() if p not in demo_pieces})
-    guides = [i for i in audio_items(res.clips_url, domain="violin", role="clean") if i.item_id in held]
-    print(f"held-out pieces {len(pieces)}: {pieces}; {len(guides)} violin clips", flush=True)
-    loaded = load_model(model_checkpoint(MODEL), MODEL)
-    mel = loaded.card.mel
-    vocoder, vocoder_name = load_decoder("auto", mel)
-    encoder = getattr(loaded.card, "encoder", None)
-    ae = load_autoencoder(model_checkpoint(encoder), encoder, mel) if encoder else None
-    print(f"model {MODEL} ({loaded.card.representation}), decoder {vocoder_name}"
-          + (f", autoencoder {encoder}" if encoder else ""), flush=True)
-    emb = Musicnn("MSD_musicnn", weights)
-    tracker = BasicPitch(weights, threads=2)
-    def run(items, t):
-        warm = WarmStartConfig(t_init=t, lam=LAM)
-        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), loaded, vocoder=vocoder, autoencoder=ae)
+@dataclass
+class HeldOut:
+    """What every held-out evaluation needs: the guides, the model and its decoding chain, the
+    embedding, the pitch tracker and the real flute reference statistics."""
+    guides: list
+    loaded: object
+    vocoder: object
+    ae: object
+    emb: object
+    tracker: object
+    stats: object
+
+    def transform(self, items, warm: WarmStartConfig, sampler: SamplerConfig) -> list:
+        tr = Transformer(TransformConfig(model="x", warm=warm, sampler=sampler), self.loaded, vocoder=self.vocoder,
+                         autoencoder=self.ae)
         out = []
         for k in range(0, len(items), 8):
             c = items[k:k + 8]
             o = tr.transform([i.item_id for i in c], [i.audio for i in c], [i.sample_rate_hz for i in c])
             out += [AudioItem(i.item_id, x.audio, x.sample_rate_hz) for i, x in zip(c, o)]
         return out
-    ref = list(audio_items(f"{DEMO}/corpus/clips", domain="flute", role="clean", split="train"))
-    vocoded = os.environ.get("REF", "real") == "vocoded"
-    stats = gaussian_stats(embed_set(run(ref, 1.0) if vocoded else ref, emb).embeddings)
-    print(f"reference: {len(ref)} {'vocoded' if vocoded else 'real'} flute train clips", flush=True)
-    rows = []
-    for ti in T_INITS:
+
+    def score(self, outs) -> dict:
+        """FAD against the reference and JD against the guides, each with its 95 % interval."""
+        f = fad(embed_set(outs, self.emb), self.stats, self.emb.name, seed=0)
+        jd = mean_ci([v["jd"] for v in pitch_item_values(zip(outs, self.guides), self.tracker)])
+        return {"n_clips": len(outs), "jd": [round(x, 3) for x in jd],
+                "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)]}
+
+
+def held_out(demo: str, model: str, eval_dir: str, *, vocoder: str = "auto", phase: str | None = None,
+             reference: str = "real") -> HeldOut:
+    """Renders the 40-chorale violin corpus under `eval_dir` (once) and keeps the clips of the
+    pieces the demo never renders; loads `model` and the decoders its outputs go through."""
+    weights = os.environ.get("REINSTRUMENT_WEIGHTS_DIR", ".weights")
+    demo_pieces = set(ShardedDataset.at(f"{demo}/corpus/clips", "clips").read(["piece"]).column("piece").to_pylist())
+    cfg = CorpusConfig(collection="bach", max_pieces=40, instruments=("violin",), soundfonts=("fluidr3",), voices=("soprano",))
+    res = run_corpus(cfg, eval_dir, workers=2)
+    t = ShardedDataset.at(res.clips_url, "clips").read(["clip_id", "piece", "domain", "role"])
+    held = {c for c, p, d, r in zip(*[t.column(k).to_pylist() for k in ("clip_id", "piece", "domain", "role")])
+            if p not in demo_pieces and d == "violin" and r == "clean"}
+    pieces = sorted({p for p in t.column("piece").to_pylist() if p not in demo_pieces})
+    guides = [i for i in audio_items(res.clips_url, domain="violin", role="clean") if i.item_id in held]
+    print(f"held-out pieces {len(pieces)}: {pieces}; {len(guides)} violin clips", flush=True)
+    loaded = load_model(model_checkpoint(model), model)
+    mel = loaded.card.mel
+    voc, vocoder_name = load_decoder(vocoder, mel)
+    if phase and hasattr(voc, "model"):  # the same weights, decoded with another phase
+        voc.model.cfg = voc.model.cfg.model_copy(update={"phase": phase})
+        vocoder_name += f" ({phase} phase)"
+    encoder = getattr(loaded.card, "encoder", None)
+    ae = load_autoencoder(model_checkpoint(encoder), encoder, mel) if encoder else None
+    print(f"model {model} ({loaded.card.representation}), decoder {vocoder_name}"
+          + (f", autoencoder {encoder}" if encoder else ""), flush=True)
+    h = HeldOut(guides, loaded, voc, ae, Musicnn("MSD_musicnn", weights), BasicPitch(weights, threads=2), None)
+    ref = list(audio_items(f"{demo}/corpus/clips", domain="flute", role="clean", split="train"))
+    h.stats = gaussian_stats(embed_set(h.transform(ref, WarmStartConfig(t_init=1.0), SamplerConfig())
+                                       if reference == "vocoded" else ref, h.emb).embeddings)
+    print(f"reference: {len(ref)} {reference} flute train clips", flush=True)
+    return h
+
+
+def main():
+    torch.set_num_threads(2)
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    demo, model = sys.argv[1], sys.argv[2]   # demo root (…/reinstrument-data/demo), models:/reinstrument-flute/N
+    t_inits = [float(x) for x in sys.argv[3].split(",")]
+    lam = float(os.environ.get("LAM", "1"))
+    sampler = SamplerConfig(S_churn=float(os.environ.get("CHURN", "0")),
+                            S_tmin=float(os.environ.get("CHURN_SIGMA_MIN", "0")))
+    h = held_out(demo, model, sys.argv[4] if len(sys.argv) > 4 else "./reinstrument-data/heldout40",
+                 vocoder=os.environ.get("VOCODER", "auto"), phase=os.environ.get("PHASE") or None,
+                 reference=os.environ.get("REF", "real"))
+    for ti in t_inits:
         t0 = time.time()
-        outs = run(guides, ti)
-        f = fad(embed_set(outs, emb), stats, emb.name, seed=0)
-        vals = pitch_item_values(zip(outs, guides), tracker)
-        jd = mean_ci([v["jd"] for v in vals])
-        rows.append({"t_init": ti, "lam": LAM, "S_churn": sampler.S_churn, "n_clips": len(outs), "jd": [round(x, 3) for x in jd],
-                     "fad": [round(f.fad, 2), round(f.ci_low, 2), round(f.ci_high, 2)], "s": round(time.time() - t0)})
-        print(json.dumps(rows[-1]), flush=True)
+        outs = h.transform(h.guides, WarmStartConfig(t_init=ti, lam=lam), sampler)
+        row = {"t_init": ti, "lam": lam, "S_churn": sampler.S_churn} | h.score(outs) | {"s": round(time.time() - t0)}
+        print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def test_the_shipped_vocoder_meets_its_card_on_held_out_clips(built_corpus):
 
     _, corpus = built_corpus
     card = json.loads((SHIPPED.parent / "card.json").read_text())
-    rows = copy_synthesis_job(corpus.clips_url, ["flute", "violin"], vocoder="shipped:vocoder", split="test",
+    rows = copy_synthesis_job(corpus.clips_url, ["flute", "violin"], vocoders=["shipped:vocoder"], split="test",
                               reference_split=None, limit=3, griffin_lim_iters=32)
     for domain in ("flute", "violin"):
         by = {r.decoder.split(" ")[0]: r for r in rows if r.domain == domain}
