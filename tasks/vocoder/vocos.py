@@ -5,6 +5,8 @@ mel hop; the inverse STFT makes the waveform. Every layer runs at the frame rate
 so decoding is cheap on a CPU; no upsampling stack as in HiFi-GAN."""
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -124,6 +126,14 @@ class NeuralVocoder:
         self.model, self.name = model.eval().to(device), name
         self.device = torch.device(device)
         self.sample_rate_hz = model.cfg.mel.sample_rate_hz
+
+    def with_phase(self, phase: str) -> "NeuralVocoder":
+        """The same weights (shared, not copied) decoding with another phase ("head" or "pghi")."""
+        if phase == self.model.cfg.phase:
+            return self
+        model = copy.copy(self.model)  # a shallow copy: parameters and buffers are the same tensors
+        model.cfg = self.model.cfg.model_copy(update={"phase": phase})
+        return NeuralVocoder(model, f"{self.name} ({phase} phase)", self.device)
 
     def __call__(self, logmel) -> np.ndarray:
         x = torch.from_numpy(np.asarray(logmel, dtype=np.float32))

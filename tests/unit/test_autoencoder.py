@@ -193,6 +193,15 @@ def test_latent_warm_start_at_tau_1_returns_the_encoded_guide_bit_for_bit(latent
     assert torch.equal(out[0], guides[0])
     y = tr.transform(["c"], [audio], [16000])[0].audio
     assert y.shape == audio.shape and np.isfinite(y).all()
+    # a vocoder set to PGHI decodes a latent model's outputs with its head's phase (the same weights)
+    from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
+    from tasks.vocoder.vocos import NeuralVocoder
+
+    vocos = build_model(VocoderTrainConfig(clips_urls=("x",), **VOCODER_PRESETS["tiny"]).vocos()).eval()
+    assert vocos.cfg.phase == "pghi"
+    decoded = Transformer(_cfg(1.0).model_copy(update={"vocoder": "models:/v/1"}), model, autoencoder=ae,
+                          vocoder=NeuralVocoder(vocos, "v/1")).vocoder
+    assert decoded.model.cfg.phase == "head" and decoded.model.embed.weight is vocos.embed.weight
     # and away from tau_init = 1 the model changes it
     moved = Transformer(_cfg(0.3), model, autoencoder=ae)
     out = transform_long(moved._windows, guides, ["c"], moved.window, 0, max_batch_windows=moved.batch_windows)
