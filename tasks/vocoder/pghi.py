@@ -24,6 +24,8 @@ LOG_RANGE = 11.0       # log-magnitudes clamped this far below the peak before d
                        # (ltfat's pghi does the same: an exact zero would make the gradient infinite)
 
 
+# Serial numba throughout (no parallel=True): decoding runs inside Ray actors and worker threads,
+# and numba's default threading layer aborts on parallel kernels launched from two threads at once.
 BUCKETS = 2048        # the heap's priorities are log-magnitudes quantised to LOG_RANGE / BUCKETS
                       # (0.005 nats, 0.05 dB): a bucket queue pops in O(1) where a binary heap
                       # costs log2(2 * bins) swaps; measured 3-4x faster for the same phase
@@ -99,22 +101,22 @@ def _rtpghi(logs, dt, df, log_tol, floor):
     return phase
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _log_magnitude(mag):
     """[frames, bins] magnitude -> (log-magnitude clamped LOG_RANGE below its peak, that floor)."""
     nf, nb = mag.shape
     logs = np.empty((nf, nb))
-    for n in numba.prange(nf):
+    for n in range(nf):
         for m in range(nb):
             logs[n, m] = np.log(max(mag[n, m], 1e-30))
     floor = logs.max() - LOG_RANGE
-    for n in numba.prange(nf):
+    for n in range(nf):
         for m in range(nb):
             logs[n, m] = max(logs[n, m], floor)
     return logs, floor
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _gradients(logs, hop, n_fft):
     """Eqs. 30-31: the phase's increment per hop along time (dt) and per bin along frequency
     (df), from central differences of the log-magnitude (one-sided at the edges)."""
@@ -122,7 +124,7 @@ def _gradients(logs, hop, n_fft):
     gamma = HANN_GAMMA * n_fft * n_fft
     k_time, k_freq = hop * n_fft / gamma, gamma / (hop * n_fft)
     dt, df = np.empty((nf, nb)), np.empty((nf, nb))
-    for n in numba.prange(nf):
+    for n in range(nf):
         n0, n1 = max(n - 1, 0), min(n + 1, nf - 1)
         for m in range(nb):
             m0, m1 = max(m - 1, 0), min(m + 1, nb - 1)
@@ -131,14 +133,14 @@ def _gradients(logs, hop, n_fft):
     return dt, df
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True)
 def _to_torch_convention(phase):
     """PGHI's gradients hold for a phase referenced to the window's centre; torch.stft references
     it to the frame's first sample, n_fft / 2 earlier: a factor exp(iπm) per bin m. Wrapped to
     [-π, π), so float32 keeps its precision (the integrated phase grows ~2π·hop·m/n_fft a frame)."""
     nf, nb = phase.shape
     out = np.empty((nf, nb), np.float32)
-    for n in numba.prange(nf):
+    for n in range(nf):
         for m in range(nb):
             out[n, m] = np.remainder(phase[n, m] + np.pi * m + np.pi, 2 * np.pi) - np.pi
     return out
