@@ -21,7 +21,6 @@ from schemas.configs import MelConfig
 from tasks.builders import load_autoencoder, load_vocoder, make_embedding, make_vocoder
 from tasks.diffusion.vocoder import Vocoder
 from tasks.autoencoder.model import reconstruct
-from tasks.diffusion.checkpoint import with_architecture
 from tasks.features import LogMel
 from tasks.metrics.enhancement import log_spectral_distance_db
 from tasks.metrics.fad import embed_set, fad
@@ -86,10 +85,9 @@ def copy_synthesis_job(clips_url: str, domains: list[str], *, vocoders: Sequence
     decoders: dict[str, Vocoder] = {f"griffin-lim ({griffin_lim_iters} it.)": make_vocoder("griffin-lim", mel, n_iter=griffin_lim_iters)}
     for vocoder in vocoders:
         uri, name = resolve_model(vocoder)
-        data = model_checkpoint(uri)
-        for phase in phases or (None,):
-            label = name if phase is None else f"{name} ({phase} phase)"
-            decoders[label] = load_vocoder(data if phase is None else with_architecture(data, {"phase": phase}), label, mel)
+        loaded = load_vocoder(model_checkpoint(uri), name, mel)
+        for phase in phases or (None,):  # one set of weights, shared by every phase
+            decoders[name if phase is None else f"{name} ({phase} phase)"] = loaded if phase is None else loaded.with_phase(phase)
     if autoencoder:
         uri, ae_name = resolve_model(autoencoder)
         ae = load_autoencoder(model_checkpoint(uri), ae_name, mel).model

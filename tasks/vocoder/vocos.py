@@ -58,10 +58,8 @@ class Vocos(nn.Module):
 
     def integrated_phase(self, mag: torch.Tensor) -> torch.Tensor:
         """[B, bins, T] magnitude -> the phase RTPGHI integrates from it, item by item (CPU)."""
-        with torch.no_grad():
-            m = mag.detach().float().cpu().numpy()
-            phase = [pghi_phase(item, self.cfg.mel.hop_length_samples, self.cfg.n_fft, self.cfg.pghi_tolerance)
-                     for item in m]
+        m = mag.detach().float().cpu().numpy()
+        phase = [pghi_phase(item, self.cfg.mel.hop_length_samples, self.cfg.n_fft, self.cfg.pghi_tolerance) for item in m]
         return torch.from_numpy(np.stack(phase)).to(mag.device, torch.float32)
 
     def spectrum(self, logmel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

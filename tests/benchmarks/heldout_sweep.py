@@ -42,6 +42,7 @@ from tasks.metrics.pitch import BasicPitch  # noqa: E402
 from tasks.metrics.sources import AudioItem, audio_items  # noqa: E402
 from tasks.metrics.table import mean_ci, pitch_item_values  # noqa: E402
 from tasks.transform import Transformer  # noqa: E402
+from tasks.vocoder.vocos import NeuralVocoder  # noqa: E402
 
 
 @dataclass
@@ -91,9 +92,9 @@ def held_out(demo: str, model: str, eval_dir: str, *, vocoder: str = "auto", pha
     loaded = load_model(model_checkpoint(model), model)
     mel = loaded.card.mel
     voc, vocoder_name = load_decoder(vocoder, mel)
-    if phase and hasattr(voc, "model"):  # the same weights, decoded with another phase
-        voc.model.cfg = voc.model.cfg.model_copy(update={"phase": phase})
-        vocoder_name += f" ({phase} phase)"
+    if phase and isinstance(voc, NeuralVocoder):  # the same weights, decoded with another phase
+        voc = voc.with_phase(phase)
+        vocoder_name = voc.name
     encoder = getattr(loaded.card, "encoder", None)
     ae = load_autoencoder(model_checkpoint(encoder), encoder, mel) if encoder else None
     print(f"model {model} ({loaded.card.representation}), decoder {vocoder_name}"

@@ -16,7 +16,6 @@ from jobs.ship import cpu_flags
 from schemas.configs import MelConfig
 from tasks.builders import load_vocoder, make_vocoder
 from tasks.corpus import _music21_voices
-from tasks.diffusion.checkpoint import with_architecture
 from tasks.features import LogMel
 from tasks.midi import parse_midi, render, slice_midi, with_program
 
@@ -48,9 +47,9 @@ def test_vocoder_decoding_speed_against_griffin_lim(logmels):
     rates = {"griffin-lim (32 it.)": _rate(make_vocoder("griffin-lim", MelConfig(), n_iter=32), logmels)}
     # the shipped weights decoded both ways: their own phase head, and the phase PGHI integrates
     # from the head's magnitude (the shipped file's setting; tasks/vocoder/pghi.py)
+    shipped = load_vocoder(data, "shipped", MelConfig())
     for phase in ("head", "pghi"):
-        vocoder = load_vocoder(with_architecture(data, {"phase": phase}), "shipped", MelConfig())
-        rates[f"vocoder, {phase} phase"] = _rate(vocoder, logmels)
+        rates[f"vocoder, {phase} phase"] = _rate(shipped.with_phase(phase), logmels)
     print(f"\n[vocoder] {len(logmels)} ten-second clips, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, "
           f"CPU flags: {' '.join(cpu_flags()) or 'unknown'}")
     for name, r in rates.items():
@@ -59,7 +58,7 @@ def test_vocoder_decoding_speed_against_griffin_lim(logmels):
         print(f"  vocoder ({phase}) / griffin-lim: {rates[f'vocoder, {phase} phase'] / rates['griffin-lim (32 it.)']:.1f}x")
     if torch.cuda.is_available():
         # the head's phase: PGHI runs on the CPU, item by item, and would measure the host
-        gpu = load_vocoder(with_architecture(data, {"phase": "head"}), "shipped", MelConfig(), "cuda")
+        gpu = load_vocoder(data, "shipped", MelConfig(), "cuda").with_phase("head")
         batch = torch.from_numpy(np.stack(logmels * max(1, 64 // len(logmels)))).cuda()
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             gpu.model(batch)
