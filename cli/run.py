@@ -16,8 +16,15 @@ VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else 
                                      "| griffin-lim | shipped:vocoder | a vocoder model URI.")
 
 
-def _sampler(name=None, steps=None, S_churn=None, S_tmin=None, S_tmax=None, S_noise=None) -> dict:
-    return {"name": name, "steps": steps, "S_churn": S_churn, "S_tmin": S_tmin, "S_tmax": S_tmax, "S_noise": S_noise}
+def _sampler(name=None, steps=None, S_churn=None, S_tmin=None, S_tmax=None, S_noise=None, solver_steps=None) -> dict:
+    return {"name": name, "steps": steps, "S_churn": S_churn, "S_tmin": S_tmin, "S_tmax": S_tmax, "S_noise": S_noise,
+            "solver_steps": solver_steps}
+
+
+SamplerOpt = typer.Option(None, help="heun | euler | dpmpp_2m (default: dpmpp_2m with 6 solver steps; ddib: heun). "
+                                     "Another solver than the default starts from its own defaults (the N grid).")
+SolverStepsOpt = typer.Option(None, help="K: solver steps from sigma_start (a Karras grid to sigma_min) instead of the "
+                                         "N grid's remaining ones; tau_init still picks sigma_start on the N grid.")
 
 
 def transform(
@@ -30,7 +37,8 @@ def transform(
     sigma_start: float = typer.Option(None, help="Start at this sigma instead of a tau_init."),
     lam: float = typer.Option(None, help="lambda: noise scale of the warm start (default 1)."),
     steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
-    sampler: str = typer.Option(None, help="heun | euler | dpmpp_2m."),
+    sampler: str = SamplerOpt,
+    solver_steps: int = SolverStepsOpt,
     S_churn: float = SChurnOpt, S_tmin: float = STminOpt, S_tmax: float = STmaxOpt, S_noise: float = SNoiseOpt,
     seed: int = typer.Option(None, help="Run seed; each clip's noise derives from (seed, clip ID)."),
     vocoder: str = VocoderOpt,
@@ -57,7 +65,8 @@ def transform(
         t_init = 0.5
     cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
                       warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
-                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed, vocoder=vocoder)
+                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps), seed=seed,
+                      vocoder=vocoder)
     sel = load_config(InputSelection, None, domain=domain, role=role, split=split, limit=limit)
     log = load_config(TransformLogistics, None, num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
                       out_url=out or root(), run_id=run_id)
@@ -80,6 +89,8 @@ def sweep(
     sigma_start: list[float] = typer.Option(None, help="sigma grid point (repeat) instead of tau_init."),
     lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 and 1."),
     steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
+    sampler: str = SamplerOpt,
+    solver_steps: int = SolverStepsOpt,
     S_churn: float = SChurnOpt, S_tmin: float = STminOpt, S_tmax: float = STmaxOpt, S_noise: float = SNoiseOpt,
     domain: str = typer.Option(None, help="Guide domain of a corpus, e.g. violin."),
     split: str = typer.Option("test", help="Split of the inputs (held out from training)."),
@@ -105,7 +116,7 @@ def sweep(
 
     cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
                       source_model=source_model, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
-                      lams=tuple(lam or ()), sampler=_sampler(None, steps, S_churn, S_tmin, S_tmax, S_noise), seed=seed,
+                      lams=tuple(lam or ()), sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps), seed=seed,
                       embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,
                       vocoded_diagnostic=vocoded_diagnostic)
     try:

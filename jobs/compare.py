@@ -28,7 +28,7 @@ from jobs.steps import Step, inline
 from jobs.sweep import clip_items, newest_operating_point, output_items, real_reference
 from jobs.transform import select_clips, transform_job
 from schemas.compare import CompareConfig, CompareLayout as L
-from schemas.diffusion import EDMConfig, SamplerConfig, WarmStartConfig
+from schemas.diffusion import EDMConfig, RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
 from schemas.records import RunLayout
 from schemas.results import CompareResult
 from schemas.tables import COMPARISON
@@ -58,7 +58,7 @@ def operating_point(cfg: CompareConfig, root: Storage, version: str, task: str
     jobs/sweep.newest_operating_point), else the newest sweep's of any task, said so."""
     if cfg.t_init is not None:
         return (WarmStartConfig(t_init=cfg.t_init, lam=1.0 if cfg.lam is None else cfg.lam),
-                cfg.sampler or SamplerConfig(), "given")
+                cfg.sampler or RECOMMENDED_SAMPLER, "given")
     op, origin = newest_operating_point(root, version, task), f"the {task} sweep"
     if op is None:
         op, origin = newest_operating_point(root, version), f"a sweep of another task (no {task} sweep of {version})"

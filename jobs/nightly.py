@@ -24,7 +24,7 @@ from jobs.decoders import resolve_vocoder
 from jobs.sweep import newest_operating_point
 from jobs.transform import transform_job
 from schemas.configs import IngestConfig
-from schemas.diffusion import SamplerConfig, WarmStartConfig
+from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
 from schemas.records import RunLayout
 from schemas.results import NightlyResult
 from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics
@@ -54,7 +54,7 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
         point = None if t.get("t_init") is not None else newest_operating_point(root, version, "timbre")  # arrivals are re-instrumented
         if point is None:
             warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
-            sampler = SamplerConfig(**({"steps": steps} if steps else {}))
+            sampler = RECOMMENDED_SAMPLER.model_copy(update={"steps": steps} if steps else {})
         else:
             warm = point.warm().model_dump(exclude_none=True)
             sampler = point.sampler.model_copy(update={"steps": steps}) if steps else point.sampler

@@ -6,8 +6,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
-from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
-from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, check_ddib_sampler
+from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
+from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, check_ddib_sampler, default_sampler
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
 # spans sigma 8.4-0.4, where standardised log-mels change domain (ENVIRONMENT.md).
@@ -22,7 +22,8 @@ class SweepConfig(StrictConfig):
     t_inits: tuple[float, ...] | None = DEFAULT_T_INITS
     sigma_starts: tuple[float, ...] | None = Field(None, description="a sigma grid instead of t_inits")
     lams: tuple[float, ...] = (0.0, 1.0)
-    sampler: SamplerConfig = SamplerConfig()
+    sampler: SamplerConfig = Field(RECOMMENDED_SAMPLER, description="default: RECOMMENDED_SAMPLER (ddib: Heun, N 35)")
+    _default_sampler = model_validator(mode="before")(default_sampler)
     window: WindowConfig = WindowConfig()
     seed: int = 0
     vocoder_iters: int = Field(32, ge=1)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
-from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
+from schemas.diffusion import DDIB_SAMPLER, RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
 
 def check_ddib_sampler(sampler: SamplerConfig) -> None:
     """DDIB integrates the probability-flow ODE up with the source model and down with the target
@@ -15,6 +15,23 @@ def check_ddib_sampler(sampler: SamplerConfig) -> None:
     if sampler.name not in ("euler", "heun") or sampler.S_churn > 0:
         raise ValueError(f"ddib runs the deterministic ODE both ways with 'heun' or 'euler' and churn 0; "
                          f"got sampler {sampler.name!r} with churn {sampler.S_churn:g}")
+
+
+def default_sampler(data: object) -> object:
+    """A config that names no sampler gets the recommended one for its method; one that sets only
+    some fields (`--steps 20`) gets them over it, unless it names another solver, which then starts
+    from its own defaults (`--sampler heun`: Heun on the N grid, as before issue 22). A `before`
+    validator: the filled-in sampler is part of the config's hash, so output keys say it."""
+    if not isinstance(data, dict):
+        return data
+    default = DDIB_SAMPLER if data.get("method") == "ddib" else RECOMMENDED_SAMPLER
+    given = data.get("sampler")
+    if isinstance(given, SamplerConfig):
+        return data
+    given = dict(given or {})  # an explicit null stays: "solver_steps": null is the N grid
+    if given.get("name", default.name) != default.name:
+        return {**data, "sampler": given}
+    return {**data, "sampler": default.model_dump() | given}
 
 
 # How outputs are decoded to audio: `auto` is the registered champion vocoder, else the shipped one
@@ -34,9 +51,11 @@ class TransformConfig(StrictConfig):
     model: str = Field(..., description="target model: models:/<name>@<alias>, models:/<name>/<version>, runs:/...")
     source_model: str | None = Field(None, description="ddib only: the guide domain's unconditional model")
     warm: WarmStartConfig = WarmStartConfig(t_init=0.5, lam=1.0)
-    sampler: SamplerConfig = SamplerConfig()
+    sampler: SamplerConfig = Field(RECOMMENDED_SAMPLER, description="default: RECOMMENDED_SAMPLER (ddib: Heun, N 35)")
     window: WindowConfig = WindowConfig()
     seed: int = Field(0, description="run seed; every clip's noise derives from (seed, clip ID)")
+
+    _default_sampler = model_validator(mode="before")(default_sampler)
     vocoder: str = Field(DEFAULT_VOCODER, pattern=VOCODER_PATTERN, description=VOCODER_HELP)
     vocoder_iters: int = Field(32, ge=1)
 

@@ -22,18 +22,24 @@ def start_index(t_init: float, num_steps: int) -> int:
 
 def warm_sigmas(sampler: SamplerConfig, edm: EDMConfig, warm: WarmStartConfig | None = None) -> torch.Tensor:
     """The sigma grid a (warm) run follows; its first value is sigma_start. No warm config:
-    the full grid (cold generation)."""
+    the full grid (cold generation). t_init picks sigma_start on the N grid; with K
+    (solver_steps) the run then follows K Karras steps from sigma_start (EDM eq. 5 with
+    sigma_max := sigma_start), else the N grid's remaining steps."""
     full = karras_sigmas(sampler.steps, edm.sigma_min, edm.sigma_max, sampler.rho)
     if warm is None:
         return full
     if warm.t_init is not None:
-        return full[start_index(warm.t_init, sampler.steps):]
-    s0 = float(warm.sigma_start)  # type: ignore[arg-type]
+        i = start_index(warm.t_init, sampler.steps)
+        if sampler.solver_steps is None or i == 0:
+            return full[i:]
+        s0 = float(full[i])
+    else:
+        s0 = float(warm.sigma_start)  # type: ignore[arg-type]
     if s0 == 0:
         return torch.zeros(1, dtype=torch.float64)
     if s0 <= edm.sigma_min:
         return torch.tensor([s0, 0.0], dtype=torch.float64)
-    return karras_sigmas(sampler.steps, edm.sigma_min, s0, sampler.rho)
+    return karras_sigmas(sampler.solver_steps or sampler.steps, edm.sigma_min, s0, sampler.rho)
 
 
 def warm_start_state(guide: torch.Tensor, sigma_start: float, lam: float, eps: torch.Tensor) -> torch.Tensor:

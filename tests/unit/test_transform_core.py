@@ -102,3 +102,23 @@ def test_bad_input_and_keys(model):
         TransformConfig(model="m", method="ddib")
     with pytest.raises(ValueError, match="needs a conditional"):
         Transformer(TransformConfig(model="m", method="conditional"), model)
+
+
+def test_a_config_without_a_sampler_gets_the_recommended_one_and_ddib_gets_heun():
+    from schemas.diffusion import DDIB_SAMPLER, RECOMMENDED_SAMPLER
+    from schemas.sweep import SweepConfig
+    from schemas.transform import TransformConfig
+
+    assert TransformConfig(model="m").sampler == RECOMMENDED_SAMPLER == SweepConfig(model="m").sampler
+    assert RECOMMENDED_SAMPLER.name == "dpmpp_2m" and RECOMMENDED_SAMPLER.solver_steps == 6
+    ddib = TransformConfig(model="m", method="ddib", source_model="s", warm={"t_init": 0.5})
+    assert ddib.sampler == DDIB_SAMPLER == SweepConfig(model="m", method="ddib", source_model="s").sampler
+    # some fields over the default; another solver from its own defaults; an explicit null kept
+    assert TransformConfig(model="m", sampler={"steps": 20}).sampler == RECOMMENDED_SAMPLER.model_copy(update={"steps": 20})
+    assert TransformConfig(model="m", sampler={"name": "heun"}).sampler.solver_steps is None
+    assert TransformConfig(model="m", sampler={"name": "dpmpp_2m", "solver_steps": None}).sampler.solver_steps is None
+    # the filled-in sampler is part of the identity: a JSON round trip keeps it and its hash
+    cfg = TransformConfig(model="m")
+    assert TransformConfig.model_validate_json(cfg.model_dump_json()).config_hash() == cfg.config_hash()
+    with pytest.raises(ValueError, match="churn is EDM Algorithm 2"):
+        TransformConfig(model="m", sampler={"S_churn": 7.0})
