@@ -27,6 +27,7 @@ from jobs.decoders import resolve_vocoder
 from jobs.steps import Step, inline
 from jobs.sweep import clip_items, newest_operating_point, output_items, real_reference
 from jobs.transform import select_clips, transform_job
+from ray_actors.pool import keep_workers
 from schemas.compare import CompareConfig, CompareLayout as L
 from schemas.diffusion import EDMConfig, RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
 from schemas.records import RunLayout
@@ -203,8 +204,9 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
                                    conditional_model=pinned["conditional_models"].get(task))
             print(f"[compare] {task}: {len(data['guides'])} inputs from {len(data['pieces'])} pieces; "
                   f"{len(methods)} methods")
-            results = [step(run_method, task, m, inputs, sel, data, {"fad": (stats, label)}, cfg, target.model.cfg,
-                            (emb, tracker), log.model_copy(update={"run_id": None})) for m in methods]
+            with keep_workers():  # methods of one model (warm, neighbours, identity, generation) share actors
+                results = [step(run_method, task, m, inputs, sel, data, {"fad": (stats, label)}, cfg, target.model.cfg,
+                                (emb, tracker), log.model_copy(update={"run_id": None})) for m in methods]
             rows += [r for res in results for r in res["rows"]]
             pages += listening(task, methods, results, data, cfg.listen)
         shown = {t: f"{p.model_dump(exclude_none=True)} {s.name} {s.steps} steps, S_churn {s.S_churn:g} (from {o})"

@@ -23,6 +23,7 @@ from jobs.steps import Step, inline
 from jobs.decoders import resolve_vocoder
 from jobs.sweep import newest_operating_point
 from jobs.transform import transform_job
+from ray_actors.pool import keep_workers
 from schemas.configs import IngestConfig
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
 from schemas.records import RunLayout
@@ -112,7 +113,8 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[s
 def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLogistics) -> list[dict]:
     """Transform one batch (a `pending` entry of the state) for its targets, then its report."""
     commits = batch["commits"]
-    done = run_targets(clips_url, commits, batch["run_date"], batch["targets"], root, logistics)
+    with keep_workers():  # targets that share their models share the actors too
+        done = run_targets(clips_url, commits, batch["run_date"], batch["targets"], root, logistics)
     print(f"[nightly] {batch['run_date']}: report {nightly_report(root, batch['run_date'], clips_url, commits, done)}")
     return done
 

@@ -19,6 +19,7 @@ from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
 from jobs.transform import check_selection, resolve_vocoder, transform_job
+from ray_actors.pool import keep_workers
 from schemas.configs import config_hash
 from schemas.diffusion import WarmStartConfig
 from schemas.records import LambdaRecommendation, OperatingPoint, Recommendation, RunLayout
@@ -296,9 +297,11 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
         print(f"[sweep] {sweep_id}: {len(cfg.grid())} grid points; decoder {cfg.vocoder}; reference {label} "
               f"({'cached' if cached else 'computed'} statistics)")
         points = []
-        for k, warm in enumerate(cfg.grid()):
-            print(f"[sweep] point {k + 1}/{len(cfg.grid())}: t_init={warm.t_init} sigma_start={warm.sigma_start} lam={warm.lam}")
-            points.append(step(grid_point, cfg, warm, inputs, selection, child_log, references))
+        with keep_workers():  # one set of actors (models loaded once) for every grid point
+            for k, warm in enumerate(cfg.grid()):
+                print(f"[sweep] point {k + 1}/{len(cfg.grid())}: t_init={warm.t_init} sigma_start={warm.sigma_start} "
+                      f"lam={warm.lam}")
+                points.append(step(grid_point, cfg, warm, inputs, selection, child_log, references))
         context = ({"inputs": inputs, "model": model_name, "decoder": cfg.vocoder, "reference": label,
                     "target_domain": domain} | selection.model_dump())
         companion = None

@@ -1,7 +1,8 @@
-"""Corpus-scale transformation on Ray: a Ray Data pipeline over the pending clips whose
-callable class loads the model once per actor (one GPU each, bf16, when the cluster has them)
-and transforms, vocodes, encodes and stores each clip; the driver commits the outputs table
-batch by batch, manifest last, so a killed run resumes where it stopped.
+"""Corpus-scale transformation on Ray: a pool of actors (one GPU each, bf16, when the cluster has
+them) that load the pinned models once and transform, vocode, encode and store chunks of the
+pending clips; the driver commits the outputs table batch by batch, manifest last, so a killed
+run resumes where it stopped. Inside ray_actors/pool.keep_workers() the actors stay up for the
+next run with the same models (a sweep's grid points, a nightly's targets).
 
 Exactly once: an output's key hashes (clip, model version, method, settings); a key already in
 the committed table is never recomputed; audio is written atomically to audio/<key>.flac before
@@ -14,6 +15,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from schemas.transform import TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
 from tasks.errors import clean_reason
 from infra.tracking import model_checkpoint
+from ray_actors.pool import ActorWorkers, LocalWorker, pooled
 from schemas.records import RunLayout
 from tasks.builders import LoadedModel, load_autoencoder, load_model, load_vocoder
 from tasks.transform import Transformer, output_key
@@ -31,38 +34,52 @@ from tasks.transform import Transformer, output_key
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
 
 
-def load_models(cfg: TransformConfig, pinned: dict[str, str]) -> tuple[LoadedModel, LoadedModel | None]:
+def load_models(pinned: dict[str, str]) -> tuple[LoadedModel, LoadedModel | None]:
     """The run's pinned versions, read from the registry as checkpoint files (tasks/builders)."""
     target = load_model(model_checkpoint(pinned["model_uri"]), pinned["model"])
-    source = load_model(model_checkpoint(pinned["source_uri"]), pinned["source_model"]) if cfg.source_model else None
+    source = (load_model(model_checkpoint(pinned["source_uri"]), pinned["source_model"])
+              if pinned.get("source_uri") else None)
     return target, source
 
 
 class ClipTransformer:
-    """Heavy state in __init__ (models, mel front end, vocoder); __call__ is one batch of clips."""
+    """Heavy state in __init__ (the pinned models, vocoder, autoencoder); a call is one batch of
+    clips of one run, under that run's TransformConfig. The config is an argument, not state, so
+    one worker serves every grid point of a sweep and every target of a nightly that share the
+    pinned models (keep_workers) instead of reloading them per run."""
 
-    def __init__(self, cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str], run_url: str, run_id: str,
-                 fault_marker: str | None = None):
+    def __init__(self, logistics: TransformLogistics, pinned: dict[str, str]):
         import torch
 
         # The driver's storage/MLflow variables as they are now: a long-lived Ray cluster was
         # started with whatever they were then (runtime_env is fixed at ray.init).
         apply_worker_env()
 
-        self.cfg, self.logistics = cfg, logistics
-        gpu = self.logistics.use_gpu and torch.cuda.is_available()
-        if not gpu:
+        self.logistics = logistics
+        self.gpu = self.logistics.use_gpu and torch.cuda.is_available()
+        if not self.gpu:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.logistics.num_actors)))
-        target, source = load_models(self.cfg, pinned)
-        vocoder = (load_vocoder(model_checkpoint(pinned["vocoder_uri"]), pinned["vocoder"], target.card.mel,
-                                "cuda" if gpu else "cpu") if pinned.get("vocoder_uri") else None)
+        self.target, self.source = load_models(pinned)
+        self.vocoder = (load_vocoder(model_checkpoint(pinned["vocoder_uri"]), pinned["vocoder"], self.target.card.mel,
+                                     "cuda" if self.gpu else "cpu") if pinned.get("vocoder_uri") else None)
         # a latent model's own autoencoder, as its card pins it
-        autoencoder = (load_autoencoder(model_checkpoint(target.card.encoder), target.card.encoder, target.card.mel)
-                       if target.card.encoder else None)
-        self.transformer = Transformer(self.cfg, target, source, batch_windows=self.logistics.batch_windows,
-                                       device="cuda" if gpu else "cpu", bf16=gpu, vocoder=vocoder, autoencoder=autoencoder)
-        self.pinned, self.run, self.run_id = pinned, Storage(run_url), run_id
-        self.fault_marker = fault_marker
+        card = self.target.card
+        self.autoencoder = (load_autoencoder(model_checkpoint(card.encoder), card.encoder, card.mel)
+                            if card.encoder else None)
+        self.pinned = pinned
+        self._transformers: dict[str, Transformer] = {}
+
+    def _for(self, cfg: TransformConfig, run_url: str, run_id: str, fault_marker: str | None) -> None:
+        """Set up this call's run: its config's Transformer (built once per config: cheap, but it
+        holds the method's compiled grid), its storage, its ID."""
+        key = cfg.config_hash()
+        if key not in self._transformers:
+            self._transformers[key] = Transformer(
+                cfg, self.target, self.source if cfg.method == "ddib" else None,
+                batch_windows=self.logistics.batch_windows, device="cuda" if self.gpu else "cpu", bf16=self.gpu,
+                vocoder=self.vocoder, autoencoder=self.autoencoder)
+        self.cfg, self.transformer = cfg, self._transformers[key]
+        self.run, self.run_id, self.fault_marker = Storage(run_url), run_id, fault_marker
 
     def _maybe_crash(self) -> None:
         # Fault injection for the tests: the first call that finds the marker removes it and
@@ -71,9 +88,13 @@ class ClipTransformer:
             os.remove(self.fault_marker)
             os._exit(1)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict, cfg: TransformConfig, run_url: str, run_id: str,
+                 fault_marker: str | None = None) -> dict:
+        self._for(cfg, run_url, run_id, fault_marker)
         self._maybe_crash()
         return self._transform_batch(batch)
+
+    call = __call__  # the name a Ray actor's method is called by
 
     def _transform_batch(self, batch: dict) -> dict:
         # Strings only ("" = none): an all-null column comes back from Arrow blocks as float NaN.
@@ -136,33 +157,48 @@ def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, st
     return [r for r in clips if r["output_key"] not in done]
 
 
-def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str],
-                run_url: str, run_id: str) -> Iterator[dict]:
-    """Result batches as they finish: on Ray actors, or in this process when num_actors == 0."""
-    from infra.tracking import tracking_uri
-
-    args = (cfg, logistics, pinned, run_url, run_id, os.environ.get("REINSTRUMENT_FAULT_ONCE"))
-    n = logistics.clips_per_task
+@contextmanager
+def workers(logistics: TransformLogistics, pinned: dict[str, str]) -> Iterator:
+    """ClipTransformers for these pinned models: kept ones (ray_actors/pool.keep_workers), else new."""
+    # what a worker holds and how it runs; the run's own settings (out_url, run_id) are per call
+    key = json.dumps([pinned, logistics.num_actors, logistics.use_gpu, logistics.batch_windows], sort_keys=True)
     if logistics.num_actors == 0:
-        worker = ClipTransformer(*args)
-        for k in range(0, len(pending), n):
-            chunk = pending[k:k + n]
-            yield worker({c: [r[c] for r in chunk] for c in chunk[0]})
+        with pooled(key, lambda: LocalWorker(ClipTransformer(logistics, pinned))) as w:
+            yield w
         return
     import ray
 
     from infra.ray_cluster import ensure_ray
+    from infra.tracking import tracking_uri
 
     ensure_ray({"MLFLOW_TRACKING_URI": tracking_uri()})
-    ds = ray.data.from_items(pending, override_num_blocks=max(1, (len(pending) + n - 1) // n))
-    # Ray Data gives actor pools max_restarts=-1 and max_task_retries=-1 by default: a dead actor
-    # is restarted (its model reloaded) and its batch resubmitted.
-    out = ds.map_batches(ClipTransformer, fn_constructor_args=args, batch_size=n, batch_format="numpy",
-                         compute=ray.data.ActorPoolStrategy(size=logistics.num_actors),
-                         num_gpus=1 if logistics.use_gpu else 0,
-                         num_cpus=0 if logistics.use_gpu else max(1, (os.cpu_count() or 1) // logistics.num_actors))
-    for batch in out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-        yield {k: list(v) for k, v in batch.items()}
+    n = logistics.num_actors
+    cls = ray.remote(ClipTransformer).options(
+        max_restarts=-1, max_task_retries=-1, num_gpus=1 if logistics.use_gpu else 0,
+        num_cpus=0 if logistics.use_gpu else max(1, (os.cpu_count() or 1) // n))
+    # a kept pool belongs to the Ray session it was made in (a restarted cluster has new actors)
+    with pooled(key + ray.get_runtime_context().get_job_id(),
+                lambda: ActorWorkers([cls.remote(logistics, pinned) for _ in range(n)])) as w:
+        yield w
+
+
+def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformLogistics, pinned: dict[str, str],
+                run_url: str, run_id: str) -> Iterator[dict]:
+    """Result batches as they finish: on Ray actors, or in this process when num_actors == 0. The
+    workers come from the pool of keep_workers() when one is open (a sweep, a nightly), else they
+    are made for this run and released when it ends."""
+    n = logistics.clips_per_task
+    chunks = [{c: [r[c] for r in pending[k:k + n]] for c in pending[k]} for k in range(0, len(pending), n)]
+    call = (cfg, run_url, run_id, os.environ.get("REINSTRUMENT_FAULT_ONCE"))
+    with workers(logistics, pinned) as pool:
+        if logistics.num_actors == 0:
+            for chunk in chunks:
+                yield pool(chunk, *call)
+            return
+        # one call in flight per actor; a finished actor gets the next chunk at once. A dead actor
+        # is restarted by Ray (max_restarts=-1: its models reloaded) and its call retried
+        # (max_task_retries=-1), as Ray Data's actor pools did before.
+        yield from pool.map_unordered(lambda actor, chunk: actor.call.remote(chunk, *call), chunks)
 
 
 def commit_batch(outputs: ShardedDataset, quarantine: ShardedDataset, batch: dict, config_hash: str,

@@ -118,8 +118,9 @@ class SamplerConfig(StrictConfig):
     # Measured (README, "Quality per model evaluation"): DPM-Solver++(2M) with K 6 matches Heun on
     # the N grid (23-33 evaluations) at tau_init 0.65/0.6/0.5 with 6 evaluations.
     solver_steps: int | None = Field(None, ge=1, description=(
-        "K: steps of a Karras grid from sigma_start to sigma_min for a warm start (None: the N grid's own "
-        "remaining steps). A cold start (sigma_start = sigma_max) always follows the N grid."))
+        "K: at most this many steps, on a Karras grid from sigma_start to sigma_min, for a warm start (None: "
+        "the N grid's own remaining steps, also used when they are fewer than K). A cold start "
+        "(sigma_start = sigma_max) always follows the N grid."))
     rho: float = Field(7.0, gt=0)
     # EDM's names (Karras et al. 2022, Algorithm 2), as EDM and k-diffusion expose them. The names
     # before issue 17 (churn, churn_sigma_min, ...) are still read, so older recommendation.json

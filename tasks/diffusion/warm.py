@@ -30,8 +30,8 @@ def warm_sigmas(sampler: SamplerConfig, edm: EDMConfig, warm: WarmStartConfig | 
         return full
     if warm.t_init is not None:
         i = start_index(warm.t_init, sampler.steps)
-        if sampler.solver_steps is None or i == 0:
-            return full[i:]
+        if sampler.solver_steps is None or i == 0 or sampler.solver_steps >= sampler.steps - i:
+            return full[i:]  # K never buys more evaluations than the N grid's own tail
         s0 = float(full[i])
     else:
         s0 = float(warm.sigma_start)  # type: ignore[arg-type]

@@ -62,7 +62,7 @@ def test_transform_realtime_factor(setup):
     tr.transform([i.item_id for i in items], [i.audio for i in items], [i.sample_rate_hz for i in items])
     inproc = time.perf_counter() - t0
     split = {k: v / sum(tr.stage_seconds.values()) for k, v in tr.stage_seconds.items()}
-    print(f"\n[transform] cpu-demo, heun {cfg.sampler.steps} steps, t_init {RECOMMENDED.t_init}, lam {RECOMMENDED.lam}, "
+    print(f"\n[transform] cpu-demo, {cfg.sampler.name} N {cfg.sampler.steps} K {cfg.sampler.solver_steps}, t_init {RECOMMENDED.t_init}, lam {RECOMMENDED.lam}, "
           f"{len(items)} clips = {audio_s:.0f} audio-s, {os.cpu_count()} cores")
     print(f"  in-process (no Ray, no storage): {audio_s / inproc:.1f}x real time; stage split "
           + ", ".join(f"{k} {v:.0%}" for k, v in split.items()))

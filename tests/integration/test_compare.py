@@ -55,7 +55,8 @@ def test_compare_every_method_every_task_then_nightly_applies_the_same_point(mod
     # sweep of their own and say where theirs came from
     ops = res["operating_points"]
     assert ops["timbre"]["t_init"] == op["t_init"] and ops["timbre"]["lam"] == op["lam"]
-    assert ops["timbre"]["sampler"] == op["sampler"] and ops["timbre"]["from"].startswith("the timbre sweep")
+    assert SamplerConfig.model_validate(ops["timbre"]["sampler"]) == SamplerConfig.model_validate(op["sampler"])
+    assert ops["timbre"]["from"].startswith("the timbre sweep")
     assert ops["enhance"]["from"].startswith("a sweep of another task (no enhance sweep")
     rows = pq.read_table(res["table_url"]).to_pylist()
     keys = lambda task: {r["key"] for r in rows if r["task"] == task}  # noqa: E731

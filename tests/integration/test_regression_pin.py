@@ -89,7 +89,8 @@ def test_tiny_sweep_through_the_cli_is_pinned(built_corpus, tmp_path):
         "--out", str(tmp_path / "training"), "--no-prefect", env=env)
     cli("sweep", "--inputs", corpus.clips_url, "--model", "models:/reinstrument-flute@champion", "--domain", "violin",
         "--split", "test", "--limit", "2", "--t-init", "0.4", "--t-init", "1.0", "--lam", "0", "--lam", "1",
-        "--steps", "8", "--actors", "0", "--vocoder", "griffin-lim", "--out", str(tmp_path / "root"), "--no-prefect",
+        "--steps", "8", "--sampler", "heun", "--actors", "0", "--vocoder", "griffin-lim", "--out", str(tmp_path / "root"),
+        "--no-prefect",
         env=env)
     seen = observe(tmp_path / "root")
     here = machine()

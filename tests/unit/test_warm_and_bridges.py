@@ -183,7 +183,7 @@ def test_solver_steps_keep_sigma_start_on_the_n_grid_and_run_k_karras_steps_from
     """K (solver_steps) changes the solver's grid, never where tau_init starts (DESIGN.md)."""
     n_grid = SamplerConfig(name="dpmpp_2m", steps=35)
     k6 = n_grid.model_copy(update={"solver_steps": 6})
-    for t in (0.5, 0.6, 0.65, 0.9):
+    for t in (0.5, 0.6, 0.65, 0.8):
         full = warm_sigmas(n_grid, EDM, WarmStartConfig(t_init=t))
         g = warm_sigmas(k6, EDM, WarmStartConfig(t_init=t))
         assert float(g[0]) == float(full[0])  # the same sigma_start
@@ -192,6 +192,8 @@ def test_solver_steps_keep_sigma_start_on_the_n_grid_and_run_k_karras_steps_from
     assert torch.equal(warm_sigmas(k6, EDM, WarmStartConfig(t_init=0.0)), warm_sigmas(n_grid, EDM))
     assert torch.equal(warm_sigmas(k6, EDM, WarmStartConfig(t_init=1.0)), torch.zeros(1, dtype=torch.float64))
     assert len(warm_sigmas(k6, EDM, WarmStartConfig(sigma_start=2.0))) == 7
+    # never more steps than the N grid's own tail (tau 0.9 of 35: 4 left)
+    assert torch.equal(warm_sigmas(k6, EDM, WarmStartConfig(t_init=0.9)), warm_sigmas(n_grid, EDM, WarmStartConfig(t_init=0.9)))
 
 
 def test_six_dpmpp_steps_from_sigma_start_follow_the_exact_ode():
