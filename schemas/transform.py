@@ -29,6 +29,8 @@ def default_sampler(data: object) -> object:
     if isinstance(given, SamplerConfig):
         return data
     given = dict(given or {})  # an explicit null stays: "solver_steps": null is the N grid
+    if "name" not in given and (given.get("S_churn") or given.get("churn")):
+        given["name"] = "heun"  # churn is Heun's alone (EDM Algorithm 2): a config with churn means Heun
     if given.get("name", default.name) != default.name:
         return {**data, "sampler": given}
     return {**data, "sampler": default.model_dump() | given}

@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from infra.datasets import ShardedDataset
+from jobs.ship import cpu_flags
 from ray_actors.features import extract_features
 from schemas.configs import ClipConfig, CorpusConfig, FeatureConfig
 from tasks.audio import decode_audio_bytes
@@ -98,4 +99,8 @@ def test_logmel_throughput_pipeline_vs_librosa(corpus, tmp_path):
           f"{base_wav_s / local_s:.2f}x the WAV one")
     print(f"[log-mel] pipeline on Ray, 2 actors (same, incl. actor start-up): "
           f"{rate(ray_s)}, {base_flac_s / ray_s:.2f}x the FLAC baseline")
+    floor_s = decode_s + logmel_s
+    print(f"[log-mel] against its own floor (decoding + batched log-mel alone, same run): in-process "
+          f"{floor_s / local_s:.0%} (goal >= 85 %), Ray {local_s / ray_s:.0%} of in-process (goal >= 75 %); "
+          f"CPU flags: {' '.join(cpu_flags()) or 'none'}")
     assert local["rows"] == ray_out["rows"] > 0

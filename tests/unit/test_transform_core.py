@@ -120,5 +120,7 @@ def test_a_config_without_a_sampler_gets_the_recommended_one_and_ddib_gets_heun(
     # the filled-in sampler is part of the identity: a JSON round trip keeps it and its hash
     cfg = TransformConfig(model="m")
     assert TransformConfig.model_validate_json(cfg.model_dump_json()).config_hash() == cfg.config_hash()
+    # churn is Heun's alone: a config that sets it (as the README's examples from before did) means Heun
+    assert TransformConfig(model="m", sampler={"S_churn": 7.0}).sampler == SamplerConfig(S_churn=7.0)
     with pytest.raises(ValueError, match="churn is EDM Algorithm 2"):
-        TransformConfig(model="m", sampler={"S_churn": 7.0})
+        TransformConfig(model="m", sampler={"name": "dpmpp_2m", "S_churn": 7.0})
