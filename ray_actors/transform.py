@@ -190,15 +190,16 @@ def in_process(worker, chunks: list[dict], call: tuple, gpu: bool) -> Iterator[d
     inside its kernels, so threads give what actors give without starting any."""
     import torch
 
-    n = 1 if gpu else max(1, min(len(chunks), os.cpu_count() or 1))
-    if n == 1:
+    if gpu:
         for chunk in chunks:
             yield worker(chunk, *call)
         return
+    # one torch thread per chunk however many chunks there are: float sums can differ between
+    # thread counts, and a re-run of a run's last chunk must give the bytes the first run gave
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(n) as ex:
+        with ThreadPoolExecutor(max(1, min(len(chunks), os.cpu_count() or 1))) as ex:
             yield from ex.map(lambda chunk: worker(chunk, *call), chunks)
     finally:
         torch.set_num_threads(before)

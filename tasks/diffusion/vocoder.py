@@ -3,6 +3,7 @@ default because it needs no weights (none can be downloaded here). A trained voc
 by implementing the same two members."""
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
 import numpy as np
@@ -39,10 +40,15 @@ class GriffinLimVocoder:
             raise ValueError(f"expected {self.cfg.n_mels} mel bins, got shape {logmel.shape}")
         if not np.isfinite(logmel).all():
             raise ValueError("log-mel contains NaN or infinite values")
-        torch.manual_seed(self.seed)  # Griffin-Lim's random initial phase
         mag = torch.exp(torch.from_numpy(np.asarray(logmel, dtype=np.float32)))
-        with torch.inference_mode():
+        # torchaudio draws Griffin-Lim's random initial phase from torch's global generator (it
+        # takes no generator of its own); the lock keeps seed and draw together when clips are
+        # vocoded on several threads at once (ray_actors/transform.in_process), so the output
+        # stays the seed's whatever the order.
+        with _GLOBAL_RNG, torch.inference_mode():
+            torch.manual_seed(self.seed)
             return self.griffin_lim(self.inverse_mel(mag)).numpy()
 
 
+_GLOBAL_RNG = threading.Lock()
 VOCODERS = {"griffin-lim": GriffinLimVocoder}

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from schemas.configs import ClipConfig, CorpusConfig, MelConfig
+from schemas.configs import MelConfig
 from schemas.diffusion import unet_preset
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
-from tasks.corpus import run_corpus
+from tests.benchmarks import violin_bench_corpus
 from schemas.diffusion import ModelConfig
 from tasks.builders import build_model
 from tasks.diffusion.checkpoint import checkpoint_bytes
@@ -28,12 +28,9 @@ RECOMMENDED = TransformConfig(model="models:/bench-cpu-demo@champion").warm  # t
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench-transform")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["REINSTRUMENT_MLFLOW_ARTIFACTS"] = (tmp / "artifacts").as_uri()
+    corpus = violin_bench_corpus(tmp, CLIPS)
     from infra import tracking
 
-    corpus = run_corpus(CorpusConfig(max_pieces=max(2, CLIPS // 3), instruments=("violin",), voices=("soprano",),
-                                     clip=ClipConfig(clip_s=10.0, overlap_s=0.0)), str(tmp / "corpus"), workers=2)
     mel = MelConfig()
     models = {}
     for preset, name in (("cpu-demo", "bench-cpu-demo"), ("difftransfer", "bench-gpu")):

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from jobs.ship import cpu_flags
+from tests.benchmarks import violin_bench_corpus
 
 CLIPS = int(os.environ.get("BENCH_TRANSFORM_CLIPS", "24"))
 T_INIT = float(os.environ.get("BENCH_T_INIT", "0.6"))  # the demo sweep's recommendation for the shipped model
@@ -20,14 +21,9 @@ T_INIT = float(os.environ.get("BENCH_T_INIT", "0.6"))  # the demo sweep's recomm
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench-floor")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    os.environ["REINSTRUMENT_MLFLOW_ARTIFACTS"] = (tmp / "artifacts").as_uri()
+    corpus = violin_bench_corpus(tmp, CLIPS)
     from jobs.ship import register_shipped_job
-    from schemas.configs import ClipConfig, CorpusConfig
-    from tasks.corpus import run_corpus
 
-    corpus = run_corpus(CorpusConfig(max_pieces=max(2, CLIPS // 3), instruments=("violin",), voices=("soprano",),
-                                     clip=ClipConfig(clip_s=10.0, overlap_s=0.0)), str(tmp / "corpus"), workers=2)
     shipped = register_shipped_job(("autoencoder", "vocoder", "flute-latent"))
     return tmp, corpus, f"models:/{shipped['flute-latent']['name']}/{shipped['flute-latent']['version']}"
 

@@ -51,3 +51,29 @@ def test_another_key_releases_the_kept_pool_first():
             pass
         assert m.made == ["a", "b"] and kept_count() == 1
     assert m.released == ["a", "b"]
+
+
+def test_griffin_lim_on_several_threads_gives_each_seed_its_own_output():
+    """The in-process transform vocodes chunks on threads at once; torchaudio draws Griffin-Lim's
+    initial phase from torch's global generator, so without the lock in GriffinLimVocoder the
+    seeds and draws of two threads interleave and outputs depend on timing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+    import torch
+
+    from schemas.configs import MelConfig
+    from tasks.diffusion.vocoder import GriffinLimVocoder
+
+    cfg = MelConfig()
+    mel = np.random.default_rng(0).normal(-4, 1, (cfg.n_mels, 40)).astype(np.float32)
+    vocoders = [GriffinLimVocoder(cfg, n_iter=2, seed=s) for s in (1, 2)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the threads run (float sums may differ between thread counts)
+    try:
+        alone = [v(mel) for v in vocoders]
+        with ThreadPoolExecutor(2) as ex:
+            together = list(ex.map(lambda i: vocoders[i % 2](mel), range(60)))
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.array_equal(y, alone[i % 2]) for i, y in enumerate(together))
