@@ -116,7 +116,8 @@ def sweep(
 
     cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
                       source_model=source_model, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
-                      lams=tuple(lam or ()), sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps), seed=seed,
+                      lams=tuple(lam or ()), seed=seed,
+                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps),
                       embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,
                       vocoded_diagnostic=vocoded_diagnostic)
     try:

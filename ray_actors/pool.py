@@ -90,6 +90,6 @@ def pooled(key: str, make: Callable[[], Any]) -> Iterator[Any]:
 
 
 def kept_count() -> int:
-    """How many pools are kept now (for tests and progress lines)."""
+    """How many pools are kept now."""
     with _LOCK:
         return len(_kept)

@@ -198,10 +198,12 @@ def in_process(worker, chunks: list[dict], call: tuple, gpu: bool) -> Iterator[d
     # thread counts, and a re-run of a run's last chunk must give the bytes the first run gave
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    ex = ThreadPoolExecutor(max(1, min(len(chunks), os.cpu_count() or 1)))
     try:
-        with ThreadPoolExecutor(max(1, min(len(chunks), os.cpu_count() or 1))) as ex:
-            yield from ex.map(lambda chunk: worker(chunk, *call), chunks)
+        yield from ex.map(lambda chunk: worker(chunk, *call), chunks)
     finally:
+        # a consumer that stops (a failed commit) must not wait for every queued chunk to run
+        ex.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(before)
 
 
