@@ -14,7 +14,6 @@ from tests.benchmarks.gpu_peak import peak_bf16_tflops
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 
 
-
 @pytest.fixture(scope="module")
 def features(tmp_path_factory):
     from ray_actors.features import extract_features
@@ -29,7 +28,6 @@ def features(tmp_path_factory):
 
 
 def test_training_throughput_one_vs_two_cpu_workers(features, tmp_path):
-    from jobs.train import model_card
     from infra.ray_cluster import ensure_ray
     from infra.storage import Storage
     from jobs.train import model_card
@@ -56,9 +54,8 @@ def test_gpu_preset_bf16_samples_per_s_and_mfu():
     if not torch.cuda.is_available():
         print("\n[train gpu] no CUDA device here: measured on a lent GPU machine")
         return
-    from schemas.diffusion import unet_preset
-    from schemas.diffusion import ModelConfig
-from tasks.builders import build_model
+    from schemas.diffusion import ModelConfig, unet_preset
+    from tasks.builders import build_model
     from tasks.diffusion.precond import EDMLoss
     from tasks.diffusion.train import train_step
 

@@ -80,3 +80,15 @@ def test_the_layering_test_sees_a_violation(tmp_path):
     p = tmp_path / "m.py"
     p.write_text("import os\nfrom jobs.train import train_job\n\ndef f():\n    import mlflow\n")
     assert [t for t, _ in imports(p)] == ["os", "jobs.train", "jobs.train.train_job", "mlflow"]
+
+
+def test_benchmarks_and_scripts_parse():
+    """`make test` does not run tests/benchmarks; a file there that stops parsing (it happened:
+    a mis-indented import) would only surface when someone runs `make bench` on a lent GPU."""
+    broken = []
+    for p in sorted((ROOT / "tests").rglob("*.py")):
+        try:
+            ast.parse(p.read_text(), filename=str(p))
+        except SyntaxError as e:
+            broken.append(f"{p.relative_to(ROOT)}:{e.lineno}: {e.msg}")
+    assert not broken, "\n".join(broken)
