@@ -11,7 +11,7 @@ DEMO_ROOT ?= ./reinstrument-data/demo
 # No telemetry from the Prefect API (this machine has no route out; it would only log errors).
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup apt venv test test-fast demo bench lock clean help
+.PHONY: setup apt venv test test-fast demo bench bench-gpu gpu-wheels lock clean help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' Makefile | sed 's/:.*##/\t/'
@@ -59,6 +59,21 @@ demo: setup  ## corpus, features, cpu-demo flute model, tau_init sweep violin->f
 
 bench: setup  ## throughput benchmarks (ratios measured side by side in one run)
 	$(PY) -m pytest -q -s tests/benchmarks
+
+# A lent GPU machine has Python 3.12 with torch, numpy, scipy, numba, pyarrow, but none of these
+# (and no network): `make gpu-wheels` fetches them here, pinned as in requirements.lock, and the
+# machine installs them from .whl/ (carried with the tree).
+GPU_WHEELS := $(shell grep -iE '^(pydantic|pydantic-core|annotated-types|typing-inspection|librosa|audioread|decorator|pooch|platformdirs|soxr|soundfile|cffi|pycparser|pyloudnorm)==' requirements.lock)
+gpu-wheels:  ## (with network) the pure-Python packages bench-gpu needs on a lent GPU machine, into .whl/
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+
+bench-gpu:  ## GPU figures in <= 5 min, no network: bf16 training MFU (denoiser, vocoder, autoencoder), transform, DDP
+	@P=$$( [ -x $(PY) ] && echo $(PY) || echo python3 ); \
+	if ! $$P -c "import pydantic, librosa, soundfile" 2>/dev/null && [ -d .whl ]; then \
+	  $$P -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site; fi; \
+	PYTHONUNBUFFERED=1 timeout 300 $$P tests/benchmarks/bench_gpu.py
 
 clean:  ## remove the virtualenv and demo data
 	rm -rf $(VENV) $(STAMPS) ./reinstrument-data

@@ -100,6 +100,7 @@ def features(
     kind: str = typer.Option(None, help="logmel (default) | latent (log-mel segments through --encoder)."),
     encoder: str = typer.Option(None, help="kind latent: the autoencoder (default auto: the champion "
                                            "reinstrument-autoencoder, else the shipped one)."),
+    dtype: str = typer.Option(None, help="Storage precision: float16 (default; half the bytes) or float32."),
     config: Optional[Path] = ConfigOpt,
     prefect: bool = PrefectOpt,
 ):
@@ -115,7 +116,7 @@ def features(
         raise typer.Exit(2)
     latent = kind == "latent" or (kind is None and encoder is not None)
     cfg = load_config(FeatureConfig, config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames,
-                      kind=kind, encoder=(encoder or "auto") if latent else None)
+                      kind=kind, encoder=(encoder or "auto") if latent else None, dtype=dtype)
     res = run(features_flow, features_job, prefect, list(clips), out or f"{root()}/features", cfg, actors,
               local or actors == 0)
     console.print(f"feature shards added {res['shards_added']} (inputs already done {res['skipped']}), "

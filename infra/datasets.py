@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from infra.storage import Storage
 from schemas.manifest import CHECKPOINTS_DIR, COMMITS_DIR, Commit, DatasetManifest, ShardEntry
-from schemas.tables import SCHEMA_VERSION, TABLE_KEYS, TABLES
+from schemas.tables import SCHEMA_VERSION, SCHEMA_VERSIONS, TABLE_KEYS, TABLES
 
 CHECKPOINT_EVERY = 64
 LEGACY_MANIFEST = "_manifest.json"
@@ -86,6 +86,7 @@ class ShardedDataset:
         self.storage = storage
         self.table = table
         self.schema = TABLES[table]
+        self.version = SCHEMA_VERSIONS[table]
         self.key = TABLE_KEYS.get(table, ())
 
     @classmethod
@@ -123,7 +124,7 @@ class ShardedDataset:
         ids = self._commit_ids(COMMITS_DIR)
         if not ids:
             _refuse_legacy(self.storage)
-        fold = DatasetManifest(table=self.table, schema_version=SCHEMA_VERSION)
+        fold = DatasetManifest(table=self.table, schema_version=self.version)
         checkpoints = self._commit_ids(CHECKPOINTS_DIR)
         if checkpoints:
             fold = self._validated(DatasetManifest.model_validate_json(
@@ -138,9 +139,9 @@ class ShardedDataset:
     def _validated(self, m: Commit | DatasetManifest) -> Commit | DatasetManifest:
         if m.table != self.table:
             raise SchemaMismatchError(f"{self.url} holds table {m.table!r}, expected {self.table!r}")
-        if m.schema_version != SCHEMA_VERSION:
+        if m.schema_version != self.version:
             raise SchemaMismatchError(
-                f"{self.url} has schema version {m.schema_version}; this code reads {SCHEMA_VERSION} "
+                f"{self.url} has {self.table} schema version {m.schema_version}; this code reads {self.version} "
                 "(re-create the dataset with this version)")
         return m
 
@@ -155,7 +156,7 @@ class ShardedDataset:
         object. Returns the manifest as read right after, which includes this commit."""
         writer = writer_id or new_writer_id()
         commit_id = f"{time.time_ns():020d}-{writer}-{next(_SEQ):06d}"
-        c = Commit(commit_id=commit_id, table=self.table, schema_version=SCHEMA_VERSION,
+        c = Commit(commit_id=commit_id, table=self.table, schema_version=self.version,
                    shards=list(new_shards), extra=extra or {}, created_at=_now())
         self.storage.write_bytes(f"{COMMITS_DIR}/{commit_id}.json", c.model_dump_json(indent=1).encode())
         m, from_log = self._read()
@@ -176,14 +177,14 @@ class ShardedDataset:
         table = table.select(self.schema.names).cast(self.schema)
         table = table.replace_schema_metadata({
             b"reinstrument.table": self.table.encode(),
-            b"reinstrument.schema_version": SCHEMA_VERSION.encode(),
+            b"reinstrument.schema_version": self.version.encode(),
             b"reinstrument.config_hash": config_hash.encode(),
         })
         buf = io.BytesIO()
-        # Payloads stored as is: FLAC is already compressed and float32 log-mels gain little from
-        # zstd (measured ~3x slower to write/read for <15% smaller). Metadata columns get zstd.
-        # Nor do payloads get a dictionary or min/max statistics: Parquet would try to
-        # dictionary-encode 16k floats per row before giving up (2.3x slower writes, measured).
+        # Payloads stored as is: FLAC is already compressed and feature values gain little from
+        # zstd (float32 log-mels: ~3x slower to write/read for <15% smaller, measured). Metadata
+        # columns get zstd. Nor do payloads get a dictionary or min/max statistics: Parquet would
+        # try to dictionary-encode every value before giving up (2.3x slower writes, measured).
         payload = {f.name for f in self.schema if f.name.endswith("_flac") or f.name == "values"}
         meta = [f.name for f in self.schema if f.name not in payload]
         codecs = {f.name: ("none" if f.name in payload else "zstd") for f in self.schema}

@@ -20,6 +20,7 @@ from tasks.builders import load_autoencoder
 from jobs.decoders import load_decoder, resolve_autoencoder
 from schemas.transform import DEFAULT_VOCODER
 from tasks.corpus import run_corpus
+from tasks.feature_values import decode_values
 from tasks.ingest import run_ingest
 
 # What `inspect` groups a table's rows by.
@@ -86,7 +87,7 @@ def mel2audio_job(features_url: str, out_url: str, feature_id: str | None = None
     for _, t in ds.iter_shards():
         for r in t.to_pylist():
             if feature_id in (None, r["feature_id"]):
-                x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])[:, : r["num_valid_frames"]]
+                x = decode_values(r["values"], r["values_dtype"], r["num_bins"], r["num_frames"])[:, : r["num_valid_frames"]]
                 if ae is not None:
                     with torch.inference_mode():
                         x = ae.decode(torch.from_numpy(x)[None])[0].numpy()

@@ -3,7 +3,6 @@ per tau_init, measured with the timbre probe (tasks.timbre_probe). A quick check
 model, not the paper metrics (FAD/JD come with the metrics stage)."""
 from __future__ import annotations
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -16,12 +15,13 @@ from tasks.builders import load_model
 from tasks.diffusion.noise import ItemNoise, item_seed
 from tasks.diffusion.train_data import denormalise, normalise
 from tasks.diffusion.warm import warm_transform
+from tasks.feature_values import decode_values_column
 from tasks.timbre_probe import fit_probe, p_target
 
 
 def _segments(url: str, domain: str, splits: tuple[str, ...], limit: int | None = None):
-    t = ShardedDataset.at(url, "features").read(["feature_id", "values", "num_bins", "num_frames", "domain",
-                                                  "role", "split"])
+    t = ShardedDataset.at(url, "features").read(["feature_id", "values", "values_dtype", "num_bins",
+                                                  "num_frames", "domain", "role", "split"])
     t = t.filter(pc.and_(pc.and_(pc.equal(t["domain"], domain), pc.equal(t["role"], "clean")),
                          pc.is_in(t["split"], value_set=pa.array(list(splits)))))
     t = t.sort_by("feature_id")
@@ -29,9 +29,7 @@ def _segments(url: str, domain: str, splits: tuple[str, ...], limit: int | None 
         t = t.slice(0, limit)
     if t.num_rows == 0:
         raise ValueError(f"no clean {domain!r} segments in splits {splits} of {url}")
-    bins, frames = t["num_bins"][0].as_py(), t["num_frames"][0].as_py()
-    values = t.column("values").combine_chunks().flatten().to_numpy().reshape(t.num_rows, bins, frames)
-    return values.astype(np.float32), t.column("feature_id").to_pylist()
+    return decode_values_column(t), t.column("feature_id").to_pylist()
 
 
 def probe_job(model_uri: str, features_url: str, guide_domain: str, t_inits: list[float], *,

@@ -41,7 +41,7 @@ class FeatureShardWorker:
         clips = ShardedDataset.at(str(item["clips_url"]), "clips")
         table = clips.read_shard(ShardEntry.model_validate_json(str(item["entry"])), CLIP_COLUMNS_FOR_FEATURES)
         rows, stats, bad = feature_rows(table, self.cfg, self.front_end, self.encoder)
-        return features_table(rows), stats, bad
+        return features_table(rows, self.cfg.dtype), stats, bad
 
     def write(self, item: dict, table: pa.Table, stats: dict, bad: list) -> dict:
         entry = self.out.write_shard(str(item["name"]), table, self.cfg.config_hash())

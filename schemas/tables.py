@@ -1,5 +1,6 @@
-"""Arrow schemas of every table. Bump SCHEMA_VERSION on any incompatible change; each shard
-records the version and the config hash that made it (Parquet key-value metadata)."""
+"""Arrow schemas of every table. Bump a table's version in SCHEMA_VERSIONS on any incompatible
+change to it; each shard records the version and the config hash that made it (Parquet key-value
+metadata)."""
 from __future__ import annotations
 
 import pyarrow as pa
@@ -56,7 +57,12 @@ FEATURES = pa.schema([
     ("num_frames", pa.int32()),        # segment length in frames of its kind (padded to the configured length)
     ("num_valid_frames", pa.int32()),  # frames that hold signal; the rest is the log floor (or its encoding)
     ("num_bins", pa.int32()),          # mel bins (logmel) or latent channels (latent)
-    ("values", pa.list_(pa.float32())),  # row-major [num_bins, num_frames]
+    # Row-major [num_bins, num_frames], little-endian, as raw bytes of values_dtype (decode with
+    # tasks.features.decode_values, or np.frombuffer(values, values_dtype)). Bytes, not a Parquet
+    # list of floats: a list stores a repetition level per float, which made writing a 36 MB shard
+    # cost 40 % of computing it (measured, README "Features at their floor").
+    ("values", pa.binary()),
+    ("values_dtype", pa.string()),     # float16 (default, FeatureConfig.dtype) | float32
     ("config_hash", pa.string()),
 ])
 
@@ -110,6 +116,11 @@ OUTPUTS = pa.schema([
     ("seconds_spent", pa.float64()),   # wall time of this clip's transform + vocode + encode
     ("config_hash", pa.string()),
 ])
+
+# Per table: a change to one table's layout does not orphan the datasets of the others.
+# features 3: values as bytes of values_dtype (2: a list of float32).
+SCHEMA_VERSIONS: dict[str, str] = {"clips": SCHEMA_VERSION, "quarantine": SCHEMA_VERSION, "features": "3",
+                                   "metrics": SCHEMA_VERSION, "comparison": SCHEMA_VERSION, "outputs": SCHEMA_VERSION}
 
 TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
                                 "comparison": COMPARISON,

@@ -9,6 +9,7 @@ import torch
 
 from infra.datasets import ShardedDataset
 from tasks.features import total_stats
+from tasks.feature_values import decode_values
 
 
 def normalisation(url: str, role: str, domain: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +46,7 @@ def iter_feature_batches(url: str, batch_size: int, *, split: str | None = "trai
         if rng is not None:
             rng.shuffle(rows)
         for r in rows:
-            x = np.asarray(r["values"], np.float32).reshape(r["num_bins"], r["num_frames"])
+            x = decode_values(r["values"], r["values_dtype"], r["num_bins"], r["num_frames"])
             if mean is not None:
                 x = (x - mean[:, None]) / std[:, None]
             pending.append(x)

@@ -18,6 +18,7 @@ from schemas.tables import FEATURES
 from tasks.audio import clip_spans, decode_audio_bytes, stft_num_frames
 from tasks.autoencoder.model import MelAutoencoder
 from tasks.errors import clean_reason
+from tasks.feature_values import values_column
 from tasks.ids import content_id
 
 
@@ -212,14 +213,12 @@ def feature_rows(clips: pa.Table, cfg: FeatureConfig, front_end: LogMel, encoder
     return rows, stats, bad
 
 
-def features_table(rows: list[dict]) -> pa.Table:
-    """The FEATURES table of `feature_rows`' rows. Column-wise: the float values go in as one flat
-    array with offsets (pa.Table.from_pylist converts each float through Python, ~20x slower)."""
-    values = [r["values"] for r in rows]
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum([len(v) for v in values], out=offsets[1:])
-    flat = np.concatenate(values).astype(np.float32, copy=False) if values else np.zeros(0, np.float32)
-    cols = {f.name: (pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), type=f.type) if f.name == "values"
+def features_table(rows: list[dict], dtype: str) -> pa.Table:
+    """The FEATURES table of `feature_rows`' rows (values: float32 arrays), column-wise: the values
+    go in as one binary array over one cast, concatenated buffer (row by row through Python would
+    convert or copy each segment on its own)."""
+    cols = {f.name: (values_column([r["values"] for r in rows], dtype) if f.name == "values"
+                     else pa.array([dtype] * len(rows), type=f.type) if f.name == "values_dtype"
                      else pa.array([r[f.name] for r in rows], type=f.type)) for f in FEATURES}
     return pa.Table.from_pydict(cols, schema=FEATURES)
 

@@ -14,8 +14,9 @@ import torch
 from infra.datasets import ShardedDataset
 from schemas.records import ModelCard
 from schemas.training import TrainConfig
+from tasks.feature_values import decode_values
 
-FEATURE_COLUMNS = ["feature_id", "values", "num_bins", "num_frames", "num_valid_frames", "split"]
+FEATURE_COLUMNS = ["feature_id", "values", "values_dtype", "num_bins", "num_frames", "num_valid_frames", "split"]
 
 
 def segments_tensor(feature_ids: Sequence[str], values: Sequence[np.ndarray], num_bins: Sequence[int],
@@ -72,7 +73,9 @@ def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, card: Model
             return None
         pick = lambda c: [cols[c][i] for i in idx]  # noqa: E731
         mean, std = (np.asarray(v, np.float32) for v in card.guide_stats(conditional_input=source))
-        return segments_tensor(pick("feature_id"), pick(values), pick("num_bins"), pick("num_frames"),
+        arrays = [decode_values(*row) for row in zip(pick(values), pick("values_dtype"), pick("num_bins"),
+                                                     pick("num_frames"))]
+        return segments_tensor(pick("feature_id"), arrays, pick("num_bins"), pick("num_frames"),
                                pick("num_valid_frames"), mean, std)
 
     def split_data(split: str):

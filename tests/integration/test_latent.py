@@ -13,6 +13,7 @@ from schemas.configs import FeatureConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from tasks.feature_values import decode_values
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,8 @@ def test_latent_sets_are_pinned_exactly_once_and_never_mix_encoders(encoders, ml
     extra = FeatureSetExtra.of(ds.manifest().extra, first["features_url"])
     champion = tracking.champion_version("reinstrument-autoencoder")
     assert extra.config.encoder == f"models:/reinstrument-autoencoder/{champion}", "the alias is pinned to a version"
-    rows = ds.read(["kind", "clip_id", "segment_index", "num_bins", "num_frames", "num_valid_frames", "values"]).to_pylist()
+    rows = ds.read(["kind", "clip_id", "segment_index", "num_bins", "num_frames", "num_valid_frames", "values",
+                    "values_dtype"]).to_pylist()
     assert {(r["kind"], r["num_bins"], r["num_frames"]) for r in rows} == {("latent", 8, 16)}
     assert all(1 <= r["num_valid_frames"] <= 16 for r in rows)
     assert all(len(v["sum"]) == 8 for w in extra.stats.values() for v in w.values()), "statistics per latent channel"
@@ -66,7 +68,9 @@ def test_latent_sets_are_pinned_exactly_once_and_never_mix_encoders(encoders, ml
     seg = segments(logmel, extra.config)[row["segment_index"]][1]
     with torch.no_grad():
         expected = ae.encode(torch.from_numpy(seg)[None])[0][0].numpy()
-    np.testing.assert_allclose(np.asarray(row["values"]).reshape(8, 16), expected, atol=1e-5)
+    stored = decode_values(row["values"], row["values_dtype"], 8, 16)
+    assert row["values_dtype"] == "float16"  # the default storage precision: within its rounding
+    np.testing.assert_allclose(stored, expected, rtol=2.0 ** -11, atol=1e-5)
 
     # a re-run adds nothing (in-process this time: the same set, the same pinned encoder)
     again = _latent_features(clips_url, mlflow_env, f"models:/reinstrument-autoencoder/{champion}", local=True)

@@ -151,10 +151,10 @@ def test_conditional_baseline_trains_on_paired_segments(s3_features, mlflow_env,
     clips_url = next(iter(ShardedDataset.at(s3_features, "features").manifest().extra["inputs"])).rsplit("#", 1)[0]
     source_of = {r["clip_id"]: r["source_id"] for r in
                  ShardedDataset.at(clips_url, "clips").read(["clip_id", "source_id"]).to_pylist()}
-    by_values = {bytes(memoryview(v.values.to_numpy())): fid for fid, v in
-                 zip(rows["feature_id"].to_pylist(), ShardedDataset.at(s3_features, "features").read(["values"])["values"])}
+    by_values = {v: fid for fid, v in
+                 zip(rows["feature_id"].to_pylist(), ShardedDataset.at(s3_features, "features").read(["values"])["values"].to_pylist())}
     for fid, cond in list(zip(pairs["feature_id"].to_pylist(), pairs["cond_values"]))[:5]:
-        src = meta[by_values[bytes(memoryview(cond.values.to_numpy()))]]
+        src = meta[by_values[cond.as_py()]]
         assert meta[fid]["domain"] == DOMAIN and src["domain"] == "violin"
         assert source_of[meta[fid]["clip_id"]] == source_of[src["clip_id"]]
         assert meta[fid]["segment_index"] == src["segment_index"]

@@ -83,20 +83,62 @@ def test_clips_at_another_rate_are_quarantined_not_featurised(tmp_path):
     assert q[0]["stage"] == "features" and "expects 16000 Hz" in q[0]["reason"]
 
 
-def test_features_table_is_the_row_wise_table_built_column_wise():
+def test_features_table_stores_each_segment_as_bytes_of_the_set_dtype():
     import pyarrow as pa
 
     from schemas.tables import FEATURES
+    from tasks.feature_values import decode_values, decode_values_column
     from tasks.features import features_table
 
     rng = np.random.default_rng(0)
     rows = [dict(feature_id=f"f{i}", clip_id="c", kind="logmel", domain="flute", role="clean", split="train",
                  segment_index=i, start_frame=8 * i, num_frames=8, num_valid_frames=8 - i, num_bins=3,
-                 values=rng.standard_normal(3 * 8).astype(np.float32), config_hash="h") for i in range(4)]
-    got = features_table(rows)
-    assert got.schema == FEATURES and got.equals(pa.Table.from_pylist(rows, schema=FEATURES))
-    assert np.array_equal(got.column("values")[2].values.to_numpy(), rows[2]["values"])
-    assert features_table([]).num_rows == 0
+                 values=(4 * rng.standard_normal((3, 8)) - 6).astype(np.float32), config_hash="h") for i in range(4)]
+    exact = features_table(rows, "float32")
+    assert exact.schema == FEATURES and exact.column("values_dtype").to_pylist() == ["float32"] * 4
+    # float32: bit for bit, row by row and as one column
+    assert exact.equals(pa.Table.from_pylist([r | {"values": r["values"].tobytes(), "values_dtype": "float32"}
+                                              for r in rows], schema=FEATURES))
+    assert np.array_equal(decode_values(exact.column("values")[2].as_py(), "float32", 3, 8), rows[2]["values"])
+    assert np.array_equal(decode_values_column(exact), np.stack([r["values"] for r in rows]))
+    # float16: half the bytes, within half a unit in the last place (2^-11 relative)
+    half = features_table(rows, "float16")
+    assert half.column("values")[0].as_py() == rows[0]["values"].astype("<f2").tobytes()
+    got = decode_values_column(half)
+    assert got.dtype == np.float32 and np.all(np.abs(got - np.stack([r["values"] for r in rows]))
+                                               <= np.abs(np.stack([r["values"] for r in rows])) * 2.0 ** -11)
+    assert features_table([], "float16").num_rows == 0
+
+
+def test_feature_values_refuse_what_they_cannot_hold_or_decode():
+    from tasks.feature_values import decode_values, decode_values_column, values_column
+
+    with pytest.raises(ValueError, match="do not fit float16.*dtype='float32'"):
+        values_column([np.array([1.0, 7e4], np.float32)], "float16")
+    assert values_column([np.array([1.0, 7e4], np.float32)], "float32")[0].as_py() == np.array([1.0, 7e4], "<f4").tobytes()
+    with pytest.raises(ValueError, match="expected 2x3 float16 \\(12 bytes\\)"):
+        decode_values(b"\0" * 10, "float16", 2, 3)
+    import pyarrow as pa
+
+    mixed = pa.table({"values": [b"\0" * 4, b"\0" * 8], "values_dtype": ["float16", "float16"],
+                      "num_bins": [1, 2], "num_frames": [2, 2]})
+    with pytest.raises(ValueError, match="mixed shapes"):
+        decode_values_column(mixed)
+
+
+def test_a_features_set_of_the_previous_layout_is_refused_with_what_to_do(tmp_path):
+    """Features moved to schema 3 (values as bytes) on their own: clips and outputs of schema 2 stay readable."""
+    from infra.datasets import SchemaMismatchError, ShardedDataset
+    from schemas.manifest import Commit
+
+    for table in ("features", "clips"):
+        ds = ShardedDataset.at(str(tmp_path / table), table)
+        c = Commit(commit_id="00000000000000000001-w-000001", table=table, schema_version="2", shards=[],
+                   extra={}, created_at="2026-01-01T00:00:00+00:00")
+        ds.storage.write_bytes(f"_commits/{c.commit_id}.json", c.model_dump_json().encode())
+    with pytest.raises(SchemaMismatchError, match="features schema version 2; this code reads 3 .*re-create"):
+        ShardedDataset.at(str(tmp_path / "features"), "features").manifest()
+    assert ShardedDataset.at(str(tmp_path / "clips"), "clips").manifest().num_rows == 0
 
 
 def test_a_failed_write_in_the_local_pipeline_commits_nothing(built_corpus, copy_tree, tmp_path, monkeypatch):

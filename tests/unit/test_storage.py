@@ -4,12 +4,14 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
 from infra.datasets import ShardedDataset, ShardBuffer
 from infra.storage import PathEscapeError, Storage, safe_relpath
-from schemas.tables import FEATURES, SCHEMA_VERSION
+from schemas.tables import FEATURES, SCHEMA_VERSIONS
+from tasks.feature_values import decode_values
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/../../x", "/etc/passwd", "s3://other/x", "..", "", "a\\..\\b"])
@@ -40,7 +42,7 @@ def test_atomic_write_leaves_nothing_when_writer_raises(tmp_path, monkeypatch):
 def _rows(n, tag="a"):
     return [dict(feature_id=f"{tag}{i}", clip_id="c", kind="logmel", domain="d", role="clean", split="train",
                  segment_index=i, start_frame=0, num_frames=2, num_valid_frames=2, num_bins=2,
-                 values=[float(i)] * 4, config_hash="h") for i in range(n)]
+                 values=np.full(4, i, "<f2").tobytes(), values_dtype="float16", config_hash="h") for i in range(n)]
 
 
 def test_shard_round_trip_and_metadata(tmp_path):
@@ -52,11 +54,11 @@ def test_shard_round_trip_and_metadata(tmp_path):
     assert [s.name for s in m.shards] == [f"shards/part-{buf.writer_id}-0000{i}.parquet" for i in range(3)]
     t = ds.read()
     assert t.num_rows == 7 and t.column("feature_id").to_pylist() == [f"a{i}" for i in range(7)]
-    assert t.column("values").to_pylist()[5] == [5.0] * 4
+    assert decode_values(t.column("values")[5].as_py(), "float16", 2, 2).tolist() == [[5.0] * 2] * 2
     import io
     import pyarrow.parquet as pq
     meta = pq.read_schema(io.BytesIO(ds.storage.read_bytes(m.shards[0].name))).metadata
-    assert meta[b"reinstrument.schema_version"] == SCHEMA_VERSION.encode()
+    assert meta[b"reinstrument.schema_version"] == SCHEMA_VERSIONS["features"].encode()
     assert meta[b"reinstrument.config_hash"] == b"cfg123"
 
 
@@ -159,7 +161,7 @@ def test_a_row_added_twice_is_read_once(tmp_path):
             buf.add(r)
         buf.commit()
     assert ds.manifest().num_rows == 8
-    assert sorted(ds.read(["values"]).column("values").to_pylist()) == [[0.0] * 4, [1.0] * 4, [2.0] * 4]
+    assert sorted(ds.read(["values"]).column("values").to_pylist()) == [np.full(4, i, "<f2").tobytes() for i in range(3)]
     assert ds.read(["feature_id"]).column("feature_id").to_pylist() == ["a0", "a1", "a2"]
 
 
