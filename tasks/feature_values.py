@@ -6,19 +6,22 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 
 def values_column(arrays: Sequence[np.ndarray], dtype: str) -> pa.Array:
     """Binary array of the arrays' bytes in `dtype` (row-major, little-endian). Refuses values
     that `dtype` cannot hold rather than storing infinities."""
     dt = np.dtype(dtype).newbyteorder("<")
-    flat = np.concatenate([np.ravel(a) for a in arrays]) if arrays else np.zeros(0, np.float32)
-    with np.errstate(over="ignore"):
-        cast = flat.astype(dt)
-    if not np.isfinite(cast).all():
-        bad = np.abs(flat[~np.isfinite(cast)])
-        raise ValueError(f"feature values up to {bad.max():.4g} do not fit {dtype} (largest finite "
+    flat = np.concatenate([np.ravel(a) for a in arrays]).astype(np.float32, copy=False) if arrays \
+        else np.zeros(0, np.float32)
+    peak = float(max(flat.max(), -flat.min())) if flat.size else 0.0
+    if not peak <= np.finfo(dt).max:  # NaN fails this too
+        raise ValueError(f"feature values up to {peak:.4g} do not fit {dtype} (largest finite "
                          f"{np.finfo(dt).max:.4g}, or non-finite input): use FeatureConfig.dtype='float32'")
+    # torch's cast, not numpy's: numpy converts float32 -> float16 without the CPU's vector
+    # instructions (measured 6x slower on 36 MB)
+    cast = flat if dt == np.float32 else torch.from_numpy(flat).to(getattr(torch, dt.name)).numpy()
     offsets = np.zeros(len(arrays) + 1, np.int32)
     np.cumsum([np.size(a) * dt.itemsize for a in arrays], out=offsets[1:])
     return pa.Array.from_buffers(pa.binary(), len(arrays), [None, pa.py_buffer(offsets), pa.py_buffer(cast)])
