@@ -82,3 +82,33 @@ def test_gpu_preset_bf16_samples_per_s_and_mfu():
     print(f"\n[train gpu] {name}, gpu preset (difftransfer U-Net, batch {y.shape[0]} x 128 x {y.shape[-1]}, bf16): "
           f"{steps_s * y.shape[0]:.0f} samples/s, {achieved:.1f} TFLOP/s"
           + (f", MFU {achieved / peak:.1%}" if peak else ""))
+
+
+def test_cpu_demo_training_ddp_against_in_process(features, tmp_path):
+    """The `cpu-demo` preset through the solver's whole loop (data, step, EMA, progress), the
+    default 2 Ray Train workers (DDP over gloo, 1 torch thread each) against one process with all
+    cores. Run it with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+    to see an AVX2-only machine's kernels on a newer CPU."""
+    from infra.ray_cluster import ensure_ray
+    from infra.storage import Storage
+    from jobs.ship import cpu_flags
+    from jobs.train import model_card
+    from ray_actors.solver import fit
+    from schemas.records import TrainRunLayout
+
+    ensure_ray()
+    caps = {k: os.environ[k] for k in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA") if k in os.environ}
+    print(f"\n[train cpu-demo] CPU flags: {' '.join(cpu_flags()) or 'none'}; {os.cpu_count()} cores; "
+          f"kernel caps {caps or 'none (the CPU own)'}")
+    rates = {}
+    for workers in (2, 0):
+        cfg = TrainConfig(domain="flute", features_url=features,
+                          **{**TRAIN_PRESETS["cpu-demo"], "steps": 100, "checkpoint_every": 100, "samples_at": 0,
+                             "validation_segments": 8})
+        out = Storage(str(tmp_path / f"cpu-demo-w{workers}"))
+        fit(cfg, TrainLogistics(num_workers=workers, out_url=out.url, precision="fp32"), out.url,
+            model_card(cfg), None, None)
+        rates[workers] = json.loads(out.read_bytes(TrainRunLayout.PROGRESS))["samples_per_s"]
+        print(f"[train cpu-demo] {'2 Ray Train workers (DDP, default)' if workers else 'in-process, all cores'}: "
+              f"{rates[workers]:.1f} samples/s, fp32, steady state (last logging window)")
+    print(f"[train cpu-demo] in-process / DDP: {rates[0] / rates[2]:.2f}x")
