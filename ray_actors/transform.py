@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +42,16 @@ def load_models(pinned: dict[str, str]) -> tuple[LoadedModel, LoadedModel | None
     source = (load_model(model_checkpoint(pinned["source_uri"]), pinned["source_model"])
               if pinned.get("source_uri") else None)
     return target, source
+
+
+@dataclass(frozen=True)
+class _Call:
+    """What one call of a ClipTransformer works under: the run's config, its Transformer, the run
+    folder and the run ID."""
+    cfg: TransformConfig
+    transformer: Transformer
+    run: Storage
+    run_id: str
 
 
 class ClipTransformer:
@@ -70,34 +81,35 @@ class ClipTransformer:
         self.pinned = pinned
         self._transformers: dict[str, Transformer] = {}
 
-    def _for(self, cfg: TransformConfig, run_url: str, run_id: str, fault_marker: str | None) -> None:
-        """Set up this call's run: its config's Transformer (built once per config: cheap, but it
-        holds the method's compiled grid), its storage, its ID."""
+    def _for(self, cfg: TransformConfig, run_url: str, run_id: str) -> "_Call":
+        """This call's run: its config's Transformer (built once per config: cheap, but it holds
+        the method's compiled grid), its storage, its ID. Returned, not stored: in-process, threads
+        share one worker, and a call must never see another call's run."""
         key = cfg.config_hash()
-        if key not in self._transformers:
+        if key not in self._transformers:  # a race builds it twice; both are the same
             self._transformers[key] = Transformer(
                 cfg, self.target, self.source if cfg.method == "ddib" else None,
                 batch_windows=self.logistics.batch_windows, device="cuda" if self.gpu else "cpu", bf16=self.gpu,
                 vocoder=self.vocoder, autoencoder=self.autoencoder)
-        self.cfg, self.transformer = cfg, self._transformers[key]
-        self.run, self.run_id, self.fault_marker = Storage(run_url), run_id, fault_marker
+        return _Call(cfg, self._transformers[key], Storage(run_url), run_id)
 
-    def _maybe_crash(self) -> None:
+    @staticmethod
+    def _maybe_crash(fault_marker: str | None) -> None:
         # Fault injection for the tests: the first call that finds the marker removes it and
         # kills this actor's process outright (no exception, no cleanup), like an OOM kill.
-        if self.fault_marker and os.path.exists(self.fault_marker):
-            os.remove(self.fault_marker)
+        if fault_marker and os.path.exists(fault_marker):
+            os.remove(fault_marker)
             os._exit(1)
 
     def __call__(self, batch: dict, cfg: TransformConfig, run_url: str, run_id: str,
                  fault_marker: str | None = None) -> dict:
-        self._for(cfg, run_url, run_id, fault_marker)
-        self._maybe_crash()
-        return self._transform_batch(batch)
+        call = self._for(cfg, run_url, run_id)
+        self._maybe_crash(fault_marker)
+        return self._transform_batch(batch, call)
 
     call = __call__  # the name a Ray actor's method is called by
 
-    def _transform_batch(self, batch: dict) -> dict:
+    def _transform_batch(self, batch: dict, call: "_Call") -> dict:
         # Strings only ("" = none): an all-null column comes back from Arrow blocks as float NaN.
         rows = {"output_key": [], "row": [], "error": []}
         items = []
@@ -111,13 +123,13 @@ class ClipTransformer:
                 rows["error"].append(f"undecodable guide audio ({type(e).__name__}: {e})")
         ok = items  # the decodable ones
         try:  # the batch at once; clip by clip only when some clip in it is bad
-            outs = self.transformer.transform([batch["clip_id"][i] for i, *_ in ok], [a for *_, a, _ in ok],
+            outs = call.transformer.transform([batch["clip_id"][i] for i, *_ in ok], [a for *_, a, _ in ok],
                                               [s for *_, s in ok])
         except ValueError:
             outs = []
             for it in ok:
                 try:
-                    outs += self.transformer.transform([batch["clip_id"][it[0]]], [it[2]], [it[3]])
+                    outs += call.transformer.transform([batch["clip_id"][it[0]]], [it[2]], [it[3]])
                 except ValueError as e:
                     outs.append(e)
         for (i, key, _, _), out in zip(ok, outs):
@@ -130,24 +142,26 @@ class ClipTransformer:
             y, _, _ = normalise_loudness(out.audio, out.sample_rate_hz, OUTPUT_LUFS, OUTPUT_PEAK_DBFS)
             rel = RunLayout.audio(key)
             flac = encode_flac(y, out.sample_rate_hz)
-            self.run.write_bytes(rel, flac)
-            row = self._row(batch, i, key, rel, y, out.sample_rate_hz, out.seconds_spent + time.perf_counter() - t0)
+            call.run.write_bytes(rel, flac)
+            row = self._row(call, batch, i, key, rel, y, out.sample_rate_hz,
+                            out.seconds_spent + time.perf_counter() - t0)
             rows["row"].append(json.dumps(row | {"sha256": hashlib.sha256(flac).hexdigest()}))
             rows["error"].append("")
         return rows
 
-    def _row(self, batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int, seconds: float) -> dict:
-        c, tr = self.cfg, self.transformer
+    def _row(self, call: "_Call", batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int,
+             seconds: float) -> dict:
+        c, tr = call.cfg, call.transformer
         # Nulls may arrive as None or, from an all-null Arrow column, as float NaN.
         opt = lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v)  # noqa: E731
-        return {"output_key": key, "run_id": self.run_id, "clip_id": str(batch["clip_id"][i]),
+        return {"output_key": key, "run_id": call.run_id, "clip_id": str(batch["clip_id"][i]),
                 "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
                 "target_domain": tr.target.card.domain, "model": self.pinned["model"],
                 "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
                 "t_init": c.warm.t_init, "sigma_start": tr.sigma_start, "lam": c.warm.lam,
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
                 "vocoder": self.pinned.get("vocoder") or f"griffin-lim ({c.vocoder_iters} it.)",
-                "output_uri": self.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
+                "output_uri": call.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
                 "seconds_spent": seconds, "config_hash": c.config_hash()}
 
 

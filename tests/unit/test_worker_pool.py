@@ -77,3 +77,38 @@ def test_griffin_lim_on_several_threads_gives_each_seed_its_own_output():
     finally:
         torch.set_num_threads(before)
     assert all(np.array_equal(y, alone[i % 2]) for i, y in enumerate(together))
+
+
+def test_one_worker_serving_two_runs_at_once_keeps_each_call_in_its_own_run(tmp_path):
+    """In-process, threads share one ClipTransformer (a sweep's grid points, compare's methods):
+    a call's config, run folder and run ID travel with the call and are never left on the worker,
+    so a call cannot write into, or label its rows with, another run."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from ray_actors.transform import ClipTransformer
+    from schemas.diffusion import WarmStartConfig
+    from schemas.transform import TransformConfig, TransformLogistics
+    from tasks.audio import encode_flac
+
+    worker = ClipTransformer(TransformLogistics(num_actors=0, out_url=str(tmp_path)), {"model_uri": "shipped:flute-latent",
+                                                                 "model": "shipped:flute-latent"})
+    t = np.arange(16000) / 16000
+    flac = encode_flac((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    batch = {"output_key": ["k"], "audio_flac": [flac], "clip_id": ["c"], "clean_id": [None], "domain": ["violin"]}
+    runs = {f"run{k}": TransformConfig(model="shipped:flute-latent", warm=WarmStartConfig(t_init=t_init, lam=0.0),
+                                       vocoder="griffin-lim", vocoder_iters=2)
+            for k, t_init in enumerate((1.0, 0.9, 1.0, 0.9))}
+
+    def one(run_id: str) -> dict:
+        return worker(batch, runs[run_id], str(tmp_path / run_id), run_id)
+
+    with ThreadPoolExecutor(2) as ex:
+        results = dict(zip(runs, ex.map(one, runs)))
+    for run_id, out in results.items():
+        row = json.loads(out["row"][0])
+        assert row["run_id"] == run_id and row["t_init"] == runs[run_id].warm.t_init
+        assert row["output_uri"].startswith(str(tmp_path / run_id)) and (tmp_path / run_id).is_dir()
+    assert not {"cfg", "run", "run_id", "transformer"} & set(vars(worker)), "per-call state left on the worker"
