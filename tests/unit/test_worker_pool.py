@@ -93,8 +93,8 @@ def test_one_worker_serving_two_runs_at_once_keeps_each_call_in_its_own_run(tmp_
     from schemas.transform import TransformConfig, TransformLogistics
     from tasks.audio import encode_flac
 
-    worker = ClipTransformer(TransformLogistics(num_actors=0, out_url=str(tmp_path)), {"model_uri": "shipped:flute-latent",
-                                                                 "model": "shipped:flute-latent"})
+    pinned = {"model_uri": "shipped:flute-latent", "model": "shipped:flute-latent"}
+    worker = ClipTransformer(TransformLogistics(num_actors=0, out_url=str(tmp_path)), pinned)
     t = np.arange(16000) / 16000
     flac = encode_flac((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
     batch = {"output_key": ["k"], "audio_flac": [flac], "clip_id": ["c"], "clean_id": [None], "domain": ["violin"]}
