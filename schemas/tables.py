@@ -58,9 +58,9 @@ FEATURES = pa.schema([
     ("num_valid_frames", pa.int32()),  # frames that hold signal; the rest is the log floor (or its encoding)
     ("num_bins", pa.int32()),          # mel bins (logmel) or latent channels (latent)
     # Row-major [num_bins, num_frames], little-endian, as raw bytes of values_dtype (decode with
-    # tasks.features.decode_values, or np.frombuffer(values, values_dtype)). Bytes, not a Parquet
-    # list of floats: a list stores a repetition level per float, which made writing a 36 MB shard
-    # cost 40 % of computing it (measured, README "Features at their floor").
+    # tasks.feature_values.decode_values, or np.frombuffer(values, values_dtype)). Bytes, not a
+    # Parquet list of floats: a list stores a repetition level per float, which made writing a
+    # shard cost half as much as computing it (measured, README "Features at their floor").
     ("values", pa.binary()),
     ("values_dtype", pa.string()),     # float16 (default, FeatureConfig.dtype) | float32
     ("config_hash", pa.string()),
