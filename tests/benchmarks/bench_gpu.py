@@ -158,6 +158,8 @@ def _ddp_rank(rank: int, world: int, smoke: bool, steps: int, out) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("BENCH_DDP_PORT", "29571"))
     gpu = torch.cuda.is_available() and not smoke
+    if gpu:
+        torch.cuda.set_device(rank)  # NCCL's communicator binds to the current device
     dist.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=world)
     device = torch.device("cuda", rank) if gpu else torch.device("cpu")
     p = TRAIN_PRESETS["tiny" if smoke else "gpu"]
