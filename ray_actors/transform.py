@@ -81,7 +81,7 @@ class ClipTransformer:
         self.pinned = pinned
         self._transformers: dict[str, Transformer] = {}
 
-    def _for(self, cfg: TransformConfig, run_url: str, run_id: str) -> "_Call":
+    def _for(self, cfg: TransformConfig, run_url: str, run_id: str) -> _Call:
         """This call's run: its config's Transformer (built once per config: cheap, but it holds
         the method's compiled grid), its storage, its ID. Returned, not stored: in-process, threads
         share one worker, and a call must never see another call's run."""
@@ -109,7 +109,7 @@ class ClipTransformer:
 
     call = __call__  # the name a Ray actor's method is called by
 
-    def _transform_batch(self, batch: dict, call: "_Call") -> dict:
+    def _transform_batch(self, batch: dict, call: _Call) -> dict:
         # Strings only ("" = none): an all-null column comes back from Arrow blocks as float NaN.
         rows = {"output_key": [], "row": [], "error": []}
         items = []
@@ -149,7 +149,7 @@ class ClipTransformer:
             rows["error"].append("")
         return rows
 
-    def _row(self, call: "_Call", batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int,
+    def _row(self, call: _Call, batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int,
              seconds: float) -> dict:
         c, tr = call.cfg, call.transformer
         # Nulls may arrive as None or, from an all-null Arrow column, as float NaN.

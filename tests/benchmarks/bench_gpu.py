@@ -54,20 +54,27 @@ def training_row(what: str, step, batch: int, device: torch.device, steps: int, 
     ROWS.append((what, f"{batch / seconds:,.1f} samples/s", f"{achieved:.3g} TFLOP/s{mfu}; {detail}"))
 
 
-def denoiser(device: torch.device, amp, smoke: bool, steps: int) -> None:
+def _denoiser(device: torch.device, smoke: bool):
+    """The preset's denoiser on `device`, its EDM loss, AdamW and one batch of the preset's shape."""
     from schemas.diffusion import ModelConfig, unet_preset
     from schemas.training import TRAIN_PRESETS
     from tasks.builders import build_model
     from tasks.diffusion.precond import EDMLoss
-    from tasks.solver import optimise
 
     p = TRAIN_PRESETS["tiny" if smoke else "gpu"]
     model = build_model(ModelConfig(unet=unet_preset(p["preset"], n_mels=128))).to(device)
-    loss, opt = EDMLoss(model), torch.optim.AdamW(model.parameters(), lr=1e-4)
     b, frames = p["batch_size"], p["crop_frames"]
     batch = {"y": torch.randn(b, 128, frames, device=device), "sigma": model.sample_sigma(b, device=device),
              "noise": torch.randn(b, 128, frames, device=device)}
-    training_row(f"denoiser, {p['preset']} preset, train", lambda: optimise(loss, opt, batch, autocast_dtype=amp),
+    return p["preset"], EDMLoss(model), torch.optim.AdamW(model.parameters(), lr=1e-4), batch
+
+
+def denoiser(device: torch.device, amp, smoke: bool, steps: int) -> None:
+    from tasks.solver import optimise
+
+    preset, loss, opt, batch = _denoiser(device, smoke)
+    b, frames = batch["y"].shape[0], batch["y"].shape[-1]
+    training_row(f"denoiser, {preset} preset, train", lambda: optimise(loss, opt, batch, autocast_dtype=amp),
                  b, device, steps, f"batch {b} x 128 mels x {frames} frames")
 
 
@@ -150,10 +157,6 @@ def _ddp_rank(rank: int, world: int, smoke: bool, steps: int, out) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from schemas.diffusion import ModelConfig, unet_preset
-    from schemas.training import TRAIN_PRESETS
-    from tasks.builders import build_model
-    from tasks.diffusion.precond import EDMLoss
     from tasks.solver import optimise
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=os.environ.get("BENCH_DDP_PORT", "29571"))
@@ -162,13 +165,9 @@ def _ddp_rank(rank: int, world: int, smoke: bool, steps: int, out) -> None:
         torch.cuda.set_device(rank)  # NCCL's communicator binds to the current device
     dist.init_process_group("nccl" if gpu else "gloo", rank=rank, world_size=world)
     device = torch.device("cuda", rank) if gpu else torch.device("cpu")
-    p = TRAIN_PRESETS["tiny" if smoke else "gpu"]
-    model = build_model(ModelConfig(unet=unet_preset(p["preset"], n_mels=128))).to(device)
-    loss = DistributedDataParallel(EDMLoss(model), device_ids=[rank] if gpu else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    b = p["batch_size"]  # per GPU: the global batch grows with the world (weak scaling)
-    batch = {"y": torch.randn(b, 128, p["crop_frames"], device=device), "sigma": model.sample_sigma(b, device=device),
-             "noise": torch.randn(b, 128, p["crop_frames"], device=device)}
+    _, loss, opt, batch = _denoiser(device, smoke)  # per GPU: the global batch grows with the world (weak scaling)
+    loss = DistributedDataParallel(loss, device_ids=[rank] if gpu else None)
+    b = batch["y"].shape[0]
     amp = torch.bfloat16 if gpu else None
     seconds = timed_steps(lambda: optimise(loss, opt, batch, autocast_dtype=amp), device, warmup=2, steps=steps)
     if rank == 0:
