@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from ray_actors.features import extract_features, feature_set_url
+from infra.datasets import ShardedDataset
+from ray_actors import features as feature_actors
+from ray_actors.features import PART_CLIPS, extract_features, feature_set_url
+from tasks.feature_values import decode_values_column
 from schemas.configs import FeatureConfig, MelConfig
 from tasks.feature_reader import iter_feature_batches
 from tasks.diffusion.vocoder import GriffinLimVocoder
@@ -56,7 +59,9 @@ def test_feature_set_round_trip_local(built_corpus, tmp_path):
     root, res = built_corpus
     cfg = FeatureConfig(roles=("clean",))
     out = extract_features([res.clips_url], str(tmp_path), cfg, local=True)
-    assert out["features_url"] == feature_set_url(str(tmp_path), cfg) and out["shards_added"] == 1
+    clip_shards = ShardedDataset.at(res.clips_url, "clips").manifest().shards
+    parts = sum(-(-e.num_rows // PART_CLIPS) for e in clip_shards)
+    assert out["features_url"] == feature_set_url(str(tmp_path), cfg) and out["shards_added"] == parts > 1
     again = extract_features([res.clips_url], str(tmp_path), cfg, local=True)
     assert again["shards_added"] == 0 and again["rows"] == out["rows"]
     batches = list(iter_feature_batches(out["features_url"], 16, split="train", domain="flute"))
@@ -144,7 +149,6 @@ def test_a_features_set_of_the_previous_layout_is_refused_with_what_to_do(tmp_pa
 def test_a_failed_write_in_the_local_pipeline_commits_nothing(built_corpus, copy_tree, tmp_path, monkeypatch):
     """The in-process path writes shard k on a thread while it computes shard k+1: an error on
     that thread must still reach the caller before any manifest is written."""
-    from infra.datasets import ShardedDataset
 
     root, res = built_corpus
     urls = [res.clips_url, str(copy_tree(root / "clips"))]
@@ -163,4 +167,24 @@ def test_a_failed_write_in_the_local_pipeline_commits_nothing(built_corpus, copy
     monkeypatch.undo()
     out = extract_features(urls, str(tmp_path), cfg, local=True)
     one = extract_features([res.clips_url], str(tmp_path / "one"), cfg, local=True)
-    assert out["shards_added"] == 2 and out["rows"] == 2 * one["rows"]
+    assert out["shards_added"] == 2 * one["shards_added"] and out["rows"] == 2 * one["rows"]
+
+
+def test_parts_of_a_clips_shard_give_the_rows_of_the_whole_and_a_whole_shard_set_stays_done(built_corpus, tmp_path,
+                                                                                           monkeypatch):
+    """Clips shards are featurised in parts of PART_CLIPS clips (the unit two actors share); the
+    rows do not depend on it, and a set written with whole shards as its unit (before parts) is
+    not featurised again."""
+    _, res = built_corpus
+    cfg = FeatureConfig(roles=("clean",))
+    parts = extract_features([res.clips_url], str(tmp_path / "parts"), cfg, local=True)
+    monkeypatch.setattr(feature_actors, "PART_CLIPS", 10**6)
+    whole = extract_features([res.clips_url], str(tmp_path / "whole"), cfg, local=True)
+    assert whole["shards_added"] == len(ShardedDataset.at(res.clips_url, "clips").manifest().shards)
+    assert parts["shards_added"] > whole["shards_added"] and parts["rows"] == whole["rows"]
+    a, b = (ShardedDataset.at(o["features_url"], "features").read() for o in (parts, whole))
+    assert a.column("feature_id").to_pylist() == b.column("feature_id").to_pylist()  # same order too
+    np.testing.assert_array_equal(decode_values_column(a), decode_values_column(b))
+    monkeypatch.setattr(feature_actors, "PART_CLIPS", 64)
+    again = extract_features([res.clips_url], str(tmp_path / "whole"), cfg, local=True)
+    assert again["shards_added"] == 0 and again["rows"] == whole["rows"]
