@@ -1,5 +1,5 @@
 """Feature extraction on Ray actors (or in-process): a worker holds the front end and the pinned
-encoder; each call turns a run of clips shards into features shards (each written atomically
+encoder; each call turns a run of parts of clips shards into features shards (each written atomically
 through the storage module). The driver names the shards after its writer ID and publishes them
 in one commit, last. Inside ray_actors/pool.keep_workers() the workers are kept for the next
 extraction with the same front end and encoder."""
@@ -24,7 +24,7 @@ from tasks.features import CLIP_COLUMNS_FOR_FEATURES, BinStats, LogMel, feature_
 
 # The unit of work and of output: at most this many clips of one clips shard make one features
 # shard. Clips shards hold up to 256 clips, so a corpus of an hour is a handful of shards; whole
-# shards left one of two actors idle while the other took 80 % of a 45-minute corpus (measured).
+# shards left one of two actors idle while the other took 95 % of a 45-minute corpus (measured).
 # A constant, never derived from the actors: it is part of each input's key, so re-runs with any
 # number of actors agree on what is done.
 PART_CLIPS = 64
@@ -67,8 +67,8 @@ class FeatureShardWorker:
                 "stats": json.dumps({k: v.to_dict() for k, v in stats.items()}), "bad": json.dumps(bad)}
 
     def run(self, items: list[dict], cfg_json: str, out_url: str, progress_desc: str | None = None) -> list[dict]:
-        """Shards in two stages: shard k is serialised, hashed and written (single-threaded Parquet
-        + sha256 + fsync) on a writer thread while shard k+1 is decoded and transformed."""
+        """Parts in two stages: part k is serialised, hashed and written (single-threaded Parquet
+        + sha256 + fsync) on a writer thread while part k+1 is decoded and transformed."""
         cfg = FeatureConfig.model_validate_json(cfg_json)
         if (cfg.mel, cfg.encoder) != self.holds:  # a pool is keyed by them; this guards the key
             raise ValueError(f"this feature worker holds mel {self.holds[0]} and encoder {self.holds[1]}; "
@@ -84,6 +84,7 @@ class FeatureShardWorker:
                 pending = writer.submit(self.write, out, cfg, item, *computed)
             if pending is not None:
                 results.append(pending.result())
+        self._read = None  # a kept worker does not hold a clips shard between extractions
         return results
 
 
