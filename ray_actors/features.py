@@ -169,8 +169,8 @@ def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int
              encoder_checkpoint: bytes | None) -> list[dict]:
     """Plain Ray actors (not Ray Data: its per-extraction planning and actor-pool start cost ~6.5 s
     here with no-op actors, against 1.6 s of work for 45 audio-minutes in-process). Each call
-    takes a run of parts through the same two-stage pipeline as in-process. A retried call
-    rewrites the same shard names, and nothing is visible before the driver's one commit, so a
+    takes a run of parts through the same two-stage pipeline as in-process. A call whose actor
+    dies goes to another actor (ray_actors/pool.ActorWorkers): it rewrites the same shard names, and nothing is visible before the driver's one commit, so a
     restarted actor loses nothing."""
     import ray
 
@@ -179,7 +179,7 @@ def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int
     ensure_ray()
     n = max(1, num_actors)
     threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // n)
-    cls = ray.remote(FeatureShardWorker).options(max_restarts=-1, max_task_retries=-1, num_cpus=threads)
+    cls = ray.remote(FeatureShardWorker).options(max_restarts=-1, max_task_retries=0, num_cpus=threads)
     # runs of consecutive parts: an actor reads a clips shard once for them and writes one part while
     # it computes the next. Two runs per actor measured best on 45 audio-minutes (5 parts: 0.8 s
     # against 1.0 s with one part per run, 0.95 s with three runs per actor); at most 8 parts per

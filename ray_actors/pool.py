@@ -10,6 +10,7 @@ later features or training stage of the same driver would wait for."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,15 +21,51 @@ _kept: dict[str, Any] = {}
 
 
 class ActorWorkers:
-    """Ray actors of one pool; one call in flight per actor, results as they finish."""
+    """Ray actors of one pool (made with max_restarts=-1 and max_task_retries=0); one call in
+    flight per actor, results as they finish.
+
+    A call whose actor dies goes back to the queue for the next ready actor, and the actor rejoins
+    once Ray has restarted it. Ray's own task retries (max_task_retries=-1) would instead wait for
+    that restart, which never comes when the restarted actor has no room: a lost node's actor on
+    the surviving nodes whose CPUs the other actors hold (seen: the multi-node test's transform hung
+    after a node was killed mid-call). Calls must be idempotent, as every call here is: a rerun
+    rewrites the same keys with the same bytes, and nothing is visible before the driver commits."""
 
     def __init__(self, actors: list):
         self.actors = actors
 
     def map_unordered(self, fn: Callable, items: list) -> Iterator:
-        from ray.util import ActorPool
+        import ray
+        from ray.exceptions import RayActorError
 
-        return ActorPool(self.actors).map_unordered(fn, items)
+        queue, idle = deque(items), list(self.actors)
+        running: dict = {}  # call's ref -> (actor, item)
+        waking: dict = {}   # restarted actor's ready ref -> actor
+        while queue or running:
+            while queue and idle:
+                actor, item = idle.pop(), queue.popleft()
+                running[fn(actor, item)] = (actor, item)
+            if not running and not waking:
+                raise RuntimeError(f"every actor of the pool died for good; {len(queue)} calls left undone")
+            (ref,), _ = ray.wait([*running, *waking], num_returns=1)
+            if ref in waking:
+                actor = waking.pop(ref)
+                try:
+                    ray.get(ref)
+                    idle.append(actor)
+                except RayActorError:
+                    pass  # dead for good (killed without restart): the others carry on
+                continue
+            actor, item = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError:
+                queue.appendleft(item)
+                # resolves once Ray has restarted it (retried until then), fails if it never will
+                waking[actor.__ray_ready__.options(max_task_retries=-1).remote()] = actor
+                continue
+            idle.append(actor)
+            yield result
 
     def release(self) -> None:
         import ray

@@ -189,7 +189,7 @@ def workers(logistics: TransformLogistics, pinned: dict[str, str]) -> Iterator:
     ensure_ray({"MLFLOW_TRACKING_URI": tracking_uri()})
     n = logistics.num_actors
     cls = ray.remote(ClipTransformer).options(
-        max_restarts=-1, max_task_retries=-1, num_gpus=1 if logistics.use_gpu else 0,
+        max_restarts=-1, max_task_retries=0, num_gpus=1 if logistics.use_gpu else 0,
         num_cpus=0 if logistics.use_gpu else max(1, (os.cpu_count() or 1) // n))
     # a kept pool belongs to the Ray session it was made in (a restarted cluster has new actors)
     with pooled(key + ray.get_runtime_context().get_job_id(),
@@ -234,8 +234,8 @@ def run_batches(pending: list[dict], cfg: TransformConfig, logistics: TransformL
             yield from in_process(pool, chunks, call, logistics.use_gpu)
             return
         # one call in flight per actor; a finished actor gets the next chunk at once. A dead actor
-        # is restarted by Ray (max_restarts=-1: its models reloaded) and its call retried
-        # (max_task_retries=-1), as Ray Data's actor pools did before.
+        # is restarted by Ray (max_restarts=-1: its models reloaded) and its call goes to the next
+        # ready actor (ActorWorkers.map_unordered), the restarted one included once it is up.
         yield from pool.map_unordered(lambda actor, chunk: actor.call.remote(chunk, *call), chunks)
 
 

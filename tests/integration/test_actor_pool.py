@@ -1,0 +1,48 @@
+"""ray_actors/pool.ActorWorkers on local Ray: a call whose actor dies goes to another actor, even
+when the dead actor's restart never comes up (a lost node's actor with no room left on the
+others: Ray's own task retry waited for it forever and the multi-node test's transform hung)."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import ray
+
+from ray_actors.pool import ActorWorkers
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class _Doubler:
+    def __init__(self, died: str):
+        if os.path.exists(died):  # a restart after the crash below never becomes ready
+            time.sleep(3600)
+
+    def call(self, x: int, died: str) -> int:
+        if x == 0 and not os.path.exists(died):  # the first call of item 0 kills its process
+            open(died, "w").close()
+            os._exit(1)
+        return 2 * x
+
+
+def test_a_call_whose_actor_dies_is_served_by_another_actor_while_the_restart_never_comes(ray_local, tmp_path):
+    died = str(tmp_path / "died")
+    pool = ActorWorkers([_Doubler.remote(died) for _ in range(2)])
+    try:
+        out = list(pool.map_unordered(lambda a, x: a.call.remote(x, died), list(range(6))))
+    finally:
+        pool.release()
+    assert os.path.exists(died), "the fault was never injected"
+    assert sorted(out) == [0, 2, 4, 6, 8, 10]
+
+
+def test_an_actor_dead_for_good_leaves_the_work_to_the_others_and_none_left_is_an_error(ray_local, tmp_path):
+    died = str(tmp_path / "never")
+    a, b = (_Doubler.remote(died) for _ in range(2))
+    ray.get([a.__ray_ready__.remote(), b.__ray_ready__.remote()])
+    ray.kill(a, no_restart=True)
+    out = list(ActorWorkers([a, b]).map_unordered(lambda actor, x: actor.call.remote(x + 1, died), list(range(4))))
+    assert sorted(out) == [2, 4, 6, 8]
+    ray.kill(b, no_restart=True)
+    with pytest.raises(RuntimeError, match="every actor of the pool died"):
+        list(ActorWorkers([a, b]).map_unordered(lambda actor, x: actor.call.remote(x + 1, died), [1]))
