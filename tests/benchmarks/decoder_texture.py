@@ -72,6 +72,8 @@ def main() -> None:
         x = [front(torch.from_numpy(np.ascontiguousarray(h.audio, np.float32))[None])[0].numpy() for h in held]
         y = [reconstruct(ae, m) for m in x]
         res = [a - b for a, b in zip(x, y)]
+        moves = lambda mels: np.mean([np.abs(np.diff(m, axis=1)).mean() for m in mels])  # noqa: E731
+        print(f"{domain:8s} mean |change over one frame| of the log-mel: real {moves(x):.3f}, {name} {moves(y):.3f}")
         every, active = bin_std(res, [np.ones_like(r) for r in res]), bin_std(res, [b > ACTIVE for b in y])
         decode = lambda mels: [np.asarray(head(m), np.float32) for m in mels]  # noqa: E731
         noise = lambda b: rng.standard_normal(b.shape).astype(np.float32)  # noqa: E731
