@@ -161,8 +161,8 @@ def _workers_key(cfg: FeatureConfig, n: int, threads: int) -> str:
 def _run_local(todo: list[dict], cfg: FeatureConfig, out_url: str, encoder_checkpoint: bytes | None) -> list[dict]:
     threads = os.cpu_count() or 1
     with pooled(_workers_key(cfg, 0, threads),
-                lambda: LocalWorker(FeatureShardWorker(cfg.model_dump_json(), threads, encoder_checkpoint))) as w:
-        return w.fn.run(todo, cfg.model_dump_json(), out_url, progress_desc="features")
+                lambda: LocalWorker(FeatureShardWorker(cfg.model_dump_json(), threads, encoder_checkpoint).run)) as run:
+        return run(todo, cfg.model_dump_json(), out_url, progress_desc="features")
 
 
 def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int,
@@ -170,8 +170,8 @@ def _run_ray(todo: list[dict], cfg: FeatureConfig, out_url: str, num_actors: int
     """Plain Ray actors (not Ray Data: its per-extraction planning and actor-pool start cost ~6.5 s
     here with no-op actors, against 1.6 s of work for 45 audio-minutes in-process). Each call
     takes a run of parts through the same two-stage pipeline as in-process. A call whose actor
-    dies goes to another actor (ray_actors/pool.ActorWorkers): it rewrites the same shard names, and nothing is visible before the driver's one commit, so a
-    restarted actor loses nothing."""
+    dies goes to another actor (ray_actors/pool.ActorWorkers): it rewrites the same shard names,
+    and nothing is visible before the driver's one commit, so a restarted actor loses nothing."""
     import ray
 
     from infra.ray_cluster import ensure_ray
