@@ -36,13 +36,27 @@ def test_a_call_whose_actor_dies_is_served_by_another_actor_while_the_restart_ne
     assert sorted(out) == [0, 2, 4, 6, 8, 10]
 
 
+def _wait_dead(actor, timeout_s: float = 60.0) -> None:
+    """ray.kill only sends the kill: a call made right after it may still be served (seen in CI)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor still answers")
+
+
 def test_an_actor_dead_for_good_leaves_the_work_to_the_others_and_none_left_is_an_error(ray_local, tmp_path):
     died = str(tmp_path / "never")
     a, b = (_Doubler.remote(died) for _ in range(2))
     ray.get([a.__ray_ready__.remote(), b.__ray_ready__.remote()])
     ray.kill(a, no_restart=True)
+    _wait_dead(a)
     out = list(ActorWorkers([a, b]).map_unordered(lambda actor, x: actor.call.remote(x + 1, died), list(range(4))))
     assert sorted(out) == [2, 4, 6, 8]
     ray.kill(b, no_restart=True)
+    _wait_dead(b)
     with pytest.raises(RuntimeError, match="every actor of the pool died"):
         list(ActorWorkers([a, b]).map_unordered(lambda actor, x: actor.call.remote(x + 1, died), [1]))
