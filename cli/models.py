@@ -86,7 +86,7 @@ def _train_on_clips(kind: str, preset: str, config: Path | None, clips: list[str
     cfg = load_config(config_type, config, presets[preset], clips_urls=tuple(Storage(c).absolute_url() for c in clips),
                       domains=tuple(domain) if domain else None,
                       # the run's name and log label say what it learns from ("all" when every domain)
-                      **({"domain": "+".join(domain)} if domain else {}), **overrides)
+                      **({"domain": "-".join(domain)} if domain else {}), **overrides)
     logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
                             register_model=register, out_url=out or f"{root()}/training", experiment=f"reinstrument-{kind}")
     res = run(flow, train_job, prefect, cfg, logistics)
