@@ -20,6 +20,33 @@ _scopes = 0
 _kept: dict[str, Any] = {}
 
 
+# How long a pool waits on its calls before asking Ray whether their actors are still alive.
+STALL_CHECK_S = 5.0
+
+
+def _restarting_or_dead(actor) -> bool:
+    """Ray's actor table says the actor is restarting or dead. A call sent to an actor that dies
+    before it ever ran the call (a node lost while the actor was still being created) does not
+    fail: Ray holds it until the restart, which never comes when no node has room (seen: the
+    multi-node test's transform hung under CI load after a node kill)."""
+    import ray
+
+    try:
+        return ray._private.state.actors(actor._actor_id.hex())["State"] in ("RESTARTING", "DEAD")
+    except Exception:  # noqa: BLE001 - no actor table (an older Ray): only the failed calls tell
+        return False
+
+
+def _cancel(ref) -> None:
+    """Drop a call that was handed to another actor (best effort: calls are idempotent)."""
+    import ray
+
+    try:
+        ray.cancel(ref)
+    except Exception:  # noqa: BLE001 - already finished, or not cancellable: it reruns harmlessly
+        pass
+
+
 class ActorWorkers:
     """Ray actors of one pool (made with max_restarts=-1 and max_task_retries=0); one call in
     flight per actor, results as they finish.
@@ -28,8 +55,10 @@ class ActorWorkers:
     once Ray has restarted it. Ray's own task retries (max_task_retries=-1) would instead wait for
     that restart, which never comes when the restarted actor has no room: a lost node's actor on
     the surviving nodes whose CPUs the other actors hold (seen: the multi-node test's transform hung
-    after a node was killed mid-call). Calls must be idempotent, as every call here is: a rerun
-    rewrites the same keys with the same bytes, and nothing is visible before the driver commits."""
+    after a node was killed mid-call). A call held for an actor that Ray reports restarting or dead
+    (checked after STALL_CHECK_S without a result) is handed over the same way. Calls must be
+    idempotent, as every call here is: a rerun rewrites the same keys with the same bytes, and
+    nothing is visible before the driver commits."""
 
     def __init__(self, actors: list):
         self.actors = actors
@@ -47,7 +76,15 @@ class ActorWorkers:
                 running[fn(actor, item)] = (actor, item)
             if not running and not waking:
                 raise RuntimeError(f"every actor of the pool died for good; {len(queue)} calls left undone")
-            (ref,), _ = ray.wait([*running, *waking], num_returns=1)
+            ready, _ = ray.wait([*running, *waking], num_returns=1, timeout=STALL_CHECK_S)
+            if not ready:
+                for ref in [r for r, (actor, _) in running.items() if _restarting_or_dead(actor)]:
+                    actor, item = running.pop(ref)
+                    queue.appendleft(item)
+                    _cancel(ref)
+                    waking[actor.__ray_ready__.options(max_task_retries=-1).remote()] = actor
+                continue
+            (ref,) = ready
             if ref in waking:
                 actor = waking.pop(ref)
                 try:

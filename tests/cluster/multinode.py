@@ -243,7 +243,12 @@ def main() -> None:
             time.sleep(0.05)
         cluster.kill(2)  # w1 (nodes: h, w0, w1)
         committed_at_kill = seen  # one clip per commit
-        log, _ = proc.communicate(timeout=TIMEOUT)
+        try:
+            log, _ = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:  # say where it stood, not only that it hung
+            proc.kill()
+            raise SystemExit(f"the transform hung after a node was killed ({committed_at_kill} outputs committed "
+                             f"then):\n{proc.communicate()[0][-4000:]}") from None
         assert proc.returncode == 0, f"the transform did not survive losing a node:\n{log[-4000:]}"
         killed = audio_of("s3://cluster/multi/kill/runs/k/outputs")
         assert killed.keys() == x.keys(), "a node's death lost or duplicated outputs"

@@ -9,7 +9,7 @@ import time
 import pytest
 import ray
 
-from ray_actors.pool import ActorWorkers
+from ray_actors.pool import ActorWorkers, _restarting_or_dead
 
 
 @ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
@@ -60,3 +60,15 @@ def test_an_actor_dead_for_good_leaves_the_work_to_the_others_and_none_left_is_a
     _wait_dead(b)
     with pytest.raises(RuntimeError, match="every actor of the pool died"):
         list(ActorWorkers([a, b]).map_unordered(lambda actor, x: actor.call.remote(x + 1, died), [1]))
+
+
+def test_the_pool_reads_from_rays_actor_table_whether_an_actor_is_gone(ray_local, tmp_path):
+    """What the pool checks when its calls stall: a call Ray holds for a restart that never comes
+    is handed to another actor only if this says the actor is restarting or dead."""
+    died = str(tmp_path / "never")
+    a = _Doubler.remote(died)
+    assert ray.get(a.call.remote(3, died)) == 6
+    assert not _restarting_or_dead(a)
+    ray.kill(a, no_restart=True)
+    _wait_dead(a)
+    assert _restarting_or_dead(a)
