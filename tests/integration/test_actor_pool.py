@@ -27,7 +27,11 @@ class _Doubler:
 
 def test_a_call_whose_actor_dies_is_served_by_another_actor_while_the_restart_never_comes(ray_local, tmp_path):
     died = str(tmp_path / "died")
-    pool = ActorWorkers([_Doubler.remote(died) for _ in range(2)])
+    actors = [_Doubler.remote(died) for _ in range(2)]
+    # both constructed before the fault: a constructor that runs after it sleeps (seen in CI: the
+    # second actor started after the first had crashed, and its call waited for it)
+    ray.get([a.__ray_ready__.remote() for a in actors])
+    pool = ActorWorkers(actors)
     try:
         out = list(pool.map_unordered(lambda a, x: a.call.remote(x, died), list(range(6))))
     finally:
