@@ -70,6 +70,14 @@ class ActorWorkers:
         queue, idle = deque(items), list(self.actors)
         running: dict = {}  # call's ref -> (actor, item)
         waking: dict = {}   # restarted actor's ready ref -> actor
+
+        def hand_over(ref) -> None:
+            """The call's item to the next ready actor; its actor waits to rejoin."""
+            actor, item = running.pop(ref)
+            queue.appendleft(item)
+            # resolves once Ray has restarted it (retried until then), fails if it never will
+            waking[actor.__ray_ready__.options(max_task_retries=-1).remote()] = actor
+
         while queue or running:
             while queue and idle:
                 actor, item = idle.pop(), queue.popleft()
@@ -79,10 +87,8 @@ class ActorWorkers:
             ready, _ = ray.wait([*running, *waking], num_returns=1, timeout=STALL_CHECK_S)
             if not ready:
                 for ref in [r for r, (actor, _) in running.items() if _restarting_or_dead(actor)]:
-                    actor, item = running.pop(ref)
-                    queue.appendleft(item)
+                    hand_over(ref)
                     _cancel(ref)
-                    waking[actor.__ray_ready__.options(max_task_retries=-1).remote()] = actor
                 continue
             (ref,) = ready
             if ref in waking:
@@ -93,15 +99,12 @@ class ActorWorkers:
                 except RayActorError:
                     pass  # dead for good (killed without restart): the others carry on
                 continue
-            actor, item = running.pop(ref)
             try:
                 result = ray.get(ref)
             except RayActorError:
-                queue.appendleft(item)
-                # resolves once Ray has restarted it (retried until then), fails if it never will
-                waking[actor.__ray_ready__.options(max_task_retries=-1).remote()] = actor
+                hand_over(ref)
                 continue
-            idle.append(actor)
+            idle.append(running.pop(ref)[0])
             yield result
 
     def release(self) -> None:
