@@ -44,6 +44,12 @@ class Vocos(nn.Module):
                                     for _ in range(cfg.layers))
         self.final_norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, cfg.n_fft + 2)  # (log-magnitude, phase) per bin
+        if cfg.head_hidden:
+            self.head_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.GELU(),
+                                          nn.Linear(cfg.head_hidden, cfg.n_fft // 2 + 1))
+            # zero at the start: `grown` loads a model trained without it and decodes the same
+            nn.init.zeros_(self.head_mlp[2].weight)
+            nn.init.zeros_(self.head_mlp[2].bias)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -73,10 +79,18 @@ class Vocos(nn.Module):
         x = self.norm(x.transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        h = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2).float()  # [B, n_fft + 2, T]
+        x = self.final_norm(x.transpose(1, 2))
+        h = self.head(x).transpose(1, 2).float()  # [B, n_fft + 2, T]
         log_mag, phase = h.chunk(2, dim=1)
+        if self.cfg.head_hidden:
+            log_mag = log_mag + self.head_mlp(x).transpose(1, 2).float()
         mag = torch.exp(log_mag).clamp(max=1e2)  # Vocos' clip: a spike in one bin cannot blow up the output
         return mag * self.passband, phase
+
+    def growth(self) -> tuple[str, ...]:
+        """State-dict keys a checkpoint trained without `head_hidden` may lack: they start at their
+        initialisation, whose zero last layer leaves that checkpoint's output unchanged."""
+        return tuple(k for k in self.state_dict() if k.startswith("head_mlp.")) if self.cfg.head_hidden else ()
 
     @property
     def passband(self) -> torch.Tensor:

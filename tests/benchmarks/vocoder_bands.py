@@ -2,13 +2,15 @@
 of each domain, decoded with PGHI from: each clip's true |STFT|, the vocoder's magnitude, the two
 spliced at a cutoff (true above / below), and two post-filters of the vocoder's magnitude (the
 partials sharpened against a local envelope; the magnitude rescaled until the output's log-mel
-matches the input's). The splices use the clip's own spectrum: an oracle, for diagnosis only. Per
+matches the input's), and with `--ranks` the true log-magnitude confined to a subspace as a linear
+head confines its output (the head's own, and the best k-dimensional ones of train frames, PCA).
+The splices and projections use the clip's own spectrum: oracles, for diagnosis only. Per
 band it prints how much the log-magnitude varies across frequency (within a frame) and from frame
 to frame, real and vocoded. FAD (musicnn-msd) against the real train clips of the same domain.
 Not collected by pytest; run it by hand (about 1.5 min per domain on 2 cores for 15 clips):
 
     .venv/bin/python tests/benchmarks/vocoder_bands.py reinstrument-data/demo/corpus/clips \\
-        --domain violin --domain flute
+        --domain violin --domain flute [--ranks 192 --ranks 480]
 """
 import argparse
 import os
@@ -45,11 +47,14 @@ def main() -> None:
     ap.add_argument("--vocoder", default="shipped:vocoder")
     ap.add_argument("--domain", action="append", required=True)
     ap.add_argument("--limit", type=int, default=15)
+    ap.add_argument("--ranks", type=int, action="append", default=[],
+                    help="also the true log-magnitude projected on the best subspace of this dimension (repeat)")
     args = ap.parse_args()
     mel = MelConfig()
     front, emb = LogMel(mel), make_embedding("musicnn", get_settings().weights_dir)
     uri, name = resolve_model(args.vocoder)
     model = load_vocoder(model_checkpoint(uri), name, mel).model
+    subspaces = _subspaces(model, args.clips, args.domain, args.ranks)
     for domain in args.domain:
         held = list(audio_items(args.clips, domain=domain, role="clean", split="test", limit=args.limit))
         ref = gaussian_stats(embed_set(audio_items(args.clips, domain=domain, role="clean", split="train"), emb).embeddings)
@@ -79,6 +84,8 @@ def main() -> None:
         _band_stats(domain, torch.cat([g[0] for g in mags], 1), torch.cat([g[0] for g in trues], 1), freqs)
         score("true magnitude", trues)
         score(f"{name} magnitude", mags)
+        for label, project in subspaces.items():
+            score(f"  true log-magnitude in {label}", [project(t) for t in trues])
         for cut in (1000, 2000, 4000):
             low = (freqs < cut)[None, :, None]
             score(f"  {name} below {cut} Hz, true above", [torch.where(low, g, t) for g, t in zip(mags, trues)])
@@ -89,6 +96,38 @@ def main() -> None:
         score("  post-filter: partials x1.15 against a 31-bin envelope, > 1 kHz", sharpened)
         score("  post-filter: rescaled to the input's log-mel, once", [_mel_matched(model, front, x, g, n)
                                                                        for x, g, n in zip(mels, mags, lengths)])
+
+
+FLOOR = 1e-4  # of the log-magnitude projected: below it, bins are noise whose log would dominate a fit
+
+
+def _subspaces(model, clips: str, domains: list[str], ranks: list[int]) -> dict:
+    """What a linear head can output: each frame's log-magnitude is an affine function of its
+    features, so it lies in a subspace of the bins. Projections of a true magnitude [1, F, T] onto
+    the head's own subspace (least squares) and onto the best `k`-dimensional ones (PCA of the
+    log-magnitude of 40 train clips per domain)."""
+    if not ranks:
+        return {}
+    bins = model.cfg.n_fft // 2 + 1
+    w, b = model.head.weight[:bins].double(), model.head.bias[:bins].double()[:, None]
+    train = [model.stft(torch.from_numpy(np.ascontiguousarray(item.audio, np.float32))[None]).abs()[0]
+             for d in domains for item in audio_items(clips, domain=d, role="clean", split="train", limit=40)]
+    frames = torch.log(torch.cat(train, 1).clamp(min=FLOOR)).double().T
+    mean = frames.mean(0)
+    basis = torch.linalg.svd(frames - mean, full_matrices=False).Vh
+
+    def projected(fit):
+        def project(mag: torch.Tensor) -> torch.Tensor:
+            log = torch.log(mag[0].clamp(min=FLOOR)).double()
+            return (torch.exp(fit(log)) * model.passband).float()[None]
+        return project
+
+    out = {f"the head's subspace ({w.shape[1]} dimensions)":
+           projected(lambda log: w @ torch.linalg.lstsq(w, log - b).solution + b)}
+    for k in ranks:
+        out[f"the best {k}-dimensional subspace"] = projected(
+            lambda log, v=basis[:k]: ((log.T - mean) @ v.T @ v + mean).T)
+    return out
 
 
 def _band_stats(domain: str, mag: torch.Tensor, true: torch.Tensor, freqs: torch.Tensor) -> None:

@@ -195,6 +195,20 @@ def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips,
         with pytest.raises(ValueError, match="another architecture.*use the preset"):
             _restore(make_kind(bigger, card, training_data(bigger, card)), bigger, card.model_dump(mode="json"),
                      Storage(str(tmp_path / "x")), ema_checkpoint_bytes(base))
+        # a head grown by an MLP (`head_hidden`) starts from the same model: what it shares is loaded,
+        # the new layers start where the decode is unchanged, and they then train
+        grown = tiny_cfg(clips, architecture={"head_hidden": 12}, init_from=cfg.init_from, steps=4, checkpoint_every=2)
+        state = _restore(make_kind(grown, card, training_data(grown, card)), grown, card.model_dump(mode="json"),
+                         Storage(str(tmp_path / "g")), ema_checkpoint_bytes(base))
+        assert all(torch.equal(state.model.state_dict()[k], base["ema"][k]) for k in base["ema"])
+        assert set(state.model.state_dict()) - set(base["ema"]) == set(state.model.growth()) != set()
+        x = torch.randn(1, 128, 9) - 4
+        plain = build_model(tiny_cfg(clips).vocos())
+        plain.load_state_dict(base["ema"])
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(plain.spectrum(x), state.model.spectrum(x)))
+        trained = _fit(grown, str(tmp_path / "g"))
+        assert float(trained["ema"]["head_mlp.2.weight"].abs().max()) > 0
         from schemas.diffusion import ModelConfig, unet_preset
         from tasks.diffusion.checkpoint import checkpoint_bytes
 
