@@ -112,11 +112,10 @@ def initial_weights(model: torch.nn.Module, init: bytes, cfg: SolverConfig, card
                          f"these features are of {card.get('encoder') or 'no encoder (log-mel)'}")
     # a model may declare parameters it grows (Vocos.growth): a start without them loads, and they
     # keep an initialisation that leaves the start's output unchanged; anything else must match
-    growth = set(model.growth()) if hasattr(model, "growth") else set()
-    weights = start.state_dict()
-    absent = growth - set(weights)
+    current = model.state_dict()
+    grown = {k: current[k] for k in (model.growth() if hasattr(model, "growth") else ())}
     try:
-        model.load_state_dict({**weights, **{k: v for k, v in model.state_dict().items() if k in absent}}, strict=True)
+        model.load_state_dict({**grown, **start.state_dict()}, strict=True)
     except RuntimeError as e:
         raise ValueError(f"init_from {cfg.init_from} has another architecture than this run's {type(model).__name__}: "
                          f"{' '.join(str(e).split()[6:])[:240]}; use the preset (and overrides) it was trained with") from None

@@ -47,7 +47,7 @@ class Vocos(nn.Module):
         if cfg.head_hidden:
             self.head_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.head_hidden), nn.GELU(),
                                           nn.Linear(cfg.head_hidden, cfg.n_fft // 2 + 1))
-            # zero at the start: `grown` loads a model trained without it and decodes the same
+            # zero at the start: a model trained without it loads (`growth`) and decodes the same
             nn.init.zeros_(self.head_mlp[2].weight)
             nn.init.zeros_(self.head_mlp[2].bias)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
