@@ -25,7 +25,7 @@ from tasks.builders import CARDS, TRAIN_CONFIGS, build_model, kind_of, load_chec
 from tasks.diffusion.checkpoint import load_train_state, train_state_bytes
 from tasks.diffusion.train import autocast_dtype_for, ema_update, lr_at, step_generator
 from tasks.diffusion.train_data import FEATURE_COLUMNS, feature_table
-from tasks.solver import ModelKind, optimise
+from tasks.solver import ModelKind, adamw, keep_fused, optimise
 
 
 def read_dataset_ray(cfg: TrainConfig):
@@ -129,20 +129,21 @@ def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init:
     if init is not None and not run.exists(L.LATEST):
         initial_weights(model, init, cfg, card)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state = _State(cfg, card, run, model, ema, opt, 0, {"step": [], "loss": [], "lr": [], "val_step": [], "val_loss": []})
     arch = kind.discriminator_architecture() if hasattr(kind, "discriminator_architecture") else None
     if arch is not None:
         disc = build_model(arch)
         # HiFi-GAN's and Vocos' betas: a short memory of the moments suits the moving target of a GAN
-        state.adversary = _Adversary(disc, torch.optim.AdamW(disc.parameters(), lr=cfg.lr, betas=(0.8, 0.99),
-                                                             weight_decay=cfg.weight_decay))
+        state.adversary = _Adversary(disc, adamw(disc.parameters(), lr=cfg.lr, betas=(0.8, 0.99),
+                                                  weight_decay=cfg.weight_decay))
         state.history["d_loss"] = []
     if run.exists(L.LATEST):
         saved = load_train_state(run.read_bytes(json.loads(run.read_bytes(L.LATEST))["checkpoint"]))
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
+        keep_fused(opt)
         state.start, state.history = saved["step"], saved["history"]
         if state.adversary is not None:
             if "discriminator" not in saved:
@@ -150,6 +151,7 @@ def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init:
                                  "with them (resume it with its own config, or start a new run)")
             state.adversary.model.load_state_dict(saved["discriminator"])
             state.adversary.opt.load_state_dict(saved["discriminator_optimizer"])
+            keep_fused(state.adversary.opt)
     return state
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -37,7 +38,10 @@ def autocast_dtype_for(precision: str, device_type: str) -> torch.dtype | None:
 
 def _cpu_has_amx() -> bool:
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.11; absent: no
-    return bool(probe and probe())
+    # oneDNN, which runs the convolutions, obeys ONEDNN_MAX_CPU_ISA: capped below AMX (AVX2, say,
+    # to run an older machine's kernels) bf16 is emulated there, ~10x slower than fp32 (measured)
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return bool(probe and probe()) and (isa == "ALL" or "AMX" in isa)
 
 
 # --- the pieces of a deterministic, resumable training run --------------------------------
@@ -60,8 +64,8 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, schedu
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
+    # one fused lerp over all parameters (the same e + (1 - decay)(p - e) per value as Tensor.lerp_)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
 

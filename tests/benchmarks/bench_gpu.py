@@ -60,13 +60,14 @@ def _denoiser(device: torch.device, smoke: bool):
     from schemas.training import TRAIN_PRESETS
     from tasks.builders import build_model
     from tasks.diffusion.precond import EDMLoss
+    from tasks.solver import adamw
 
     p = TRAIN_PRESETS["tiny" if smoke else "gpu"]
     model = build_model(ModelConfig(unet=unet_preset(p["preset"], n_mels=128))).to(device)
     b, frames = p["batch_size"], p["crop_frames"]
     batch = {"y": torch.randn(b, 128, frames, device=device), "sigma": model.sample_sigma(b, device=device),
              "noise": torch.randn(b, 128, frames, device=device)}
-    return p["preset"], EDMLoss(model), torch.optim.AdamW(model.parameters(), lr=1e-4), batch
+    return p["preset"], EDMLoss(model), adamw(model.parameters(), lr=1e-4, weight_decay=0.0), batch
 
 
 def denoiser(device: torch.device, amp, smoke: bool, steps: int) -> None:
@@ -82,7 +83,7 @@ def vocoder(device: torch.device, amp, smoke: bool, steps: int) -> None:
     from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
     from tasks.builders import build_model
     from tasks.features import LogMel
-    from tasks.solver import optimise
+    from tasks.solver import adamw, optimise
     from tasks.vocoder.discriminators import DiscriminatorLoss
     from tasks.vocoder.kind import VocoderLoss
 
@@ -91,8 +92,8 @@ def vocoder(device: torch.device, amp, smoke: bool, steps: int) -> None:
     g_loss = VocoderLoss(gen, cfg.mel_loss_weight, cfg.phase_loss_weight, disc, cfg.adversarial_weight,
                          cfg.feature_matching_weight).to(device)
     d_loss = DiscriminatorLoss(disc)
-    g_opt = torch.optim.AdamW(gen.parameters(), lr=1e-4, betas=(0.8, 0.99))
-    d_opt = torch.optim.AdamW(disc.parameters(), lr=1e-4, betas=(0.8, 0.99))
+    g_opt = adamw(gen.parameters(), lr=1e-4, betas=(0.8, 0.99), weight_decay=0.0)
+    d_opt = adamw(disc.parameters(), lr=1e-4, betas=(0.8, 0.99), weight_decay=0.0)
     b, samples = cfg.batch_size, cfg.segment_frames * cfg.mel.hop_length_samples
     t = torch.arange(samples, device=device) / cfg.mel.sample_rate_hz  # harmonic tones: a vocoder's material
     f0 = 110 * 2 ** (torch.rand(b, 1, device=device) * 3)
@@ -111,12 +112,12 @@ def autoencoder(device: torch.device, amp, smoke: bool, steps: int) -> None:
     from schemas.autoencoder import AUTOENCODER_PRESETS, AutoencoderTrainConfig
     from tasks.autoencoder.kind import AutoencoderLoss
     from tasks.builders import build_model
-    from tasks.solver import optimise
+    from tasks.solver import adamw, optimise
 
     cfg = AutoencoderTrainConfig(clips_urls=("unused",), **AUTOENCODER_PRESETS["tiny" if smoke else "gpu"])
     arch = cfg.autoencoder()
     model = build_model(arch).to(device)
-    loss, opt = AutoencoderLoss(model, cfg.kl_weight), torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss, opt = AutoencoderLoss(model, cfg.kl_weight), adamw(model.parameters(), lr=1e-4, weight_decay=0.0)
     b, frames = cfg.batch_size, cfg.segment_frames
     batch = {"logmel": torch.randn(b, 128, frames, device=device) * 2 - 6,
              "noise": torch.randn(b, arch.latent_channels, frames // arch.time_downsample, device=device)}

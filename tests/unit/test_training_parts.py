@@ -113,9 +113,14 @@ def test_timbre_probe_separates_two_spectral_envelopes():
     assert math.isfinite(float(p_target(probe, a).mean()))
 
 
-def test_precision_rule_and_a_bf16_step_on_cpu():
+def test_precision_rule_and_a_bf16_step_on_cpu(monkeypatch):
     amx = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert autocast_dtype_for("auto", "cuda") is torch.bfloat16
+    assert autocast_dtype_for("auto", "cpu") is (torch.bfloat16 if amx else None)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # oneDNN capped below AMX would emulate bf16: fp32
+    assert autocast_dtype_for("auto", "cpu") is None and autocast_dtype_for("auto", "cuda") is torch.bfloat16
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx512_core_amx")
     assert autocast_dtype_for("auto", "cpu") is (torch.bfloat16 if amx else None)
     assert autocast_dtype_for("fp32", "cuda") is None and autocast_dtype_for("bf16", "cpu") is torch.bfloat16
     with pytest.raises(ValueError, match="expected auto, fp32 or bf16"):
@@ -134,3 +139,40 @@ def test_precision_rule_and_a_bf16_step_on_cpu():
         moved[dtype] = torch.cat([(p - q).flatten() for p, q in zip(m.parameters(), model.parameters())])
     cos = torch.nn.functional.cosine_similarity(moved[None], moved[torch.bfloat16], dim=0)
     assert cos > 0.95, f"bf16 update direction differs from fp32 (cosine {cos:.3f})"
+
+
+def test_the_solvers_fused_step_follows_the_per_parameter_adamw_and_clipping():
+    """The solver's optimizer (fused AdamW, foreach clipping) against torch's reference loop over
+    parameters: the same trajectory over 20 clipped steps, and a state saved by the loop resumes fused."""
+    from tasks.solver import adamw, keep_fused, optimise
+
+    class Loss(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return (self.model(x) - x.flip(-1)).pow(2).mean(-1) * 50  # large enough that clipping acts
+
+    def run(make_opt, resume_at=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 8))
+        loss, opt = Loss(model), make_opt(model.parameters())
+        x = torch.randn(32, 8, generator=torch.Generator().manual_seed(1))
+        for step in range(20):
+            if step == resume_at:  # a checkpoint of the reference loop, resumed by the solver's optimizer
+                saved = opt.state_dict()
+                opt = adamw(model.parameters(), lr=1e-2, weight_decay=0.01)
+                opt.load_state_dict(saved)
+                keep_fused(opt)
+                assert all(g["fused"] for g in opt.param_groups)
+            optimise(loss, opt, {"x": x}, max_grad_norm=0.5)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    reference = run(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.01, foreach=False))
+    fused = run(lambda ps: adamw(ps, lr=1e-2, weight_decay=0.01))
+    resumed = run(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.01, foreach=False), resume_at=10)
+    start = run(lambda ps: adamw(ps, lr=0.0, weight_decay=0.0))  # lr 0: the initial weights
+    assert (reference - start).abs().max() > 0.05  # the steps moved the weights
+    torch.testing.assert_close(fused, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(resumed, reference, rtol=0, atol=1e-5)
