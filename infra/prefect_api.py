@@ -54,6 +54,17 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float) -> None:
     raise RuntimeError(f"the temporary Prefect API did not answer within {timeout_s:.0f} s")
 
 
+def _flush_queued(timeout_s: float = 10.0) -> None:
+    """Send the log lines and events Prefect still queues (it batches them every few seconds) while
+    the server is up: otherwise its background sender retries after the server is gone and prints
+    '--- Error logging to API --- All connection attempts failed' at the end of every command."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout_s, at_exit=False)
+
+
 @contextmanager
 def prefect_api(timeout_s: float = 120.0) -> Iterator[str | None]:
     """PREFECT_API_URL's server if set; else a temporary one for the duration of the block."""
@@ -74,7 +85,10 @@ def prefect_api(timeout_s: float = 120.0) -> Iterator[str | None]:
     try:
         _wait_healthy(url, proc, timeout_s)
         with temporary_settings({PREFECT_API_URL: url}):
-            yield url
+            try:
+                yield url
+            finally:
+                _flush_queued()
     finally:
         proc.terminate()
         try:

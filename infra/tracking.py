@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 import tempfile
 import time
@@ -187,6 +188,23 @@ class MetricLogger:
 CHECKPOINT_ARTIFACT = "model.pt"
 
 
+class _DropPipVersionNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to resolve installed pip version" not in record.getMessage()
+
+
+@contextmanager
+def _without_pip_version_notice():
+    """The environment is uv-made and holds no pip; MLflow then warns, on every model logged, that
+    conda.yaml names pip without a version. The model's requirements are pinned (PIP_REQUIREMENTS)."""
+    log, notice = logging.getLogger("mlflow.utils.environment"), _DropPipVersionNotice()
+    log.addFilter(notice)
+    try:
+        yield
+    finally:
+        log.removeFilter(notice)
+
+
 def log_model(run: TrackedRun, checkpoint: bytes, *, code: Path, artifact: str, n_bins: int,
               conditional: bool, registered_name: str | None) -> str:
     """Log a checkpoint as an MLflow pyfunc model logged from code (`code`: the python model file,
@@ -199,11 +217,11 @@ def log_model(run: TrackedRun, checkpoint: bytes, *, code: Path, artifact: str, 
     spec = lambda name=None: TensorSpec(np.dtype(np.float32), (-1, n_bins, -1), name)  # noqa: E731
     sig = ModelSignature(inputs=Schema([spec("x"), spec("cond")] if conditional else [spec()]),
                          outputs=Schema([spec()]), params=ParamSchema([ParamSpec("sigma", "double", 1.0)]))
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run.id), warnings.catch_warnings():
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run.id), warnings.catch_warnings(), \
+            _without_pip_version_notice():
         # The signature is given explicitly (tensor specs with free frame counts); MLflow's advice
-        # to add an input example / predict type hints does not apply.
+        # to add an input example does not apply.
         warnings.filterwarnings("ignore", message=".*input example.*")
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
         path = Path(tmp) / CHECKPOINT_ARTIFACT
         path.write_bytes(checkpoint)
         info = mlflow.pyfunc.log_model(name=artifact, python_model=str(code), artifacts={"checkpoint": str(path)},

@@ -19,7 +19,9 @@ class ReinstrumentDenoiser(mlflow.pyfunc.PythonModel):
 
         self.model, self.metadata = load_checkpoint_bytes(Path(context.artifacts["checkpoint"]).read_bytes())
 
-    def predict(self, context, model_input, params: dict | None = None):
+    # np.ndarray: MLflow then keeps to the logged signature (tensor specs with free frame counts)
+    # instead of inferring one from the hint; a conditional model's input arrives as a dict of them
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None):
         sigma = float((params or {}).get("sigma", 1.0))
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
         with torch.no_grad():

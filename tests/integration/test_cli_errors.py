@@ -147,6 +147,18 @@ def test_the_temporary_prefect_api_is_on_loopback_and_dies_with_its_command(tmp_
     assert not alive, "the temporary Prefect API outlived its command"
 
 
+def test_a_command_under_the_temporary_prefect_api_ends_without_log_errors(tmp_path, src):
+    """Prefect batches its log lines to the API; queued lines must reach it before it stops, or
+    its sender retries for a minute after the work is done and ends every command with an error."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "REINSTRUMENT_PROGRESS": "0"}
+    r = subprocess.run([f"{BIN}/reinstrument", "ingest", str(src), str(tmp_path / "d")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Beginning flow run" in r.stdout + r.stderr  # it ran under Prefect
+    assert "Error logging to API" not in r.stdout + r.stderr, r.stderr[-2000:]
+
+
 def test_a_sweep_grid_is_validated_before_any_work(tmp_path):
     r = cli("sweep", "--inputs", str(tmp_path / "clips"), "--model", "models:/reinstrument-flute/1",
             "--t-init", "0.5", "--t-init", "2.0", "--out", str(tmp_path / "out"), "--no-prefect",
