@@ -94,6 +94,9 @@ class VocoderTrainConfig(SolverConfig):
     mel_loss_weight: float = Field(45.0, ge=0, description="Vocos' weight of the mel L1 term")
     phase_loss_weight: float = Field(1.0, ge=0, description="weight of the head-spectrum losses (APNet: amplitude, "
                                      "anti-wrapping phase, consistency); 0 trains on the output losses alone")
+    train_phase: Literal["head", "pghi"] = Field("head", description="the phase of the audio the losses and "
+                                                 "discriminators judge: the head's, or PGHI's from the predicted "
+                                                 "magnitude (held constant), which is what `phase` pghi decodes")
     validation_clips: int = Field(16, ge=1)
     adversarial_weight: float = Field(0.0, ge=0, description="weight of the generator's hinge loss against the "
                                       "discriminators (Vocos: 1); 0 trains without any discriminator")

@@ -45,9 +45,10 @@ class VocoderLoss(torch.nn.Module):
 
     def __init__(self, vocoder: torch.nn.Module, mel_weight: float, phase_weight: float = 0.0,
                  discriminator: torch.nn.Module | None = None, adversarial_weight: float = 0.0,
-                 feature_matching_weight: float = 0.0):
+                 feature_matching_weight: float = 0.0, train_phase: str = "head"):
         super().__init__()
         self.vocoder, self.mel_weight, self.phase_weight = vocoder, mel_weight, phase_weight
+        self.train_phase = train_phase
         self.front = LogMel(vocoder.cfg.mel)
         # a tuple, not an attribute: a registered submodule would put the discriminator's weights
         # in the generator's DDP bucket and optimizer; it has its own (DiscriminatorLoss)
@@ -59,8 +60,14 @@ class VocoderLoss(torch.nn.Module):
         v = self.vocoder
         mag, phase = v.spectrum(logmel)
         n = (logmel.shape[-1] - 1) * v.cfg.mel.hop_length_samples
-        first = v.istft(torch.polar(mag, phase), n)
-        y_hat, audio = v.project(first, mag), audio[..., :n]
+        first = v.istft(torch.polar(mag, phase), n)  # the head's phase: its own losses need it either way
+        if self.train_phase == "pghi":
+            # judge the audio decoding makes with phase="pghi": the head's magnitude under the phase
+            # PGHI integrates from it, a constant here (numba), so gradients reach the magnitude only
+            y_hat = v.project(v.istft(torch.polar(mag, v.integrated_phase(mag)), n), mag)
+        else:
+            y_hat = v.project(first, mag)
+        audio = audio[..., :n]
         target = logmel
         if v.cfg.min_frequency_hz > 0:
             # the targets lose what the head may not make: left in, the content below the passband
@@ -100,7 +107,7 @@ class VocoderKind:
     def loss_module(self, model: torch.nn.Module, discriminator: torch.nn.Module | None = None) -> torch.nn.Module:
         cfg = self.cfg
         self._generator_loss = VocoderLoss(model, cfg.mel_loss_weight, cfg.phase_loss_weight, discriminator,
-                                           cfg.adversarial_weight, cfg.feature_matching_weight)
+                                           cfg.adversarial_weight, cfg.feature_matching_weight, cfg.train_phase)
         return self._generator_loss
 
     def discriminator_architecture(self) -> DiscriminatorConfig | None:
@@ -133,7 +140,7 @@ class VocoderKind:
     @torch.no_grad()
     def validate(self, ema: torch.nn.Module) -> float:
         ema.eval()
-        loss = VocoderLoss(ema, self.cfg.mel_loss_weight, self.cfg.phase_loss_weight)
+        loss = VocoderLoss(ema, self.cfg.mel_loss_weight, self.cfg.phase_loss_weight, train_phase=self.cfg.train_phase)
         val = self.data.val.to(next(ema.parameters()).device)
         return float(loss(self._logmel(val.cpu()).to(val.device), val).mean())
 

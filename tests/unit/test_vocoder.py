@@ -229,3 +229,35 @@ def test_the_training_targets_lose_only_what_the_head_may_not_make():
     low, high = torch.sin(2 * torch.pi * 30 * t), torch.sin(2 * torch.pi * 440 * t)
     out = highpass((low + high)[None], 50.0, 16000)[0]
     assert torch.allclose(out, high, atol=1e-4)
+
+
+def test_training_with_pghi_phase_judges_the_audio_decoding_makes():
+    """train_phase="pghi": the losses and discriminators see exactly what `phase` pghi decodes
+    (PGHI's phase from the head's magnitude, then the projection), and gradients still reach the
+    head's magnitude; the head's own phase then gets gradients only from its spectrum losses."""
+    from tasks.vocoder.kind import VocoderLoss
+
+    torch.manual_seed(0)
+    cfg = tiny_cfg("x", adversarial_weight=1.0, train_phase="pghi")
+    model = build_model(cfg.vocos().model_copy(update={"phase": "pghi"}))
+    disc = build_model(cfg.discriminator)
+    t = torch.arange(16000 + 8 * HOP) / 16000
+    audio = (0.3 * torch.sin(2 * torch.pi * 440 * t) * torch.linspace(0.2, 1, len(t)))[None].repeat(2, 1)
+    from tasks.features import LogMel
+
+    logmel = LogMel(cfg.mel)(audio).clone()
+    loss = VocoderLoss(model, cfg.mel_loss_weight, cfg.phase_loss_weight, disc, 1.0, 2.0, train_phase="pghi")
+    value = loss(logmel, audio).mean()
+    with torch.no_grad():
+        decoded = model(logmel)
+    judged = loss.last["fake"]
+    assert torch.allclose(judged, decoded[:, :judged.shape[-1]], atol=1e-6)
+    value.backward()
+    n_bins = cfg.vocos().n_fft // 2 + 1
+    assert model.head.weight.grad[:n_bins].abs().sum() > 0  # the magnitude rows learn from the output's losses
+    head_phase = cfg.vocos().model_copy(update={"phase": "head"})
+    model_head = build_model(head_phase)
+    model_head.load_state_dict(model.state_dict())
+    loss_head = VocoderLoss(model_head, cfg.mel_loss_weight, cfg.phase_loss_weight, disc, 1.0, 2.0)
+    loss_head(logmel, audio)
+    assert not torch.allclose(loss_head.last["fake"], judged, atol=1e-3)  # the head's phase makes other audio
