@@ -143,7 +143,6 @@ def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init:
         model.load_state_dict(saved["model"])
         ema.load_state_dict(saved["ema"])
         opt.load_state_dict(saved["optimizer"])
-        keep_fused(opt)
         state.start, state.history = saved["step"], saved["history"]
         if state.adversary is not None:
             if "discriminator" not in saved:
@@ -151,7 +150,6 @@ def _restore(kind: ModelKind, cfg: SolverConfig, card: dict, run: Storage, init:
                                  "with them (resume it with its own config, or start a new run)")
             state.adversary.model.load_state_dict(saved["discriminator"])
             state.adversary.opt.load_state_dict(saved["discriminator_optimizer"])
-            keep_fused(state.adversary.opt)
     return state
 
 
@@ -217,9 +215,11 @@ def train_loop(loop: dict) -> None:
     s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]), loop.get("init_weights"))
     s.model.to(device)
     s.ema.to(device)
+    keep_fused(s.opt)  # a resumed run's optimizer state follows its parameters to the device
     adv = s.adversary
     if adv is not None:
         adv.model.to(device)
+        keep_fused(adv.opt)
         loss_module, adv.loss = kind.loss_module(s.model, adv.model), kind.discriminator_loss_module(adv.model)
     else:
         loss_module = kind.loss_module(s.model)

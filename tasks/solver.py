@@ -70,13 +70,18 @@ def adamw(params, *, lr: float, weight_decay: float, betas: tuple[float, float] 
 
 
 def keep_fused(optimizer: torch.optim.Optimizer) -> None:
-    """load_state_dict restores each group's `fused` flag from the file: a checkpoint saved by the
-    per-parameter loop would silently resume unfused. The flag selects a kernel, not state."""
+    """After a checkpoint's optimizer state is loaded and the model moved to its device: the state
+    (moments, step counts) joins each parameter's device (load_state_dict put it where the parameters
+    were, the CPU, and a GPU step refuses state left there), and each group is fused again
+    (load_state_dict restores the file's `fused` flag, so a checkpoint saved by the per-parameter
+    loop would resume unfused; the flag selects a kernel, not state)."""
     for group in optimizer.param_groups:
         group["fused"], group["foreach"] = True, None
-    for param, state in optimizer.state.items():  # the fused kernel reads each step count on its parameter's device
-        if "step" in state:
-            state["step"] = state["step"].to(device=param.device, dtype=torch.float32)
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                dtype = torch.float32 if key == "step" else value.dtype  # fused reads float32 step counts
+                state[key] = value.to(device=param.device, dtype=dtype)
 
 
 def optimise(loss_module: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], *,
