@@ -39,7 +39,8 @@ class VocosConfig(StrictConfig):
     phase: Literal["head", "pghi"] = Field("head", description="decoding's phase: the head's prediction (then "
                                            "`consistency_iters` projections), or integrated from the head's "
                                            "magnitude by RTPGHI (tasks/vocoder/pghi.py); training always "
-                                           "trains the head's phase")
+                                           "trains the head's phase (its losses; VocoderTrainConfig.train_phase "
+                                           "says which phase the output losses judge)")
     # 1e-5 rather than ltfat's 1e-3 for speed: the FAD is the same, but at 1e-3 the quiet bins'
     # random phase raised LSD (flute 9.06 -> 9.55 dB, above Griffin-Lim's 9.01)
     pghi_tolerance: float = Field(1e-5, gt=0, lt=1, description="PGHI: bins below this fraction of their "
