@@ -25,7 +25,7 @@ from tasks.builders import CARDS, TRAIN_CONFIGS, build_model, kind_of, load_chec
 from tasks.diffusion.checkpoint import load_train_state, train_state_bytes
 from tasks.diffusion.train import autocast_dtype_for, ema_update, lr_at, step_generator
 from tasks.diffusion.train_data import FEATURE_COLUMNS, feature_table
-from tasks.solver import ModelKind, adamw, keep_fused, optimise
+from tasks.solver import ModelKind, adamw, settle_optimizer, optimise
 
 
 def read_dataset_ray(cfg: TrainConfig):
@@ -215,11 +215,11 @@ def train_loop(loop: dict) -> None:
     s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]), loop.get("init_weights"))
     s.model.to(device)
     s.ema.to(device)
-    keep_fused(s.opt)  # a resumed run's optimizer state follows its parameters to the device
+    settle_optimizer(s.opt)  # a resumed run's optimizer state follows its parameters to the device
     adv = s.adversary
     if adv is not None:
         adv.model.to(device)
-        keep_fused(adv.opt)
+        settle_optimizer(adv.opt)
         loss_module, adv.loss = kind.loss_module(s.model, adv.model), kind.discriminator_loss_module(adv.model)
     else:
         loss_module = kind.loss_module(s.model)

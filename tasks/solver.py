@@ -69,7 +69,7 @@ def adamw(params, *, lr: float, weight_decay: float, betas: tuple[float, float] 
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=True)
 
 
-def keep_fused(optimizer: torch.optim.Optimizer) -> None:
+def settle_optimizer(optimizer: torch.optim.Optimizer) -> None:
     """After a checkpoint's optimizer state is loaded and the model moved to its device: the state
     (moments, step counts) joins each parameter's device (load_state_dict put it where the parameters
     were, the CPU, and a GPU step refuses state left there), and each group is fused again

@@ -144,7 +144,7 @@ def test_precision_rule_and_a_bf16_step_on_cpu(monkeypatch):
 def test_the_solvers_fused_step_follows_the_per_parameter_adamw_and_clipping():
     """The solver's optimizer (fused AdamW, foreach clipping) against torch's reference loop over
     parameters: the same trajectory over 20 clipped steps, and a state saved by the loop resumes fused."""
-    from tasks.solver import adamw, keep_fused, optimise
+    from tasks.solver import adamw, settle_optimizer, optimise
 
     class Loss(torch.nn.Module):
         def __init__(self, model):
@@ -164,7 +164,7 @@ def test_the_solvers_fused_step_follows_the_per_parameter_adamw_and_clipping():
                 saved = opt.state_dict()
                 opt = adamw(model.parameters(), lr=1e-2, weight_decay=0.01)
                 opt.load_state_dict(saved)
-                keep_fused(opt)
+                settle_optimizer(opt)
                 assert all(g["fused"] for g in opt.param_groups)
             optimise(loss, opt, {"x": x}, max_grad_norm=0.5)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
