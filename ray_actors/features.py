@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from infra.datasets import ShardBuffer, ShardedDataset, new_writer_id
 from infra.progress import progress
+from infra.allocator import keep_freed_memory
 from infra.ray_cluster import apply_worker_env
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
@@ -39,6 +40,7 @@ class FeatureShardWorker:
         import torch
 
         apply_worker_env()
+        keep_freed_memory()  # each part reuses the last one's pages instead of faulting them in
         torch.set_num_threads(torch_threads)
         cfg = FeatureConfig.model_validate_json(cfg_json)
         self.holds = (cfg.mel, cfg.encoder)
