@@ -25,15 +25,6 @@ class VocosConfig(StrictConfig):
     # presets, and 0 keeps the linear head alone, as checkpoints saved before this field.
     head_hidden: int = Field(0, ge=0, description="width of a GELU MLP added to the head's log-magnitude "
                              "(its last layer starts at zero, so a trained model grows into it unchanged); 0: none")
-    # Why: violin's copy-synthesis gap is in 2-4 kHz, where the vocoder's partials are blunter and
-    # steadier over frames than the real ones (README, "Where violin's remaining gap is"). The
-    # linear head draws a peak only where its 641 fixed outputs put one; two overlapping mel bands
-    # do say where a partial between them lies (their energy ratio), but turning that into a sharp
-    # peak at a continuous position is a nonlinear map. This head draws, per mel band and frame,
-    # one bump of the Hann window's main-lobe shape at a position the backbone predicts inside the
-    # band's reach, with a signed height in log-magnitude (zero-initialised: a model trained without
-    # it grows into it unchanged).
-    peak_head: bool = Field(False, description="add one movable main-lobe bump per mel band to the log-magnitude")
     n_fft: int = Field(1280, ge=16, description="inverse-STFT size; hop is the mel hop (Vocos: n_fft = 4 hop)")
     # 0 by default so that a checkpoint saved before this field decodes exactly as it did; the
     # presets set it, and a checkpoint's decode is always fixed by its own bytes

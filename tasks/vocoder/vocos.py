@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 
-import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -32,50 +31,6 @@ class ConvNeXtBlock(nn.Module):
         return x + y.transpose(1, 2)
 
 
-class PeakHead(nn.Module):
-    """Per frame and mel band b: a height s_b (log-magnitude) and a position p_b = c_b + tanh(u_b) r_b
-    in STFT bins, c_b the band's centre and r_b half its span (its neighbours' centres). Adds
-    s_b [K(f - p_b) - K(f - c_b)]: the bump moved from the band's centre to p_b, K the Hann window's
-    main lobe where it is non-zero, K(d) = (1 + cos(pi d / 2)) / 2 for |d| < 2 bins (1, 1/2, 0 at
-    d = 0, 1, 2, as the DFT of a Hann-windowed sinusoid). Why the difference: a bump at the fixed
-    centre is a linear function of the features, which the linear head already fits, so a head
-    drawing s_b K(f - p_b) from zero sits at a saddle (measured: after 1,500 steps its heights were
-    ~0.04 nats); the difference is zero at u_b = 0 for any height (the decode is unchanged at the
-    start, heights start at 1 nat) and its gradient moves the positions from the first step.
-    Four taps per band, scattered: no dense band x bin matrix per frame."""
-
-    TAPS = 4  # floor(p) - 1 .. floor(p) + 2: every bin within the lobe's 2-bin reach of p
-
-    def __init__(self, cfg: VocosConfig):
-        super().__init__()
-        self.bins = cfg.n_fft // 2 + 1
-        self.proj = nn.Linear(cfg.dim, 2 * cfg.mel.n_mels)
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-        with torch.no_grad():
-            self.proj.bias[:cfg.mel.n_mels] = 1.0  # heights; positions start at the centres
-        m = cfg.mel
-        # the mel bands' centres and edges (Slaney, as the front end's filterbank), in head bins
-        edges = librosa.mel_frequencies(m.n_mels + 2, fmin=m.f_min_hz, fmax=m.f_max_hz, htk=False) * cfg.n_fft / m.sample_rate_hz
-        self.register_buffer("centre", torch.tensor(edges[1:-1], dtype=torch.float32), persistent=False)
-        self.register_buffer("reach", torch.tensor((edges[2:] - edges[:-2]) / 2, dtype=torch.float32), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, dim] (the backbone's normalised features) -> [B, T, bins] log-magnitude change."""
-        s, u = self.proj(x).float().chunk(2, dim=-1)                     # [B, T, bands] each
-        moved = self._bumps(s, self.centre + torch.tanh(u) * self.reach)
-        return moved - self._bumps(s, self.centre.expand_as(u))
-
-    def _bumps(self, s: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """sum_b s_b K(f - p_b) over the bins f, [B, T, bands] -> [B, T, bins]."""
-        idx = p.detach().floor()[..., None] + torch.arange(-1, self.TAPS - 1, device=p.device)  # [B, T, bands, taps]
-        d = idx - p[..., None]
-        k = torch.where(d.abs() < 2, 0.5 * (1 + torch.cos(torch.pi * d / 2)), torch.zeros_like(d))
-        w = (s[..., None] * k * ((idx >= 0) & (idx < self.bins))).flatten(-2)
-        out = torch.zeros(*p.shape[:-1], self.bins, device=p.device, dtype=w.dtype)
-        return out.scatter_add(-1, idx.clamp(0, self.bins - 1).long().flatten(-2), w)
-
-
 class Vocos(nn.Module):
     """log-mel [B, n_mels, T] (the project's natural-log front end) -> audio [B, (T - 1) * hop]:
     with center=True framing, T frames cover (T - 1) hops, the length the features came from."""
@@ -95,8 +50,6 @@ class Vocos(nn.Module):
             # zero at the start: a model trained without it loads (`growth`) and decodes the same
             nn.init.zeros_(self.head_mlp[2].weight)
             nn.init.zeros_(self.head_mlp[2].bias)
-        if cfg.peak_head:
-            self.peaks = PeakHead(cfg)
         self.register_buffer("window", torch.hann_window(cfg.n_fft), persistent=False)
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -131,15 +84,13 @@ class Vocos(nn.Module):
         log_mag, phase = h.chunk(2, dim=1)
         if self.cfg.head_hidden:
             log_mag = log_mag + self.head_mlp(x).transpose(1, 2).float()
-        if self.cfg.peak_head:
-            log_mag = log_mag + self.peaks(x).transpose(1, 2)
         mag = torch.exp(log_mag).clamp(max=1e2)  # Vocos' clip: a spike in one bin cannot blow up the output
         return mag * self.passband, phase
 
     def growth(self) -> tuple[str, ...]:
-        """State-dict keys a checkpoint trained without `head_hidden` or `peak_head` may lack: they
-        start at their initialisation, whose zero last layer leaves that checkpoint's output unchanged."""
-        return tuple(k for k in self.state_dict() if k.startswith(("head_mlp.", "peaks.")))
+        """State-dict keys a checkpoint trained without `head_hidden` may lack: they start at their
+        initialisation, whose zero last layer leaves that checkpoint's output unchanged."""
+        return tuple(k for k in self.state_dict() if k.startswith("head_mlp.")) if self.cfg.head_hidden else ()
 
     @property
     def passband(self) -> torch.Tensor:

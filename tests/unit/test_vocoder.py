@@ -195,23 +195,20 @@ def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips,
         with pytest.raises(ValueError, match="another architecture.*use the preset"):
             _restore(make_kind(bigger, card, training_data(bigger, card)), bigger, card.model_dump(mode="json"),
                      Storage(str(tmp_path / "x")), ema_checkpoint_bytes(base))
-        # a head grown by an MLP (`head_hidden`) or by movable peaks (`peak_head`) starts from the same
-        # model: what it shares is loaded, the new layers start where the decode is unchanged, and
-        # they then train
-        for growth, last in (({"head_hidden": 12}, "head_mlp.2.weight"), ({"peak_head": True}, "peaks.proj.weight")):
-            grown = tiny_cfg(clips, architecture=growth, init_from=cfg.init_from, steps=4, checkpoint_every=2)
-            out = str(tmp_path / f"g-{last}")
-            state = _restore(make_kind(grown, card, training_data(grown, card)), grown, card.model_dump(mode="json"),
-                             Storage(out), ema_checkpoint_bytes(base))
-            assert all(torch.equal(state.model.state_dict()[k], base["ema"][k]) for k in base["ema"])
-            assert set(state.model.state_dict()) - set(base["ema"]) == set(state.model.growth()) != set()
-            x = torch.randn(1, 128, 9) - 4
-            plain = build_model(tiny_cfg(clips).vocos())
-            plain.load_state_dict(base["ema"])
-            with torch.no_grad():
-                assert all(torch.equal(a, b) for a, b in zip(plain.spectrum(x), state.model.spectrum(x)))
-            trained = _fit(grown, out)
-            assert float(trained["ema"][last].abs().max()) > 0, growth
+        # a head grown by an MLP (`head_hidden`) starts from the same model: what it shares is loaded,
+        # the new layers start where the decode is unchanged, and they then train
+        grown = tiny_cfg(clips, architecture={"head_hidden": 12}, init_from=cfg.init_from, steps=4, checkpoint_every=2)
+        state = _restore(make_kind(grown, card, training_data(grown, card)), grown, card.model_dump(mode="json"),
+                         Storage(str(tmp_path / "g")), ema_checkpoint_bytes(base))
+        assert all(torch.equal(state.model.state_dict()[k], base["ema"][k]) for k in base["ema"])
+        assert set(state.model.state_dict()) - set(base["ema"]) == set(state.model.growth()) != set()
+        x = torch.randn(1, 128, 9) - 4
+        plain = build_model(tiny_cfg(clips).vocos())
+        plain.load_state_dict(base["ema"])
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(plain.spectrum(x), state.model.spectrum(x)))
+        trained = _fit(grown, str(tmp_path / "g"))
+        assert float(trained["ema"]["head_mlp.2.weight"].abs().max()) > 0
         from schemas.diffusion import ModelConfig, unet_preset
         from tasks.diffusion.checkpoint import checkpoint_bytes
 
@@ -221,40 +218,6 @@ def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips,
                      Storage(str(tmp_path / "y")), denoiser)
     finally:
         get_settings.cache_clear()
-
-
-def test_a_peak_lands_where_its_band_puts_it_with_the_hann_main_lobe_shape():
-    """PeakHead: one band given a height and an offset moves its bump from the band's centre to
-    that position (the lobe's 1, 1/2, 0 at 0, 1, 2 bins), nowhere else; at the start (offsets 0)
-    it changes nothing whatever the heights, and the positions get a gradient from the first step."""
-    from schemas.vocoder import VocosConfig
-    from tasks.vocoder.vocos import PeakHead
-
-    head = PeakHead(VocosConfig(dim=8))
-    x = torch.randn(2, 3, 8, requires_grad=True)
-    assert torch.equal(head(x), torch.zeros(2, 3, 641))
-    head.zero_grad()
-    (head(x) * torch.randn(2, 3, 641)).sum().backward()
-    assert head.proj.weight.grad[128:].abs().sum() > 0  # the offsets' rows: no saddle at the start
-    band, height, offset = 100, 2.0, 0.3
-    with torch.no_grad():
-        head.proj.bias.zero_()
-        head.proj.bias[band] = height
-        head.proj.bias[128 + band] = float(np.arctanh(offset))
-    bump = head(torch.zeros(1, 1, 8))[0, 0]
-    bins = torch.arange(bump.numel(), dtype=torch.float32)
-
-    def lobe(p: float) -> torch.Tensor:
-        d = bins - p
-        return torch.where(d.abs() < 2, height * 0.5 * (1 + torch.cos(torch.pi * d / 2)), torch.zeros_like(d))
-
-    p, c = float(head.centre[band] + offset * head.reach[band]), float(head.centre[band])
-    assert torch.allclose(bump, lobe(p) - lobe(c), atol=1e-5)
-    assert int(bump.argmax()) == round(p) and (bump != 0).sum() <= 8
-    with torch.no_grad():
-        head.proj.weight.normal_()
-    head(x).square().sum().backward()
-    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
 def test_the_training_targets_lose_only_what_the_head_may_not_make():
