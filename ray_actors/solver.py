@@ -228,9 +228,13 @@ def train_loop(loop: dict) -> None:
     if world > 1:
         import ray.train.torch
 
-        loss_module = ray.train.torch.prepare_model(loss_module, move_to_device=False)
+        # Gradients as views of DDP's all-reduce buckets: no copy between them each step (the
+        # cpu-demo step over gloo, 2 processes: 1.035x in three paired runs, parameters bit for bit
+        # the same after 24 steps; README, "Freed memory kept").
+        ddp = {"gradient_as_bucket_view": True}
+        loss_module = ray.train.torch.prepare_model(loss_module, move_to_device=False, parallel_strategy_kwargs=ddp)
         if adv is not None:
-            adv.loss = ray.train.torch.prepare_model(adv.loss, move_to_device=False)
+            adv.loss = ray.train.torch.prepare_model(adv.loss, move_to_device=False, parallel_strategy_kwargs=ddp)
     logger = None
     if rank == 0 and loop.get("mlflow_run_id"):
         from infra.tracking import MetricLogger
