@@ -230,7 +230,7 @@ def train_loop(loop: dict) -> None:
 
         # Gradients as views of DDP's all-reduce buckets: no copy between them each step (the
         # cpu-demo step over gloo, 2 processes: 1.035x in three paired runs, parameters bit for bit
-        # the same after 24 steps; README, "Freed memory kept").
+        # the same after 24 steps; README, "DDP's gradients as bucket views").
         ddp = {"gradient_as_bucket_view": True}
         loss_module = ray.train.torch.prepare_model(loss_module, move_to_device=False, parallel_strategy_kwargs=ddp)
         if adv is not None:
