@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
+from infra.allocator import keep_freed_memory
 from infra.settings import get_settings
 
 FORWARDED_PREFIXES = ("AWS_", "REINSTRUMENT_", "MLFLOW_")
@@ -82,6 +83,14 @@ def apply_worker_env() -> None:
     if path and os.path.isfile(path):
         with open(path) as f:
             os.environ.update(json.load(f))
+
+
+def enter_worker() -> str:
+    """What a compute process (training worker, transform or feature worker; in-process too) does
+    first: the driver's variables, then the allocator setting, which may come from them. Returns
+    the allocator's state, for the log."""
+    apply_worker_env()
+    return keep_freed_memory()
 
 
 @contextmanager

@@ -13,8 +13,7 @@ import pyarrow as pa
 
 from infra.datasets import ShardBuffer, ShardedDataset, new_writer_id
 from infra.progress import progress
-from infra.allocator import keep_freed_memory
-from infra.ray_cluster import apply_worker_env
+from infra.ray_cluster import enter_worker
 from infra.storage import Storage
 from schemas.configs import FeatureConfig
 from schemas.manifest import ShardEntry
@@ -39,8 +38,7 @@ class FeatureShardWorker:
     def __init__(self, cfg_json: str, torch_threads: int = 1, encoder_checkpoint: bytes | None = None):
         import torch
 
-        apply_worker_env()
-        keep_freed_memory()  # each part reuses the last one's pages instead of faulting them in
+        enter_worker()  # the driver's variables, and freed memory kept: each part reuses the last one's pages
         torch.set_num_threads(torch_threads)
         cfg = FeatureConfig.model_validate_json(cfg_json)
         self.holds = (cfg.mel, cfg.encoder)

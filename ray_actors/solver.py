@@ -16,8 +16,7 @@ import pyarrow as pa
 import torch
 
 from infra.datasets import ShardedDataset
-from infra.allocator import keep_freed_memory
-from infra.ray_cluster import apply_worker_env
+from infra.ray_cluster import enter_worker
 from infra.storage import Storage
 from schemas.configs import StrictConfig
 from schemas.records import TrainRunLayout as L
@@ -192,8 +191,9 @@ def _checkpoint(s: _State, kind: ModelKind, done: int, logger) -> None:
 def train_loop(loop: dict) -> None:
     """Per-worker body. `loop`: the model kind, config/logistics JSON, run folder URL, the model
     card, MLflow tracking URI and run ID; in-process callers also pass `data`."""
-    apply_worker_env()  # the driver's current storage/MLflow variables (private file; no-op in-process)
-    allocator = keep_freed_memory()  # a step's activations reuse the last step's pages (~1.17x on CPU)
+    # the driver's current storage/MLflow variables (private file; no-op in-process), then freed
+    # memory kept: a step's activations reuse the last step's pages (~1.17x on CPU)
+    allocator = enter_worker()
     cfg = TRAIN_CONFIGS[loop["kind"]].model_validate_json(loop["config"])
     logistics = TrainLogistics.model_validate_json(loop["logistics"])
     card = CARDS[loop["kind"]].model_validate(loop["card"])

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infra.datasets import ShardBuffer, ShardedDataset
-from infra.allocator import keep_freed_memory
-from infra.ray_cluster import apply_worker_env
+from infra.ray_cluster import enter_worker
 from infra.storage import Storage
 from schemas.transform import TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
@@ -66,8 +65,7 @@ class ClipTransformer:
 
         # The driver's storage/MLflow variables as they are now: a long-lived Ray cluster was
         # started with whatever they were then (runtime_env is fixed at ray.init).
-        apply_worker_env()
-        keep_freed_memory()  # each batch reuses the last one's pages instead of faulting them in
+        enter_worker()  # and freed memory kept: each batch reuses the last one's pages
 
         self.logistics = logistics
         self.gpu = self.logistics.use_gpu and torch.cuda.is_available()
