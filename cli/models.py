@@ -9,6 +9,24 @@ import typer
 from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
 
 
+ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
+DomainsOpt = typer.Option(None, help="Only these domains (repeat; default every clean clip).")
+StepsOpt = typer.Option(None, help="Optimisation steps (preset default otherwise).")
+SeedOpt = typer.Option(None, help="Run seed (every draw derives from it).")
+WorkersOpt = typer.Option(None, help="Ray Train workers, DDP (0: train in this process). Default: this process on "
+                                      "one machine's CPUs (fastest there), 2 on a cluster (RAY_ADDRESS) or with --gpu.")
+GpuOpt = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32).")
+PrecisionOpt = typer.Option("auto", help="auto | fp32 | bf16.")
+OutOpt = typer.Option(None, help="Root of run folders; default DATA_ROOT/training.")
+ResumeOpt = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity.")
+
+
+def _workers(workers: int | None, gpu: bool) -> int:
+    from infra.ray_cluster import default_train_workers
+
+    return default_train_workers(gpu) if workers is None else workers
+
+
 def train(
     features_url: str = typer.Argument(..., help="A feature set URL (…/features/logmel-<hash>)."),
     domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
@@ -20,8 +38,8 @@ def train(
     lr: float = typer.Option(None, help="Peak learning rate."),
     seed: int = typer.Option(None, help="Run seed (every draw derives from it)."),
     checkpoint_every: int = typer.Option(None, help="Steps between checkpoints."),
-    workers: int = typer.Option(2, help="Ray Train workers (0: train in this process)."),
-    gpu: bool = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32)."),
+    workers: Optional[int] = WorkersOpt,
+    gpu: bool = GpuOpt,
     precision: str = typer.Option("auto", help="auto | fp32 | bf16."),
     out: str = typer.Option(None, help="Root of run folders; default DATA_ROOT/training."),
     resume: bool = typer.Option(True, "--resume/--no-resume",
@@ -30,8 +48,9 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="TrainConfig JSON (overrides the preset)."),
     prefect: bool = PrefectOpt,
 ):
-    """Train the EDM denoiser of one domain on Ray Train and register it as
-    reinstrument-<domain> (alias `champion` if it validates better). Example:
+    """Train the EDM denoiser of one domain (in this process on one machine; on Ray Train workers on
+    a cluster or GPUs) and register it as reinstrument-<domain> (alias `champion` if it validates
+    better). Example:
     reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo"""
     import json
 
@@ -48,25 +67,14 @@ def train(
                       features_url=Storage(features_url).absolute_url(), cond_domain=cond_domain,
                       cond_role=cond_role if cond_domain else None, steps=steps, batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=checkpoint_every)
-    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
-                            register_model=register, out_url=out or f"{root()}/training")
+    logistics = load_config(TrainLogistics, None, num_workers=_workers(workers, gpu), use_gpu=gpu, precision=precision,
+                            resume=resume, register_model=register, out_url=out or f"{root()}/training")
     res = run(train_flow, train_job, prefect, cfg, logistics)
     console.print_json(json.dumps(res, default=str))
 
 
-ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
-DomainsOpt = typer.Option(None, help="Only these domains (repeat; default every clean clip).")
-StepsOpt = typer.Option(None, help="Optimisation steps (preset default otherwise).")
-SeedOpt = typer.Option(None, help="Run seed (every draw derives from it).")
-WorkersOpt = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores).")
-GpuOpt = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32).")
-PrecisionOpt = typer.Option("auto", help="auto | fp32 | bf16.")
-OutOpt = typer.Option(None, help="Root of run folders; default DATA_ROOT/training.")
-ResumeOpt = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity.")
-
-
 def _train_on_clips(kind: str, preset: str, config: Path | None, clips: list[str], domain: list[str] | None,
-                    overrides: dict, workers: int, gpu: bool, precision: str, out: str | None, resume: bool,
+                    overrides: dict, workers: int | None, gpu: bool, precision: str, out: str | None, resume: bool,
                     register: bool, prefect: bool) -> None:
     """The vocoder's and the autoencoder's commands: a preset, the clean clips of CLIPS, one run."""
     import json
@@ -87,8 +95,9 @@ def _train_on_clips(kind: str, preset: str, config: Path | None, clips: list[str
                       domains=tuple(domain) if domain else None,
                       # the run's name and log label say what it learns from ("all" when every domain)
                       **({"domain": "-".join(domain)} if domain else {}), **overrides)
-    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision, resume=resume,
-                            register_model=register, out_url=out or f"{root()}/training", experiment=f"reinstrument-{kind}")
+    logistics = load_config(TrainLogistics, None, num_workers=_workers(workers, gpu), use_gpu=gpu, precision=precision,
+                            resume=resume, register_model=register, out_url=out or f"{root()}/training",
+                            experiment=f"reinstrument-{kind}")
     res = run(flow, train_job, prefect, cfg, logistics)
     console.print_json(json.dumps(res, default=str))
 
@@ -99,7 +108,7 @@ def train_vocoder(
     preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, about 45 min) | gpu."),
     steps: int = StepsOpt,
     seed: int = SeedOpt,
-    workers: int = WorkersOpt,
+    workers: Optional[int] = WorkersOpt,
     gpu: bool = GpuOpt,
     precision: str = PrecisionOpt,
     out: str = OutOpt,
@@ -123,7 +132,7 @@ def train_autoencoder(
     preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, under 2 h) | gpu."),
     steps: int = StepsOpt,
     seed: int = SeedOpt,
-    workers: int = WorkersOpt,
+    workers: Optional[int] = WorkersOpt,
     gpu: bool = GpuOpt,
     precision: str = PrecisionOpt,
     out: str = OutOpt,

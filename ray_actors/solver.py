@@ -212,8 +212,9 @@ def train_loop(loop: dict) -> None:
         device = ray.train.torch.get_device()
     amp_dtype = autocast_dtype_for(logistics.precision, device.type)
     if rank == 0:
+        where = f"{world} Ray Train workers (DDP)" if logistics.num_workers else "this process"
         print(f"[train {cfg.domain}] {device.type}, {'bf16 autocast' if amp_dtype else 'fp32'} "
-              f"(precision={logistics.precision}), freed memory {allocator}", flush=True)
+              f"(precision={logistics.precision}), {where}, freed memory {allocator}", flush=True)
     s = _restore(kind, cfg, loop["card"], Storage(loop["run_url"]), loop.get("init_weights"))
     s.model.to(device)
     s.ema.to(device)
@@ -293,6 +294,9 @@ def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: Strict
     from infra.ray_cluster import ensure_ray
 
     ensure_ray()
+    # rank 0's own lines stay in Ray's logs (log_to_driver off): say here where the run goes
+    print(f"[train {cfg.domain}] {logistics.num_workers} Ray Train workers (DDP, "
+          f"{'nccl' if logistics.use_gpu else 'gloo'}); --workers 0 trains in this process", flush=True)
     with ProgressPoller(Storage(run_url), cfg.domain):
         _trainer(cfg, logistics, loop).fit()
 

@@ -1,0 +1,40 @@
+"""Where a training command runs when not told (`--workers` unset): in this process on one
+machine's CPUs, Ray Train workers on a cluster or with GPUs; the CLI passes the rule's answer on."""
+import pytest
+
+from infra.ray_cluster import default_train_workers, ray_is_local
+from infra.settings import get_settings
+
+
+@pytest.fixture
+def ray_env(monkeypatch):
+    def set_address(address: str | None, setting: str | None = None):
+        for name, value in (("RAY_ADDRESS", address), ("REINSTRUMENT_RAY_ADDRESS", setting)):
+            monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+        get_settings.cache_clear()
+
+    yield set_address
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize("address, setting, gpu, workers", [
+    (None, None, False, 0),               # one machine: in this process
+    ("local", None, False, 0),            # "local" starts a local cluster: still one machine
+    ("ray://head:10001", None, False, 2),  # a cluster: DDP workers, as before
+    (None, "10.0.0.5:6379", False, 2),     # the product's own setting names a cluster too
+    (None, None, True, 2),                # GPUs: DDP workers (use_gpu needs them)
+])
+def test_default_workers_follow_the_cluster(ray_env, address, setting, gpu, workers):
+    ray_env(address, setting)
+    assert ray_is_local() is (address in (None, "local") and setting is None)
+    assert default_train_workers(gpu) == workers
+
+
+def test_the_train_command_resolves_unset_workers_by_the_rule(ray_env):
+    from cli.models import _workers
+
+    ray_env(None)
+    assert _workers(None, False) == 0
+    assert _workers(3, False) == 3  # an explicit count always wins
+    ray_env("ray://head:10001")
+    assert _workers(None, False) == 2
