@@ -21,12 +21,6 @@ OutOpt = typer.Option(None, help="Root of run folders; default DATA_ROOT/trainin
 ResumeOpt = typer.Option(True, "--resume/--no-resume", help="Continue the run with the same identity.")
 
 
-def _workers(workers: int | None, gpu: bool) -> int:
-    from infra.ray_cluster import default_train_workers
-
-    return default_train_workers(gpu) if workers is None else workers
-
-
 def train(
     features_url: str = typer.Argument(..., help="A feature set URL (…/features/logmel-<hash>)."),
     domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
@@ -67,7 +61,7 @@ def train(
                       features_url=Storage(features_url).absolute_url(), cond_domain=cond_domain,
                       cond_role=cond_role if cond_domain else None, steps=steps, batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=checkpoint_every)
-    logistics = load_config(TrainLogistics, None, num_workers=_workers(workers, gpu), use_gpu=gpu, precision=precision,
+    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision,
                             resume=resume, register_model=register, out_url=out or f"{root()}/training")
     res = run(train_flow, train_job, prefect, cfg, logistics)
     console.print_json(json.dumps(res, default=str))
@@ -95,7 +89,7 @@ def _train_on_clips(kind: str, preset: str, config: Path | None, clips: list[str
                       domains=tuple(domain) if domain else None,
                       # the run's name and log label say what it learns from ("all" when every domain)
                       **({"domain": "-".join(domain)} if domain else {}), **overrides)
-    logistics = load_config(TrainLogistics, None, num_workers=_workers(workers, gpu), use_gpu=gpu, precision=precision,
+    logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision,
                             resume=resume, register_model=register, out_url=out or f"{root()}/training",
                             experiment=f"reinstrument-{kind}")
     res = run(flow, train_job, prefect, cfg, logistics)

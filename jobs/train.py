@@ -16,7 +16,7 @@ from infra.datasets import ShardedDataset
 from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
-from ray_actors.solver import fit
+from ray_actors.solver import fit, settle_workers
 from schemas.configs import StrictConfig
 from schemas.autoencoder import AutoencoderTrainConfig
 from schemas.records import AutoencoderCard, FeatureSetExtra, ModelCard, VocoderCard
@@ -197,6 +197,7 @@ def pin_init(cfg: SolverConfig) -> SolverConfig:
 
 def train_job(cfg: SolverConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:
     cfg = pin_init(cfg)
+    logistics = settle_workers(logistics)  # before MLflow and the run record it: the count used
     run_url, card, run_id = step(prepare, cfg, logistics)
     with tracking.TrackedRun(run_id).failed_on_error():  # the run folder stays: its checkpoints resume the run
         step(train, cfg, logistics, run_url, card, run_id)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 
 from infra.datasets import ShardedDataset
-from infra.ray_cluster import enter_worker
+from infra.ray_cluster import default_train_workers, enter_worker
 from infra.storage import Storage
 from schemas.configs import StrictConfig
 from schemas.records import TrainRunLayout as L
@@ -277,10 +277,20 @@ def train_loop(loop: dict) -> None:
                                                 "val_split": data.val_split}).encode())
 
 
+def settle_workers(logistics: TrainLogistics) -> TrainLogistics:
+    """`num_workers` left to the job (None) made a count, by the one rule of
+    infra.ray_cluster.default_train_workers."""
+    if logistics.num_workers is not None:
+        return logistics
+    return logistics.model_copy(update={"num_workers": default_train_workers(logistics.use_gpu)})
+
+
 def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: StrictConfig,
         mlflow_tracking_uri: str | None, mlflow_run_id: str | None) -> None:
     """Run `train_loop` on Ray Train workers (DDP), or in this process when num_workers=0."""
     from infra import tracking
+
+    logistics = settle_workers(logistics)
 
     loop = {"kind": kind_of(cfg), "config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(),
             "run_url": run_url, "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,

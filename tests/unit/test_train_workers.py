@@ -1,5 +1,5 @@
 """Where a training command runs when not told (`--workers` unset): in this process on one
-machine's CPUs, Ray Train workers on a cluster or with GPUs; the CLI passes the rule's answer on."""
+machine's CPUs, Ray Train workers on a cluster or with GPUs; the job records the count it used."""
 import pytest
 
 from infra.ray_cluster import default_train_workers, ray_is_local
@@ -30,11 +30,13 @@ def test_default_workers_follow_the_cluster(ray_env, address, setting, gpu, work
     assert default_train_workers(gpu) == workers
 
 
-def test_the_train_command_resolves_unset_workers_by_the_rule(ray_env):
-    from cli.models import _workers
+def test_a_job_left_to_decide_records_the_count_it_used(ray_env):
+    from ray_actors.solver import settle_workers
+    from schemas.training import TrainLogistics
 
     ray_env(None)
-    assert _workers(None, False) == 0
-    assert _workers(3, False) == 3  # an explicit count always wins
+    assert TrainLogistics(out_url="/x").num_workers is None  # the CLI's unset --workers
+    assert settle_workers(TrainLogistics(out_url="/x")).num_workers == 0
+    assert settle_workers(TrainLogistics(out_url="/x", num_workers=3)).num_workers == 3  # explicit wins
     ray_env("ray://head:10001")
-    assert _workers(None, False) == 2
+    assert settle_workers(TrainLogistics(out_url="/x")).num_workers == 2
