@@ -197,7 +197,7 @@ def pin_init(cfg: SolverConfig) -> SolverConfig:
 
 def train_job(cfg: SolverConfig, logistics: TrainLogistics, *, step: Step = inline) -> TrainResult:
     cfg = pin_init(cfg)
-    logistics = settle_workers(logistics)  # before MLflow and the run record it: the count used
+    logistics = settle_workers(logistics)  # before MLflow tags it: the count used, not "unset"
     run_url, card, run_id = step(prepare, cfg, logistics)
     with tracking.TrackedRun(run_id).failed_on_error():  # the run folder stays: its checkpoints resume the run
         step(train, cfg, logistics, run_url, card, run_id)
