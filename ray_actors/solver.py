@@ -164,15 +164,25 @@ def _save(s: _State, step: int) -> None:
         s.run.delete(previous["checkpoint"])  # keep one: the pointer never names a deleted file
 
 
-def _report(s: _State, done: int, loss: float, lr: float, rate: float, logger, d_loss: float | None) -> None:
+def time_left(seconds: float) -> str:
+    """An ETA as a person reads it: '~40 s left', '~12 min left', '~1 h 05 min left'."""
+    if seconds < 90:
+        return f"~{seconds:.0f} s left"
+    minutes = round(seconds / 60)
+    return f"~{minutes} min left" if minutes < 60 else f"~{minutes // 60} h {minutes % 60:02d} min left"
+
+
+def _report(s: _State, done: int, loss: float, lr: float, rate: float, eta_s: float, logger,
+            d_loss: float | None) -> None:
     d = "" if d_loss is None else f" discriminator {d_loss:.4f}"
-    print(f"[train {s.cfg.domain}] step {done}/{s.cfg.steps} loss {loss:.4f}{d} lr {lr:.2e} {rate:.1f} samples/s",
-          flush=True)
+    left = f", {time_left(eta_s)}" if done < s.cfg.steps else ""
+    print(f"[train {s.cfg.domain}] step {done}/{s.cfg.steps} loss {loss:.4f}{d} lr {lr:.2e} {rate:.1f} samples/s"
+          f"{left}", flush=True)
     if logger:
         logger.log({"loss": loss, "lr": lr, "samples_per_s": rate, **({} if d_loss is None else {"d_loss": d_loss})}, done)
     # Worker stdout does not reach the driver's console; the driver polls this file.
     s.run.write_bytes(L.PROGRESS, json.dumps({"step": done, "steps": s.cfg.steps, "loss": loss,
-                                              "samples_per_s": rate}).encode())
+                                              "samples_per_s": rate, "eta_s": eta_s}).encode())
 
 
 def _checkpoint(s: _State, kind: ModelKind, done: int, logger) -> None:
@@ -244,6 +254,7 @@ def train_loop(loop: dict) -> None:
     per_worker = cfg.batch_size // world
     log_every = max(1, min(50, cfg.steps // 20))
     t_last, step_last = time.perf_counter(), s.start
+    t_start = t_last  # the ETA's rate: every step this process ran, checkpoints and validation included
     for step in range(s.start, cfg.steps):
         batch = {k: v.to(device) for k, v in kind.batch(step_generator(cfg.seed, step, rank), per_worker).items()}
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.schedule)
@@ -264,9 +275,11 @@ def train_loop(loop: dict) -> None:
         for k, v in (("step", done), ("loss", loss), ("lr", lr)):
             s.history[k].append(v)
         if rank == 0 and (done % log_every == 0 or done == cfg.steps):
-            rate = cfg.batch_size * (done - step_last) / max(1e-9, time.perf_counter() - t_last)
-            t_last, step_last = time.perf_counter(), done
-            _report(s, done, loss, lr, rate, logger, s.history["d_loss"][-1] if adv else None)
+            now = time.perf_counter()
+            rate = cfg.batch_size * (done - step_last) / max(1e-9, now - t_last)
+            eta_s = (now - t_start) / (done - s.start) * (cfg.steps - done)
+            t_last, step_last = now, done
+            _report(s, done, loss, lr, rate, eta_s, logger, s.history["d_loss"][-1] if adv else None)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             if rank == 0:
                 _checkpoint(s, kind, done, logger)
@@ -350,8 +363,10 @@ class ProgressPoller:
             except Exception:  # a poll racing a write: try again next time
                 continue
             if p and p != last and get_settings().progress:
+                # a run resumed from before ETAs has none in its file until its next report
+                left = f", {time_left(p['eta_s'])}" if p.get("eta_s") is not None and p["step"] < p["steps"] else ""
                 print(f"[train {self.domain}] step {p['step']}/{p['steps']} loss {p['loss']:.4f} "
-                      f"{p['samples_per_s']:.1f} samples/s", flush=True)
+                      f"{p['samples_per_s']:.1f} samples/s{left}", flush=True)
                 last = p
 
     def __enter__(self):

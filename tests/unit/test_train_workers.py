@@ -1,5 +1,6 @@
 """Where a training command runs when not told (`--workers` unset): in this process on one
-machine's CPUs, Ray Train workers on a cluster or with GPUs; the job records the count it used."""
+machine's CPUs, Ray Train workers on a cluster or with GPUs; the job records the count it used.
+And how its progress lines say the time left."""
 import pytest
 
 from infra.ray_cluster import default_train_workers, ray_is_local
@@ -40,3 +41,11 @@ def test_a_job_left_to_decide_records_the_count_it_used(ray_env):
     assert settle_workers(TrainLogistics(out_url="/x", num_workers=3)).num_workers == 3  # explicit wins
     ray_env("ray://head:10001")
     assert settle_workers(TrainLogistics(out_url="/x")).num_workers == 2
+
+
+@pytest.mark.parametrize("seconds, shown", [(4.2, "~4 s left"), (89, "~89 s left"), (90, "~2 min left"),
+                                            (754, "~13 min left"), (3599, "~1 h 00 min left"), (3930, "~1 h 06 min left")])
+def test_training_progress_says_how_long_is_left_as_a_person_reads_it(seconds, shown):
+    from ray_actors.solver import time_left
+
+    assert time_left(seconds) == shown
