@@ -12,6 +12,14 @@ from infra.settings import get_settings
 T = TypeVar("T")
 
 
+def time_left(seconds: float) -> str:
+    """An ETA as a person reads it: '~40 s left', '~12 min left', '~1 h 05 min left'."""
+    if seconds < 90:
+        return f"~{seconds:.0f} s left"
+    minutes = round(seconds / 60)
+    return f"~{minutes} min left" if minutes < 60 else f"~{minutes // 60} h {minutes % 60:02d} min left"
+
+
 def progress(items: Iterable[T], total: int | None, desc: str, every_s: float = 10.0) -> Iterator[T]:
     if not get_settings().progress:
         yield from items
@@ -28,5 +36,6 @@ def progress(items: Iterable[T], total: int | None, desc: str, every_s: float = 
         now = time.monotonic()
         if now - last >= every_s or done == total:
             of = f"/{total}" if total else ""
-            print(f"[{desc}] {done}{of} in {now - start:.0f} s", file=sys.stderr, flush=True)
+            left = f", {time_left((now - start) / done * (total - done))}" if total and done < total else ""
+            print(f"[{desc}] {done}{of} in {now - start:.0f} s{left}", file=sys.stderr, flush=True)
             last = now

@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 
 from infra.datasets import ShardedDataset
+from infra.progress import time_left
 from infra.ray_cluster import default_train_workers, enter_worker
 from infra.storage import Storage
 from schemas.configs import StrictConfig
@@ -162,14 +163,6 @@ def _save(s: _State, step: int) -> None:
     s.run.write_bytes(L.LATEST, json.dumps({"step": step, "checkpoint": name}).encode())  # the commit point
     if previous and previous["checkpoint"] != name:
         s.run.delete(previous["checkpoint"])  # keep one: the pointer never names a deleted file
-
-
-def time_left(seconds: float) -> str:
-    """An ETA as a person reads it: '~40 s left', '~12 min left', '~1 h 05 min left'."""
-    if seconds < 90:
-        return f"~{seconds:.0f} s left"
-    minutes = round(seconds / 60)
-    return f"~{minutes} min left" if minutes < 60 else f"~{minutes // 60} h {minutes % 60:02d} min left"
 
 
 def _report(s: _State, done: int, loss: float, lr: float, rate: float, eta_s: float, logger,

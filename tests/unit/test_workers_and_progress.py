@@ -1,6 +1,6 @@
 """Where a training command runs when not told (`--workers` unset): in this process on one
 machine's CPUs, Ray Train workers on a cluster or with GPUs; the job records the count it used.
-And how its progress lines say the time left."""
+And how progress lines (training's, and every long stage's) say the time left."""
 import pytest
 
 from infra.ray_cluster import default_train_workers, ray_is_local
@@ -46,6 +46,24 @@ def test_a_job_left_to_decide_records_the_count_it_used(ray_env):
 @pytest.mark.parametrize("seconds, shown", [(4.2, "~4 s left"), (89, "~89 s left"), (90, "~2 min left"),
                                             (754, "~13 min left"), (3599, "~1 h 00 min left"), (3930, "~1 h 06 min left")])
 def test_training_progress_says_how_long_is_left_as_a_person_reads_it(seconds, shown):
-    from ray_actors.solver import time_left
+    from infra.progress import time_left
 
     assert time_left(seconds) == shown
+
+
+def test_a_long_stage_logs_its_count_and_time_left_until_the_last_item(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from infra import progress as progress_module
+
+    monkeypatch.setenv("REINSTRUMENT_PROGRESS", "1")
+    get_settings.cache_clear()
+    clock = iter([0.0, 10.0, 20.0, 30.0, 40.0])  # start, then one item every 10 s
+    monkeypatch.setattr(progress_module, "time", SimpleNamespace(monotonic=lambda: next(clock)))
+    try:
+        assert list(progress_module.progress(range(4), 4, "render corpus", every_s=5.0)) == [0, 1, 2, 3]
+    finally:
+        get_settings.cache_clear()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["[render corpus] 1/4 in 10 s, ~30 s left", "[render corpus] 2/4 in 20 s, ~20 s left",
+                     "[render corpus] 3/4 in 30 s, ~10 s left", "[render corpus] 4/4 in 40 s"]
