@@ -11,7 +11,9 @@ from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+# soft_wrap: no newline inside a printed line. Off a terminal rich assumes 80 columns, and a path or
+# a command wrapped in a log (make demo | tee, CI, Prefect) could not be copied back whole.
+console = Console(stderr=True, soft_wrap=True)
 C = TypeVar("C", bound=BaseModel)
 PrefectOpt = typer.Option(True, "--prefect/--no-prefect",
                           help="Run as a Prefect flow (history, logs; starts a temporary API if "

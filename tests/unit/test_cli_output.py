@@ -1,0 +1,13 @@
+"""What the CLI prints stays copyable off a terminal (a pipe, a log file, CI): rich assumes 80
+columns there, and a wrapped path or command could not be pasted back."""
+import os
+import subprocess
+import sys
+
+
+def test_a_long_path_printed_into_a_pipe_is_one_line():
+    path = "/data/" + "/".join(f"level-{i:02d}" for i in range(20)) + "/report/report.html"  # ~190 characters
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    res = subprocess.run([sys.executable, "-c", f"from cli.common import console; console.print('report:    ' + {path!r})"],
+                         capture_output=True, text=True, env=env, check=True)
+    assert res.stderr.splitlines() == [f"report:    {path}"]
