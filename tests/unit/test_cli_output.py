@@ -11,3 +11,12 @@ def test_a_long_path_printed_into_a_pipe_is_one_line():
     res = subprocess.run([sys.executable, "-c", f"from cli.common import console; console.print('report:    ' + {path!r})"],
                          capture_output=True, text=True, env=env, check=True)
     assert res.stderr.splitlines() == [f"report:    {path}"]
+
+
+def test_a_wide_table_printed_into_a_pipe_keeps_every_cell_on_one_line():
+    code = ("from cli.common import print_rows; print_rows([{f'column {i}': f'value {i} (0.041-0.064)' for i in range(6)}]"
+            " * 2, 'six columns')")
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    rows = [line for line in out.splitlines() if "value 0" in line]
+    assert len(rows) == 2 and all(f"value {i} (0.041-0.064)" in rows[0] for i in range(6)), out
