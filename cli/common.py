@@ -76,6 +76,7 @@ def print_rows(rows: list[dict], title: str) -> None:
         t.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r.values()])
     out = Console()
     if not out.is_terminal:  # a log has no width: give the table its own, not rich's 80 (squeezed cells)
+        t.min_width = len(title)  # and its title one line
         out = Console(width=max(out.width, Console(width=10_000).measure(t).maximum))
     out.print(t)
 

@@ -15,8 +15,10 @@ def test_a_long_path_printed_into_a_pipe_is_one_line():
 
 def test_a_wide_table_printed_into_a_pipe_keeps_every_cell_on_one_line():
     code = ("from cli.common import print_rows; print_rows([{f'column {i}': f'value {i} (0.041-0.064)' for i in range(6)}]"
-            " * 2, 'six columns')")
+            " * 2, 'six columns, and a title longer than eighty characters, which stays on one line too')")
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     rows = [line for line in out.splitlines() if "value 0" in line]
     assert len(rows) == 2 and all(f"value {i} (0.041-0.064)" in rows[0] for i in range(6)), out
+    assert any(line.strip() == "six columns, and a title longer than eighty characters, which stays on one line too"
+               for line in out.splitlines()), out
