@@ -299,8 +299,8 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
         points = []
         with keep_workers():  # one set of actors (models loaded once) for every grid point
             for k, warm in enumerate(cfg.grid()):
-                print(f"[sweep] point {k + 1}/{len(cfg.grid())}: t_init={warm.t_init} sigma_start={warm.sigma_start} "
-                      f"lam={warm.lam}")
+                where = f"t_init={warm.t_init}" if warm.sigma_start is None else f"sigma_start={warm.sigma_start:g}"
+                print(f"[sweep] point {k + 1}/{len(cfg.grid())}: {where} lam={warm.lam}")
                 points.append(step(grid_point, cfg, warm, inputs, selection, child_log, references))
         context = ({"inputs": inputs, "model": model_name, "decoder": cfg.vocoder, "reference": label,
                     "target_domain": domain} | selection.model_dump())
