@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 from infra import tracking
 from infra.datasets import ShardedDataset
+from infra.progress import progress
 from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
@@ -88,7 +89,8 @@ def real_reference(url: str, domain: str, split: str | None, limit: int | None, 
                          "FAD needs a reference of the target domain")
     stats, cached = cached_reference_stats(
         Storage(out).child("metrics/reference-stats"), domain, emb.name, ids,
-        lambda: embed_set(audio_items(url, domain=domain, role="clean", split=split, limit=limit), emb), {"vocoded": False})
+        lambda: embed_set(progress(audio_items(url, domain=domain, role="clean", split=split, limit=limit), len(ids),
+                                   f"reference statistics, {domain}"), emb), {"vocoded": False})
     return stats, f"domain:{domain}", cached
 
 
@@ -114,7 +116,8 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
                                                                            "experiment": "reinstrument-transform"}))
         # the decoder is part of a vocoded reference's identity: a cache entry never serves another
         stats, cached = cached_reference_stats(Storage(out).child("metrics/reference-stats"), domain, emb.name, ids,
-                                               lambda: embed_set(output_items(res["run_url"]), emb),
+                                               lambda: embed_set(progress(output_items(res["run_url"]), len(ids),
+                                                                          f"vocoded reference, {domain}"), emb),
                                                {"vocoded": True, "vocoder": cfg.vocoder, "vocoder_iters": cfg.vocoder_iters})
         return stats, f"domain:{domain} (vocoded: {cfg.vocoder})", cached
 
