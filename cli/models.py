@@ -14,7 +14,8 @@ DomainsOpt = typer.Option(None, help="Only these domains (repeat; default every 
 StepsOpt = typer.Option(None, help="Optimisation steps (preset default otherwise).")
 SeedOpt = typer.Option(None, help="Run seed (every draw derives from it).")
 WorkersOpt = typer.Option(None, help="Ray Train workers, DDP (0: train in this process). Default: this process on "
-                                      "one machine's CPUs (fastest there), 2 on a cluster (RAY_ADDRESS) or with --gpu.")
+                                      "one machine's CPUs (fastest there), one per visible GPU with --gpu, 2 on a "
+                                      "cluster (RAY_ADDRESS).")
 GpuOpt = typer.Option(False, help="GPU workers (bf16 autocast unless --precision fp32).")
 PrecisionOpt = typer.Option("auto", help="auto | fp32 | bf16.")
 OutOpt = typer.Option(None, help="Root of run folders; default DATA_ROOT/training.")

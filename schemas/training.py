@@ -73,7 +73,7 @@ class TrainConfig(SolverConfig):
 class TrainLogistics(StrictConfig):
     num_workers: int | None = Field(None, ge=0, description=(
         "Ray Train workers (DDP); 0 trains in this process; None: the job decides, 0 on one machine's CPUs, "
-        "2 on a cluster or with GPUs (infra.ray_cluster.default_train_workers)"))
+        "one per visible GPU with use_gpu, 2 on a cluster (infra.ray_cluster.default_train_workers)"))
     use_gpu: bool = False
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on GPU and on CPUs with AMX, fp32 elsewhere")

@@ -1,5 +1,5 @@
 """Where a training command runs when not told (`--workers` unset): in this process on one
-machine's CPUs, Ray Train workers on a cluster or with GPUs; the job records the count it used.
+machine's CPUs, one Ray Train worker per GPU here, 2 on a cluster; the job records the count it used.
 And how progress lines (training's, and every long stage's) say the time left."""
 import pytest
 
@@ -23,9 +23,13 @@ def ray_env(monkeypatch):
     ("local", None, False, 0),            # "local" starts a local cluster: still one machine
     ("ray://head:10001", None, False, 2),  # a cluster: DDP workers, as before
     (None, "10.0.0.5:6379", False, 2),     # the product's own setting names a cluster too
-    (None, None, True, 2),                # GPUs: DDP workers (use_gpu needs them)
+    (None, None, True, 3),                # this machine's GPUs: one worker each (3 visible here)
+    ("ray://head:10001", None, True, 2),  # a cluster's GPUs cannot be counted from here
 ])
-def test_default_workers_follow_the_cluster(ray_env, address, setting, gpu, workers):
+def test_default_workers_follow_the_cluster(ray_env, monkeypatch, address, setting, gpu, workers):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     ray_env(address, setting)
     assert ray_is_local() is (address in (None, "local") and setting is None)
     assert default_train_workers(gpu) == workers
@@ -39,6 +43,7 @@ def test_a_job_left_to_decide_records_the_count_it_used(ray_env):
     assert TrainLogistics(out_url="/x").num_workers is None  # the CLI's unset --workers
     assert settle_workers(TrainLogistics(out_url="/x")).num_workers == 0
     assert settle_workers(TrainLogistics(out_url="/x", num_workers=3)).num_workers == 3  # explicit wins
+    assert settle_workers(TrainLogistics(out_url="/x", use_gpu=True)).num_workers == 1  # no GPU visible: 1, not 0
     ray_env("ray://head:10001")
     assert settle_workers(TrainLogistics(out_url="/x")).num_workers == 2
 
