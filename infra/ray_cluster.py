@@ -130,8 +130,8 @@ def default_train_workers(use_gpu: bool) -> int:
     """Ray Train workers when a command is not told: in this process on one machine's CPUs, where
     DDP over gloo only splits the same cores and pays for its all-reduce (the `cpu-demo` loop
     1.30x faster in-process here, README "CPU training throughput"); one per visible GPU on this
-    machine (two cannot be placed on a one-GPU machine: Ray Train waits for a second GPU); 2 on a cluster, whose
-    devices this process cannot count, as before."""
+    machine (two cannot be placed on a one-GPU machine: Ray Train waits for a second GPU); 2 on a
+    cluster, whose devices this process cannot count, as before."""
     if not ray_is_local():
         return 2
     if use_gpu:
