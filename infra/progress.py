@@ -20,6 +20,11 @@ def time_left(seconds: float) -> str:
     return f"~{minutes} min left" if minutes < 60 else f"~{minutes // 60} h {minutes % 60:02d} min left"
 
 
+def left_note(eta_s: float | None, done: int, total: int | None) -> str:
+    """The tail of a progress line: ', ~12 min left' while work remains and an ETA is known."""
+    return f", {time_left(eta_s)}" if eta_s is not None and total and done < total else ""
+
+
 def progress(items: Iterable[T], total: int | None, desc: str, every_s: float = 10.0) -> Iterator[T]:
     if not get_settings().progress:
         yield from items
@@ -36,6 +41,7 @@ def progress(items: Iterable[T], total: int | None, desc: str, every_s: float = 
         now = time.monotonic()
         if now - last >= every_s or done == total:
             of = f"/{total}" if total else ""
-            left = f", {time_left((now - start) / done * (total - done))}" if total and done < total else ""
-            print(f"[{desc}] {done}{of} in {now - start:.0f} s{left}", file=sys.stderr, flush=True)
+            eta_s = (now - start) / done * (total - done) if total else None
+            print(f"[{desc}] {done}{of} in {now - start:.0f} s{left_note(eta_s, done, total)}", file=sys.stderr,
+                  flush=True)
             last = now

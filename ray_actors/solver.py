@@ -16,7 +16,7 @@ import pyarrow as pa
 import torch
 
 from infra.datasets import ShardedDataset
-from infra.progress import time_left
+from infra.progress import left_note
 from infra.ray_cluster import default_train_workers, enter_worker
 from infra.storage import Storage
 from schemas.configs import StrictConfig
@@ -168,9 +168,8 @@ def _save(s: _State, step: int) -> None:
 def _report(s: _State, done: int, loss: float, lr: float, rate: float, eta_s: float, logger,
             d_loss: float | None) -> None:
     d = "" if d_loss is None else f" discriminator {d_loss:.4f}"
-    left = f", {time_left(eta_s)}" if done < s.cfg.steps else ""
     print(f"[train {s.cfg.domain}] step {done}/{s.cfg.steps} loss {loss:.4f}{d} lr {lr:.2e} {rate:.1f} samples/s"
-          f"{left}", flush=True)
+          f"{left_note(eta_s, done, s.cfg.steps)}", flush=True)
     if logger:
         logger.log({"loss": loss, "lr": lr, "samples_per_s": rate, **({} if d_loss is None else {"d_loss": d_loss})}, done)
     # Worker stdout does not reach the driver's console; the driver polls this file.
@@ -357,9 +356,9 @@ class ProgressPoller:
                 continue
             if p and p != last and get_settings().progress:
                 # a run resumed from before ETAs has none in its file until its next report
-                left = f", {time_left(p['eta_s'])}" if p.get("eta_s") is not None and p["step"] < p["steps"] else ""
                 print(f"[train {self.domain}] step {p['step']}/{p['steps']} loss {p['loss']:.4f} "
-                      f"{p['samples_per_s']:.1f} samples/s{left}", flush=True)
+                      f"{p['samples_per_s']:.1f} samples/s{left_note(p.get('eta_s'), p['step'], p['steps'])}",
+                      flush=True)
                 last = p
 
     def __enter__(self):
