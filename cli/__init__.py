@@ -7,9 +7,11 @@ import os
 import sys
 
 import typer
+# typer vendors its own click (0.29+): its parsing errors are these classes, not the click package's
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from cli import compare, data, models, run
-from cli.common import console, fail
+from cli.common import USAGE, console, fail, print_error
 from cli.metrics import metrics_app
 
 app = typer.Typer(help="Re-instrument music corpora with diffusion models.", no_args_is_help=True,
@@ -30,16 +32,29 @@ app.command("compare")(compare.compare)
 
 
 def main() -> None:
+    """Exit status and error lines as cli/common.py states them, for every command."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from infra.allocator import keep_freed_memory
+    from infra.secrets import redact_log_records
 
     keep_freed_memory()  # what this process computes itself (metrics, in-process stages) reuses freed pages
+    redact_log_records()  # no URL's password in any log line this process writes (Prefect's included)
     try:
-        app()
-    except KeyboardInterrupt:
+        status = typer.main.get_command(app).main(standalone_mode=False)
+    except NoArgsIsHelpError as e:
+        e.show()
+        status = e.exit_code
+    except UsageError as e:  # a missing argument, an unknown option, a bad option value
+        where = f" ({e.ctx.command_path} --help)" if e.ctx else ""
+        print_error(f"{e.format_message()}{where}")
+        status = USAGE
+    except ClickException as e:  # an unreadable --config file, say
+        print_error(e.format_message())
+        status = e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         console.print("interrupted")
-        sys.exit(130)
+        status = 130
     except Exception as e:  # noqa: BLE001 - sorted into user errors (one line) and bugs (re-raised)
         from tasks.errors import user_error
 
@@ -48,8 +63,9 @@ def main() -> None:
             raise
         try:
             fail(err)
-        except typer.Exit:
-            sys.exit(1)
+        except typer.Exit as ex:
+            status = ex.exit_code
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
 """What every command shares: one config loader (--config JSON, then the options given), running
-a job plainly or as its Prefect flow, printing tables, and one-line errors."""
+a job plainly or as its Prefect flow, printing tables, and one-line errors.
+
+Exit status, every command: 0 done; 2 a usage or config mistake (an unknown option, a missing
+argument, a config value out of range, credentials inside a URL); 1 anything else the user can
+fix (a missing path, an unknown model, an unreachable endpoint, a bad input); 130 interrupted. A
+mistake prints exactly one `error:` line on stderr and no traceback, with or without Prefect
+(REINSTRUMENT_DEBUG=1 re-raises it); Prefect's UI and MLflow keep the full traceback."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # soft_wrap: no newline inside a printed line. Off a terminal rich assumes 80 columns, and a path or
@@ -50,19 +58,83 @@ def load_config(cls: type[C], path: Path | None, base: dict | None = None, **opt
     try:
         return cls.model_validate(_merge(data, options))
     except (ValidationError, ValueError) as e:
-        console.print(f"[red]error:[/red] {describe(e)}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+        print_error(describe(e))
+        raise typer.Exit(USAGE) from None
+
+
+USAGE, RUNTIME = 2, 1
+
+
+def _strings(obj) -> list[str]:
+    if isinstance(obj, str):
+        return [obj]
+    if isinstance(obj, BaseModel):
+        obj = obj.model_dump(mode="json")
+    if isinstance(obj, dict):
+        return [s for v in obj.values() for s in _strings(v)]
+    if isinstance(obj, (list, tuple)):
+        return [s for v in obj for s in _strings(v)]
+    return []
+
+
+def refuse_credentials_in(*args, **kwargs) -> None:
+    """A job's arguments never carry user:password@ in a URL: they would be stored with the run
+    (Prefect's flow parameters and logs, MLflow params, run records). Refused before anything runs."""
+    from infra.secrets import has_userinfo, redact
+
+    for value in _strings(list(args) + list(kwargs.values())):
+        if has_userinfo(value):
+            print_error(f"ValueError: {redact(value)} holds credentials in the URL; expected a URL without "
+                        "user:password@ (S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
+            raise typer.Exit(USAGE)
+
+
+class QuietFailures(logging.Filter):
+    """On Prefect's console handler, under a command: the failure is printed once, as the `error:`
+    line, not as Prefect's tracebacks and failed-state lines (they still reach the API, so the UI
+    shows them whole); a temporary API's "View at" link dies with the command, so it is not shown."""
+
+    def __init__(self, temporary_api: bool):
+        super().__init__()
+        self.temporary_api = temporary_api
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("prefect") and record.levelno >= logging.ERROR:
+            return False
+        msg = record.getMessage()
+        if msg.startswith("Finished in state") and ("Failed" in msg or "Crashed" in msg):
+            return False
+        return not (self.temporary_api and msg.startswith("View at "))
+
+
+def _console_handlers() -> list[logging.Handler]:
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    return list({id(h): h for lg in loggers for h in lg.handlers if isinstance(h, PrefectConsoleHandler)}.values())
 
 
 def run(flow_obj, job, use_prefect: bool, /, *args, **kwargs):
     """The job under its Prefect flow (with a Prefect API: PREFECT_API_URL's, or a temporary one on
     127.0.0.1 that dies with this process), or the job as a plain function, no Prefect at all."""
+    refuse_credentials_in(*args, **kwargs)
     if not use_prefect:
         return job(*args, **kwargs)
+    import os
+
     from infra.prefect_api import prefect_api
 
-    with prefect_api():
-        return flow_obj(*args, **kwargs)
+    quiet = QuietFailures(temporary_api=not os.environ.get("PREFECT_API_URL"))
+    handlers = _console_handlers()
+    for h in handlers:
+        h.addFilter(quiet)
+    try:
+        with prefect_api():
+            return flow_obj(*args, **kwargs)
+    finally:
+        for h in handlers:
+            h.removeFilter(quiet)
 
 
 def print_rows(rows: list[dict], title: str) -> None:
@@ -87,10 +159,22 @@ def root() -> str:
     return get_settings().data_root
 
 
-def fail(e: BaseException) -> None:
+def print_error(text: str) -> None:
+    """The one `error:` line: the text as it is (never read as rich markup: a `[` in a path or an
+    S3 URL is text), no URL's password."""
+    from infra.secrets import redact
+
+    console.print(f"[red]error:[/red] {escape(redact(' '.join(text.split())))}", soft_wrap=True, highlight=False)
+
+
+def exit_status(e: BaseException) -> int:
+    """2 for a config that does not validate, 1 for every other mistake."""
+    return USAGE if isinstance(e, ValidationError) else RUNTIME
+
+
+def fail(e: BaseException, status: int | None = None) -> None:
     """One line: what was wrong and what was expected (the exception's own message)."""
     from tasks.errors import describe
 
-    console.print(f"[red]error:[/red] {describe(e)} (REINSTRUMENT_DEBUG=1 shows the traceback)",
-                  soft_wrap=True, highlight=False)
-    raise typer.Exit(1)
+    print_error(f"{describe(e)} (REINSTRUMENT_DEBUG=1 shows the traceback)")
+    raise typer.Exit(status or exit_status(e))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, run
+from cli.common import USAGE, ConfigOpt, PrefectOpt, console, fail, load_config, run
 from cli.run import VocoderOpt
 
 
@@ -17,7 +17,7 @@ def _per_task(values: list[str] | None, what: str) -> dict[str, str]:
     for v in values or ():
         task, sep, uri = v.partition("=")
         if not sep or not uri:
-            fail(ValueError(f"--{what} {v!r}: expected TASK=MODEL_URI, e.g. timbre=models:/reinstrument-violin@champion"))
+            fail(ValueError(f"--{what} {v!r}: expected TASK=MODEL_URI, e.g. timbre=models:/reinstrument-violin@champion"), USAGE)
         out[task] = uri
     return out
 

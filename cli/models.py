@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
+from cli.common import USAGE, ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
 
 
 ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
@@ -217,7 +217,7 @@ def shipped_ship(
         except json.JSONDecodeError:
             sep = ""
         if not sep or not key:
-            fail(ValueError(f"--set {item!r}: expected KEY=JSON, e.g. --set 'phase=\"pghi\"'"))
+            fail(ValueError(f"--set {item!r}: expected KEY=JSON, e.g. --set 'phase=\"pghi\"'"), USAGE)
     try:
         path = ship_job(model, str(Path(get_settings().shipped_dir) / folder), json.loads(card.read_text()),
                         float16=float16, architecture=overrides)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.steps import prefect_step, table_artifact
+from infra.secrets import redact_log_records
 from infra.settings import get_settings
 from jobs.compare import compare_job
 from jobs.data import augment_job, corpus_job, features_job, ingest_job
@@ -22,6 +23,9 @@ from schemas.training import TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 from schemas.autoencoder import AutoencoderTrainConfig
 from schemas.vocoder import VocoderTrainConfig
+
+# a deployment's flow runs in a Prefect worker's process, not under the CLI: no URL's password in its logs either
+redact_log_records()
 
 
 @flow(name="corpus-build", log_prints=True)

@@ -1,61 +1,126 @@
 """Local Ray by default, listening on 127.0.0.1 only; any cluster via RAY_ADDRESS / REINSTRUMENT_RAY_ADDRESS.
 
-Workers reach the same storage and tracking as the driver, but no secret ever enters Ray's
-runtime_env (Ray writes it in clear to its runtime-env agent log) nor the environment the local
-Ray's processes inherit:
+Workers reach the same storage and tracking as the driver, but no secret (infra/secrets.py: a
+variable named like one, any prefix, or a URL with a password in it) ever enters Ray's
+runtime_env (Ray writes it in clear to its runtime-env agent log, mode 0644) nor the environment
+the local Ray's processes inherit (/proc/<pid>/environ):
 - plain settings (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, MLFLOW_TRACKING_URI, REINSTRUMENT_*) travel
-  in runtime_env, as Ray intends;
-- secrets (variables named *KEY*, *SECRET*, *TOKEN*, *PASSWORD*) are written by every job to files
-  only this user can read (0600 in a 0700 folder): an AWS shared-credentials file, which boto,
-  s3fs and pyarrow read by themselves (so Ray Data's own tasks find it), and an environment file
-  that the product's actors and training workers apply (`apply_worker_env`). Each job rewrites
-  them, so credentials set after Ray started still reach its workers.
-On a remote cluster those files are on the driver's machine only: nodes there resolve credentials
-themselves (instance profile, their own environment), as Ray recommends.
+  in runtime_env, as Ray intends, unless their value holds a password;
+- secrets of the forwarded prefixes (AWS_, MLFLOW_, REINSTRUMENT_) travel in two in-memory files
+  of the driver (Linux memfd, never on disk, gone with the driver however it dies, kill -9
+  included; a worker opens them as /proc/<driver pid>/fd/<n>, which only this user may): an AWS
+  shared-credentials file, which boto, s3fs and pyarrow read by themselves (so Ray Data's own
+  tasks find it), and an environment file that the product's actors and training workers apply
+  (`apply_worker_env`). Each job rewrites them, so credentials set after Ray started still reach
+  its workers. Where memfd is missing (not Linux) they are 0600 files in a 0700 folder removed at
+  exit, and a later start removes any such folder whose driver is gone;
+- any other secret (GITHUB_TOKEN, DB_PASSWORD, ...) reaches no Ray process at all.
+On a remote cluster the in-memory files are on the driver's machine only: nodes there resolve
+credentials themselves (instance profile, their own environment), as Ray recommends.
 """
 from __future__ import annotations
 
 import atexit
 import json
 import os
-import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 
 from infra.allocator import keep_freed_memory
+from infra.secrets import is_secret
 from infra.settings import get_settings
 
 FORWARDED_PREFIXES = ("AWS_", "REINSTRUMENT_", "MLFLOW_")
-SECRET_RE = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
 WORKER_ENV_VAR = "REINSTRUMENT_WORKER_ENV_FILE"
-_FILES: dict[str, str] = {}
+# Ray's own credential: its processes need it to talk to each other (token authentication).
+RAY_OWN = frozenset({"RAY_AUTH_TOKEN"})
+_FILES: dict[str, "_PrivateFile"] = {}
+_FALLBACK_PREFIX = "reinstrument-secrets-"
 
 
 def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
 
 
-def is_secret(name: str) -> bool:
-    return bool(SECRET_RE.search(name)) and name not in (WORKER_ENV_VAR, "AWS_SHARED_CREDENTIALS_FILE")
+def kept_from_ray(name: str, value: str) -> bool:
+    """Variables no Ray process may inherit and runtime_env may not carry."""
+    return is_secret(name, value) and name not in RAY_OWN
 
 
-def _private_dir() -> str:
+class _PrivateFile:
+    """A file only this user can read, rewritten in place. In memory where the kernel allows
+    (memfd: a worker reads it through /proc/<driver pid>/fd/<n>; nothing on disk, nothing left
+    behind when the driver dies), else a 0600 file in a 0700 folder removed at exit."""
+
+    def __init__(self, name: str):
+        self.fd = None
+        if hasattr(os, "memfd_create"):
+            fd = os.memfd_create(f"reinstrument-{name}", os.MFD_CLOEXEC)
+            path = f"/proc/{os.getpid()}/fd/{fd}"
+            if os.path.exists(path):
+                self.fd, self.path = fd, path
+                return
+            os.close(fd)
+        self.path = os.path.join(_fallback_dir(), name)
+
+    def write(self, text: str) -> str:
+        data = text.encode()
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, data, 0)
+            return self.path
+        tmp = f"{self.path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, self.path)
+        return self.path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_secret_dirs() -> list[str]:
+    """Fallback folders (no memfd) whose driver is gone: a kill -9 skips atexit; the next start
+    removes them. Only this user's folders, named by their driver's PID."""
+    removed = []
+    tmp = tempfile.gettempdir()
+    for name in os.listdir(tmp):
+        if not name.startswith(_FALLBACK_PREFIX):
+            continue
+        path = os.path.join(tmp, name)
+        try:
+            st = os.lstat(path)
+            pid = int(name.removeprefix(_FALLBACK_PREFIX).split("-")[0])
+        except (OSError, ValueError):
+            continue
+        if st.st_uid == os.getuid() and not os.path.islink(path) and not _pid_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _fallback_dir() -> str:
     if "dir" not in _FILES:
-        d = tempfile.mkdtemp(prefix="reinstrument-secrets-")  # mkdtemp: mode 0700, owner only
+        remove_stale_secret_dirs()
+        d = tempfile.mkdtemp(prefix=f"{_FALLBACK_PREFIX}{os.getpid()}-")  # mode 0700, owner only
         atexit.register(shutil.rmtree, d, True)
-        _FILES["dir"] = d
-    return _FILES["dir"]
+        _FILES["dir"] = d  # type: ignore[assignment]
+    return _FILES["dir"]  # type: ignore[return-value]
 
 
-def _write_private(name: str, text: str) -> str:
-    path = os.path.join(_private_dir(), name)
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+def _private(name: str) -> _PrivateFile:
+    if name not in _FILES:
+        _FILES[name] = _PrivateFile(name)
+    return _FILES[name]
 
 
 def write_worker_files(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -68,12 +133,11 @@ def write_worker_files(extra: dict[str, str] | None = None) -> dict[str, str]:
                                         ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") if env.get(k))
     else:  # a user's own credentials file (profiles) keeps working
         own = os.environ.get("AWS_SHARED_CREDENTIALS_FILE", os.path.expanduser("~/.aws/credentials"))
-        if os.path.isfile(own) and own != _FILES.get("creds"):
+        if os.path.isfile(own) and own != _private("aws-credentials").path:
             with open(own) as f:
                 creds = f.read()
-    _FILES["creds"] = _write_private("aws-credentials", creds)
-    path = _write_private("worker-env.json", json.dumps(env))
-    return {"AWS_SHARED_CREDENTIALS_FILE": _FILES["creds"], WORKER_ENV_VAR: path}
+    return {"AWS_SHARED_CREDENTIALS_FILE": _private("aws-credentials").write(creds),
+            WORKER_ENV_VAR: _private("worker-env.json").write(json.dumps(env))}
 
 
 def apply_worker_env() -> None:
@@ -96,7 +160,7 @@ def enter_worker() -> str:
 @contextmanager
 def _without_secrets():
     """The local Ray's processes inherit this process's environment at start: keep secrets out."""
-    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(FORWARDED_PREFIXES) and is_secret(k)}
+    saved = {k: os.environ.pop(k) for k, v in list(os.environ.items()) if kept_from_ray(k, v)}
     try:
         yield
     finally:
@@ -152,7 +216,7 @@ def ensure_ray(extra_env: dict[str, str] | None = None) -> None:
     s = get_settings()
     address = _ray_address()
     local = ray_is_local()  # "local": a new local cluster, even when one is running
-    plain = {k: v for k, v in forwarded_env().items() if not is_secret(k)}
+    plain = {k: v for k, v in forwarded_env().items() if not kept_from_ray(k, v)}
     # The private files exist on this machine only: a remote cluster's nodes keep their own
     # credential resolution (pointing them at a missing file would hide their ~/.aws).
     kwargs: dict = {"runtime_env": {"env_vars": plain | (files if local else {})}, "log_to_driver": False}

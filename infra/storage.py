@@ -25,6 +25,8 @@ from typing import IO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from infra.secrets import refuse_userinfo
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -107,6 +109,8 @@ class Storage:
     """A root URL and the filesystem behind it."""
 
     def __init__(self, url: str):
+        # credentials in the URL would be stored with every record, log and error naming it
+        refuse_userinfo(url, "storage URL")
         self.url = url.rstrip("/") or url
         options = s3_options() if self.url.startswith(("s3://", "s3a://")) else {}
         self.fs, root = fsspec.core.url_to_fs(self.url, **options)

@@ -10,6 +10,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -21,6 +22,7 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 
+from infra.secrets import redact, redact_obj
 from infra.settings import get_settings
 from infra.storage import Storage
 
@@ -91,13 +93,14 @@ class TrackedRun:
     @classmethod
     def start(cls, experiment: str, name: str, *, tags: dict[str, str] | None = None,
               parent: str | None = None) -> "TrackedRun":
-        tags = dict(tags or {}) | ({"mlflow.parentRunId": parent} if parent else {})
-        return cls(client().create_run(experiment_id(experiment), run_name=name, tags=tags).info.run_id)
+        tags = redact_obj(dict(tags or {})) | ({"mlflow.parentRunId": parent} if parent else {})
+        return cls(client().create_run(experiment_id(experiment), run_name=redact(name), tags=tags).info.run_id)
 
     def params(self, values: dict) -> "TrackedRun":
-        """Nested dicts are flattened ('edm.sigma_data'); values are cut to MLflow's limit."""
+        """Nested dicts are flattened ('edm.sigma_data'); values are cut to MLflow's limit; no
+        URL keeps its password (infra/secrets.py)."""
         c = client()
-        for k, v in flatten(values).items():
+        for k, v in flatten(redact_obj(values)).items():
             c.log_param(self.id, k, v[:MAX_PARAM_CHARS])
         return self
 
@@ -110,7 +113,7 @@ class TrackedRun:
             client().log_batch(self.id, metrics=batch[i:i + 1000])
 
     def tag(self, key: str, value: str) -> None:
-        client().set_tag(self.id, key, value)
+        client().set_tag(self.id, key, redact(value))
 
     def tags(self) -> dict[str, str]:
         return client().get_run(self.id).data.tags
@@ -172,10 +175,11 @@ class TrackedRun:
 
 
 class MetricLogger:
-    """Batched metric logging to one run, usable from a Ray worker (plain tracking URI + run ID)."""
+    """Batched metric logging to one run, usable from a Ray worker (tracking URI + run ID; no URI:
+    this process's own, which a worker takes from the driver's private environment file)."""
 
-    def __init__(self, uri: str, run_id: str):
-        self.client, self.run_id = mlflow.MlflowClient(uri), run_id
+    def __init__(self, uri: str | None, run_id: str):
+        self.client, self.run_id = mlflow.MlflowClient(uri or tracking_uri()), run_id
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -233,22 +237,55 @@ def log_model(run: TrackedRun, checkpoint: bytes, *, code: Path, artifact: str, 
 SHIPPED = "shipped:"
 
 
+SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def shipped_path(kind: str) -> Path:
+    """weights/<name>/model.pt for a shipped model's folder name (a name, never a path: `shipped:`
+    must not become a way to load any file on disk)."""
+    if not SHIPPED_NAME.fullmatch(kind):
+        raise ValueError(f"shipped:{kind}: expected the name of a shipped model (letters, digits, '-', '_'; "
+                         f"one of {', '.join(shipped_names()) or 'none'}), not a path")
     return Path(get_settings().shipped_dir) / kind / "model.pt"
+
+
+def shipped_names() -> list[str]:
+    root = Path(get_settings().shipped_dir)
+    return sorted(p.parent.name for p in root.glob("*/model.pt")) if root.is_dir() else []
+
+
+def shipped_bytes(kind: str) -> tuple[bytes, str]:
+    """A shipped model's checkpoint and SHA-256, verified against its card on every load: a damaged
+    or replaced file is refused, never loaded."""
+    import json
+
+    path = shipped_path(kind)
+    if not path.is_file():
+        raise ValueError(f"no shipped model {kind!r}: expected {path} (shipped: "
+                         f"{', '.join(shipped_names()) or 'none'})")
+    card_path = path.with_name("card.json")
+    try:
+        want = json.loads(card_path.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"shipped:{kind}: {card_path} is missing or has no sha256; a shipped model is loaded "
+                         "only with its card") from None
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != want:
+        raise ValueError(f"shipped:{kind}: {path} does not match its card (sha256 {sha[:16]}, card {str(want)[:16]}); "
+                         "the file is damaged or was replaced: restore it (git checkout -- weights/) or ship it "
+                         "again with `reinstrument shipped add`")
+    return data, sha
 
 
 def _shipped(uri: str) -> tuple[str, bytes]:
     """A `shipped:<kind>[@<sha256 prefix>]` URI -> (pinned URI, checkpoint bytes). A pinned URI
     whose file has changed since (a retrained model checked out) is refused, not silently mixed."""
     kind, _, want = uri[len(SHIPPED):].partition("@")
-    path = shipped_path(kind)
-    if not path.is_file():
-        raise ValueError(f"{uri}: no shipped {kind} model at {path} (expected <shipped_dir>/{kind}/model.pt)")
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
+    data, sha = shipped_bytes(kind)
     if want and not sha.startswith(want):
-        raise ValueError(f"{uri}: the shipped {kind} model at {path} has changed (sha256 {sha[:16]}, pinned {want}); "
-                         "re-run without the pinned URI to use the new file")
+        raise ValueError(f"{uri}: the shipped {kind} model at {shipped_path(kind)} has changed (sha256 {sha[:16]}, "
+                         f"pinned {want}); re-run without the pinned URI to use the new file")
     return f"{SHIPPED}{kind}@{sha[:16]}", data
 
 

@@ -9,7 +9,6 @@ import platform
 from pathlib import Path
 
 from infra import tracking
-from infra.settings import get_settings
 from infra.tracking import model_checkpoint, registered_name_of, resolve_model
 from jobs.decoders import SHIPPED_TAG
 from schemas.results import ShippedModel
@@ -65,11 +64,7 @@ def register_shipped(folder: str) -> ShippedModel:
     with the file's sha256 is reused) and make it champion where its name has none, so a trained
     model has to beat it to take over. The model card travels as an artifact of the run."""
     path = tracking.shipped_path(folder)
-    if not path.is_file():
-        raise ValueError(f"no shipped model {folder!r}: expected {path} (shipped: "
-                         f"{', '.join(shipped_folders()) or 'none'})")
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
+    data, sha = tracking.shipped_bytes(folder)  # verified against its card
     _, metadata = load_checkpoint_bytes(data)  # a file that does not load is refused before it is registered
     name = registered_name_of(metadata)
     version = tracking.find_version(name, SHIPPED_TAG, sha)
@@ -90,8 +85,7 @@ def register_shipped(folder: str) -> ShippedModel:
 
 
 def shipped_folders() -> list[str]:
-    root = Path(get_settings().shipped_dir)
-    return sorted(p.parent.name for p in root.glob("*/model.pt")) if root.is_dir() else []
+    return tracking.shipped_names()
 
 
 def register_shipped_job(folders: tuple[str, ...] | None = None) -> dict[str, ShippedModel]:

@@ -47,6 +47,14 @@ def _cancel(ref) -> None:
         pass
 
 
+def init_error(e: BaseException) -> BaseException:
+    """The exception an actor's __init__ raised, out of Ray's ActorDiedError (which carries the
+    creation task's RayTaskError, whose `cause` is the original exception); `e` itself if none."""
+    task_error = e.args[0] if e.args else None
+    cause = getattr(task_error, "cause", None)
+    return cause if isinstance(cause, BaseException) else e
+
+
 class ActorWorkers:
     """Ray actors of one pool (made with max_restarts=-1 and max_task_retries=0); one call in
     flight per actor, results as they finish.
@@ -70,6 +78,11 @@ class ActorWorkers:
         queue, idle = deque(items), list(self.actors)
         running: dict = {}  # call's ref -> (actor, item)
         waking: dict = {}   # restarted actor's ready ref -> actor
+        init_failed: list[BaseException] = []  # why actors died in __init__ (a wrong model, a bad file)
+
+        def note(e: RayActorError) -> None:
+            if getattr(e, "actor_init_failed", False):
+                init_failed.append(e)
 
         def hand_over(ref) -> None:
             """The call's item to the next ready actor; its actor waits to rejoin."""
@@ -83,6 +96,8 @@ class ActorWorkers:
                 actor, item = idle.pop(), queue.popleft()
                 running[fn(actor, item)] = (actor, item)
             if not running and not waking:
+                if init_failed:  # the reason itself, as the in-process path raises it
+                    raise init_error(init_failed[0]) from None
                 raise RuntimeError(f"every actor of the pool died for good; {len(queue)} calls left undone")
             ready, _ = ray.wait([*running, *waking], num_returns=1, timeout=STALL_CHECK_S)
             if not ready:
@@ -96,12 +111,13 @@ class ActorWorkers:
                 try:
                     ray.get(ref)
                     idle.append(actor)
-                except RayActorError:
-                    pass  # dead for good (killed without restart): the others carry on
+                except RayActorError as e:
+                    note(e)  # dead for good (killed without restart, or its __init__ raised): the others carry on
                 continue
             try:
                 result = ray.get(ref)
-            except RayActorError:
+            except RayActorError as e:
+                note(e)
                 hand_over(ref)
                 continue
             idle.append(running.pop(ref)[0])

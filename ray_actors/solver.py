@@ -18,6 +18,7 @@ import torch
 from infra.datasets import ShardedDataset
 from infra.progress import left_note
 from infra.ray_cluster import default_train_workers, enter_worker
+from infra.secrets import has_userinfo
 from infra.storage import Storage
 from schemas.configs import StrictConfig
 from schemas.records import TrainRunLayout as L
@@ -298,7 +299,10 @@ def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: Strict
     logistics = settle_workers(logistics)
 
     loop = {"kind": kind_of(cfg), "config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(),
-            "run_url": run_url, "card": card.model_dump(mode="json"), "mlflow_tracking_uri": mlflow_tracking_uri,
+            # Ray Train keeps its config (the trial's params): a URI with a password travels only
+            # in the workers' private environment file (infra/ray_cluster.py), read by the worker
+            "run_url": run_url, "card": card.model_dump(mode="json"),
+            "mlflow_tracking_uri": None if has_userinfo(mlflow_tracking_uri or "") else mlflow_tracking_uri,
             "mlflow_run_id": mlflow_run_id,
             # read here, once: workers on other nodes need not reach the registry
             "init_weights": tracking.model_checkpoint(cfg.init_from) if cfg.init_from else None,
@@ -308,7 +312,7 @@ def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: Strict
         return
     from infra.ray_cluster import ensure_ray
 
-    ensure_ray()
+    ensure_ray({"MLFLOW_TRACKING_URI": mlflow_tracking_uri} if mlflow_tracking_uri else None)
     # rank 0's own lines stay in Ray's logs (log_to_driver off): say here where the run goes
     print(f"[train {cfg.domain}] {logistics.num_workers} Ray Train workers (DDP, "
           f"{'nccl' if logistics.use_gpu else 'gloo'}); --workers 0 trains in this process", flush=True)
