@@ -294,9 +294,15 @@ def model_checkpoint(model_uri: str) -> bytes:
     or a shipped one (shipped:<kind>), read as a file: the model's python code is not executed."""
     if model_uri.startswith(SHIPPED):
         return _shipped(model_uri)[1]
+    from mlflow.exceptions import MlflowException
+
     client()
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        except MlflowException as e:  # MLflow's own text spans lines ('##### File x #####')
+            first = next((ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith("#")), type(e).__name__)
+            raise ValueError(f"no model at {model_uri} in {tracking_uri()} ({first.strip()})") from None
         found = list(local.rglob(CHECKPOINT_ARTIFACT))
         if len(found) != 1:
             raise ValueError(f"{model_uri} is not a reinstrument model (expected one {CHECKPOINT_ARTIFACT} artifact, "
@@ -326,24 +332,28 @@ def registered_name_of(card: dict) -> str:
 def resolve_model(uri: str) -> tuple[str, str]:
     """(pinned URI, 'name/version') for a registry URI; an alias is resolved once, so a champion
     promoted mid-run cannot mix two models into one run. A shipped model is pinned by its file's
-    checksum. Other URIs (runs:/...) pass as they are."""
+    checksum. A run's artifact (runs:/<run id>/<path>) passes as it is. Anything else is refused
+    here, before a run or a worker exists, with the forms a model URI takes."""
+    from mlflow.exceptions import MlflowException
+
     if uri.startswith(SHIPPED):
         pinned, _ = _shipped(uri)
         return pinned, pinned
-    if not uri.startswith("models:/"):
+    if uri.startswith("runs:/") and len(uri) > len("runs:/"):
         return uri, uri
-    ref = uri[len("models:/"):]
+    ref = uri[len("models:/"):] if uri.startswith("models:/") else ""
     if "@" in ref:
         name, alias = ref.split("@", 1)
-        from mlflow.exceptions import MlflowException
-
         try:
             version = client().get_model_version_by_alias(name, alias).version
-        except MlflowException as e:
+        except MlflowException:
             raise ValueError(f"no model version {name!r} has alias {alias!r} in {tracking_uri()}; "
-                             "train and register one first (reinstrument train ...)") from e
-    else:
+                             "train and register one first (reinstrument train ...)") from None
+    elif "/" in ref.strip("/"):  # a version: its existence is checked where its checkpoint is read
         name, version = ref.rsplit("/", 1)
+    else:
+        raise ValueError(f"model {uri!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH or "
+                         f"shipped:NAME (shipped: {', '.join(shipped_names()) or 'none'})")
     return f"models:/{name}/{version}", f"{name}/{version}"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from contextlib import nullcontext
 from dataclasses import replace
 
 import numpy as np
@@ -116,14 +117,34 @@ def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dic
         nfe = evaluations_per_window(m.config, edm)
     else:
         outs = list((data["guides"] if m.kind == "guide" else data["targets"]).values())
+        if not outs:  # no true target among the inputs: nothing to score, and no child run left RUNNING
+            return {"rows": [], "run_url": None, "keys": {}}
         mlflow_id = tracking.TrackedRun.start(EXPERIMENT, f"{task}/{m.key}", parent=log.parent_run_id,
                                               tags={"reinstrument.kind": "compare-method"}).id
     if not outs:
         return {"rows": [], "run_url": None, "keys": {}}
+    tracked = tracking.TrackedRun(mlflow_id)
+    # a reference's own child run ends FAILED if scoring fails (a transform's run is its job's)
+    with tracked.failed_on_error() if m.kind != "transform" else nullcontext():
+        rows = _score(task, m, outs, point_of(m, task, run_url), data, references, cfg, scorers, speed, nfe)
+        tracked.table([r for r in rows if r["subset"] == "all"])  # per-kind rows live in the comparison table
+        if m.kind != "transform":
+            tracked.finish()
+    print(f"[compare] {task}: {m.label}: " + ", ".join(f"{r['metric']} {r['mean']:.3g}" for r in rows
+                                                       if r["subset"] == "all" and r["metric"] in ("fad", "jd")))
+    return {"rows": rows, "run_url": run_url, "keys": keys}
+
+
+def point_of(m: Method, task: str, run_url: str | None) -> GridPoint:
     c = m.config
-    point = GridPoint(run_id=run_url.rstrip("/").rsplit("/", 1)[-1] if run_url else m.key,
-                      method=c.method if c else "reference", task=task,
-                      t_init=c.warm.t_init if c else None, lam=c.warm.lam if c else None)
+    return GridPoint(run_id=run_url.rstrip("/").rsplit("/", 1)[-1] if run_url else m.key,
+                     method=c.method if c else "reference", task=task,
+                     t_init=c.warm.t_init if c else None, lam=c.warm.lam if c else None)
+
+
+def _score(task: str, m: Method, outs: list, point: GridPoint, data: dict, references: dict, cfg: CompareConfig,
+           scorers: tuple[Embedding, BasicPitch], speed: list | None, nfe: int | None) -> list[dict]:
+    """A method's rows: every metric over all its outputs, and per degradation kind for enhance."""
     emb, tracker = scorers
     clean = data["targets"] if task == "enhance" else None
     subsets = {"all": outs}
@@ -140,13 +161,7 @@ def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dic
             got += aggregate(point, speed, ("s_per_audio_s",), reference="wall clock", seed=cfg.seed)
             got += aggregate(point, [{"nfe": float(nfe)}], ("nfe",), reference="per window")
         rows += [r | {"key": m.key, "label": m.label, "subset": subset} for r in got]
-    tracked = tracking.TrackedRun(mlflow_id)
-    tracked.table([r for r in rows if r["subset"] == "all"])  # per-kind rows live in the comparison table
-    if m.kind != "transform":
-        tracked.finish()
-    print(f"[compare] {task}: {m.label}: " + ", ".join(f"{r['metric']} {r['mean']:.3g}" for r in rows
-                                                       if r["subset"] == "all" and r["metric"] in ("fad", "jd")))
-    return {"rows": rows, "run_url": run_url, "keys": keys}
+    return rows
 
 
 def listening(task: str, methods: list[Method], results: list[dict], data: dict, n: int) -> list[ListeningInput]:

@@ -7,6 +7,7 @@ models, MLflow run). The run ID defaults to a hash of what defines the job, so r
 resumes it."""
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -27,6 +28,7 @@ from schemas.configs import IngestConfig, config_hash
 from schemas.records import PinnedModels, RunLayout, TransformRecord
 from schemas.results import TransformResult
 from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics
+from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.ingest import run_ingest
 from tasks.metrics.sources import clip_matches, is_clips_dataset
 
@@ -35,12 +37,26 @@ SUMMARY_METRICS = ("selected", "skipped", "transformed", "failed", "wall_s", "au
                    "first_batch_s", "steady_realtime_factor")
 
 
+@functools.lru_cache(maxsize=32)
+def _kind_of_pinned(uri: str) -> str:
+    """A pinned model's kind, from its checkpoint's card (a pinned URI never changes its bytes)."""
+    return read_checkpoint(tracking.model_checkpoint(uri))[2].get("kind", "denoiser")
+
+
+def _denoiser(uri: str, name: str) -> tuple[str, str]:
+    """Refused here, before inputs are read, a run is made or a worker starts: a model of another kind."""
+    kind = _kind_of_pinned(uri)
+    if kind != "denoiser":
+        raise ValueError(f"{name} is not a denoiser but a {kind} model; expected a denoiser (`reinstrument train`)")
+    return uri, name
+
+
 def pin_models(cfg: TransformConfig) -> PinnedModels:
     """Every registry URI of the run resolved to a version now (target, DDIB source, vocoder)."""
-    uri, name = tracking.resolve_model(cfg.model)
+    uri, name = _denoiser(*tracking.resolve_model(cfg.model))
     pinned = {"model_uri": uri, "model": name}
     if cfg.source_model:
-        pinned |= dict(zip(("source_uri", "source_model"), tracking.resolve_model(cfg.source_model)))
+        pinned |= dict(zip(("source_uri", "source_model"), _denoiser(*tracking.resolve_model(cfg.source_model))))
     vocoder_uri, vocoder = resolve_vocoder(cfg.vocoder)
     if vocoder_uri:
         pinned |= {"vocoder_uri": vocoder_uri, "vocoder": vocoder}

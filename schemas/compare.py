@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
 from schemas.diffusion import SamplerConfig, WindowConfig
-from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN
+from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, Split
 
 Task = Literal["timbre", "midi2real", "enhance"]
 TASKS: tuple[Task, ...] = ("timbre", "midi2real", "enhance")
@@ -30,7 +30,7 @@ class CompareConfig(StrictConfig):
     neighbours: tuple[float, ...] = Field((-0.05, 0.05), description="tau_init offsets of the operating point's "
                                           "neighbours (each scored like the point itself)")
     timbre_domain: str = Field("violin", description="timbre: the guide instrument (clean clips of this domain)")
-    split: str | None = Field("test", description="the inputs' split; 'all' (or null): every split, for inputs "
+    split: Split = Field("test", description="the inputs' split; 'all' (or null): every split, for inputs "
                               "held out by piece (exclude_pieces_of) rather than by split")
     limit: int | None = Field(None, ge=2, description="at most this many inputs per task")
     exclude_pieces_of: tuple[str, ...] = Field((), description="clips datasets whose pieces are never inputs "
@@ -46,11 +46,6 @@ class CompareConfig(StrictConfig):
     reference_limit: int | None = Field(None, ge=2)
     jd_threshold: float = Field(0.3, gt=0, lt=1)
     listen: int = Field(2, ge=0, description="inputs per task on the listening page")
-
-    @field_validator("split", mode="before")
-    @classmethod
-    def _all_splits(cls, v):  # a CLI option and a --config file cannot say null: 'all' says it
-        return None if v == "all" else v
 
     @model_validator(mode="after")
     def _consistent(self) -> "CompareConfig":

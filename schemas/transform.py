@@ -2,9 +2,9 @@
 part of each output's key); `TransformLogistics` is how the run executes (never hashed)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from schemas.configs import StrictConfig
 from schemas.diffusion import DDIB_SAMPLER, RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
@@ -74,12 +74,21 @@ class TransformConfig(StrictConfig):
         return self
 
 
+def _all_splits(v):
+    """'all' means every split (null): a CLI option and a --config file cannot say null."""
+    return None if v == "all" else v
+
+
+# one spelling for every command that selects inputs by split (transform, sweep, compare, nightly)
+Split = Annotated[str | None, BeforeValidator(_all_splits)]
+
+
 class InputSelection(StrictConfig):
     """Which clips of the inputs are transformed (clips datasets; a folder is ingested whole)."""
 
     domain: str | None = Field(None, description="guide domain, e.g. 'violin'")
     role: str | None = Field(None, description="default: the task's guide role (clean | midi_guide | degraded)")
-    split: str | None = Field(None, description="train | valid | test; default all")
+    split: Split = Field(None, description="train | valid | test; all (or null): every split")
     limit: int | None = Field(None, ge=1, description="at most this many clips (sorted by clip ID)")
     commits: tuple[str, ...] | None = Field(None, description="only the shards of these commits of the clips "
                                                                "dataset (the nightly job's batch of new arrivals)")

@@ -21,7 +21,7 @@ from tasks.audio import AudioError, stream_clips, stream_mono
 from tasks.clips import clip_and_hop_samples, clip_row, is_silent
 from tasks.errors import clean_reason
 from tasks.ids import content_id, split_for
-from tasks.midi import MidiError, midi_bytes, parse_midi, render, slice_midi
+from tasks.midi import MidiError, count_out_of_range, midi_bytes, parse_midi, playable_range, render, slice_midi
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".mp3")
 MIDI_EXTS = (".mid", ".midi")
@@ -144,14 +144,19 @@ def _clips(blocks: Iterator[np.ndarray], cfg: IngestConfig, base: dict, sid: str
     sr = c.sample_rate_hz
     clip_n, hop_n = clip_and_hop_samples(c)
     rows, silent, total = [], 0, 0
+    playable = playable_range(base.get("domain"))
     for start, seg in stream_clips(blocks, clip_n, hop_n):
         total = max(total, start + seg.size)
         if is_silent(seg, c):
             silent += 1
             continue
-        seg_midi = midi_bytes(slice_midi(midi, start / sr, (start + seg.size) / sr)) if midi else None
+        sliced = slice_midi(midi, start / sr, (start + seg.size) / sr) if midi else None
         rows.append(clip_row(seg, c, clip_id=content_id("clip", sid, start, seg.size),
-                             start_s=start / sr, config_hash=cfg.config_hash(), midi=seg_midi,
+                             start_s=start / sr, config_hash=cfg.config_hash(),
+                             midi=midi_bytes(sliced) if sliced else None,
+                             # notes the domain's instrument (or the pitch scorer) cannot play: counted,
+                             # as the corpus counts them, so a user can filter such clips out
+                             out_of_range_notes=count_out_of_range(sliced, playable) if sliced else None,
                              soundfont=soundfont, **base))
     if total < c.min_clip_s * sr:
         raise QuarantineError(f"too short: {total / sr:.3f} s; expected at least min_clip_s={c.min_clip_s} s")
@@ -192,11 +197,13 @@ def run_ingest(src_url: str, dest_url: str, cfg: IngestConfig, sidecar_url: str 
         side = Storage(os.path.dirname(sidecar_url.rstrip("/")))
         sidecar = read_sidecar(side, os.path.basename(sidecar_url.rstrip("/")))
     sources, refused = discover(src, cfg, sidecar)
+    skipped = 0
     for rel, reason in refused:
         uri = f"{src.url}/{rel}"
-        if uri not in done:
+        if uri in done:
+            skipped += 1
+        else:
             quar.add(quarantine_row(uri, reason, h))
-    skipped = 0
     for s in progress(sources, len(sources), "ingest"):
         try:
             sid = source_id(src, s, h)
@@ -217,4 +224,5 @@ def run_ingest(src_url: str, dest_url: str, cfg: IngestConfig, sidecar_url: str 
     added, n_quar = clips.num_rows, quar.num_rows
     clips.commit()
     quar.commit()
-    return IngestResult(len(sources), skipped, added, n_quar, clips.dataset.url, quar.dataset.url)
+    # every file seen counts once: those refused by name or type (quarantined above) included
+    return IngestResult(len(sources) + len(refused), skipped, added, n_quar, clips.dataset.url, quar.dataset.url)

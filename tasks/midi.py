@@ -39,6 +39,17 @@ INSTRUMENTS: dict[str, Instrument] = {i.name: i for i in [
 ]}
 
 
+# Notes a clip's MIDI may hold and still be scored: Basic Pitch (the JD scorer) transcribes A0-C8,
+# the piano's range (MIDI 21-108); a note outside it can never be matched.
+SCORED_RANGE = INSTRUMENTS["piano"]
+
+
+def playable_range(domain: str | None) -> Instrument:
+    """The range an ingested MIDI's notes are checked against: its domain's instrument where the
+    domain names one, else the range the pipeline can score."""
+    return INSTRUMENTS.get(domain or "", SCORED_RANGE)
+
+
 def instrument(name: str) -> Instrument:
     try:
         return INSTRUMENTS[name]

@@ -24,6 +24,16 @@ def tone(freq_hz: float, seconds: float, sr: int = SR, channels: int = 1, amp: f
     return np.repeat(x[:, None], channels, axis=1) if channels > 1 else x
 
 
+def ship_card(folder) -> None:
+    """The card a shipped model is loaded with: its file's SHA-256 (infra/tracking.shipped_bytes)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    (folder / "card.json").write_text(json.dumps({"sha256": hashlib.sha256((folder / "model.pt").read_bytes()).hexdigest()}))
+
+
 def write_wav(path, x, sr=SR, subtype="PCM_16"):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sf.write(path, x, sr, subtype=subtype)

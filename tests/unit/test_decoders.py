@@ -4,6 +4,7 @@ shipped URI whose file has changed since is refused, never silently swapped."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -35,7 +36,13 @@ def test_auto_is_the_shipped_vocoder_pinned_by_checksum(registry):
     assert tracking.model_checkpoint(uri) == data
     assert resolve_vocoder("griffin-lim") == (None, None)
 
-    (registry / "vocoder" / "model.pt").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # a retrained file
+    retrained = data[:-1] + bytes([data[-1] ^ 1])
+    (registry / "vocoder" / "model.pt").write_bytes(retrained)  # a damaged file: its card still names the old one
+    with pytest.raises(ValueError, match="does not match its card"):
+        tracking.model_checkpoint(uri)
+    card = json.loads((registry / "vocoder" / "card.json").read_text())
+    card["sha256"] = hashlib.sha256(retrained).hexdigest()  # a retrained file, shipped with its card
+    (registry / "vocoder" / "card.json").write_text(json.dumps(card))
     with pytest.raises(ValueError, match="has changed"):
         tracking.model_checkpoint(uri)
 
@@ -46,7 +53,7 @@ def test_auto_without_any_vocoder_is_griffin_lim_with_one_notice(registry, capsy
     assert resolve_vocoder("auto") == (None, None)
     assert resolve_vocoder("auto") == (None, None)
     assert capsys.readouterr().out.count("decoding with Griffin-Lim") == 1
-    with pytest.raises(ValueError, match="no shipped vocoder model"):
+    with pytest.raises(ValueError, match="no shipped model 'vocoder'"):
         resolve_vocoder("shipped:vocoder")
 
 

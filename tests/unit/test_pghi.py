@@ -11,6 +11,7 @@ import torch
 from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig, VocosConfig
 from tasks.builders import build_model
 from tasks.vocoder.pghi import pghi_phase
+from tests.conftest import ship_card
 
 SR, HOP, N_FFT = 16000, 320, 1280
 
@@ -109,6 +110,7 @@ def test_a_checkpoints_decode_fields_change_without_its_weights(tmp_path, monkey
     try:
         (tmp_path / "weights" / "src").mkdir(parents=True)
         (tmp_path / "weights" / "src" / "model.pt").write_bytes(data)
+        ship_card(tmp_path / "weights" / "src")  # a shipped file is loaded only with its card's checksum
         with pytest.raises(ValueError, match="only decode-time fields"):
             ship_job("shipped:src", str(tmp_path / "weights" / "out"), {}, architecture={"dim": 24})
         path = ship_job("shipped:src", str(tmp_path / "weights" / "out"), {"seed": 0}, architecture={"phase": "pghi"})

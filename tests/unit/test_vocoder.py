@@ -17,7 +17,7 @@ from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
 from tasks.builders import build_model
 from tasks.diffusion.checkpoint import load_train_state
 from tasks.vocoder.losses import multi_resolution_stft
-from tests.conftest import tone, write_wav
+from tests.conftest import ship_card, tone, write_wav
 
 HOP = 320
 
@@ -177,6 +177,7 @@ def test_fine_tuning_starts_from_the_named_model_and_refuses_another_kind(clips,
     weights = tmp_path / "weights" / "vocoder"
     weights.mkdir(parents=True)
     (weights / "model.pt").write_bytes(ema_checkpoint_bytes(base))
+    ship_card(weights)  # a shipped file is loaded only with its card's checksum
     monkeypatch.setenv("REINSTRUMENT_SHIPPED_DIR", str(tmp_path / "weights"))
     get_settings.cache_clear()
     try:
