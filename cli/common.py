@@ -167,6 +167,12 @@ def print_error(text: str) -> None:
     console.print(f"[red]error:[/red] {escape(redact(' '.join(text.split())))}", soft_wrap=True, highlight=False)
 
 
+def usage_error(text: str) -> None:
+    """A usage mistake the parser cannot see (options that do not go together): one line, exit 2."""
+    print_error(text)
+    raise typer.Exit(USAGE)
+
+
 def exit_status(e: BaseException) -> int:
     """2 for a config that does not validate, 1 for every other mistake."""
     return USAGE if isinstance(e, ValidationError) else RUNTIME

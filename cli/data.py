@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
+from cli.common import ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run, usage_error
 
 corpus_app = typer.Typer(help="The reference corpus rendered from music21 scores.", no_args_is_help=True)
 config_app = typer.Typer(help="Typed configs: defaults and validation.", no_args_is_help=True)
@@ -112,8 +112,7 @@ def features(
     from schemas.configs import FeatureConfig
 
     if encoder is not None and kind not in (None, "latent"):
-        console.print(f"[red]--encoder is for --kind latent[/red] (got --kind {kind})")
-        raise typer.Exit(2)
+        usage_error(f"--encoder is for --kind latent (got --kind {kind})")
     latent = kind == "latent" or (kind is None and encoder is not None)
     cfg = load_config(FeatureConfig, config, segment_frames=segment_frames, segment_hop_frames=segment_hop_frames,
                       kind=kind, encoder=(encoder or "auto") if latent else None, dtype=dtype)
@@ -162,8 +161,7 @@ def config_show(kind: str = typer.Argument(..., help=" | ".join(CONFIG_KINDS))):
     import schemas.vocoder
 
     if kind not in CONFIG_KINDS:
-        console.print(f"[red]unknown config {kind!r}[/red]; expected one of {sorted(CONFIG_KINDS)}")
-        raise typer.Exit(2)
+        usage_error(f"unknown config {kind!r}; expected one of {sorted(CONFIG_KINDS)}")
     cls = next(getattr(m, CONFIG_KINDS[kind]) for m in (schemas.compare, schemas.configs, schemas.sweep, schemas.training, schemas.transform, schemas.vocoder)
                if hasattr(m, CONFIG_KINDS[kind]))
     required = {"train": {"features_url": "FEATURES_URL", "domain": "DOMAIN"}, "transform": {"model": "MODEL_URI"},

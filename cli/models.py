@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import USAGE, ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run
+from cli.common import USAGE, ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run, usage_error
 
 
 ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
@@ -55,8 +55,7 @@ def train(
     from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 
     if preset not in TRAIN_PRESETS:
-        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(TRAIN_PRESETS)}")
-        raise typer.Exit(2)
+        usage_error(f"unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
     # Absolute, so the run's identity (and its Ray workers) do not depend on the working directory.
     cfg = load_config(TrainConfig, config, TRAIN_PRESETS[preset], domain=domain,
                       features_url=Storage(features_url).absolute_url(), cond_domain=cond_domain,
@@ -84,8 +83,7 @@ def _train_on_clips(kind: str, preset: str, config: Path | None, clips: list[str
     config_type, presets, flow = {"vocoder": (VocoderTrainConfig, VOCODER_PRESETS, train_vocoder_flow),
                                   "autoencoder": (AutoencoderTrainConfig, AUTOENCODER_PRESETS, train_autoencoder_flow)}[kind]
     if preset not in presets:
-        console.print(f"[red]unknown preset {preset!r}[/red]; expected one of {sorted(presets)}")
-        raise typer.Exit(2)
+        usage_error(f"unknown preset {preset!r}; expected one of {sorted(presets)}")
     cfg = load_config(config_type, config, presets[preset], clips_urls=tuple(Storage(c).absolute_url() for c in clips),
                       domains=tuple(domain) if domain else None,
                       # the run's name and log label say what it learns from ("all" when every domain)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cli.common import (ConfigOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt, console, fail, load_config,
-                        print_rows, root, run)
+                        print_rows, root, run, usage_error)
 
 
 VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else the shipped one, else Griffin-Lim) "
@@ -146,9 +146,8 @@ def serve(
     from flows.deploy import serve_all
 
     if not os.environ.get("PREFECT_API_URL"):
-        console.print("[red]PREFECT_API_URL is not set[/red]; start a server (prefect server start) and export "
-                      "PREFECT_API_URL=http://127.0.0.1:4200/api")
-        raise typer.Exit(2)
+        usage_error("PREFECT_API_URL is not set; start a server (prefect server start) and export "
+                    "PREFECT_API_URL=http://127.0.0.1:4200/api")
     serve_all(nightly_inputs=nightly_inputs, nightly_targets=[{"model": t} for t in target] if target else None,
               out=out, cron=cron, actors=actors)
 
@@ -204,16 +203,18 @@ def demo(
     from flows.pipeline import demo_flow
     from infra.tracking import tracking_uri
     from jobs.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_job, sweep_table
+    from schemas.configs import CorpusConfig
 
     if representation not in (None, "logmel", "latent"):
-        fail(f"--representation {representation!r}: expected logmel or latent")
+        usage_error(f"--representation {representation!r}: expected logmel or latent")
     if not train and (representation or train_steps):
-        fail("--representation and --train-steps choose what --train trains; add --train")
+        usage_error("--representation and --train-steps choose what --train trains; add --train")
     overrides = ({"t_inits": tuple(t_init)} if t_init else {}) | ({"lams": tuple(lam)} if lam else {})
     overrides |= ({"train_steps": train_steps} if train_steps else {}) | ({"representation": representation} if representation else {})
     churned = {k: v for k, v in (("S_churn", S_churn), ("S_tmin", S_tmin)) if v is not None}
     overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
-    res = run(demo_flow, demo_job, prefect, root_url, DEMO_CORPUS.model_copy(update={"max_pieces": pieces}),
+    corpus = load_config(CorpusConfig, None, base=DEMO_CORPUS.model_dump(mode="json"), max_pieces=pieces)
+    res = run(demo_flow, demo_job, prefect, root_url, corpus,
               train=train, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     print_rows(c["summary"], "reference corpus (role, domain, split)")

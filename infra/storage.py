@@ -16,6 +16,7 @@ import functools
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -105,6 +106,20 @@ def safe_relpath(rel: str) -> str:
     return norm
 
 
+# botocore's own rule for a bucket name; checked here so that a mistyped URL fails at once with
+# what was wrong, not after every retry of every request as a "storage fault"
+_BUCKET = re.compile(r"[a-zA-Z0-9.\-_]{1,255}")
+
+
+def _check_bucket(url: str) -> None:
+    scheme, _, rest = url.partition("://")
+    if scheme in ("s3", "s3a"):
+        bucket = rest.split("/", 1)[0]
+        if not _BUCKET.fullmatch(bucket):
+            raise ValueError(f"{url}: {bucket!r} is not an S3 bucket name; expected s3://BUCKET/prefix with a bucket "
+                             "of letters, digits, '.', '-' and '_'")
+
+
 class Storage:
     """A root URL and the filesystem behind it."""
 
@@ -112,6 +127,7 @@ class Storage:
         # credentials in the URL would be stored with every record, log and error naming it
         refuse_userinfo(url, "storage URL")
         self.url = url.rstrip("/") or url
+        _check_bucket(self.url)
         options = s3_options() if self.url.startswith(("s3://", "s3a://")) else {}
         self.fs, root = fsspec.core.url_to_fs(self.url, **options)
         if options:

@@ -6,11 +6,9 @@ default (REINSTRUMENT_MLFLOW_ARTIFACTS, e.g. s3://bucket/mlflow, with the endpoi
 AWS_ENDPOINT_URL / MLFLOW_S3_ENDPOINT_URL)."""
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
-import re
 import tempfile
 import time
 import warnings
@@ -23,6 +21,7 @@ import mlflow.pyfunc
 import numpy as np
 
 from infra.secrets import redact, redact_obj
+from infra.shipped import SHIPPED, pinned_shipped, shipped_names
 from infra.settings import get_settings
 from infra.storage import Storage
 
@@ -234,66 +233,11 @@ def log_model(run: TrackedRun, checkpoint: bytes, *, code: Path, artifact: str, 
     return str(info.registered_model_version or "")
 
 
-SHIPPED = "shipped:"
-
-
-SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-def shipped_path(kind: str) -> Path:
-    """weights/<name>/model.pt for a shipped model's folder name (a name, never a path: `shipped:`
-    must not become a way to load any file on disk)."""
-    if not SHIPPED_NAME.fullmatch(kind):
-        raise ValueError(f"shipped:{kind}: expected the name of a shipped model (letters, digits, '-', '_'; "
-                         f"one of {', '.join(shipped_names()) or 'none'}), not a path")
-    return Path(get_settings().shipped_dir) / kind / "model.pt"
-
-
-def shipped_names() -> list[str]:
-    root = Path(get_settings().shipped_dir)
-    return sorted(p.parent.name for p in root.glob("*/model.pt")) if root.is_dir() else []
-
-
-def shipped_bytes(kind: str) -> tuple[bytes, str]:
-    """A shipped model's checkpoint and SHA-256, verified against its card on every load: a damaged
-    or replaced file is refused, never loaded."""
-    import json
-
-    path = shipped_path(kind)
-    if not path.is_file():
-        raise ValueError(f"no shipped model {kind!r}: expected {path} (shipped: "
-                         f"{', '.join(shipped_names()) or 'none'})")
-    card_path = path.with_name("card.json")
-    try:
-        want = json.loads(card_path.read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(f"shipped:{kind}: {card_path} is missing or has no sha256; a shipped model is loaded "
-                         "only with its card") from None
-    data = path.read_bytes()
-    sha = hashlib.sha256(data).hexdigest()
-    if sha != want:
-        raise ValueError(f"shipped:{kind}: {path} does not match its card (sha256 {sha[:16]}, card {str(want)[:16]}); "
-                         "the file is damaged or was replaced: restore it (git checkout -- weights/) or ship it "
-                         "again with `reinstrument shipped add`")
-    return data, sha
-
-
-def _shipped(uri: str) -> tuple[str, bytes]:
-    """A `shipped:<kind>[@<sha256 prefix>]` URI -> (pinned URI, checkpoint bytes). A pinned URI
-    whose file has changed since (a retrained model checked out) is refused, not silently mixed."""
-    kind, _, want = uri[len(SHIPPED):].partition("@")
-    data, sha = shipped_bytes(kind)
-    if want and not sha.startswith(want):
-        raise ValueError(f"{uri}: the shipped {kind} model at {shipped_path(kind)} has changed (sha256 {sha[:16]}, "
-                         f"pinned {want}); re-run without the pinned URI to use the new file")
-    return f"{SHIPPED}{kind}@{sha[:16]}", data
-
-
 def model_checkpoint(model_uri: str) -> bytes:
     """The checkpoint bytes of a logged model (models:/name/version, models:/name@alias, runs:/…)
     or a shipped one (shipped:<kind>), read as a file: the model's python code is not executed."""
     if model_uri.startswith(SHIPPED):
-        return _shipped(model_uri)[1]
+        return pinned_shipped(model_uri)[1]
     from mlflow.exceptions import MlflowException
 
     client()
@@ -337,7 +281,7 @@ def resolve_model(uri: str) -> tuple[str, str]:
     from mlflow.exceptions import MlflowException
 
     if uri.startswith(SHIPPED):
-        pinned, _ = _shipped(uri)
+        pinned, _ = pinned_shipped(uri)
         return pinned, pinned
     if uri.startswith("runs:/") and len(uri) > len("runs:/"):
         return uri, uri

@@ -4,7 +4,7 @@ with a one-line notice), and loaded for in-process use (mel2audio). Likewise the
 latent features (`auto`: the champion, else the shipped one; there is no fallback)."""
 from __future__ import annotations
 
-from infra import tracking
+from infra import shipped, tracking
 from schemas.configs import MelConfig
 from tasks.builders import load_vocoder, make_vocoder
 from tasks.diffusion.vocoder import Vocoder
@@ -19,8 +19,8 @@ def _champion_or_shipped(registered: str, kind: str) -> str | None:
     """`auto`'s spec: the registered champion, else the file the repository ships, else None."""
     if tracking.champion_version(registered) is not None:
         return f"models:/{registered}@{tracking.CHAMPION}"
-    if tracking.shipped_path(kind).is_file():
-        return f"{tracking.SHIPPED}{kind}"
+    if shipped.shipped_path(kind).is_file():
+        return f"{shipped.SHIPPED}{kind}"
     return None
 
 
@@ -63,8 +63,8 @@ def resolve_autoencoder(spec: str) -> tuple[str, str]:
     if uri.startswith("models:/"):
         registered, version = name.rsplit("/", 1)
         sha = tracking.version_tag(registered, version, SHIPPED_TAG)
-        if sha and tracking.shipped_path("autoencoder").is_file():
-            shipped_uri, _ = tracking.resolve_model(f"{tracking.SHIPPED}autoencoder")
+        if sha and shipped.shipped_path("autoencoder").is_file():
+            shipped_uri, _ = tracking.resolve_model(f"{shipped.SHIPPED}autoencoder")
             if sha.startswith(shipped_uri.rsplit("@", 1)[1]):
                 return shipped_uri, shipped_uri
     return uri, name

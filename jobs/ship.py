@@ -8,7 +8,7 @@ import json
 import platform
 from pathlib import Path
 
-from infra import tracking
+from infra import shipped, tracking
 from infra.tracking import model_checkpoint, registered_name_of, resolve_model
 from jobs.decoders import SHIPPED_TAG
 from schemas.results import ShippedModel
@@ -63,8 +63,8 @@ def register_shipped(folder: str) -> ShippedModel:
     """Register `weights/<folder>/model.pt` in the tracking store (once: a version already tagged
     with the file's sha256 is reused) and make it champion where its name has none, so a trained
     model has to beat it to take over. The model card travels as an artifact of the run."""
-    path = tracking.shipped_path(folder)
-    data, sha = tracking.shipped_bytes(folder)  # verified against its card
+    path = shipped.shipped_path(folder)
+    data, sha = shipped.shipped_bytes(folder)  # verified against its card
     _, metadata = load_checkpoint_bytes(data)  # a file that does not load is refused before it is registered
     name = registered_name_of(metadata)
     version = tracking.find_version(name, SHIPPED_TAG, sha)
@@ -85,7 +85,7 @@ def register_shipped(folder: str) -> ShippedModel:
 
 
 def shipped_folders() -> list[str]:
-    return tracking.shipped_names()
+    return shipped.shipped_names()
 
 
 def register_shipped_job(folders: tuple[str, ...] | None = None) -> dict[str, ShippedModel]:

@@ -68,6 +68,11 @@ def run_augment(clips_url: str, out_url: str, cfg: AugmentConfig, shard_rows: in
     from infra.datasets import ShardBuffer, ShardedDataset
     from infra.progress import progress
 
+    from tasks.metrics.sources import is_clips_dataset
+
+    if not is_clips_dataset(clips_url):  # a typo would otherwise "augment" nothing and succeed
+        raise ValueError(f"{clips_url} is not a clips dataset; expected the clips folder written by "
+                         "`reinstrument ingest` or `corpus build`")
     src = ShardedDataset.at(clips_url, "clips")
     buf = ShardBuffer(ShardedDataset.at(out_url, "clips"), cfg.config_hash(), shard_rows)
     have = buf.dataset.column_values("clip_id")

@@ -25,7 +25,7 @@ def tone(freq_hz: float, seconds: float, sr: int = SR, channels: int = 1, amp: f
 
 
 def ship_card(folder) -> None:
-    """The card a shipped model is loaded with: its file's SHA-256 (infra/tracking.shipped_bytes)."""
+    """The card a shipped model is loaded with: its file's SHA-256 (infra/shipped.shipped_bytes)."""
     import hashlib
     import json
     from pathlib import Path

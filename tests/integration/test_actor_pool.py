@@ -76,3 +76,28 @@ def test_the_pool_reads_from_rays_actor_table_whether_an_actor_is_gone(ray_local
     ray.kill(a, no_restart=True)
     _wait_dead(a)
     assert _restarting_or_dead(a)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)
+class _Refuses:
+    def __init__(self, model: str):
+        raise ValueError(f"{model} is not a denoiser but a vocoder model; expected a denoiser [sic]")
+
+    def call(self, x: int) -> int:
+        return x
+
+
+def test_an_actor_whose_init_raises_gives_that_reason_not_a_dead_pool(ray_local):
+    """Issue 44, defect 6: the reason ('not a denoiser') was lost in 'every actor of the pool died
+    for good' and a 100-line traceback; the in-process path printed it in one line."""
+    from tasks.errors import describe, user_error
+
+    pool = ActorWorkers([_Refuses.remote("shipped:vocoder") for _ in range(2)])
+    try:
+        with pytest.raises(ValueError) as e:
+            list(pool.map_unordered(lambda a, x: a.call.remote(x), list(range(4))))
+    finally:
+        pool.release()
+    assert type(e.value) is ValueError  # the exception itself, not Ray's wrapper
+    assert describe(user_error(e.value)) == ("ValueError: shipped:vocoder is not a denoiser but a vocoder model; "
+                                             "expected a denoiser [sic]")

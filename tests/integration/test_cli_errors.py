@@ -165,3 +165,89 @@ def test_a_sweep_grid_is_validated_before_any_work(tmp_path):
             env={"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")}, timeout=120)
     one_line_error(r, "t_init", "less than or equal to 1")
     assert not (tmp_path / "out").exists() and not (tmp_path / "root").exists()
+
+
+# -- issue 44: one line for every mistake, in the default (Prefect) mode ------------------------
+# (command line, exit status, text the error line holds). 2: usage or config; 1: anything else.
+MISTAKES = [
+    (("ingest", "{t}/nope", "{t}/d"), 1, "does not exist"),
+    (("ingest", "s3://bad:bucket/raw", "{t}/d"), 1, "'bad:bucket' is not an S3 bucket name"),  # '[' used to crash
+    (("ingest", "s3://AKIA:hunter2x@bucket/raw", "{t}/d"), 2, "s3://***@bucket/raw holds credentials"),
+    (("ingest",), 2, "Missing argument 'src'"),
+    (("ingest", "{t}/src", "{t}/d", "--bogus"), 2, "No such option: --bogus"),
+    (("augment", "{t}/nope", "{t}/aug"), 1, "is not a clips dataset"),
+    (("features", "{t}/empty", "--out", "{t}/f"), 1, "not a clips dataset"),
+    (("train", "{t}/empty", "--domain", "flute", "--preset", "tiny"), 1, "not a feature set"),
+    (("train", "{t}/empty", "--domain", "flute", "--preset", "huge"), 2, "unknown preset 'huge'"),
+    (("transform", "--inputs", "{t}/src", "--model", "x"), 1, "expected models:/NAME@ALIAS"),
+    (("transform", "--inputs", "{t}/src", "--model", "shipped:vocoder"), 1, "not a denoiser but a vocoder"),
+    (("transform", "--inputs", "{t}/src", "--model", "shipped:flute-latent", "--t-init", "1.5"), 2, "t_init"),
+    (("sweep", "--inputs", "{t}/nope", "--model", "shipped:flute-latent"), 1, "0 clips"),
+    (("compare", "--inputs", "{t}/src", "--model", "shipped:flute-latent"), 1, "is not a clips dataset"),
+    (("nightly", "--inputs", "{t}/nope", "--target", "shipped:flute-latent"), 1, "does not exist"),
+    (("pull", "{t}/nope", "{t}/dest"), 1, "no outputs table"),
+    (("inspect", "{t}/nope"), 1, "no dataset at"),
+    (("config", "show", "bogus"), 2, "unknown config 'bogus'"),
+    (("metrics", "fad", "{t}/nope", "{t}/nope"), 1, "no audio files"),
+    (("corpus", "build", "--dest", "{t}/c", "--pieces", "0"), 2, "max_pieces"),
+    (("demo", "--root", "{t}/demo", "--pieces", "0"), 2, "max_pieces"),
+    (("train-vocoder", "{t}/nope"), 1, "no clean train clips"),
+    (("shipped", "register", "nope"), 1, "no shipped model 'nope'"),
+]
+
+
+@pytest.fixture(scope="module")
+def prefect_url(tmp_path_factory):
+    """One Prefect API for every command of the module (a temporary one per command costs ~10 s)."""
+    from infra.prefect_api import prefect_api
+
+    os.environ.pop("PREFECT_API_URL", None)
+    with prefect_api() as url:
+        yield url
+
+
+@pytest.mark.parametrize("args, status, text", MISTAKES, ids=[" ".join(m[0])[:60] for m in MISTAKES])
+def test_every_commands_common_mistakes_end_in_one_line_in_the_default_mode(tmp_path, prefect_url, args, status, text):
+    (tmp_path / "empty").mkdir()
+    write_wav(str(tmp_path / "src/violin/a.wav"), tone(440, 2.0))
+    r = cli(*[a.format(t=tmp_path) for a in args], env={"PREFECT_API_URL": prefect_url, "AWS_MAX_ATTEMPTS": "1",
+                                                        "REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")})
+    one_line_error(r, text)
+    assert r.returncode == status, r.stderr
+    assert "hunter2x" not in r.stdout + r.stderr
+    assert "Finished in state Failed" not in r.stderr and "Encountered exception" not in r.stderr
+
+
+def test_the_temporary_apis_dead_link_is_not_printed_and_the_failure_stays_in_prefect(tmp_path):
+    """The failure's traceback is in Prefect's database (the API's logs), not on the terminal."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "REINSTRUMENT_PROGRESS": "0"}
+    r = subprocess.run([f"{BIN}/reinstrument", "ingest", str(tmp_path / "nope"), str(tmp_path / "d")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    one_line_error(r, "does not exist")
+    assert r.returncode == 1 and "View at" not in r.stderr and "Beginning flow run" in r.stderr
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "prefect-home" / "prefect.db")
+    states = [s for (s,) in db.execute("SELECT state_type FROM flow_run")]
+    logs = " ".join(m for (m,) in db.execute("SELECT message FROM log"))
+    assert states == ["FAILED"] and "Traceback" in logs and "does not exist" in logs
+
+
+def test_an_error_inside_a_ray_train_worker_is_the_same_one_line(tmp_path, src):
+    """Issue 44, defect 6 for training: a worker's ValueError came back as Ray Train's
+    WorkerGroupError with every worker's traceback; it is now the worker's own line."""
+    from ray_actors.features import extract_features
+    from schemas.configs import FeatureConfig, IngestConfig
+    from tasks.ingest import run_ingest
+
+    side = tmp_path / "side.csv"
+    side.write_text("path,domain,split\n" + "".join(f"flute/t{k}.wav,flute,train\n" for k in range(3)))
+    run_ingest(str(src), str(tmp_path / "ing"), IngestConfig(), str(side))
+    url = extract_features([str(tmp_path / "ing/clips")], str(tmp_path / "feat"), FeatureConfig(), local=True)["features_url"]
+    (tmp_path / "odd.json").write_text('{"batch_size": 7, "steps": 4}')  # 7 rows cannot split over 2 workers
+    r = cli("train", url, "--domain", "flute", "--preset", "tiny", "--workers", "2", "--config", str(tmp_path / "odd.json"),
+            "--no-prefect", "--no-register", "--out", str(tmp_path / "out"),
+            env={"REINSTRUMENT_DATA_ROOT": str(tmp_path / "root"), "RAY_ADDRESS": ""})
+    one_line_error(r, "ValueError: batch_size=7 is not divisible by 2 workers")
+    assert r.returncode == 1

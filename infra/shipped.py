@@ -1,0 +1,64 @@
+"""Models the repository ships (weights/<name>/model.pt with its card.json), named by
+`shipped:<name>[@<sha256 prefix>]` URIs. A name, never a path; every load checks the file against
+its card's SHA-256, so a damaged or replaced file is refused, never loaded."""
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from infra.settings import get_settings
+
+SHIPPED = "shipped:"
+
+
+SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def shipped_path(kind: str) -> Path:
+    """weights/<name>/model.pt for a shipped model's folder name (a name, never a path: `shipped:`
+    must not become a way to load any file on disk)."""
+    if not SHIPPED_NAME.fullmatch(kind):
+        raise ValueError(f"shipped:{kind}: expected the name of a shipped model (letters, digits, '-', '_'; "
+                         f"one of {', '.join(shipped_names()) or 'none'}), not a path")
+    return Path(get_settings().shipped_dir) / kind / "model.pt"
+
+
+def shipped_names() -> list[str]:
+    root = Path(get_settings().shipped_dir)
+    return sorted(p.parent.name for p in root.glob("*/model.pt")) if root.is_dir() else []
+
+
+def shipped_bytes(kind: str) -> tuple[bytes, str]:
+    """A shipped model's checkpoint and SHA-256, verified against its card on every load: a damaged
+    or replaced file is refused, never loaded."""
+    import json
+
+    path = shipped_path(kind)
+    if not path.is_file():
+        raise ValueError(f"no shipped model {kind!r}: expected {path} (shipped: "
+                         f"{', '.join(shipped_names()) or 'none'})")
+    card_path = path.with_name("card.json")
+    try:
+        want = json.loads(card_path.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"shipped:{kind}: {card_path} is missing or has no sha256; a shipped model is loaded "
+                         "only with its card") from None
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != want:
+        raise ValueError(f"shipped:{kind}: {path} does not match its card (sha256 {sha[:16]}, card {str(want)[:16]}); "
+                         "the file is damaged or was replaced: restore it (git checkout -- weights/) or ship it "
+                         "again with `reinstrument shipped add`")
+    return data, sha
+
+
+def pinned_shipped(uri: str) -> tuple[str, bytes]:
+    """A `shipped:<kind>[@<sha256 prefix>]` URI -> (pinned URI, checkpoint bytes). A pinned URI
+    whose file has changed since (a retrained model checked out) is refused, not silently mixed."""
+    kind, _, want = uri[len(SHIPPED):].partition("@")
+    data, sha = shipped_bytes(kind)
+    if want and not sha.startswith(want):
+        raise ValueError(f"{uri}: the shipped {kind} model at {shipped_path(kind)} has changed (sha256 {sha[:16]}, "
+                         f"pinned {want}); re-run without the pinned URI to use the new file")
+    return f"{SHIPPED}{kind}@{sha[:16]}", data
