@@ -160,12 +160,19 @@ class TrackedRun:
 
     @contextmanager
     def failed_on_error(self) -> Iterator["TrackedRun"]:
-        """Ends the run FAILED (KILLED on Ctrl-C) if the block raises; otherwise it would show
-        RUNNING forever. The job's own error is what the user needs, so a tracking error while
+        """Ends the run FAILED (KILLED on Ctrl-C) if the block raises, with the error as a tag and
+        its traceback as `error.txt`; otherwise it would show RUNNING forever. The job's own error is what the user needs, so a tracking error while
         marking the run is not allowed to replace it."""
         try:
             yield self
         except BaseException as e:
+            try:  # what the command printed as one line, whole here (no URL's password)
+                import traceback
+
+                self.tag("reinstrument.error", f"{type(e).__name__}: {str(e)[:MAX_PARAM_CHARS]}")
+                self.artifact("error.txt", redact("".join(traceback.format_exception(e))).encode())
+            except Exception:  # noqa: BLE001 - see the docstring
+                pass
             try:
                 self.finish("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             except Exception:  # noqa: BLE001 - see the docstring

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -193,6 +194,10 @@ MISTAKES = [
     (("demo", "--root", "{t}/demo", "--pieces", "0"), 2, "max_pieces"),
     (("train-vocoder", "{t}/nope"), 1, "no clean train clips"),
     (("shipped", "register", "nope"), 1, "no shipped model 'nope'"),
+    (("mel2audio", "{t}/nope", "{t}/x.wav"), 1, "is not a feature set"),
+    (("warm-probe", "{t}/nope", "--model", "shipped:flute-latent", "--guide-domain", "violin"), 1, "{t}/nope"),
+    (("train-autoencoder", "{t}/nope", "--preset", "huge"), 2, "unknown preset 'huge'"),
+    (("serve",), 2, "PREFECT_API_URL is not set"),
 ]
 
 
@@ -206,16 +211,31 @@ def prefect_url(tmp_path_factory):
         yield url
 
 
-@pytest.mark.parametrize("args, status, text", MISTAKES, ids=[" ".join(m[0])[:60] for m in MISTAKES])
-def test_every_commands_common_mistakes_end_in_one_line_in_the_default_mode(tmp_path, prefect_url, args, status, text):
-    (tmp_path / "empty").mkdir()
-    write_wav(str(tmp_path / "src/violin/a.wav"), tone(440, 2.0))
-    r = cli(*[a.format(t=tmp_path) for a in args], env={"PREFECT_API_URL": prefect_url, "AWS_MAX_ATTEMPTS": "1",
-                                                        "REINSTRUMENT_DATA_ROOT": str(tmp_path / "root")})
-    one_line_error(r, text)
-    assert r.returncode == status, r.stderr
-    assert "hunter2x" not in r.stdout + r.stderr
-    assert "Finished in state Failed" not in r.stderr and "Encountered exception" not in r.stderr
+def _mistake(base: Path, prefect_url: str, args: tuple, status: int, text: str) -> str | None:
+    """What is wrong with one mistake's output (None: one `error:` line holding `text`, `status`)."""
+    (base / "empty").mkdir(parents=True)
+    write_wav(str(base / "src/violin/a.wav"), tone(440, 2.0))
+    env = {"PREFECT_API_URL": prefect_url if args != ("serve",) else "", "AWS_MAX_ATTEMPTS": "1",
+           "REINSTRUMENT_DATA_ROOT": str(base / "root")}
+    r = cli(*[a.format(t=base) for a in args], env=env)
+    try:
+        one_line_error(r, text.format(t=base))
+        assert r.returncode == status, f"exit {r.returncode}, expected {status}"
+        assert "hunter2x" not in r.stdout + r.stderr
+        assert "Finished in state Failed" not in r.stderr and "Encountered exception" not in r.stderr
+    except AssertionError as e:
+        return f"{' '.join(args)}: {e}\n{r.stderr[-1500:]}"
+    return None
+
+
+def test_every_commands_common_mistakes_end_in_one_line_in_the_default_mode(tmp_path, prefect_url):
+    """Two commands at a time (each is mostly its own start-up), every failure reported."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as ex:
+        problems = [p for p in ex.map(lambda km: _mistake(tmp_path / str(km[0]), prefect_url, *km[1]),
+                                      enumerate(MISTAKES)) if p]
+    assert not problems, "\n\n".join(problems)
 
 
 def test_the_temporary_apis_dead_link_is_not_printed_and_the_failure_stays_in_prefect(tmp_path):

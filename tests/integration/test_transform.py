@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import boto3
 import numpy as np
@@ -421,6 +422,10 @@ def test_failed_jobs_end_failed_in_mlflow_and_leave_no_run_folder(models, tmp_pa
     exp = c.get_experiment_by_name("reinstrument-transform").experiment_id
     run = c.search_runs([exp], "attributes.run_name = 'fails'")[0]
     assert run.info.status == "FAILED"
+    # issue 44: the error the command prints as one line is whole in MLflow
+    assert run.data.tags["reinstrument.error"] == "RuntimeError: injected failure"
+    text = Path(c.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
+    assert text.startswith("Traceback") and "RuntimeError: injected failure" in text
 
     monkeypatch.setattr(sweep_mod, "make_embedding", boom)
     cfg = SweepConfig(model="models:/reinstrument-flute@champion", t_inits=(0.6,), lams=(1.0,),
