@@ -229,3 +229,19 @@ def test_the_ingest_summary_counts_every_file_seen(tmp_path):
     assert (res.sources_seen, res.quarantined, res.clips_added) == (2, 2, 0)
     again = run_ingest(str(tmp_path / "src"), str(tmp_path / "d"), IngestConfig())
     assert (again.sources_seen, again.sources_skipped, again.quarantined) == (2, 2, 0)
+
+
+def test_compare_without_true_targets_starts_no_child_run_it_would_leave_running(monkeypatch):
+    """Defect 9: `compare` on inputs without true targets left the MLflow child run `timbre/target`
+    RUNNING (started, then returned from before it was finished)."""
+    import jobs.compare as compare_mod
+    from infra import tracking
+    from schemas.transform import InputSelection, TransformLogistics
+    from tasks.compare import Method
+
+    started = []
+    monkeypatch.setattr(tracking.TrackedRun, "start", classmethod(lambda cls, *a, **k: started.append(a) or cls("x")))
+    out = compare_mod.run_method("timbre", Method("target", "true target", "target"), "in", InputSelection(),
+                                 {"guides": {"g": object()}, "targets": {}, "kinds": {}}, {}, None, None, (None, None),
+                                 TransformLogistics(num_actors=0, out_url="unused"))
+    assert out == {"rows": [], "run_url": None, "keys": {}} and started == []
