@@ -18,7 +18,6 @@ import torch
 from infra.datasets import ShardedDataset
 from infra.progress import left_note
 from infra.ray_cluster import default_train_workers, enter_worker
-from infra.secrets import has_userinfo
 from infra.storage import Storage
 from schemas.configs import StrictConfig
 from schemas.records import TrainRunLayout as L
@@ -294,16 +293,13 @@ def settle_workers(logistics: TrainLogistics) -> TrainLogistics:
 def fit(cfg: SolverConfig, logistics: TrainLogistics, run_url: str, card: StrictConfig,
         mlflow_tracking_uri: str | None, mlflow_run_id: str | None) -> None:
     """Run `train_loop` on Ray Train workers (DDP), or in this process when num_workers=0."""
-    from infra import tracking
+    from infra import secrets, tracking
 
     logistics = settle_workers(logistics)
-
     loop = {"kind": kind_of(cfg), "config": cfg.model_dump_json(), "logistics": logistics.model_dump_json(),
-            # Ray Train keeps its config (the trial's params): a URI with a password travels only
-            # in the workers' private environment file (infra/ray_cluster.py), read by the worker
-            "run_url": run_url, "card": card.model_dump(mode="json"),
-            "mlflow_tracking_uri": None if has_userinfo(mlflow_tracking_uri or "") else mlflow_tracking_uri,
-            "mlflow_run_id": mlflow_run_id,
+            "run_url": run_url, "card": card.model_dump(mode="json"), "mlflow_run_id": mlflow_run_id,
+            # Ray Train keeps its config: a URI with a password goes by the workers' private file only
+            "mlflow_tracking_uri": None if secrets.has_userinfo(mlflow_tracking_uri or "") else mlflow_tracking_uri,
             # read here, once: workers on other nodes need not reach the registry
             "init_weights": tracking.model_checkpoint(cfg.init_from) if cfg.init_from else None,
             "encoder_weights": tracking.model_checkpoint(card.encoder) if getattr(card, "encoder", None) else None}
