@@ -40,7 +40,7 @@ class CopySynthesisRow:
     fad_ci: tuple[float, float]
     lsd_db: float | None
     mr_stft: float | None
-    jd: float | None              # mean pitch Jaccard distance to the original clip (DESIGN.md's JD)
+    jd: float | None              # mean pitch Jaccard distance to the original clip (docs/design.md, JD)
     realtime: float | None        # audio seconds decoded per wall second (None for the real clips)
 
 

@@ -114,7 +114,7 @@ class SamplerConfig(StrictConfig):
     name: Literal["euler", "heun", "dpmpp_2m"] = "heun"
     steps: int = Field(35, ge=1, description="N: reverse steps on the full grid")
     # K decouples the solver's cost from tau_init's meaning: tau_init still picks sigma_start on the
-    # N-step grid (DESIGN.md), and the solver then takes K steps of a Karras grid from there.
+    # N-step grid (docs/design.md, τ_init), and the solver then takes K steps of a Karras grid from there.
     # Measured (README, "Quality per model evaluation"): DPM-Solver++(2M) with K 6 matches Heun on
     # the N grid (23-33 evaluations) at tau_init 0.65/0.6/0.5 with 6 evaluations.
     solver_steps: int | None = Field(None, ge=1, description=(
@@ -154,7 +154,7 @@ DDIB_SAMPLER = SamplerConfig()
 
 
 class WarmStartConfig(StrictConfig):
-    """Warm initialization (DESIGN.md): start the reverse process from the guide.
+    """Warm initialization (docs/design.md): start the reverse process from the guide.
 
     t_init is the fraction of the N reverse steps skipped from the noise end (0 = plain
     generation with lam=1, 1 = the guide itself); the run starts at grid index round(t_init*N).

@@ -10,7 +10,7 @@ from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfi
 from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, check_ddib_sampler, default_sampler
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
-# spans sigma 8.4-0.4, where standardised log-mels change domain (ENVIRONMENT.md).
+# spans sigma 8.4-0.4, where standardised log-mels change domain (docs/design.md, "Where the trade-off happens").
 DEFAULT_T_INITS = (0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0)
 
 

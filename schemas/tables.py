@@ -70,7 +70,7 @@ METRICS = pa.schema([
     ("run_id", pa.string()),
     ("method", pa.string()),           # warm_init | ddib | conditional | reference (no transform)
     ("task", pa.string()),             # timbre | midi2real | enhance
-    ("t_init", pa.float64()),          # tau_init (DESIGN.md), or null
+    ("t_init", pa.float64()),          # tau_init (docs/design.md), or null
     ("sigma_start", pa.float64()),
     ("lam", pa.float64()),             # lambda, the noise scale of the warm start
     ("metric", pa.string()),           # fad | fad_inf | jd | jd_melody | jd_midi | f1_midi | si_sdr_db | lsd_db | mel_l1_db

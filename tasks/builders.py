@@ -181,7 +181,7 @@ Method = Callable[[torch.Tensor, torch.Tensor, ItemNoise], torch.Tensor]
 
 def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None) -> Method:
     """The transformation of one fixed-shape batch of windows, checked against the models now
-    (before any audio is read): warm init (DESIGN.md), DDIB (Su et al. 2023) or the
+    (before any audio is read): warm init (docs/design.md), DDIB (Su et al. 2023) or the
     DiffTransfer-style conditional baseline."""
     is_cond = target.model.net.cfg.cond_channels > 0
     if (cfg.method == "conditional") != is_cond:

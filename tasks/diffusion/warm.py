@@ -1,4 +1,4 @@
-"""Warm initialization (Andrade & Schlecht; conventions in DESIGN.md): run the reverse process
+"""Warm initialization (Andrade & Schlecht; conventions in docs/design.md): run the reverse process
 from the guide instead of from noise. tau_init (t_init) is the fraction of the N reverse steps
 skipped from the noise end; the run starts at Karras-grid index round(t_init * N) from
 x = guide + lambda * sigma_start * eps."""

@@ -1,4 +1,4 @@
-"""FAD of a set of clips against a reference set of the target domain (DESIGN.md): both sets
+"""FAD of a set of clips against a reference set of the target domain (docs/design.md): both sets
 loudness-normalised first (a 6 dB gain change alone moves musicnn FAD by 3-5), embedded with one
 named embedding, pooled over every patch, compared as Gaussians in float64 (frechet.py).
 Reference statistics are cached per (domain, embedding, feature config, reference clips)."""

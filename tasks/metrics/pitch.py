@@ -23,7 +23,7 @@ FRAMES_PER_S = SAMPLE_RATE_HZ // FFT_HOP      # 86: Basic Pitch's ANNOTATIONS_FP
 WINDOW_SAMPLES = SAMPLE_RATE_HZ * 2 - FFT_HOP  # 43844: AUDIO_N_SAMPLES
 OVERLAP_FRAMES = 30
 LOWEST_MIDI, N_SEMITONES = 21, 88
-DEFAULT_THRESHOLD = 0.3                        # tracked FluidSynth renders' MIDI best (ENVIRONMENT.md)
+DEFAULT_THRESHOLD = 0.3                        # tracked FluidSynth renders' MIDI best (docs/design.md, JD)
 ONNX_PATH = os.path.join("basic_pitch", "saved_models", "icassp_2022", "nmp.onnx")
 
 

@@ -1,4 +1,4 @@
-"""Pitch Jaccard distance (DESIGN.md; DiffTransfer's per-frame definition): per analysis frame,
+"""Pitch Jaccard distance (docs/design.md; DiffTransfer's per-frame definition): per analysis frame,
 the set of active pitches rounded to semitones; JD = 1 - |A ∩ B| / |A ∪ B|, averaged over the
 frames where A ∪ B is not empty. Inputs are frame x semitone activations from any tracker."""
 from __future__ import annotations

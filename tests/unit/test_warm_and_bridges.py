@@ -180,7 +180,7 @@ def test_conditional_baseline_samples_the_conditional_distribution():
 
 
 def test_solver_steps_keep_sigma_start_on_the_n_grid_and_run_k_karras_steps_from_there():
-    """K (solver_steps) changes the solver's grid, never where tau_init starts (DESIGN.md)."""
+    """K (solver_steps) changes the solver's grid, never where tau_init starts (docs/design.md)."""
     n_grid = SamplerConfig(name="dpmpp_2m", steps=35)
     k6 = n_grid.model_copy(update={"solver_steps": 6})
     for t in (0.5, 0.6, 0.65, 0.8):
