@@ -80,13 +80,14 @@ def _strings(obj) -> list[str]:
 def refuse_credentials_in(*args, **kwargs) -> None:
     """A job's arguments never carry user:password@ in a URL: they would be stored with the run
     (Prefect's flow parameters and logs, MLflow params, run records). Refused before anything runs."""
-    from infra.secrets import has_userinfo, redact
+    from infra.secrets import refuse_userinfo
 
     for value in _strings(list(args) + list(kwargs.values())):
-        if has_userinfo(value):
-            print_error(f"ValueError: {redact(value)} holds credentials in the URL; expected a URL without "
-                        "user:password@ (S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)")
-            raise typer.Exit(USAGE)
+        try:
+            refuse_userinfo(value, "argument")
+        except ValueError as e:
+            print_error(f"ValueError: {e}")
+            raise typer.Exit(USAGE) from None
 
 
 class QuietFailures(logging.Filter):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import files_holding
 from tests.services import postgres
 
 JOB = r"""
@@ -51,19 +52,6 @@ for p in psutil.Process().children(recursive=True):
 print(json.dumps({"transformed": res["transformed"], "session": ray._private.worker._global_node.get_session_dir_path(),
                   "ray_environ": ray_procs}))
 """
-
-
-def _files_holding(needles: list[bytes], *roots: str) -> list[str]:
-    hits = []
-    for root in roots:
-        for d, _, files in os.walk(root):
-            for f in files:
-                try:
-                    data = open(os.path.join(d, f), "rb").read()
-                except OSError:
-                    continue
-                hits += [f"{os.path.join(d, f)} holds {n.decode()[:14]}…" for n in needles if n in data]
-    return hits
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +88,7 @@ def test_no_secret_reaches_ray_mlflow_prefect_or_the_output_yet_workers_reach_ml
     needles = [s.encode() for s in sentinels.values()]
     hits = [f"/proc/{where}/environ holds {s[:14]}…" for where, environ in out["ray_environ"].items()
             for s in sentinels.values() if s in environ]
-    hits += _files_holding(needles, out["session"], str(tmp_path / "prefect-home"), str(tmp_path / "art"),
+    hits += files_holding(needles, out["session"], str(tmp_path / "prefect-home"), str(tmp_path / "art"),
                            str(tmp_path / "root"), str(tmp_path / "out"))
     hits += [f"the command's output holds {s[:14]}…" for s in sentinels.values() if s in r.stdout + r.stderr]
     import mlflow
@@ -149,7 +137,7 @@ def test_a_killed_job_leaves_no_credential_file(tmp_path, how):
         time.sleep(0.1)
     assert not os.path.exists(path)
     tmp = tempfile.gettempdir()
-    left = _files_holding([secret.encode()], *[os.path.join(tmp, d) for d in os.listdir(tmp)
+    left = files_holding([secret.encode()], *[os.path.join(tmp, d) for d in os.listdir(tmp)
                                                if d.startswith("reinstrument-secrets-")])
     assert left == [], left
 

@@ -24,6 +24,7 @@ from schemas.configs import FeatureConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from tests.conftest import files_holding
 
 pytestmark = pytest.mark.integration
 HOP_S = 320 / 16000
@@ -386,16 +387,8 @@ def test_secrets_are_never_written_and_reach_workers_set_after_ray_started(model
     assert out["transformed"] == 2 and out["listed"] > 0
     mlflow_db = os.environ["MLFLOW_TRACKING_URI"].removeprefix("sqlite:///")
     needles = [s.encode() for s in sentinels]
-    hits = []
-    for place in (out["session"], os.path.dirname(mlflow_db), str(tmp_path / "prefect-home"),
-                  os.path.expanduser("~/.prefect")):
-        for d, _, files in os.walk(place):
-            for f in files:
-                try:
-                    data = open(os.path.join(d, f), "rb").read()
-                except OSError:
-                    continue
-                hits += [os.path.join(d, f) for n in needles if n in data]
+    hits = files_holding(needles, out["session"], os.path.dirname(mlflow_db), str(tmp_path / "prefect-home"),
+                         os.path.expanduser("~/.prefect"))
     for k in s3_keys(s3_bucket, f"{when}/"):
         body = boto3.client("s3").get_object(Bucket=s3_bucket, Key=k)["Body"].read()
         hits += [f"s3://{s3_bucket}/{k}" for n in needles if n in body]
