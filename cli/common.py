@@ -185,3 +185,9 @@ def fail(e: BaseException, status: int | None = None) -> None:
 
     print_error(f"{describe(e)} (REINSTRUMENT_DEBUG=1 shows the traceback)")
     raise typer.Exit(status or exit_status(e))
+
+
+TargetOpt = typer.Option(None, help="The instrument to turn into, for a model that learned several "
+                                    "(e.g. cello with shipped:instruments-latent).")
+GuidanceOpt = typer.Option(None, help="Classifier-free guidance weight of a model that learned several "
+                                      "instruments (default 1: the target's model alone).")

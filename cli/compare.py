@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import USAGE, ConfigOpt, PrefectOpt, console, fail, load_config, run
+from cli.common import USAGE, ConfigOpt, GuidanceOpt, PrefectOpt, TargetOpt, console, fail, load_config, run
 from cli.run import VocoderOpt
 
 
@@ -25,6 +25,8 @@ def _per_task(values: list[str] | None, what: str) -> dict[str, str]:
 def compare(
     inputs: str = typer.Option(..., help="Clips dataset of a corpus (guides, true targets and pieces are known)."),
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute-latent@champion."),
+    target: str = TargetOpt,
+    guidance: float = GuidanceOpt,
     task: list[str] = typer.Option(None, help="timbre | midi2real | enhance (repeat; default all three)."),
     source_model: list[str] = typer.Option(None, help="DDIB: TASK=the guide domain's model (repeat)."),
     conditional_model: list[str] = typer.Option(None, help="Conditional baseline: TASK=its model (repeat)."),
@@ -53,7 +55,8 @@ def compare(
     from schemas.compare import CompareConfig
     from schemas.transform import TransformLogistics
 
-    cfg = load_config(CompareConfig, config, model=model, tasks=tuple(task or ()), t_init=t_init, lam=lam,
+    cfg = load_config(CompareConfig, config, model=model, target=target, guidance=guidance, tasks=tuple(task or ()),
+                      t_init=t_init, lam=lam,
                       source_models=_per_task(source_model, "source-model"),
                       conditional_models=_per_task(conditional_model, "conditional-model"),
                       neighbours=tuple(neighbour or ()), timbre_domain=timbre_domain, split=split, limit=limit,

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import USAGE, ConfigOpt, PrefectOpt, console, fail, load_config, print_rows, root, run, usage_error
+from cli.common import USAGE, PrefectOpt, console, fail, load_config, print_rows, root, run, usage_error
 
 
 ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
@@ -27,6 +27,9 @@ def train(
     domain: str = typer.Option(..., help="Target domain to model, e.g. flute."),
     cond_domain: str = typer.Option(None, help="Conditional baseline: train DOMAIN from this paired source domain."),
     cond_role: str = typer.Option("clean", help="Role of the paired source rows (clean, midi_guide, degraded)."),
+    instrument: Optional[list[str]] = typer.Option(
+        None, "--instrument", help="Repeatable: one instrument-conditional model of these domains "
+        "(class labels in this order); --domain then names the model, e.g. instruments."),
     preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo (log-mel), cpu-latent (latent sets), gpu."),
     steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
     batch_size: int = typer.Option(None, help="Global batch, split across workers."),
@@ -59,7 +62,8 @@ def train(
     # Absolute, so the run's identity (and its Ray workers) do not depend on the working directory.
     cfg = load_config(TrainConfig, config, TRAIN_PRESETS[preset], domain=domain,
                       features_url=Storage(features_url).absolute_url(), cond_domain=cond_domain,
-                      cond_role=cond_role if cond_domain else None, steps=steps, batch_size=batch_size, lr=lr,
+                      cond_role=cond_role if cond_domain else None, labels=tuple(instrument) if instrument else None,
+                      steps=steps, batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=checkpoint_every)
     logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision,
                             resume=resume, register_model=register, out_url=out or f"{root()}/training")

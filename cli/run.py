@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from cli.common import (ConfigOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt, console, fail, load_config,
-                        print_rows, root, run, usage_error)
+from cli.common import (ConfigOpt, GuidanceOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt, TargetOpt, console,
+                        fail, load_config, print_rows, root, run, usage_error)
 
 
 VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else the shipped one, else Griffin-Lim) "
@@ -27,9 +27,17 @@ SolverStepsOpt = typer.Option(None, help="K: solver steps from sigma_start (a Ka
                                          "N grid's remaining ones; tau_init still picks sigma_start on the N grid.")
 
 
+def nightly_target(spec: str) -> dict:
+    """'URI' or 'URI=instrument' (a model of several instruments) -> the nightly job's target."""
+    uri, sep, instrument = spec.rpartition("=")
+    return {"model": uri, "target": instrument} if sep and uri else {"model": spec}
+
+
 def transform(
     inputs: str = typer.Option(..., help="A clips dataset, or a folder/s3:// prefix of audio or MIDI (ingested first)."),
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
+    target: str = TargetOpt,
+    guidance: float = GuidanceOpt,
     task: str = typer.Option(None, help="timbre | midi2real | enhance (picks the guide role of a corpus)."),
     method: str = typer.Option(None, help="warm_init | ddib | conditional."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
@@ -64,6 +72,7 @@ def transform(
     if t_init is None and sigma_start is None and not {"t_init", "sigma_start"} & set(file_warm):
         t_init = 0.5
     cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
+                      target=target, source=domain if method == "ddib" else None, guidance=guidance,
                       warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
                       sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps), seed=seed,
                       vocoder=vocoder)
@@ -82,6 +91,8 @@ def transform(
 def sweep(
     inputs: str = typer.Option(..., help="Clips dataset (or folder/s3:// prefix of audio/MIDI) to transform."),
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
+    target: str = TargetOpt,
+    guidance: float = GuidanceOpt,
     task: str = typer.Option(None, help="timbre | midi2real | enhance."),
     method: str = typer.Option(None, help="warm_init | ddib."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
@@ -115,7 +126,8 @@ def sweep(
     from schemas.transform import InputSelection, TransformLogistics
 
     cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
-                      source_model=source_model, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
+                      source_model=source_model, target=target, source=domain if method == "ddib" else None,
+                      guidance=guidance, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
                       lams=tuple(lam or ()), seed=seed,
                       sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps),
                       embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,
@@ -137,7 +149,8 @@ def sweep(
 
 def serve(
     nightly_inputs: str = typer.Option(None, help="Prefix the nightly job watches (folder or s3://)."),
-    target: list[str] = typer.Option(None, help="Nightly target model URI (repeat), e.g. models:/reinstrument-flute@champion."),
+    target: list[str] = typer.Option(None, help="Nightly target model URI (repeat), e.g. models:/reinstrument-flute@champion; "
+                                     "URI=instrument for a model of several, e.g. shipped:instruments-latent=cello."),
     out: str = typer.Option(None, help="Root for outputs (default DATA_ROOT)."),
     cron: str = typer.Option("0 2 * * *", help="Nightly schedule (UTC cron)."),
     actors: int = typer.Option(2, help="Ray actors per transform."),
@@ -148,13 +161,14 @@ def serve(
     if not os.environ.get("PREFECT_API_URL"):
         usage_error("PREFECT_API_URL is not set; start a server (prefect server start) and export "
                     "PREFECT_API_URL=http://127.0.0.1:4200/api")
-    serve_all(nightly_inputs=nightly_inputs, nightly_targets=[{"model": t} for t in target] if target else None,
+    serve_all(nightly_inputs=nightly_inputs, nightly_targets=[nightly_target(t) for t in target] if target else None,
               out=out, cron=cron, actors=actors)
 
 
 def nightly(
     inputs: str = typer.Option(..., help="Prefix to watch (folder or s3://)."),
-    target: list[str] = typer.Option(..., help="Target model URI (repeat)."),
+    target: list[str] = typer.Option(..., help="Target model URI (repeat); URI=instrument for a model of several "
+                                     "instruments, e.g. shipped:instruments-latent=cello."),
     out: str = typer.Option(None, help="Root (default DATA_ROOT); outputs under OUT/nightly/<date>/."),
     steps: int = typer.Option(None, help="N reverse steps (default: the recommended operating point's, else 35)."),
     actors: int = typer.Option(2, help="Ray actors."),
@@ -162,7 +176,7 @@ def nightly(
     """Run the nightly job once: transform what arrived since the last successful run."""
     from jobs.nightly import nightly_job
 
-    res = nightly_job(inputs, [{"model": t} for t in target], out or root(), actors=actors, steps=steps)
+    res = nightly_job(inputs, [nightly_target(t) for t in target], out or root(), actors=actors, steps=steps)
     print_rows(res["runs"], f"nightly ({res['new_commits']} new ingestion commits, {res['done_commits']} done in all)")
 
 
@@ -183,7 +197,7 @@ def pull(
 
 def demo(
     root_url: str = typer.Option("./reinstrument-data/demo", "--root", help="Where the demo writes (local or s3://)."),
-    pieces: int = typer.Option(32, help="Chorales to render (about 1 in 10 is held out for the sweep)."),
+    pieces: int = typer.Option(24, help="Tunes to render (about half are held out as the sweep's guides)."),
     train: bool = typer.Option(False, "--train/--shipped", help="Train the flute denoiser here (features, then "
                                "training) instead of sweeping the shipped one (weights/, registered in MLflow)."),
     representation: str = typer.Option(None, help="--train: logmel | latent (default jobs/demo.py's, latent)."),
@@ -199,7 +213,7 @@ def demo(
 ):
     """The main job on the embedded defaults: corpus, the shipped models registered in MLflow (or,
     with --train, features and a flute denoiser trained here), and a tau_init sweep of
-    violin->flute on held-out chorales. A second run reuses the first's work."""
+    violin->flute on held-out fiddle tunes. A second run reuses the first's work."""
     from flows.pipeline import demo_flow
     from infra.tracking import tracking_uri
     from jobs.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_job, sweep_table
@@ -213,7 +227,7 @@ def demo(
     overrides |= ({"train_steps": train_steps} if train_steps else {}) | ({"representation": representation} if representation else {})
     churned = {k: v for k, v in (("S_churn", S_churn), ("S_tmin", S_tmin)) if v is not None}
     overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
-    corpus = load_config(CorpusConfig, None, base=DEMO_CORPUS.model_dump(mode="json"), max_pieces=pieces)
+    corpus = load_config(CorpusConfig, None, base=DEMO_CORPUS.model_dump(mode="json"), tunes_per_file=pieces)
     res = run(demo_flow, demo_job, prefect, root_url, corpus,
               train=train, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
@@ -227,7 +241,7 @@ def demo(
     table, notes = sweep_table(s["metrics_url"])
     lams = sorted({r.get("lambda") for r in table} - {None})
     print_rows(table, "sweep-t-init" + ("" if lams else f" (lambda {(lam or [0])[0]:g})")
-               + ": violin -> flute on held-out chorales (95 % bootstrap CI)")
+               + ": violin -> flute on held-out tunes, FAD vs real flute of other tunes (95 % bootstrap CI)")
     for note in notes:
         console.print(f"[yellow]{note}[/yellow]" if note.startswith("FAD does not") else note)
     for lam_label, rec in s["recommended"].items():

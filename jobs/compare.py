@@ -38,7 +38,7 @@ from schemas.transform import InputSelection, TransformConfig, TransformLogistic
 from tasks.audio import decode_audio_bytes
 from tasks.builders import load_model, make_embedding
 from tasks.compare import GUIDE_ROLES, Method, degradation_kind, evaluations_per_window, markdown, plan_methods
-from tasks.compare import scatter_points, summary_rows
+from tasks.compare import scatter_points, summary_rows, true_target_ids
 from tasks.listening import ListeningInput, write_page
 from tasks.metrics.compute import point_rows
 from tasks.metrics.pitch import BasicPitch
@@ -61,9 +61,10 @@ def operating_point(cfg: CompareConfig, root: Storage, version: str, task: str
     if cfg.t_init is not None:
         return (WarmStartConfig(t_init=cfg.t_init, lam=1.0 if cfg.lam is None else cfg.lam),
                 cfg.sampler or RECOMMENDED_SAMPLER, "given")
-    op, origin = newest_operating_point(root, version, task), f"the {task} sweep"
+    op, origin = newest_operating_point(root, version, task, cfg.target), f"the {task} sweep"
     if op is None:
-        op, origin = newest_operating_point(root, version), f"a sweep of another task (no {task} sweep of {version})"
+        op, origin = (newest_operating_point(root, version, target=cfg.target),
+                      f"a sweep of another task (no {task} sweep of {version})")
     if op is None:
         raise ValueError(f"no sweep of {version} under {root.url} has an operating point; run `reinstrument sweep` "
                          "(or the sweep-t-init deployment) with the same --out first, or pass --t-init")
@@ -85,13 +86,7 @@ def task_inputs(inputs: str, sel: InputSelection, task: str, target_domain: str)
     else the target domain's clean render of the same segment) and degradation kinds."""
     rows = select_clips(inputs, sel, task, False, CLIP_COLS)
     clips = ShardedDataset.at(inputs, "clips").read(["clip_id", "source_id", "domain", "role"]).to_pylist()
-    by_id = {c["clip_id"]: c for c in clips}
-    same_segment = {c["source_id"]: c for c in clips if c["role"] == "clean" and c["domain"] == target_domain}
-    target_of = {}
-    for r in rows:
-        t = by_id.get(r["clean_id"] or "") or same_segment.get(r["source_id"])
-        if t is not None and t["domain"] == target_domain and t["clip_id"] != r["clip_id"]:
-            target_of[r["clip_id"]] = t["clip_id"]
+    target_of = true_target_ids(rows, clips, target_domain)
     audio = clip_items(inputs, set(target_of.values()))  # only the targets' audio is decoded
     return {"guides": {r["clip_id"]: AudioItem(r["clip_id"], *decode_audio_bytes(r["audio_flac"]), r["midi"])
                        for r in rows},
@@ -195,7 +190,8 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
         print(f"[compare] {compare_id} is finished: reusing it ({out.url})")
         return CompareResult(**json.loads(out.read_bytes(L.RESULT)))
     target = load_model(tracking.model_checkpoint(model_uri), version)
-    domain = target.card.domain
+    target.card.label_of(cfg.target)  # a labelled model without --target (or a wrong one) fails here
+    domain = cfg.target or target.card.domain
     parent = tracking.TrackedRun.start(EXPERIMENT, compare_id, tags={"reinstrument.kind": "compare",
                                                                      "reinstrument.compare_folder": out.url})
     with parent.failed_on_error():
@@ -209,14 +205,16 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
         for task in cfg.tasks:
             point, sampler, _ = points[task]
             base = TransformConfig(task=task, model=model_uri, warm=point, sampler=sampler, window=cfg.window,
-                                   seed=cfg.seed, vocoder=cfg.vocoder, vocoder_iters=cfg.vocoder_iters)
+                                   seed=cfg.seed, vocoder=cfg.vocoder, vocoder_iters=cfg.vocoder_iters,
+                                   target=cfg.target, guidance=cfg.guidance)
             sel = task_selection(cfg, task, domain)
             data = task_inputs(inputs, sel, task, domain)
             inputs_per_task[task] = {"inputs": len(data["guides"]), "with_true_target": len(data["targets"]),
                                      "pieces": len(data["pieces"])}
             methods = plan_methods(task, base, point, cfg.neighbours,
                                    source_model=pinned["source_models"].get(task),
-                                   conditional_model=pinned["conditional_models"].get(task))
+                                   conditional_model=pinned["conditional_models"].get(task),
+                                   source_label=cfg.timbre_domain if task == "timbre" else None)
             print(f"[compare] {task}: {len(data['guides'])} inputs from {len(data['pieces'])} pieces; "
                   f"{len(methods)} methods")
             with keep_workers():  # methods of one model (warm, neighbours, identity, generation) share actors
@@ -233,14 +231,14 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
                     {"operating_points": {t: p.model_dump(exclude_none=True) | {"sampler": s.model_dump(mode="json"),
                                                                                 "from": o}
                                           for t, (p, s, o) in points.items()},
-                     "inputs_per_task": inputs_per_task})
+                     "inputs_per_task": inputs_per_task, "inputs": inputs, "target": cfg.target})
 
 
 def tracking_hash(inputs: str, cfg: CompareConfig, points: dict, pinned: dict) -> str:
     """The comparison's identity: inputs, config, the points applied and every pinned model version."""
     from schemas.configs import config_hash
 
-    return config_hash({"inputs": Storage(inputs).absolute_url(), "config": cfg.model_dump(mode="json"),
+    return config_hash({"inputs": Storage(inputs).absolute_url(), "config": cfg.identity(),
                         "points": {t: [p.model_dump(), s.model_dump(mode="json")] for t, (p, s, _) in points.items()},
                         "pinned": pinned})
 

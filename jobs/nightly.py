@@ -52,7 +52,9 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
     resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
-        point = None if t.get("t_init") is not None else newest_operating_point(root, version, "timbre")  # arrivals are re-instrumented
+        instrument = t.get("target")  # a model of several instruments: which one (its own operating point)
+        point = (None if t.get("t_init") is not None  # arrivals are re-instrumented: the timbre sweep's point
+                 else newest_operating_point(root, version, "timbre", instrument))
         if point is None:
             warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
             sampler = RECOMMENDED_SAMPLER.model_copy(update={"steps": steps} if steps else {})
@@ -60,7 +62,7 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
             warm = point.warm().model_dump(exclude_none=True)
             sampler = point.sampler.model_copy(update={"steps": steps}) if steps else point.sampler
         WarmStartConfig(**warm)  # validated now, not mid-batch
-        resolved.append({"model": pinned_uri, "version": version, "warm": warm,
+        resolved.append({"model": pinned_uri, "version": version, "warm": warm, "target": instrument,
                          "sampler": sampler.model_dump(mode="json"),
                          # the decoder pinned for the night (a target may name one; default the
                          # champion vocoder, else the shipped one, else Griffin-Lim), kept in the
@@ -83,12 +85,13 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
     for t in resolved:
         # a state written before the decoder was resolved per night decoded with Griffin-Lim
         cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(**t["warm"]), sampler=SamplerConfig(**t["sampler"]),
-                              vocoder=t.get("vocoder", "griffin-lim"))
-        name = t["version"].split("/")[0]
+                              vocoder=t.get("vocoder", "griffin-lim"), target=t.get("target"))
+        name = t["version"].split("/")[0] + (f"-{t['target']}" if t.get("target") else "")
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url})
         res = transform_job(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
-        done.append({"date": run_date, "model": t["version"], "point": _label(t), "transformed": res["transformed"],
+        done.append({"date": run_date, "model": t["version"] + (f" → {t['target']}" if t.get("target") else ""),
+                     "point": _label(t), "transformed": res["transformed"],
                      "vocoder": t.get("vocoder", "griffin-lim"),
                      "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"],
                      "run": res["run_url"]})

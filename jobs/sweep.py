@@ -31,6 +31,7 @@ from schemas.tables import METRICS
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 from tasks.audio import decode_audio_bytes
 from tasks.builders import load_model, make_embedding
+from tasks.compare import true_target_ids
 from tasks.listening import ListeningInput, write_page
 from tasks.metrics.compute import point_rows
 from tasks.metrics.embeddings import Embedding
@@ -48,7 +49,7 @@ EXPERIMENT = "reinstrument-sweep"
 def point_config(cfg: SweepConfig, warm: WarmStartConfig) -> TransformConfig:
     return TransformConfig(task=cfg.task, method=cfg.method, model=cfg.model, source_model=cfg.source_model, warm=warm,
                            sampler=cfg.sampler, window=cfg.window, seed=cfg.seed, vocoder=cfg.vocoder,
-                           vocoder_iters=cfg.vocoder_iters)
+                           vocoder_iters=cfg.vocoder_iters, target=cfg.target, source=cfg.source, guidance=cfg.guidance)
 
 
 def output_items(run_url: str) -> list[AudioItem]:
@@ -64,15 +65,17 @@ def clip_items(clips_url: str, ids: set[str]) -> dict[str, AudioItem]:
             if r["clip_id"] in ids}
 
 
-def newest_operating_point(root: Storage, model_version: str, task: str | None = None) -> OperatingPoint | None:
+def newest_operating_point(root: Storage, model_version: str, task: str | None = None,
+                           target: str | None = None) -> OperatingPoint | None:
     """The newest sweep's operating point for this model version under `root` (tau_init or
     sigma, lambda and sampler settings), else None: what the nightly job and `compare` apply.
-    With `task`, only sweeps of that task count (a sweep that did not record its task counts for any)."""
+    With `task`, only sweeps of that task count (a sweep that did not record its task counts for any).
+    A model of several instruments has one point per `target` instrument."""
     best = None
     for rel in root.find(L.SWEEPS):
         if rel.endswith(L.RECOMMENDATION):
             rec = Recommendation.model_validate_json(root.read_bytes(rel))
-            if task is not None and rec.task not in (None, task):
+            if (task is not None and rec.task not in (None, task)) or rec.target != target:
                 continue
             if rec.model_version == model_version and rec.operating_point is not None:
                 if best is None or rec.finished_at > best.finished_at:
@@ -127,9 +130,10 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
 
 
 def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: InputSelection,
-               logistics: TransformLogistics, references: dict[str, tuple[GaussianStats, str]]) -> dict:
+               logistics: TransformLogistics, references: dict[str, tuple[GaussianStats, str]],
+               method: str | None = None) -> dict:
     res = transform_job(inputs, selection, point_config(cfg, warm), logistics)
-    point = GridPoint(run_id=res["run_id"], method=cfg.method, task=cfg.task, t_init=warm.t_init,
+    point = GridPoint(run_id=res["run_id"], method=method or cfg.method, task=cfg.task, t_init=warm.t_init,
                       sigma_start=warm.sigma_start, lam=warm.lam)
     outs = output_items(res["run_url"])
     clean = None
@@ -146,6 +150,26 @@ def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: 
             "t_init": warm.t_init, "sigma_start": warm.sigma_start, "lam": warm.lam}
 
 
+def anchor_rows(cfg: SweepConfig, inputs: str, selection: InputSelection, logistics: TransformLogistics,
+                references: dict[str, tuple[GaussianStats, str]], target_domain: str) -> list[dict]:
+    """What the grid is read against, scored the same way: plain generation (tau_init 0, lambda 1:
+    the model's realism when it ignores the guide) and the true target (each guide's segment as the
+    target instrument really plays it, where the inputs are a corpus that has it). Their rows carry
+    method 'generation' and 'target' and never enter the trade-off curve."""
+    gen = grid_point(cfg, WarmStartConfig(t_init=0.0, lam=1.0), inputs, selection, logistics, references, "generation")
+    rows = gen["rows"]
+    clips = ShardedDataset.at(gen["clips_url"], "clips").read(["clip_id", "clean_id", "source_id", "domain", "role"]).to_pylist()
+    guide_ids = {o.item_id for o in output_items(gen["run_url"])}
+    target_of = true_target_ids([c for c in clips if c["clip_id"] in guide_ids], clips, target_domain)
+    if target_of:
+        audio = clip_items(gen["clips_url"], set(target_of.values()) | set(target_of))
+        outs = [AudioItem(g, audio[t].audio, audio[t].sample_rate_hz) for g, t in sorted(target_of.items())]
+        rows += point_rows(GridPoint(run_id="true-target", method="target", task=cfg.task), outs,
+                           {g: audio[g] for g in target_of}, references, make_embedding(cfg.embedding, get_settings().weights_dir),
+                           BasicPitch(get_settings().weights_dir), threshold=cfg.jd_threshold, seed=cfg.seed)
+    return rows
+
+
 def _xkey(cfg: SweepConfig) -> str:
     return "t_init" if cfg.t_inits else "sigma_start"
 
@@ -155,7 +179,8 @@ def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict
     xkey = _xkey(cfg)
     by: dict = {}
     for r in rows:
-        by.setdefault((r["lam"], r[xkey]), {})[r["metric"]] = r["mean"]
+        if r["method"] == cfg.method:  # not the anchors (plain generation, the true target)
+            by.setdefault((r["lam"], r[xkey]), {})[r["metric"]] = r["mean"]
     curves: dict[str, list] = {}
     for (lam, x), m in sorted(by.items()):
         if "jd" in m and "fad" in m:
@@ -234,8 +259,8 @@ def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | 
 
 
 def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, sweep_id: str, context: dict,
-           companion: tuple[str, str] | None = None) -> SweepResult:
-    rows = [r for p in points for r in p["rows"]]
+           companion: tuple[str, str] | None = None, anchors: list[dict] | None = None) -> SweepResult:
+    rows = [r for p in points for r in p["rows"]] + (anchors or [])
     curves, recs = summarise(cfg, rows)
     buf = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), buf)
@@ -244,8 +269,8 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
     png = tradeoff_png(curves, recommended={k: v.t_init if v.t_init is not None else v.sigma_start for k, v in recs.items()},
                        embedding=emb_name)
     out.write_bytes(L.PLOT, png)
-    table = [{k: r[k] for k in ("t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low", "ci_high")}
-             for r in rows]
+    table = [{k: r[k] for k in ("method", "t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low",
+                                "ci_high")} for r in rows]
     shown = {f"λ={lam}": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                    for k, v in r.model_dump(exclude_none=True).items() if k != "rule")
              for lam, r in recs.items()} | {"rule": next(iter(recs.values())).rule if recs else "no point with JD and FAD"}
@@ -255,7 +280,7 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
                          operating_point=operating_point(cfg, curves), vocoder=cfg.vocoder,
                          finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), metrics_url=out.uri(L.METRICS),
                          plot_url=out.uri(L.PLOT), report_url=report, mlflow_run_id=parent, points=len(cfg.grid()),
-                         task=cfg.task)
+                         task=cfg.task, target=cfg.target)
     out.write_bytes(L.RECOMMENDATION, rec.model_dump_json(indent=2, exclude_none=True).encode())
     tracked = tracking.TrackedRun(parent)
     tracked.table(rows)
@@ -280,7 +305,7 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
     if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
         check_selection(inputs, selection, cfg.task, False)
     sweep_id = "sw-" + config_hash({"inputs": Storage(inputs).absolute_url(), "selection": selection.identity(),
-                                    "model": model_name, "config": cfg.model_dump(mode="json")})
+                                    "model": model_name, "config": cfg.identity()})
     root = Storage(Storage(logistics.out_url).absolute_url())
     out = root.child(f"{L.SWEEPS}/{sweep_id}")
     if out.exists(L.RECOMMENDATION):  # the same inputs, grid and model version: results are deterministic
@@ -292,8 +317,8 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
                                                                    "reinstrument.sweep_folder": out.url})
     with parent.failed_on_error():
         parent.params(cfg.model_dump(mode="json") | {"inputs": inputs, "model_version": model_name})
-        domain = cfg.reference_domain or load_model(tracking.model_checkpoint(cfg.model),
-                                                    model_name).card.domain
+        domain = cfg.reference_domain or cfg.target or load_model(tracking.model_checkpoint(cfg.model),
+                                                                  model_name).card.domain
         child_log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
         references, cached = step(reference_stats, cfg, inputs, root.url, domain, child_log)
         label = references["fad"][1]
@@ -313,5 +338,9 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
             print("[sweep] the listening page's inputs at the operating point, decoded by Griffin-Lim too")
             companion = (_point_label(_xkey(cfg), op.t_init if op.t_init is not None else op.sigma_start, op.lam),
                          step(griffin_lim_companion, cfg, op, inputs, selection, child_log))
-        return (step(finish, cfg, points, out, parent.id, sweep_id, context, companion)
-                | {"rows": [r for p in points for r in p["rows"]]})
+        anchors = None
+        if cfg.anchors:
+            print("[sweep] anchors: plain generation and the true target, scored like the grid")
+            anchors = step(anchor_rows, cfg, inputs, selection, child_log, references, domain)
+        return (step(finish, cfg, points, out, parent.id, sweep_id, context, companion, anchors)
+                | {"rows": [r for p in points for r in p["rows"]] + (anchors or [])})

@@ -61,10 +61,12 @@ def denoiser_card(cfg: TrainConfig) -> ModelCard:
         raise ValueError(f"{cfg.features_url} is not a feature set (no manifest or no shards)")
     features = FeatureSetExtra.of(manifest.extra, cfg.features_url).config
     mel = features.mel
-    mean, std = normalisation(cfg.features_url, cfg.role, cfg.domain)
+    # a labelled model reads every instrument through one normalisation: their statistics pooled
+    mean, std = normalisation(cfg.features_url, cfg.role, cfg.labels or cfg.domain)
     fingerprint = hashlib.sha256("".join(e.sha256 for e in manifest.shards).encode()).hexdigest()[:16]
     card = dict(domain=cfg.domain, role=cfg.role, mean=mean.tolist(), std=std.tolist(), n_mels=len(mean), mel=mel,
-                features_url=cfg.features_url, features_fingerprint=fingerprint, train_config=cfg.model_dump(mode="json"))
+                features_url=cfg.features_url, features_fingerprint=fingerprint, train_config=cfg.model_dump(mode="json"),
+                labels=cfg.labels)
     if features.kind == "latent":
         ae = load_autoencoder(tracking.model_checkpoint(str(features.encoder)), str(features.encoder), mel)
         card |= dict(representation="latent", encoder=features.encoder, time_downsample=ae.card.time_downsample)

@@ -115,7 +115,7 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
     run_id = logistics.run_id or "tr-" + config_hash({"inputs": Storage(inputs).absolute_url(),
                                                       "selection": selection.identity(),
                                                       "pinned": pinned.model_dump(exclude_none=True),
-                                                      "config": cfg.model_dump(mode="json")})
+                                                      "config": cfg.identity()})
     run = Storage(Storage(logistics.out_url).absolute_url()).child(RunLayout.folder(run_id))
     ingested = not is_clips_dataset(inputs)
     clips_url = inputs

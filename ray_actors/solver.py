@@ -37,7 +37,7 @@ def read_dataset_ray(cfg: TrainConfig):
     import ray.data
 
     ray.data.DataContext.get_current().enable_progress_bars = False  # one small read; the loop reports
-    if cfg.paired:
+    if cfg.paired or cfg.labels:  # joined or labelled on the driver
         return ray.data.from_arrow(feature_table(cfg)).materialize()
     ds = ShardedDataset.at(cfg.features_url, "features")
     paths = [ds.storage.path(e.name) for e in ds.manifest().shards]

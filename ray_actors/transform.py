@@ -156,7 +156,7 @@ class ClipTransformer:
         opt = lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v)  # noqa: E731
         return {"output_key": key, "run_id": call.run_id, "clip_id": str(batch["clip_id"][i]),
                 "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
-                "target_domain": tr.target.card.domain, "model": self.pinned["model"],
+                "target_domain": c.target or tr.target.card.domain, "model": self.pinned["model"],
                 "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
                 "t_init": c.warm.t_init, "sigma_start": tr.sigma_start, "lam": c.warm.lam,
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,

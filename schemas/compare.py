@@ -5,15 +5,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.configs import StrictConfig
 from schemas.diffusion import SamplerConfig, WindowConfig
-from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, Split
+from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, InstrumentChoice, Split
 
 Task = Literal["timbre", "midi2real", "enhance"]
 TASKS: tuple[Task, ...] = ("timbre", "midi2real", "enhance")
 
 
-class CompareConfig(StrictConfig):
+class CompareConfig(InstrumentChoice):
     """What is compared and how it is scored (the job's identity: its hash names the comparison)."""
 
     tasks: tuple[Task, ...] = TASKS

@@ -13,6 +13,10 @@ SOUNDFONTS: dict[str, str] = {
     "fluidr3": "/usr/share/sounds/sf2/FluidR3_GM.sf2",
     "timgm6mb": "/usr/share/sounds/sf2/TimGM6mb.sf2",
     "musescore": "/usr/share/sounds/sf3/MuseScore_General_Lite.sf3",
+    "musescore-hq": "/usr/share/sounds/sf3/MuseScore_General_Full.sf3",
+    # csound's GM bank (package csound-soundfont): samples of its own, unrelated to the Fluid and
+    # MuseScore families, so it is the soundfont the general models keep out of training
+    "gmbank": "/usr/share/sounds/sf2/sf_GMbank.sf2",
 }
 
 
@@ -60,23 +64,77 @@ class DegradeConfig(StrictConfig):
 
 Role = Literal["clean", "midi_guide", "degraded"]
 RangePolicy = Literal["octave_fit", "keep"]
+Span = tuple[float, float]
+
+
+class PerformanceConfig(StrictConfig):
+    """How a rendered voice varies like a recording does (tasks/performance.py): tempo, dynamics
+    and articulation per voice (shared by its instruments), vibrato and room per rendition."""
+
+    tempo_scale: Span = Field((0.85, 1.2), description="time stretch range (> 1 slower)")
+    velocity: tuple[int, int] = Field((55, 110), description="base MIDI velocity range of a voice")
+    swell_db: float = Field(8.0, ge=0, description="largest peak-to-peak slow dynamic swell")
+    legato: Span = Field((0.55, 1.0), description="sounding share of each written note")
+    vibrato_cc: tuple[int, int] = Field((0, 90), description="mod wheel (CC1) range: vibrato depth")
+    room_rt60_s: Span = Field((0.2, 1.2), description="reverberation time range of the room")
+    room_wet: Span = Field((0.05, 0.35))
+    dry_share: float = Field(0.25, ge=0, le=1, description="share of renditions without a room")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "PerformanceConfig":
+        for name in ("tempo_scale", "velocity", "legato", "vibrato_cc", "room_rt60_s", "room_wet"):
+            lo, hi = getattr(self, name)
+            if not 0 < hi or lo > hi or lo < 0:
+                raise ValueError(f"{name}={(lo, hi)}: expected 0 <= low <= high, high > 0")
+        if self.velocity[1] > 127 or self.vibrato_cc[1] > 127:
+            raise ValueError("velocity and vibrato_cc are MIDI values: at most 127")
+        return self
 
 
 class CorpusConfig(StrictConfig):
     """The reference corpus: which scores, rendered how."""
 
     collection: str = Field("bach", description="music21 corpus composer/collection name")
+    collections: tuple[str, ...] = Field((), description="several music21 collections (replaces collection); "
+                                         "max_pieces then counts score files per collection")
     midi_dir: str | None = Field(None, description="a user's MIDI folder instead of music21")
     max_pieces: int = Field(16, ge=1)
+    pieces_per_collection: dict[str, int] = Field(default_factory=dict, description="max_pieces of named collections")
+    tunes_per_file: int | None = Field(None, ge=1, description="at most this many scores of a collection file "
+                                       "(an ABC book); None: all")
     instruments: tuple[str, ...] = ("flute", "violin")
     soundfonts: tuple[str, ...] = ("fluidr3",)
-    voices: tuple[str, ...] = ("soprano", "mix")
+    voices: tuple[str, ...] = Field(("soprano", "mix"), description="voice names; 'parts' = every part of the score")
     range_policy: RangePolicy = "octave_fit"
+    max_out_of_range: float = Field(1.0, ge=0, le=1, description="an instrument skips a voice with a larger "
+                                    "share of notes outside its range (after the octave fit)")
+    renders_per_voice: int | None = Field(None, ge=1, description="(instrument, soundfont) pairs drawn per voice "
+                                          "among those that fit (by the voice's hash); None: all of them")
+    max_voice_s: float | None = Field(None, gt=0, description="each voice is cut to this length (as written)")
+    performance: PerformanceConfig | None = Field(None, description="performance variation; None: as written, dry")
+    roles: tuple[Role, ...] = Field(("clean", "midi_guide", "degraded"), description="which clips to make")
     midi_guide_synth: Literal["sine", "timgm6mb"] = "sine"
     degrade: DegradeConfig = DegradeConfig()
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     clip: ClipConfig = ClipConfig()
     seed: int = 0
+
+    def config_hash(self) -> str:
+        """Fields added for the broad corpus are left out while at their defaults, so a corpus
+        built before they existed keeps its hash (its clip IDs, and every seeded draw over them)."""
+        d = self.model_dump(mode="json")
+        for name, default in (("collections", []), ("pieces_per_collection", {}), ("tunes_per_file", None),
+                              ("max_out_of_range", 1.0), ("renders_per_voice", None),
+                              ("max_voice_s", None), ("performance", None),
+                              ("roles", ["clean", "midi_guide", "degraded"])):
+            if d[name] == default:
+                del d[name]
+        return config_hash(d)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The music21 collections this corpus reads."""
+        return self.collections or (self.collection,)
 
     @field_validator("soundfonts")
     @classmethod

@@ -43,6 +43,8 @@ class UNetConfig(StrictConfig):
     attention_heads: int = Field(4, ge=1)
     freq_fold: int = Field(1, ge=1, description="dims=2 only: mel bins folded into channels")
     cond_channels: int = Field(0, ge=0, description="extra input channels (conditional baseline)")
+    num_labels: int = Field(0, ge=0, description="class labels (instruments) of a label-conditional model; "
+                            "label num_labels is the null label (unconditional); 0 = no label input")
     embedding_dim: int = Field(256, ge=8)
     group_norm_groups: int = Field(8, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)

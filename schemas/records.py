@@ -38,6 +38,23 @@ class ModelCard(StrictConfig):
     cond_role: str | None = None
     cond_mean: tuple[float, ...] | None = None
     cond_std: tuple[float, ...] | None = None
+    # a label-conditional model: the domains (instruments) it learned, index = class label
+    labels: tuple[str, ...] = ()
+
+    def label_of(self, target: str | None) -> int | None:
+        """The class index of `target` (None: unlabelled model, or no target asked for)."""
+        if not self.labels:
+            if target not in (None, self.domain):
+                raise ValueError(f"the model of {self.domain!r} has no instrument labels; it cannot be "
+                                 f"asked for {target!r} (expected no target, or {self.domain!r})")
+            return None
+        if target is None:
+            raise ValueError(f"the model {self.domain!r} learned several instruments {list(self.labels)}: "
+                             "name the target (--target)")
+        if target not in self.labels:
+            raise ValueError(f"the model {self.domain!r} has no instrument {target!r}; "
+                             f"expected one of {list(self.labels)}")
+        return self.labels.index(target)
 
     @property
     def conditional(self) -> bool:
@@ -187,6 +204,7 @@ class Recommendation(StrictConfig):
     mlflow_run_id: str
     points: int
     task: str | None = None  # timbre | midi2real | enhance; absent in sweeps finished before it was recorded
+    target: str | None = None  # the instrument of a model that learned several: one operating point per instrument
 
 
 class FeatureSetExtra(StrictConfig):

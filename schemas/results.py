@@ -73,5 +73,7 @@ class CompareResult(TypedDict, total=False):
     finished_at: str
     operating_points: dict[str, dict]  # per task: tau_init, lambda, sampler of warm init and where they came from
     inputs_per_task: dict[str, dict]
+    inputs: str                 # the clips dataset compared on
+    target: str | None          # the instrument, for a model of several
     summary: list[dict]         # per task, subset and method: "mean [low, high]" per metric
     markdown: dict[str, str]    # per task: the summary as a Markdown table

@@ -5,16 +5,16 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from schemas.configs import StrictConfig
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
-from schemas.transform import DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, check_ddib_sampler, default_sampler
+from schemas.transform import (DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, InstrumentChoice, check_ddib_sampler,
+                               default_sampler)
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
 # spans sigma 8.4-0.4, where standardised log-mels change domain (docs/design.md, "Where the trade-off happens").
 DEFAULT_T_INITS = (0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 1.0)
 
 
-class SweepConfig(StrictConfig):
+class SweepConfig(InstrumentChoice):
     task: Literal["timbre", "midi2real", "enhance"] = "timbre"
     method: Literal["warm_init", "ddib"] = "warm_init"
     model: str = Field(..., description="target model URI, e.g. models:/reinstrument-flute@champion")
@@ -39,6 +39,8 @@ class SweepConfig(StrictConfig):
     vocoded_diagnostic: bool = Field(False, description="also report FAD against the vocoded reference "
                                                         "(metric fad_vocoded) next to FAD against the real clips")
     jd_threshold: float = Field(0.3, gt=0, lt=1)
+    anchors: bool = Field(True, description="also score plain generation (tau_init 0, lambda 1) and the true target "
+                          "(where the inputs are a corpus that has it): what the grid's FAD and JD are read against")
 
     @model_validator(mode="after")
     def _grid(self) -> "SweepConfig":

@@ -38,6 +38,12 @@ class TrainConfig(SolverConfig):
     cond_domain: str | None = Field(None, description="conditional baseline: the paired source domain "
                                                       "(rows joined on source_id and segment)")
     cond_role: str = "clean"
+    # One label-conditional model of several domains (instruments): `domain` names the model, each
+    # row of any of these domains is a training item with its domain's index as the class label.
+    labels: tuple[str, ...] = Field((), description="instrument-conditional model: the domains it learns, "
+                                    "in label order (empty: a model of `domain` alone)")
+    label_dropout: float = Field(0.1, ge=0, lt=1, description="share of items trained with the null label, "
+                                 "so the model also runs unconditionally (classifier-free guidance)")
     preset: str = "tiny"
     unet: dict = Field(default_factory=dict, description="overrides of the preset's UNetConfig fields")
     edm: EDMConfig = EDMConfig()
@@ -52,6 +58,9 @@ class TrainConfig(SolverConfig):
         if self.crop_frames % unet.downsampling_factor:
             raise ValueError(f"crop_frames={self.crop_frames} not divisible by the preset's "
                              f"downsampling factor {unet.downsampling_factor}")
+        if self.labels and (self.paired or len(set(self.labels)) != len(self.labels) or self.domain in self.labels):
+            raise ValueError(f"labels {self.labels}: expected distinct domains other than the model's name "
+                             f"{self.domain!r}, and no cond_domain (a labelled model is unconditional on audio)")
         if self.cond_domain is not None and (self.cond_domain, self.cond_role) == (self.domain, self.role):
             raise ValueError("cond_domain/cond_role must differ from domain/role: a model conditioned on "
                              "its own target learns the identity")
@@ -63,11 +72,16 @@ class TrainConfig(SolverConfig):
 
     def config_hash(self) -> str:
         """Includes the preset's resolved fields: a preset that changes is a different model,
-        so a run trained under the old preset is never found (and resumed) under the new one."""
-        return config_hash({**self.model_dump(mode="json"), "preset_fields": {**UNET_PRESETS[self.preset], **self.unet}})
+        so a run trained under the old preset is never found (and resumed) under the new one.
+        Label fields are left out of an unlabelled model's hash, as before they existed."""
+        d = self.model_dump(mode="json")
+        if not self.labels:
+            del d["labels"], d["label_dropout"]
+        return config_hash({**d, "preset_fields": {**UNET_PRESETS[self.preset], **self.unet}})
 
     def unet_config(self, n_mels: int):
-        return unet_preset(self.preset, **{"n_mels": n_mels, "cond_channels": int(self.paired), **self.unet})
+        return unet_preset(self.preset, **{"n_mels": n_mels, "cond_channels": int(self.paired),
+                                           "num_labels": len(self.labels), **self.unet})
 
 
 class TrainLogistics(StrictConfig):

@@ -47,7 +47,29 @@ VOCODER_HELP = ("auto (the champion vocoder, else the shipped one, else Griffin-
 TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
 
 
-class TransformConfig(StrictConfig):
+class InstrumentChoice(StrictConfig):
+    """Which instrument a model that learned several turns guides into (shared by transform,
+    sweep, compare and nightly)."""
+
+    target: str | None = Field(None, description="the instrument to turn into, for a model that learned several "
+                               "(e.g. cello); a one-instrument model needs none")
+    source: str | None = Field(None, description="ddib with a model that learned several instruments: the guide's "
+                               "instrument (the bridge's source label)")
+    guidance: float = Field(1.0, ge=0, description="classifier-free guidance weight w of a labelled model "
+                            "(1: the label's model alone; > 1 pushes further toward the target)")
+
+    def identity(self) -> dict:
+        """The config as it enters run, sweep and comparison IDs: these fields (and a sweep's
+        `anchors`) left out while at their defaults, as before they existed, so runs made then
+        are found again."""
+        d = self.model_dump(mode="json")
+        for name, default in (("target", None), ("source", None), ("guidance", 1.0), ("anchors", True)):
+            if name in d and d[name] == default:
+                del d[name]
+        return d
+
+
+class TransformConfig(InstrumentChoice):
     task: Literal["timbre", "midi2real", "enhance"] = "timbre"
     method: Literal["warm_init", "ddib", "conditional"] = "warm_init"
     model: str = Field(..., description="target model: models:/<name>@<alias>, models:/<name>/<version>, runs:/...")

@@ -22,7 +22,7 @@ from tasks.autoencoder.kind import AutoencoderKind, autoencoder_data
 from tasks.autoencoder.model import MelAutoencoder
 from tasks.diffusion.bridges import ddib
 from tasks.diffusion.checkpoint import read_checkpoint
-from tasks.diffusion.conditional import conditioned, generate_conditional
+from tasks.diffusion.conditional import conditioned, generate_conditional, labelled
 from tasks.diffusion.kind import DenoiserKind
 from tasks.diffusion.noise import ItemNoise
 from tasks.diffusion.precond import EDMPrecond
@@ -188,8 +188,13 @@ def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel |
         raise ValueError(f"method {cfg.method!r} needs {'a conditional' if cfg.method == 'conditional' else 'an unconditional'} "
                          f"model, but {target.name} is {'conditional' if is_cond else 'unconditional'}")
     edm = target.model.cfg
+    label = target.card.label_of(cfg.target)
+    if label is None and cfg.guidance != 1.0:
+        raise ValueError(f"guidance {cfg.guidance} needs a model that learned several instruments; {target.name} did not")
+    # a labelled model bound to the target instrument is an ordinary D(x; sigma) for every method
+    denoiser = target.model if label is None else labelled(target.model, label, cfg.guidance)
     if cfg.method == "warm_init":
-        return lambda g, eps, noise: warm_transform(target.model, g, cfg.sampler, edm, cfg.warm, noise, start_noise=eps)
+        return lambda g, eps, noise: warm_transform(denoiser, g, cfg.sampler, edm, cfg.warm, noise, start_noise=eps)
     if cfg.method == "conditional":
         return lambda g, eps, noise: generate_conditional(conditioned(target.model, g), g, cfg.sampler, edm, noise)
     if source is None:
@@ -199,8 +204,10 @@ def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel |
     if source.card.encoder != target.card.encoder:
         raise ValueError(f"ddib: {source.name} models the latents of {source.card.encoder or 'no encoder (log-mel)'}, "
                          f"{target.name} those of {target.card.encoder or 'no encoder (log-mel)'}; a bridge needs one space")
+    src_label = source.card.label_of(cfg.source) if source.card.labels else None
+    src = source.model if src_label is None else labelled(source.model, src_label)
     sigmas = warm_sigmas(cfg.sampler, edm, cfg.warm)
     sigma_start, steps = float(sigmas[0]), max(1, len(sigmas) - 1)
     # euler | heun only (TransformConfig refuses the others): DDIB runs the ODE both ways
-    return lambda g, eps, noise: ddib(source.model, target.model, g, sigma_start, steps, edm,
+    return lambda g, eps, noise: ddib(src, denoiser, g, sigma_start, steps, edm,
                                       rho=cfg.sampler.rho, sampler=cfg.sampler.name)

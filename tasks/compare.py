@@ -38,9 +38,11 @@ def _warm_label(t_init: float, lam: float, sampler: SamplerConfig) -> str:
 
 
 def plan_methods(task: str, base: TransformConfig, point: WarmStartConfig, neighbours: tuple[float, ...], *,
-                 source_model: str | None = None, conditional_model: str | None = None) -> list[Method]:
-    """The methods of one task, in table order. `base` carries the target model, sampler, window,
-    seed and decoder; `point` is the operating point (tau_init and lambda)."""
+                 source_model: str | None = None, conditional_model: str | None = None,
+                 source_label: str | None = None) -> list[Method]:
+    """The methods of one task, in table order. `base` carries the target model (and instrument),
+    sampler, window, seed and decoder; `point` is the operating point (tau_init and lambda);
+    `source_label` is the guides' instrument, DDIB's source label when its model learned several."""
     if point.t_init is None:
         raise ValueError("the comparison's operating point is a tau_init; a sigma_start point has no tau neighbours")
     t, lam, s = point.t_init, point.lam, base.sampler
@@ -56,11 +58,13 @@ def plan_methods(task: str, base: TransformConfig, point: WarmStartConfig, neigh
         ddib_sampler = s.model_copy(update={"S_churn": 0.0, "name": s.name if s.name in ("euler", "heun") else "heun"})
         out.append(Method("ddib", f"DDIB (source ODE up to τ {t:g}, target down; {ddib_sampler.name} {ddib_sampler.steps})",
                           "transform", base.model_copy(update={"method": "ddib", "source_model": source_model,
+                                                               "source": source_label,
                                                                "warm": WarmStartConfig(t_init=t, lam=0.0),
                                                                "sampler": ddib_sampler})))
     if conditional_model:
         out.append(Method("conditional", f"conditional baseline (DiffTransfer-style, {s.name} {s.steps}, from noise)",
                           "transform", base.model_copy(update={"method": "conditional", "model": conditional_model,
+                                                               "guidance": 1.0,
                                                                "warm": WarmStartConfig(t_init=0.0, lam=1.0)})))
     out.append(Method("generation", "plain generation (τ 0, λ 1: ignores the guide)", "transform", warm(0.0, 1.0)))
     out.append(Method("target", TARGET_LABEL[task], "target"))
@@ -120,3 +124,21 @@ def scatter_points(rows: list[dict]) -> dict[str, list[tuple[str, float, float, 
             out.setdefault(task, []).append((label, j["mean"], j["ci_low"], j["ci_high"], f["mean"], f["ci_low"],
                                              f["ci_high"]))
     return out
+
+
+def true_target_ids(guides: list[dict], clips: list[dict], target_domain: str) -> dict[str, str]:
+    """Guide clip ID -> its true target's clip ID: the clean clip a guide stands for (`clean_id`),
+    else the target domain's clean render of the same segment (`source_id`). Guides without one
+    (an ingested recording) are left out."""
+    by_id = {c["clip_id"]: c for c in clips}
+    same_segment: dict[str, dict] = {}
+    for c in sorted(clips, key=lambda c: c["clip_id"]):  # several soundfonts: the first by clip ID
+        if c["role"] == "clean" and c["domain"] == target_domain:
+            same_segment.setdefault(c["source_id"], c)
+    out = {}
+    for r in guides:
+        t = by_id.get(r.get("clean_id") or "") or same_segment.get(r["source_id"])
+        if t is not None and t["domain"] == target_domain and t["clip_id"] != r["clip_id"]:
+            out[r["clip_id"]] = t["clip_id"]
+    return out
+

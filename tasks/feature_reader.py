@@ -12,10 +12,12 @@ from tasks.features import total_stats
 from tasks.feature_values import decode_values
 
 
-def normalisation(url: str, role: str, domain: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Per-bin (mean, std) over the train split of `role` (and `domain`, else all domains)."""
+def normalisation(url: str, role: str, domain: str | tuple[str, ...] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-bin (mean, std) over the train split of `role` (and `domain`, or any of several
+    domains pooled, else all domains)."""
     stats = total_stats(ShardedDataset.at(url, "features").manifest().extra.get("stats", {}))
-    keys = [k for k in stats if k.split("/", 1)[0] == role and (domain is None or k.split("/", 1)[1] == domain)]
+    domains = None if domain is None else {domain} if isinstance(domain, str) else set(domain)
+    keys = [k for k in stats if k.split("/", 1)[0] == role and (domains is None or k.split("/", 1)[1] in domains)]
     if not keys:
         raise ValueError(f"{url} has no train statistics for role={role!r} domain={domain!r}; "
                          f"it has {sorted(stats)}")

@@ -1,6 +1,7 @@
 """MIDI helpers: parse, slice, transpose, fit to an instrument's range, render with FluidSynth."""
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -122,6 +123,25 @@ def slice_midi(pm: pretty_midi.PrettyMIDI, start_s: float, end_s: float) -> pret
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _cached_synth(path: str, sample_rate_hz: int):
+    import fluidsynth
+
+    synth = fluidsynth.Synth(samplerate=sample_rate_hz)
+    return synth, synth.sfload(path)
+
+
+def _loaded(path: str, sample_rate_hz: int):
+    """An .sf3 soundfont loaded once per process: loading decodes every Ogg sample (1.6 s for
+    MuseScore Lite, 3.5 s for the full one, measured), longer than rendering a voice. Each use
+    starts from a reset synth with 2 s of silence drawn, so no note or reverb tail of the last
+    render reaches the next (the chorus LFO's phase still does: a re-render differs by ~1e-3)."""
+    synth, sfid = _cached_synth(path, sample_rate_hz)
+    synth.system_reset()
+    synth.get_samples(2 * sample_rate_hz)
+    return synth, sfid
+
+
 def render(pm: pretty_midi.PrettyMIDI, sample_rate_hz: int, synth: str, tail_s: float = 1.0) -> np.ndarray:
     """Render to mono float32. `synth` is a soundfont name (FluidSynth) or 'sine'
     (pretty_midi's additive sine synthesis). Length = last note end + `tail_s`."""
@@ -130,7 +150,9 @@ def render(pm: pretty_midi.PrettyMIDI, sample_rate_hz: int, synth: str, tail_s: 
     else:
         if synth not in SOUNDFONTS:
             raise ValueError(f"unknown synth {synth!r}; expected 'sine' or one of {sorted(SOUNDFONTS)}")
-        y = pm.fluidsynth(fs=sample_rate_hz, sf2_path=SOUNDFONTS[synth])
+        path = SOUNDFONTS[synth]
+        synth, sfid = _loaded(path, sample_rate_hz) if path.endswith(".sf3") else (path, 0)
+        y = pm.fluidsynth(fs=sample_rate_hz, synthesizer=synth, sfid=sfid)
     n = int(round((pm.get_end_time() + tail_s) * sample_rate_hz))
     y = np.asarray(y, dtype=np.float32)[:n]
     return np.pad(y, (0, n - y.size)) if y.size < n else y

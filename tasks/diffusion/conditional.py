@@ -19,6 +19,24 @@ def conditioned(model: EDMPrecond, cond: torch.Tensor) -> Denoiser:
     return lambda x, sigma: model(x, sigma, cond)
 
 
+def labelled(model: EDMPrecond, label: torch.Tensor | int, guidance: float = 1.0) -> Denoiser:
+    """Bind the class label (instrument) of a label-conditional model: the result is an ordinary
+    D(x; sigma). guidance w != 1 is classifier-free guidance (Ho & Salimans 2022, eq. 6, in the
+    x0 form): D = D_null + w (D_label - D_null); w = 1 is the conditional model alone."""
+    if model.net.cfg.num_labels == 0:
+        raise ValueError("this model has no class labels (num_labels=0); it models one instrument")
+    label = torch.as_tensor(label, dtype=torch.long)
+    if guidance == 1.0:
+        return lambda x, sigma: model(x, sigma, None, label.to(x.device))
+    null = torch.tensor(model.net.cfg.num_labels)
+
+    def guided(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        d_label = model(x, sigma, None, label.to(x.device))
+        d_null = model(x, sigma, None, null.to(x.device))
+        return d_null + guidance * (d_label - d_null)
+    return guided
+
+
 def generate_conditional(denoiser: Denoiser, source: torch.Tensor, sampler: SamplerConfig, edm: EDMConfig,
                          noise: NoiseFn, *, callback: Callback | None = None) -> torch.Tensor:
     """Sample the target from x = sigma_max * eps on the full grid; `denoiser` is already bound

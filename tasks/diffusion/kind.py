@@ -13,7 +13,7 @@ from schemas.diffusion import ModelConfig
 from schemas.records import ModelCard
 from schemas.training import TrainConfig
 from tasks.audio import encode_audio
-from tasks.diffusion.conditional import conditioned
+from tasks.diffusion.conditional import conditioned, labelled
 from tasks.diffusion.noise import ItemNoise, item_seed
 from tasks.diffusion.precond import EDMLoss
 from tasks.diffusion.samplers import heun, karras_sigmas
@@ -48,11 +48,14 @@ class DenoiserKind:
         edm = self.cfg.edm  # ln(sigma) ~ N(P_mean, P_std^2) (EDM Table 1), as EDMPrecond.sample_sigma draws it
         sigma = (edm.P_mean + edm.P_std * torch.randn(size, generator=generator)).exp()
         batch = {"y": x, "sigma": sigma, "noise": torch.randn(x.shape, generator=generator), "mask": mask}
+        if d.train_y is not None:  # drawn last: an unlabelled run's draws stay as they were
+            null = torch.rand(size, generator=generator) < self.cfg.label_dropout
+            batch["label"] = torch.where(null, len(self.cfg.labels), d.train_y[idx])
         return batch | ({"cond": cond} if cond is not None else {})
 
     def validate(self, ema: torch.nn.Module) -> float:
         d = self.data
-        return validation_loss(ema, d.val_x, d.val_valid, self.cfg.crop_frames, cond=d.val_c)
+        return validation_loss(ema, d.val_x, d.val_valid, self.cfg.crop_frames, cond=d.val_c, labels=d.val_y)
 
     def preview(self, ema: torch.nn.Module, step: int) -> dict[str, bytes]:
         """Samples from noise (conditioned on the first validation sources for the conditional
@@ -67,10 +70,15 @@ class DenoiserKind:
         seeds = [item_seed(cfg.seed, "sample", k) for k in range(n)]
         x = cfg.edm.sigma_max * ItemNoise(seeds)(torch.zeros(n, card.n_mels, frames))
         denoiser = ema.eval() if cond is None else conditioned(ema.eval(), cond.to(dev))
+        names = [cfg.domain] * n
+        if cfg.labels:  # one sample per instrument in turn
+            labels = torch.arange(n) % len(cfg.labels)
+            names = [cfg.labels[int(k)] for k in labels]
+            denoiser = labelled(ema.eval(), labels.to(dev))
         with torch.no_grad():
             y = heun(denoiser, x.to(dev), karras_sigmas(self.preview_steps, cfg.edm.sigma_min, cfg.edm.sigma_max)).cpu()
         logmels = [self.to_logmel(denormalise(s, card.mean, card.std)).numpy() for s in y]
-        titles = [f"{cfg.domain} sample {k}, step {step}" for k in range(n)]
+        titles = [f"{names[k]} sample {k}, step {step}" for k in range(n)]
         shown = list(logmels)
         if cond is not None:
             shown += [self.to_logmel(denormalise(c, *card.guide_stats(conditional_input=True))).numpy() for c in cond]

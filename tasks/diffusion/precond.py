@@ -44,10 +44,10 @@ class EDMPrecond(torch.nn.Module):
         return c_skip, c_out, c_in, c_noise
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
-                cond: torch.Tensor | None = None) -> torch.Tensor:
+                cond: torch.Tensor | None = None, label: torch.Tensor | None = None) -> torch.Tensor:
         s = _per_item(sigma, x)
         c_skip, c_out, c_in, c_noise = self.coefficients(s)
-        f = self.net((c_in * x).to(x.dtype), c_noise.reshape(-1), cond)
+        f = self.net((c_in * x).to(x.dtype), c_noise.reshape(-1), cond, **({"label": label} if label is not None else {}))
         return c_skip * x + c_out * f.to(x.dtype)
 
     def sample_sigma(self, batch: int, generator: torch.Generator | None = None,
@@ -63,16 +63,17 @@ class EDMPrecond(torch.nn.Module):
 
     def loss(self, y: torch.Tensor, *, sigma: torch.Tensor | None = None, noise: torch.Tensor | None = None,
              cond: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             mask: torch.Tensor | None = None) -> torch.Tensor:
+             mask: torch.Tensor | None = None, label: torch.Tensor | None = None) -> torch.Tensor:
         """EDM eq. 8: E[ lambda(sigma) ||D(y + n; sigma) - y||^2 ], per item (mean over elements).
 
-        `mask` (same shape as y, 1 = real frame) leaves padded frames out of the loss."""
+        `mask` (same shape as y, 1 = real frame) leaves padded frames out of the loss; `label`
+        (label-conditional models) the class index of each item."""
         if sigma is None:
             sigma = self.sample_sigma(y.shape[0], generator, y.device)
         if noise is None:
             noise = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
         s = _per_item(sigma, y)
-        err = (self(y + s * noise, sigma, cond) - y) ** 2
+        err = (self(y + s * noise, sigma, cond, label) - y) ** 2
         w = self.loss_weight(s)
         if mask is None:
             return (w * err).flatten(1).mean(1)

@@ -100,7 +100,8 @@ def validation_sigmas(n: int, P_mean: float, P_std: float) -> torch.Tensor:
 
 @torch.no_grad()
 def validation_loss(model: EDMPrecond, segments: torch.Tensor, valid_frames: torch.Tensor, crop_frames: int,
-                    seed: int = 1234, batch_size: int = 32, cond: torch.Tensor | None = None) -> float:
+                    seed: int = 1234, batch_size: int = 32, cond: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> float:
     """Mean EDM loss of `model` over fixed crops, sigmas and noise: comparable across models."""
     model.eval()
     g = torch.Generator().manual_seed(seed)  # draws on the CPU: the same on any device
@@ -113,5 +114,6 @@ def validation_loss(model: EDMPrecond, segments: torch.Tensor, valid_frames: tor
     for a in range(0, n, batch_size):
         sl = slice(a, a + batch_size)
         total += float(model.loss(x[sl].to(dev), sigma=sig[sl].to(dev), noise=noise[sl].to(dev),
-                                  mask=mask[sl].to(dev), cond=None if c is None else c[sl].to(dev)).sum())
+                                  mask=mask[sl].to(dev), cond=None if c is None else c[sl].to(dev),
+                                  label=None if labels is None else labels[sl].to(dev)).sum())
     return total / n

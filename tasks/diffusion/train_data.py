@@ -61,6 +61,8 @@ class TrainData:
     val_ids: list[str]
     train_c: torch.Tensor | None = None   # paired source segments (conditional baseline)
     val_c: torch.Tensor | None = None
+    train_y: torch.Tensor | None = None   # class labels [N] (label-conditional models)
+    val_y: torch.Tensor | None = None
 
 
 def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, card: ModelCard) -> TrainData:
@@ -78,11 +80,14 @@ def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, card: Model
         return segments_tensor(pick("feature_id"), arrays, pick("num_bins"), pick("num_frames"),
                                pick("num_valid_frames"), mean, std)
 
+    label_of = dict(zip(cols["feature_id"], cols["label"])) if cfg.labels else {}
+
     def split_data(split: str):
         t = subset(split, "values", False)
         if t is None:
             return None
-        return t[0], t[1], t[2], (subset(split, "cond_values", True)[0] if cfg.paired else None)
+        labels = torch.as_tensor([label_of[i] for i in t[2]], dtype=torch.long) if cfg.labels else None
+        return t[0], t[1], t[2], (subset(split, "cond_values", True)[0] if cfg.paired else None), labels
 
     if cols["num_frames"] and cfg.crop_frames > int(cols["num_frames"][0]):
         raise ValueError(f"crop_frames={cfg.crop_frames} exceeds the segments of {cfg.features_url} "
@@ -90,7 +95,7 @@ def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, card: Model
                          "choose a preset for it (cpu-latent for latent sets) or a smaller crop_frames")
     train = split_data("train")
     if train is None:
-        raise ValueError(f"no train rows for domain={cfg.domain!r} role={cfg.role!r}"
+        raise ValueError(f"no train rows for domain={cfg.labels or cfg.domain!r} role={cfg.role!r}"
                          + (f" paired with {cfg.cond_domain!r}" if cfg.paired else "") + f" in {cfg.features_url}")
     for val_split in ("valid", "test"):
         val = split_data(val_split)
@@ -102,7 +107,8 @@ def train_data_from_columns(cols: dict[str, list], cfg: TrainConfig, card: Model
         train = tuple(None if t is None else t[:-n] for t in train)
     k = cfg.validation_segments
     return TrainData(train[0], train[1], val[0][:k], val[1][:k], val_split, list(val[2][:k]),
-                     train[3], None if val[3] is None else val[3][:k])
+                     train[3], None if val[3] is None else val[3][:k],
+                     train[4], None if val[4] is None else val[4][:k])
 
 
 def _domain_rows(t: pa.Table, domain: str, role: str) -> pa.Table:
@@ -115,6 +121,11 @@ def feature_table(cfg: TrainConfig) -> pa.Table:
     ID when there are several (e.g. soundfonts)."""
     ds = ShardedDataset.at(cfg.features_url, "features")
     t = ds.read(FEATURE_COLUMNS + ["domain", "role"] + (["clip_id", "segment_index"] if cfg.paired else []))
+    if cfg.labels:  # every row of any labelled domain, with its domain's index as the label
+        t = t.filter(pc.and_(pc.is_in(t["domain"], pa.array(cfg.labels)), pc.equal(t["role"], cfg.role)))
+        index = {d: i for i, d in enumerate(cfg.labels)}
+        return t.select(FEATURE_COLUMNS).append_column(
+            "label", pa.array([index[d] for d in t["domain"].to_pylist()], pa.int64()))
     target = _domain_rows(t, cfg.domain, cfg.role)
     if not cfg.paired:
         return target.select(FEATURE_COLUMNS)

@@ -1,6 +1,10 @@
 """Denoiser network F of EDMPrecond: a U-Net over (mel bins x frames), 1D (bins as channels)
 or 2D (bins as an image axis, optionally folded into channels). Noise-level conditioning by
-adaptive group norm (scale/shift from an embedding of c_noise), as in EDM's DDPM++ blocks."""
+adaptive group norm (scale/shift from an embedding of c_noise), as in EDM's DDPM++ blocks. A
+label-conditional model adds a learned embedding of its class label (the instrument) to the
+noise embedding, as EDM's class-conditional ImageNet networks do (`map_label`); the extra index
+num_labels is the null label, trained by label dropout, so one network is also the unconditional
+model classifier-free guidance needs (Ho & Salimans 2022)."""
 from __future__ import annotations
 
 import math
@@ -129,8 +133,9 @@ class LocalHead(nn.Module):
 
 
 class UNet(nn.Module):
-    """F(x_in; c_noise, cond): x_in [batch, n_mels, frames] -> same shape, for any frame count.
-    cond: [batch, cond_channels, n_mels, frames] (or [batch, n_mels, frames] for one channel)."""
+    """F(x_in; c_noise, cond, label): x_in [batch, n_mels, frames] -> same shape, for any frame count.
+    cond: [batch, cond_channels, n_mels, frames] (or [batch, n_mels, frames] for one channel).
+    label: [batch] int64 class indices, num_labels = none (only with num_labels > 0)."""
 
     def __init__(self, cfg: UNetConfig):
         super().__init__()
@@ -138,6 +143,7 @@ class UNet(nn.Module):
         d, w = cfg.dims, cfg.widths
         cin = cfg.data_channels * (1 + cfg.cond_channels)
         self.embed = NoiseEmbedding(cfg.embedding_dim)
+        self.label_embed = nn.Embedding(cfg.num_labels + 1, cfg.embedding_dim) if cfg.num_labels else None
         self.inp = _conv(d, cin, w[0])
         self.enc, skips, ch = nn.ModuleList(), [w[0]], w[0]
         for lv, width in enumerate(w):
@@ -174,7 +180,21 @@ class UNet(nn.Module):
         if x.ndim != 3 or x.shape[1] != c.n_mels:
             raise ValueError(f"expected x of shape [batch, {c.n_mels} mel bins, frames], got {tuple(x.shape)}")
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def label_embedding(self, label: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+        if self.label_embed is None:
+            if label is not None:
+                raise ValueError("label given to a model without labels (num_labels=0)")
+            return None
+        if label is None:  # no label: the null label, i.e. the unconditional model
+            label = torch.full((batch,), self.cfg.num_labels, dtype=torch.long, device=device)
+        label = torch.as_tensor(label, device=device).long().reshape(-1).expand(batch)
+        if int(label.min()) < 0 or int(label.max()) > self.cfg.num_labels:
+            raise ValueError(f"labels {sorted(set(label.tolist()))} outside 0..{self.cfg.num_labels} "
+                             f"({self.cfg.num_labels} = none)")
+        return self.label_embed(label)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor | None = None,
+                label: torch.Tensor | None = None) -> torch.Tensor:
         self.check_shape(x)
         parts = [x[:, None]]
         if self.cfg.cond_channels:
@@ -195,6 +215,9 @@ class UNet(nn.Module):
             inp = F.pad(inp.flatten(0, 1), (0, pad), mode="replicate").reshape(*inp.shape[:-1], frames + pad)
         h = self.inp(self._to_net(inp))
         emb = self.embed(c_noise)
+        lab = self.label_embedding(label, x.shape[0], x.device)
+        if lab is not None:
+            emb = emb + lab.to(emb.dtype)
         skips = [h]
         for m in self.enc:
             h = m(h, emb)

@@ -29,8 +29,9 @@ def _tracking(tmp) -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def _trained_models(s3_env, built_corpus, tmp_path_factory):
-    """flute and violin unconditional models, a violin->flute conditional one and a vocoder (tiny
-    presets) in an MLflow store of their own, trained once per session."""
+    """flute and violin unconditional models, a violin->flute conditional one, one model of both
+    instruments (labels) and a vocoder (tiny presets) in an MLflow store of their own, trained
+    once per session."""
     from jobs.train import train_job
     from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
 
@@ -40,7 +41,8 @@ def _trained_models(s3_env, built_corpus, tmp_path_factory):
         feats = extract_features([corpus.clips_url], str(tmp / "features"),
                                  FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
         log = TrainLogistics(num_workers=0, out_url=str(tmp / "training"))
-        for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"}):
+        for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"},
+                     {"domain": "instruments", "labels": ("flute", "violin")}):
             train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}), log)
         train_job(VocoderTrainConfig(clips_urls=(corpus.clips_url,), **VOCODER_PRESETS["tiny"]), log)
     return tmp, corpus

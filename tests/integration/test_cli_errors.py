@@ -191,7 +191,7 @@ MISTAKES = [
     (("config", "show", "bogus"), 2, "unknown config 'bogus'"),
     (("metrics", "fad", "{t}/nope", "{t}/nope"), 1, "no audio files"),
     (("corpus", "build", "--dest", "{t}/c", "--pieces", "0"), 2, "max_pieces"),
-    (("demo", "--root", "{t}/demo", "--pieces", "0"), 2, "max_pieces"),
+    (("demo", "--root", "{t}/demo", "--pieces", "0"), 2, "tunes_per_file"),
     (("train-vocoder", "{t}/nope"), 1, "no clean train clips"),
     (("shipped", "register", "nope"), 1, "no shipped model 'nope'"),
     (("mel2audio", "{t}/nope", "{t}/x.wav"), 1, "is not a feature set"),

@@ -69,3 +69,40 @@ def test_rebuild_is_deterministic_and_a_noop(built_corpus, tiny_corpus_cfg, tmp_
     assert res.pieces_built == 0 and res.pieces_skipped == 3 and res.clips_added == 0
     assert sorted(os.listdir(root / "clips/_commits")) == commits  # a no-op re-run commits nothing
     assert again.summary == res.summary
+
+
+def test_broad_corpus_performance_is_shared_by_a_voice_and_tunes_split_apart(tmp_path):
+    """Several collections, every part, a drawn subset of instruments per voice, performance
+    variation. The performance (tempo, dynamics, articulation) belongs to the voice, so every
+    instrument that plays a segment plays the same notes at the same times: the true target of a
+    guide stays aligned with it. The tunes of an ABC book get splits of their own."""
+    from schemas.configs import CorpusConfig, PerformanceConfig
+    from tasks.midi import parse_midi
+
+    cfg = CorpusConfig(collections=("bach", "oneills1850"), max_pieces=1, tunes_per_file=6,
+                       instruments=("flute", "violin", "cello"), soundfonts=("fluidr3", "timgm6mb"), voices=("parts",),
+                       max_out_of_range=0.05, renders_per_voice=2, max_voice_s=12, performance=PerformanceConfig(),
+                       roles=("clean", "midi_guide"), clip={"clip_s": 6.0, "overlap_s": 0.0})
+    res = run_corpus(cfg, str(tmp_path), workers=1)
+    rows = _clips(tmp_path)
+    assert {r["role"] for r in rows} == {"clean", "midi_guide"} and res.clips_added == len(rows)
+    tunes = {r["piece"] for r in rows if r["piece"].startswith("oneills1850/")}
+    assert len(tunes) >= 4 and all("#" in t for t in tunes)
+    assert len({r["split"] for r in rows if r["piece"] in tunes}) >= 2  # split per tune, not per book
+    by_voice: dict = {}
+    for r in rows:
+        if r["role"] == "clean":
+            by_voice.setdefault((r["piece"], r["voice"]), set()).add((r["instrument"], r["soundfont"]))
+    assert by_voice and all(len({i for i, _ in v}) <= 2 for v in by_voice.values())  # renders_per_voice
+    assert any(len({i for i, _ in v}) == 2 for v in by_voice.values())
+    onsets: dict = {}
+    for r in rows:
+        if r["role"] == "clean":
+            notes = sorted((round(n.start, 3), round(n.end, 3)) for i in parse_midi(r["midi"]).instruments for n in i.notes)
+            onsets.setdefault(r["source_id"], set()).add(tuple(notes))
+    shared = [v for v in onsets.values()]
+    assert shared and all(len(v) == 1 for v in shared)  # one timing per segment, whatever the instrument
+    assert cfg.config_hash() != CorpusConfig().config_hash()
+    assert CorpusConfig().config_hash() == "85268d2d4b44"  # unchanged for corpora built before these fields
+    # a re-run finds every source done and writes nothing
+    assert run_corpus(cfg, str(tmp_path), workers=1).clips_added == 0

@@ -1,0 +1,49 @@
+"""The held-out tables of README/docs from `configs/general/evaluate.sh`'s comparisons: per
+held-out set and target instrument, each method's FAD (same-repertoire real reference), JD to the
+guide and F1 to the MIDI, with 95 % intervals, and FAD as a multiple of the true target's.
+
+    .venv/bin/python configs/general/summarise.py DATA/eval > tables.md"""
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ORDER = ["guide", "identity", "warm", "ddib", "conditional", "generation", "target"]
+
+
+def fmt(r: dict | None, digits: int) -> str:
+    if r is None:
+        return "–"
+    return f"{r['mean']:.{digits}f} [{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
+
+
+def tables(root: Path) -> list[str]:
+    out = []
+    for res_path in sorted(root.glob("compare/*/result.json")):
+        res = json.loads(res_path.read_text())
+        rows = pq.read_table(io.BytesIO((res_path.parent / "comparison.parquet").read_bytes())).to_pylist()
+        rows = [r for r in rows if r["subset"] == "all" and r["task"] == "timbre"]
+        by: dict = {}
+        for r in rows:
+            by.setdefault(r["key"], {"label": r["label"]})[r["metric"]] = r
+        target_fad = by.get("target", {}).get("fad", {}).get("mean")
+        held = res.get("inputs", "?").rstrip("/").split("/")[-2]
+        op = res["operating_points"]["timbre"]
+        out.append(f"#### {held} → {res.get('target')} (τ_init {op.get('t_init')}, λ {op.get('lam')}; "
+                   f"{res['inputs_per_task']['timbre']['inputs']} guides)\n")
+        out.append("| method | FAD (same-repertoire real) | × true target | JD vs guide | F1 vs MIDI |")
+        out.append("|---|---|---|---|---|")
+        for key in sorted(by, key=lambda k: ORDER.index(k.split("-")[0]) if k.split("-")[0] in ORDER else 99):
+            m = by[key]
+            ratio = (f"{m['fad']['mean'] / target_fad:.2f}" if target_fad and "fad" in m else "–")
+            out.append(f"| {m['label']} | {fmt(m.get('fad'), 2)} | {ratio} | {fmt(m.get('jd'), 3)} | {fmt(m.get('f1_midi'), 3)} |")
+        out.append("")
+    return out
+
+
+if __name__ == "__main__":
+    print("\n".join(tables(Path(sys.argv[1]))))

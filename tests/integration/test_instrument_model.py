@@ -1,0 +1,63 @@
+"""A model of several instruments end to end on tiny models: `--target` picks the instrument in
+transform, sweep (one operating point per instrument), compare (DDIB from the same model, the
+guide's instrument as its source label) and the nightly job; without a target it says which
+instruments it knows."""
+from __future__ import annotations
+
+import pytest
+
+from infra.datasets import ShardedDataset
+from schemas.diffusion import SamplerConfig, WindowConfig
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+
+pytestmark = pytest.mark.integration
+MODEL = "models:/reinstrument-instruments@champion"
+SMALL = dict(window=WindowConfig(window_frames=64, overlap_frames=16), vocoder_iters=4)
+
+
+def test_target_picks_the_instrument_everywhere(models, tmp_path):
+    from jobs.compare import compare_job
+    from jobs.nightly import resolve_targets
+    from jobs.sweep import newest_operating_point, sweep_job
+    from jobs.transform import transform_job
+    from infra.storage import Storage
+    from schemas.compare import CompareConfig
+    from schemas.sweep import SweepConfig
+
+    corpus = models
+    out = str(tmp_path / "root")
+    log = TransformLogistics(num_actors=0, out_url=out)
+    sel = InputSelection(domain="violin", limit=2)
+    with pytest.raises(ValueError, match=r"learned several instruments \['flute', 'violin'\]: name the target"):
+        transform_job(corpus.clips_url, sel, TransformConfig(model=MODEL, **SMALL), log)
+    with pytest.raises(ValueError, match="has no instrument 'cello'"):
+        transform_job(corpus.clips_url, sel, TransformConfig(model=MODEL, target="cello", **SMALL), log)
+
+    res = transform_job(corpus.clips_url, sel, TransformConfig(model=MODEL, target="flute", guidance=1.5,
+                                                               sampler=SamplerConfig(steps=6), **SMALL), log)
+    rows = ShardedDataset.at(res["outputs_url"], "outputs").read(["target_domain", "input_domain"]).to_pylist()
+    assert len(rows) == 2 and {r["target_domain"] for r in rows} == {"flute"}
+
+    for target in ("flute", "violin"):
+        sweep_job(corpus.clips_url, InputSelection(domain="flute" if target == "violin" else "violin", limit=2),
+                  SweepConfig(model=MODEL, target=target, t_inits=(0.6 if target == "flute" else 0.7, 1.0), lams=(0.0,),
+                              sampler=SamplerConfig(steps=6), reference_split=None, reference_limit=4, **SMALL), log)
+    version = next(r for r in Storage(out).find("sweeps") if r.endswith("recommendation.json"))
+    import json
+    version = json.loads(Storage(out).read_bytes(version))["model_version"]
+    points = {t: newest_operating_point(Storage(out), version, "timbre", t) for t in ("flute", "violin", None)}
+    assert points["flute"] is not None and points["violin"] is not None and points["None" if False else None] is None
+
+    nightly = resolve_targets([{"model": MODEL, "target": "violin"}], Storage(out))
+    assert nightly[0]["target"] == "violin" and nightly[0]["warm"]["t_init"] == points["violin"].t_init
+
+    cmp = compare_job(corpus.clips_url, CompareConfig(model=MODEL, target="flute", tasks=("timbre",),
+                                                      source_models={"timbre": MODEL}, split=None, limit=2,
+                                                      reference_split=None, reference_limit=4, neighbours=(),
+                                                      listen=1, **SMALL), log)
+    keys = {r["key"] for r in cmp["summary"]} if cmp["summary"] and "key" in cmp["summary"][0] else None
+    methods = {r.get("method") or r.get("label") for r in cmp["summary"]}
+    assert cmp["operating_points"]["timbre"]["t_init"] == points["flute"].t_init
+    assert any("DDIB" in str(m) for m in methods), (keys, methods)
+    assert any("generation" in str(m) for m in methods) and any("true target" in str(m) or "target" in str(m)
+                                                                for m in methods)
