@@ -19,7 +19,7 @@ from infra.tracking import registered_name
 from jobs.data import corpus_job, features_job
 from jobs.ship import register_shipped_job
 from jobs.steps import Step, inline
-from jobs.sweep import sweep_job
+from jobs.sweep import ANCHOR_NAMES as ANCHORS, sweep_job
 from jobs.train import train_job
 from schemas.configs import CorpusConfig, FeatureConfig, PerformanceConfig
 from schemas.diffusion import SamplerConfig
@@ -34,12 +34,13 @@ Representation = Literal["logmel", "latent"]
 # (half `train`: the flute reference and `--train`'s data; half `test`: the sweep's guides).
 DEMO_CORPUS = CorpusConfig(collections=("oneills1850",), max_pieces=1, tunes_per_file=24,
                            instruments=("flute", "violin"), soundfonts=("fluidr3",), voices=("parts",),
-                           max_out_of_range=0.05, max_voice_s=45, performance=PerformanceConfig(),
+                           max_out_of_range=0.05, max_voice_s=30, performance=PerformanceConfig(),
                            roles=("clean",), split_fractions=(0.5, 0.0, 0.5))
 # The shipped model the demo sweeps (weights/<folder>/) and the instrument it turns violin into;
 # the representation `--train` trains: the better trade-off measured at equal training time
 # (docs/pipeline.md, "Mel autoencoder and latent diffusion").
 DEMO_SHIPPED = "instruments-latent"
+DEMO_GUIDES = 24  # violin clips the sweep transforms at each grid point (the first by clip ID)
 DEMO_TARGET = "flute"
 DEMO_REPRESENTATION: Representation = "latent"
 # Coarser than the production default (DEFAULT_T_INITS): 7 points, dense where the trade-off
@@ -57,7 +58,6 @@ DEMO_LAMS = (0.0,)
 DEMO_SAMPLER = SamplerConfig(S_churn=7.0, S_tmin=0.5)
 # `--train`: the preset and steps per representation. cpu-demo's 5,000 steps: ~16 min in bf16 on
 # an AMX CPU (2 cores), ~36 min in fp32 on AVX2 only; cpu-latent's steps take the same time.
-ANCHORS = {"generation": "plain generation", "target": "true target"}  # the sweep's anchor rows, as shown
 DEMO_PRESETS: dict[str, str] = {"logmel": "cpu-demo", "latent": "cpu-latent"}
 DEMO_TRAIN_STEPS: dict[str, int] = {"logmel": 5000, "latent": 9500}
 
@@ -93,7 +93,7 @@ def demo_job(root: str, corpus: CorpusConfig = DEMO_CORPUS, *, train: bool = Fal
         model = f"models:/{registered[shipped]['name']}/{registered[shipped]['version']}"
     target = DEMO_TARGET if not train and shipped == DEMO_SHIPPED else None  # a model of several instruments
     print(f"[demo] {n}/{n} sweep-t-init: violin -> flute with {model} on the held-out tunes")
-    swept = sweep_job(built["clips_url"], InputSelection(domain="violin", split="test"),
+    swept = sweep_job(built["clips_url"], InputSelection(domain="violin", split="test", limit=DEMO_GUIDES),
                       SweepConfig(model=model, target=target, t_inits=t_inits, lams=lams, sampler=sampler,
                                   reference_domain="flute", reference_split="train"),
                       TransformLogistics(num_actors=actors, out_url=root), step=step)

@@ -170,6 +170,9 @@ def anchor_rows(cfg: SweepConfig, inputs: str, selection: InputSelection, logist
     return rows
 
 
+ANCHOR_NAMES = {"generation": "plain generation", "target": "true target"}
+
+
 def _xkey(cfg: SweepConfig) -> str:
     return "t_init" if cfg.t_inits else "sigma_start"
 
@@ -266,8 +269,12 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
     pq.write_table(pa.Table.from_pylist(rows, schema=METRICS), buf)
     out.write_bytes(L.METRICS, buf.getvalue())
     emb_name = next((r["embedding"] for r in rows if r["embedding"]), cfg.embedding)
+    levels: dict = {}
+    for r in anchors or []:
+        levels.setdefault(r["method"], {})[r["metric"]] = r["mean"]
     png = tradeoff_png(curves, recommended={k: v.t_init if v.t_init is not None else v.sigma_start for k, v in recs.items()},
-                       embedding=emb_name)
+                       embedding=emb_name, anchors={ANCHOR_NAMES[m]: (v["jd"], v["fad"]) for m, v in levels.items()
+                                                    if {"jd", "fad"} <= set(v)})
     out.write_bytes(L.PLOT, png)
     table = [{k: r[k] for k in ("method", "t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low",
                                 "ci_high")} for r in rows]

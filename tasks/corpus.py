@@ -222,10 +222,13 @@ def build_piece(piece: Piece, split: str, cfg: CorpusConfig) -> PieceReport:
                 base, voice=voice, role="midi_guide", domain=f"midi-{cfg.midi_guide_synth}",
                 instrument=cfg.midi_guide_synth, source_id=_segment_id(piece.name, voice, a, b),
                 clip_id=content_id("midi_guide", piece.name, voice, a, b, m, cfg.midi_guide_synth, h)))
+        counted: set[str] = set()
         for inst_name, sf_name, shift in renditions(pm, piece.name, voice, cfg, report):
             inst = instrument(inst_name)
             voiced = with_program(pm, inst.gm_program, shift)
-            report.out_of_range_notes[inst_name] += count_out_of_range(voiced, inst)
+            if inst_name not in counted:  # notes of the voice, once per instrument whatever the soundfonts
+                counted.add(inst_name)
+                report.out_of_range_notes[inst_name] += count_out_of_range(voiced, inst)
             post = None
             if perf is not None:
                 r = draw_rendition(perf, _seed(cfg, piece.name, voice, inst_name, sf_name, "rendition"))

@@ -53,10 +53,19 @@ def spectrograms_png(logmels: Sequence[np.ndarray], titles: Sequence[str], *, fr
 
 
 def tradeoff_png(curves: dict[str, list[tuple[float, float, float]]], *, recommended: dict[str, float] | None = None,
-                 embedding: str = "musicnn-msd") -> bytes:
+                 embedding: str = "musicnn-msd", anchors: dict[str, tuple[float, float]] | None = None) -> bytes:
     """Three panels per sweep: JD vs tau_init, FAD vs tau_init and FAD vs JD, one line per lambda.
-    `curves[label] = [(t_init, jd, fad), ...]`; `recommended[label]` marks the chosen tau_init."""
+    `curves[label] = [(t_init, jd, fad), ...]`; `recommended[label]` marks the chosen tau_init;
+    `anchors[name] = (jd, fad)` (plain generation, the true target) are drawn as levels: a
+    dashed FAD line on the realism panel and a marker on the trade-off panel."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for k, (name, (jd_a, fad_a)) in enumerate((anchors or {}).items()):
+        color = ("dimgray", "seagreen", "darkorange")[k % 3]
+        axes[1].axhline(fad_a, ls="--", lw=1, color=color, label=name)
+        axes[2].plot([jd_a], [fad_a], "D", ms=8, color=color, label=name)
+    if anchors:
+        axes[1].legend(fontsize=7)
+        axes[2].legend(fontsize=7)
     for label, pts in curves.items():
         pts = sorted(pts)
         t, jd, fad = (np.array(v, dtype=float) for v in zip(*pts))

@@ -278,8 +278,9 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         c = tracking.client()
         parent = c.get_run(rec["mlflow_run_id"])
         children = c.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        assert parent.info.status == "FINISHED" and len(children) == 3
-        assert sorted(float(ch.data.params["warm.t_init"]) for ch in children) == [0.3, 0.6, 1.0]
+        # the 3 grid points and the plain-generation anchor (tau_init 0, lambda 1)
+        assert parent.info.status == "FINISHED" and len(children) == 4
+        assert sorted(float(ch.data.params["warm.t_init"]) for ch in children) == [0.0, 0.3, 0.6, 1.0]
         assert {ch.data.params["model"] for ch in children} == {"reinstrument-flute/1"}
         assert all({"fad_musicnn-msd", "jd", "f1_midi"} <= set(ch.data.metrics) for ch in children)
         assert {a.path for a in c.list_artifacts(parent.info.run_id)} >= {"tradeoff.png", "report", "metrics.parquet"}

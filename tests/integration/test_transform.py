@@ -230,7 +230,12 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
     c = tracking.client()
     children = c.search_runs([c.get_run(res["mlflow_run_id"]).info.experiment_id],
                              f"tags.mlflow.parentRunId = '{res['mlflow_run_id']}'")
-    assert len(children) == 3 and all("jd" in ch.data.metrics for ch in children)
+    # the grid's 3 points and the plain-generation anchor (tau_init 0, lambda 1); the true target
+    # (the flute render of each guide's segment) is scored without a transform
+    assert len(children) == 4 and all("jd" in ch.data.metrics for ch in children)
+    anchors = {(r["method"], r["metric"]) for r in res["rows"] if r["method"] != "warm_init"}
+    assert {("generation", "fad"), ("generation", "jd"), ("target", "fad"), ("target", "jd")} <= anchors
+    assert all(r["t_init"] == 0.0 and r["lam"] == 1.0 for r in res["rows"] if r["method"] == "generation")
     parent = c.get_run(res["mlflow_run_id"])
     assert "recommended_t_init_lam1" in parent.data.metrics
     assert {a.path for a in c.list_artifacts(res["mlflow_run_id"])} >= {"tradeoff.png", "recommendation.json", "metrics.parquet",
