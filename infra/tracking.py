@@ -265,7 +265,8 @@ def registered_name(domain: str, cond_domain: str | None = None, latent: bool = 
     """Unconditional models (warm start, DDIB) are `reinstrument-<domain>`; conditional-baseline
     models name their source too, so they never take an unconditional model's alias; latent models
     end in `-latent` (their validation losses are not comparable with a log-mel model's)."""
-    name = f"reinstrument-{domain}" if cond_domain is None else f"reinstrument-cond-{cond_domain}-to-{domain}"
+    source = "any" if cond_domain == "*" else cond_domain  # "*": any other of a labelled model's instruments
+    name = f"reinstrument-{domain}" if cond_domain is None else f"reinstrument-cond-{source}-to-{domain}"
     return f"{name}-latent" if latent else name
 
 

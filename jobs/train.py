@@ -22,7 +22,7 @@ from schemas.autoencoder import AutoencoderTrainConfig
 from schemas.records import AutoencoderCard, FeatureSetExtra, ModelCard, VocoderCard
 from schemas.records import TrainRunLayout as L
 from schemas.results import TrainResult
-from schemas.training import SolverConfig, TrainConfig, TrainLogistics
+from schemas.training import ANY_OTHER, SolverConfig, TrainConfig, TrainLogistics
 from schemas.vocoder import VocoderTrainConfig
 from tasks.builders import (CARDS, kind_of, load_autoencoder, load_checkpoint_bytes, make_embedding, make_kind,
                             training_data)
@@ -71,7 +71,9 @@ def denoiser_card(cfg: TrainConfig) -> ModelCard:
         ae = load_autoencoder(tracking.model_checkpoint(str(features.encoder)), str(features.encoder), mel)
         card |= dict(representation="latent", encoder=features.encoder, time_downsample=ae.card.time_downsample)
     if cfg.paired:
-        c_mean, c_std = normalisation(cfg.features_url, cfg.cond_role, cfg.cond_domain)
+        # any -> any (labels): the condition is one of the labelled instruments, read through their pooled statistics
+        c_mean, c_std = normalisation(cfg.features_url, cfg.cond_role,
+                                      cfg.labels if cfg.cond_domain == ANY_OTHER else cfg.cond_domain)
         card |= dict(cond_domain=cfg.cond_domain, cond_role=cfg.cond_role, cond_mean=c_mean.tolist(), cond_std=c_std.tolist())
     return ModelCard(**card)
 

@@ -29,6 +29,11 @@ class SolverConfig(StrictConfig):
                                   "URI of the same kind and architecture; pinned to one version before the run)")
 
 
+# cond_domain of a labelled conditional baseline: each item is conditioned on the same segment
+# played by another of the labelled instruments, so one model learns every pair (any -> any)
+ANY_OTHER = "*"
+
+
 class TrainConfig(SolverConfig):
     """The diffusion denoiser (and the conditional baseline) on a log-mel feature set."""
 
@@ -58,9 +63,13 @@ class TrainConfig(SolverConfig):
         if self.crop_frames % unet.downsampling_factor:
             raise ValueError(f"crop_frames={self.crop_frames} not divisible by the preset's "
                              f"downsampling factor {unet.downsampling_factor}")
-        if self.labels and (self.paired or len(set(self.labels)) != len(self.labels) or self.domain in self.labels):
+        if self.labels and (self.cond_domain not in (None, ANY_OTHER) or len(set(self.labels)) != len(self.labels)
+                            or self.domain in self.labels):
             raise ValueError(f"labels {self.labels}: expected distinct domains other than the model's name "
-                             f"{self.domain!r}, and no cond_domain (a labelled model is unconditional on audio)")
+                             f"{self.domain!r}, and cond_domain unset or {ANY_OTHER!r} (conditioned on the same "
+                             "segment played by another of the labelled instruments)")
+        if self.cond_domain == ANY_OTHER and not self.labels:
+            raise ValueError(f"cond_domain {ANY_OTHER!r} (any other instrument) needs labels: the instruments to pair")
         if self.cond_domain is not None and (self.cond_domain, self.cond_role) == (self.domain, self.role):
             raise ValueError("cond_domain/cond_role must differ from domain/role: a model conditioned on "
                              "its own target learns the identity")

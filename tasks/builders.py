@@ -196,7 +196,7 @@ def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel |
     if cfg.method == "warm_init":
         return lambda g, eps, noise: warm_transform(denoiser, g, cfg.sampler, edm, cfg.warm, noise, start_noise=eps)
     if cfg.method == "conditional":
-        return lambda g, eps, noise: generate_conditional(conditioned(target.model, g), g, cfg.sampler, edm, noise)
+        return lambda g, eps, noise: generate_conditional(conditioned(target.model, g, label), g, cfg.sampler, edm, noise)
     if source is None:
         raise ValueError("ddib needs the source model")
     if source.card.mel != target.card.mel:

@@ -11,12 +11,16 @@ from tasks.diffusion.samplers import Callback, NoiseFn
 from tasks.diffusion.warm import run_sampler, warm_sigmas
 
 
-def conditioned(model: EDMPrecond, cond: torch.Tensor) -> Denoiser:
-    """Bind the source mel: the result is an ordinary D(x; sigma) for any sampler."""
+def conditioned(model: EDMPrecond, cond: torch.Tensor, label: torch.Tensor | int | None = None) -> Denoiser:
+    """Bind the source mel (and, for a model of several instruments, the target's label): the
+    result is an ordinary D(x; sigma) for any sampler."""
     if model.net.cfg.cond_channels == 0:
         raise ValueError("this model is unconditional (cond_channels=0); the baseline needs a "
                          "model trained with the source as condition channels")
-    return lambda x, sigma: model(x, sigma, cond)
+    if label is None:
+        return lambda x, sigma: model(x, sigma, cond)
+    lab = torch.as_tensor(label, dtype=torch.long)
+    return lambda x, sigma: model(x, sigma, cond, lab.to(x.device))
 
 
 def labelled(model: EDMPrecond, label: torch.Tensor | int, guidance: float = 1.0) -> Denoiser:

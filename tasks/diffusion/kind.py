@@ -69,12 +69,14 @@ class DenoiserKind:
         dev = next(ema.parameters()).device
         seeds = [item_seed(cfg.seed, "sample", k) for k in range(n)]
         x = cfg.edm.sigma_max * ItemNoise(seeds)(torch.zeros(n, card.n_mels, frames))
-        denoiser = ema.eval() if cond is None else conditioned(ema.eval(), cond.to(dev))
-        names = [cfg.domain] * n
+        names, labels = [cfg.domain] * n, None
         if cfg.labels:  # one sample per instrument in turn
             labels = torch.arange(n) % len(cfg.labels)
             names = [cfg.labels[int(k)] for k in labels]
-            denoiser = labelled(ema.eval(), labels.to(dev))
+        if cond is not None:
+            denoiser = conditioned(ema.eval(), cond.to(dev), None if labels is None else labels.to(dev))
+        else:
+            denoiser = ema.eval() if labels is None else labelled(ema.eval(), labels.to(dev))
         with torch.no_grad():
             y = heun(denoiser, x.to(dev), karras_sigmas(self.preview_steps, cfg.edm.sigma_min, cfg.edm.sigma_max)).cpu()
         logmels = [self.to_logmel(denormalise(s, card.mean, card.std)).numpy() for s in y]

@@ -123,8 +123,11 @@ def feature_table(cfg: TrainConfig) -> pa.Table:
     t = ds.read(FEATURE_COLUMNS + ["domain", "role"] + (["clip_id", "segment_index"] if cfg.paired else []))
     if cfg.labels:  # every row of any labelled domain, with its domain's index as the label
         t = t.filter(pc.and_(pc.is_in(t["domain"], pa.array(cfg.labels)), pc.equal(t["role"], cfg.role)))
+        t = t.sort_by("feature_id")
         index = {d: i for i, d in enumerate(cfg.labels)}
-        return t.select(FEATURE_COLUMNS).append_column(
+        if cfg.paired:  # any -> any: each row with the same segment as another instrument plays it
+            t = _with_other_instrument(t, _clip_sources(ds))
+        return t.select(FEATURE_COLUMNS + (["cond_values"] if cfg.paired else [])).append_column(
             "label", pa.array([index[d] for d in t["domain"].to_pylist()], pa.int64()))
     target = _domain_rows(t, cfg.domain, cfg.role)
     if not cfg.paired:
@@ -145,6 +148,27 @@ def feature_table(cfg: TrainConfig) -> pa.Table:
     out = target.select(FEATURE_COLUMNS)
     out = out.set_column(FEATURE_COLUMNS.index("num_valid_frames"), "num_valid_frames", valid)
     return out.append_column("cond_values", source["values"])
+
+
+def _with_other_instrument(t: pa.Table, source_of: dict[str, str]) -> pa.Table:
+    """Rows (sorted by feature ID) that have the same segment (source_id, segment index) in another
+    domain, each with the first such row's values as `cond_values` (valid frames: the shorter)."""
+    keys = [(source_of.get(c), s) for c, s in zip(t["clip_id"].to_pylist(), t["segment_index"].to_pylist())]
+    domains = t["domain"].to_pylist()
+    first: dict[tuple, dict[str, int]] = {}
+    for j, (k, d) in enumerate(zip(keys, domains)):
+        if k[0] is not None:
+            first.setdefault(k, {}).setdefault(d, j)
+    keep, take = [], []
+    for i, (k, d) in enumerate(zip(keys, domains)):
+        other = next((j for dom, j in sorted(first.get(k, {}).items()) if dom != d), None) if k[0] is not None else None
+        if other is not None:
+            keep.append(i)
+            take.append(other)
+    target, source = t.take(keep), t.take(take)
+    valid = pc.min_element_wise(target["num_valid_frames"], source["num_valid_frames"])
+    target = target.set_column(target.schema.get_field_index("num_valid_frames"), "num_valid_frames", valid)
+    return target.append_column("cond_values", source["values"])
 
 
 def _clip_sources(features: ShardedDataset) -> dict[str, str]:

@@ -30,8 +30,8 @@ def _tracking(tmp) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def _trained_models(s3_env, built_corpus, tmp_path_factory):
     """flute and violin unconditional models, a violin->flute conditional one, one model of both
-    instruments (labels) and a vocoder (tiny presets) in an MLflow store of their own, trained
-    once per session."""
+    instruments (labels) and its any->any conditional baseline, and a vocoder (tiny presets) in an
+    MLflow store of their own, trained once per session."""
     from jobs.train import train_job
     from schemas.vocoder import VOCODER_PRESETS, VocoderTrainConfig
 
@@ -42,7 +42,8 @@ def _trained_models(s3_env, built_corpus, tmp_path_factory):
                                  FeatureConfig(segment_frames=64, segment_hop_frames=32, roles=("clean",)), local=True)
         log = TrainLogistics(num_workers=0, out_url=str(tmp / "training"))
         for over in ({"domain": "flute"}, {"domain": "violin"}, {"domain": "flute", "cond_domain": "violin"},
-                     {"domain": "instruments", "labels": ("flute", "violin")}):
+                     {"domain": "instruments", "labels": ("flute", "violin")},
+                     {"domain": "instruments", "labels": ("flute", "violin"), "cond_domain": "*"}):
             train_job(TrainConfig(features_url=feats["features_url"], **{**TRAIN_PRESETS["tiny"], "steps": 20, **over}), log)
         train_job(VocoderTrainConfig(clips_urls=(corpus.clips_url,), **VOCODER_PRESETS["tiny"]), log)
     return tmp, corpus

@@ -94,3 +94,30 @@ def test_training_batches_carry_labels_with_dropout():
     share_null = float((b["label"] == 2).float().mean())
     assert 0.2 < share_null < 0.3
     assert set(b["label"].tolist()) == {0, 1, 2}
+
+
+def test_any_to_any_pairs_each_segment_with_another_instrument():
+    """The labelled conditional baseline: every row is paired with the same segment (source,
+    segment index) as another instrument plays it; a segment only one instrument plays is left out."""
+    import pyarrow as pa
+
+    from tasks.diffusion.train_data import _with_other_instrument
+
+    rows = [  # feature_id, clip_id, segment_index, domain, values, valid frames
+        ("f1", "c-flute", 0, "flute", [1.0], 8), ("f2", "c-violin", 0, "violin", [2.0], 6),
+        ("f3", "c-flute", 1, "flute", [3.0], 8), ("f4", "c-cello", 0, "cello", [4.0], 8),
+        ("f5", "c-alone", 0, "flute", [5.0], 8)]
+    t = pa.table({"feature_id": [r[0] for r in rows], "clip_id": [r[1] for r in rows],
+                  "segment_index": [r[2] for r in rows], "domain": [r[3] for r in rows],
+                  "values": [r[4] for r in rows], "num_valid_frames": [r[5] for r in rows]})
+    sources = {"c-flute": "s1", "c-violin": "s1", "c-cello": "s1", "c-alone": "s2"}
+    out = _with_other_instrument(t, sources).to_pylist()
+    by = {r["feature_id"]: r for r in out}
+    assert set(by) == {"f1", "f2", "f4"}  # f3: segment 1 only flute plays; f5: a source of its own
+    assert by["f1"]["cond_values"] == [4.0]  # the first other domain by name: cello
+    assert by["f2"]["cond_values"] == [4.0] and by["f4"]["cond_values"] == [1.0]
+    assert by["f1"]["num_valid_frames"] == 8 and by["f2"]["num_valid_frames"] == 6
+    from schemas.training import TrainConfig
+    with pytest.raises(ValueError, match="needs labels"):
+        TrainConfig(domain="flute", features_url="/x", cond_domain="*")
+    assert TrainConfig(domain="instruments", features_url="/x", labels=("flute", "cello"), cond_domain="*").paired
