@@ -34,15 +34,17 @@ STmaxOpt = typer.Option(None, "--S_tmax", "--s-tmax", help="S_tmax: churn only a
 SNoiseOpt = typer.Option(None, "--S_noise", "--s-noise", help="S_noise: scale of the churn noise.")
 
 
-def _merge(base: dict, over: dict) -> dict:
-    """`over` onto `base`, nested dicts key by key; None in `over` means 'not given'."""
+def _merge(base: dict, over: dict, written: bool = False) -> dict:
+    """`over` onto `base`, nested dicts key by key; None in `over` means 'not given'. An empty
+    dict an option builds means 'not given' too, but one `written` in a config file is a value:
+    `"performance": {}` asks for every default of that section (it was once dropped silently)."""
     out = dict(base)
     for k, v in over.items():
         if v is None or v == [] or v == ():
             continue
         if isinstance(v, dict):
-            nested = _merge(out.get(k) or {}, v)
-            if nested or k in out:
+            nested = _merge(out.get(k) or {}, v, written)
+            if nested or k in out or written:
                 out[k] = nested
         else:
             out[k] = v
@@ -54,7 +56,7 @@ def load_config(cls: type[C], path: Path | None, base: dict | None = None, **opt
     line naming each wrong key and what was expected when the result is not a valid config."""
     from tasks.errors import describe
 
-    data = _merge(base or {}, json.loads(path.read_text()) if path else {})
+    data = _merge(base or {}, json.loads(path.read_text()) if path else {}, written=True)
     try:
         return cls.model_validate(_merge(data, options))
     except (ValidationError, ValueError) as e:

@@ -207,8 +207,9 @@ def demo(
     t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
                                                   "dense where the demo model's trade-off happens."),
     lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 (see jobs/demo.py)."),
-    S_churn: float = typer.Option(None, "--S_churn", "--s-churn", help="Heun's S_churn; default jobs/demo.py's (7; 0: the ODE)."),
-    S_tmin: float = typer.Option(None, "--S_tmin", "--s-tmin", help="S_tmin: churn only at sigma >= this (default 0.5)."),
+    S_churn: float = typer.Option(None, "--S_churn", "--s-churn", help="Sample with Heun 35 and this S_churn (default: "
+                                  "DPM-Solver++(2M), 6 steps; with --S_tmin alone, S_churn 7)."),
+    S_tmin: float = typer.Option(None, "--S_tmin", "--s-tmin", help="Heun's S_tmin: churn only at sigma >= this (default 0.5)."),
     prefect: bool = PrefectOpt,
 ):
     """The main job on the embedded defaults: corpus, the shipped models registered in MLflow (or,
@@ -216,7 +217,8 @@ def demo(
     violin->flute on held-out fiddle tunes. A second run reuses the first's work."""
     from flows.pipeline import demo_flow
     from infra.tracking import tracking_uri
-    from jobs.demo import DEMO_CORPUS, DEMO_SAMPLER, demo_job, sweep_table
+    from jobs.demo import DEMO_CORPUS, demo_job, sweep_table
+    from schemas.diffusion import SamplerConfig
     from schemas.configs import CorpusConfig
 
     if representation not in (None, "logmel", "latent"):
@@ -226,7 +228,8 @@ def demo(
     overrides = ({"t_inits": tuple(t_init)} if t_init else {}) | ({"lams": tuple(lam)} if lam else {})
     overrides |= ({"train_steps": train_steps} if train_steps else {}) | ({"representation": representation} if representation else {})
     churned = {k: v for k, v in (("S_churn", S_churn), ("S_tmin", S_tmin)) if v is not None}
-    overrides |= {"sampler": DEMO_SAMPLER.model_copy(update=churned)} if churned else {}
+    # churn is Heun's (EDM Algorithm 2): asking for it selects Heun 35 with these settings
+    overrides |= {"sampler": SamplerConfig(name="heun", **{"S_churn": 7.0, "S_tmin": 0.5} | churned)} if churned else {}
     corpus = load_config(CorpusConfig, None, base=DEMO_CORPUS.model_dump(mode="json"), tunes_per_file=pieces)
     res = run(demo_flow, demo_job, prefect, root_url, corpus,
               train=train, actors=actors, train_workers=train_workers, **overrides)

@@ -132,7 +132,10 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
 def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: InputSelection,
                logistics: TransformLogistics, references: dict[str, tuple[GaussianStats, str]],
                method: str | None = None) -> dict:
-    res = transform_job(inputs, selection, point_config(cfg, warm), logistics)
+    tcfg = point_config(cfg, warm)
+    if method == "generation":  # from noise with the target model alone, whatever the sweep's method
+        tcfg = tcfg.model_copy(update={"method": "warm_init", "source_model": None, "source": None})
+    res = transform_job(inputs, selection, tcfg, logistics)
     point = GridPoint(run_id=res["run_id"], method=method or cfg.method, task=cfg.task, t_init=warm.t_init,
                       sigma_start=warm.sigma_start, lam=warm.lam)
     outs = output_items(res["run_url"])
@@ -182,7 +185,7 @@ def summarise(cfg: SweepConfig, rows: list[dict]) -> tuple[dict[str, list], dict
     xkey = _xkey(cfg)
     by: dict = {}
     for r in rows:
-        if r["method"] == cfg.method:  # not the anchors (plain generation, the true target)
+        if r.get("method", cfg.method) == cfg.method:  # not the anchors (plain generation, the true target)
             by.setdefault((r["lam"], r[xkey]), {})[r["metric"]] = r["mean"]
     curves: dict[str, list] = {}
     for (lam, x), m in sorted(by.items()):

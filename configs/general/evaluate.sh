@@ -3,7 +3,8 @@
 # instrument, a tau_init sweep on O'Neill's tunes (FluidR3) picks the operating point, then
 # `compare` scores warm init there next to DDIB, plain generation and the true target on each
 # held-out set, against real clips of the same collection's other pieces (same soundfont).
-# Usage: configs/general/evaluate.sh MODEL_URI DATA [LIMIT] [TARGETS...]
+# The sampler is the product's default (DPM-Solver++(2M), 6 steps from sigma_start).
+# Usage: [SETS="oneills-fluidr3 ..."] configs/general/evaluate.sh MODEL_URI DATA [LIMIT] [TARGETS...]
 #   DATA holds heldout/<collection>-<soundfont>/clips (configs/general/heldout-*.json); results
 #   land in DATA/eval (sweeps/, compare/); re-runs reuse finished sweeps and comparisons.
 set -euo pipefail
@@ -18,9 +19,9 @@ for target in $TARGETS; do
   guide=violin; [ "$target" = violin ] && guide=flute
   H=$DATA/heldout/oneills-fluidr3/clips
   $R sweep --inputs "$H" --model "$MODEL" --target "$target" --domain "$guide" --split test --limit "$LIMIT" \
-    --reference "$H" --reference-split train --t-init 0.8 --t-init 0.7 --t-init 0.6 --t-init 0.5 --t-init 0.4 \
-    --lam 0 --actors 0 --out "$OUT" --no-prefect
-  for set in oneills-fluidr3 trecento-fluidr3 oneills-gmbank trecento-gmbank; do
+    --reference "$H" --reference-split train --t-init 0.8 --t-init 0.7 --t-init 0.6 --t-init 0.5 \
+    --lam 0 --lam 1 --actors 0 --out "$OUT" --no-prefect
+  for set in ${SETS:-oneills-fluidr3 trecento-fluidr3 oneills-gmbank trecento-gmbank}; do
     H=$DATA/heldout/$set/clips
     $R compare --inputs "$H" --model "$MODEL" --target "$target" --task timbre --timbre-domain "$guide" \
       --source-model "timbre=$MODEL" --neighbour 0 --split test --limit "$LIMIT" --reference "$H" \

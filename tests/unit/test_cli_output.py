@@ -22,3 +22,18 @@ def test_a_wide_table_printed_into_a_pipe_keeps_every_cell_on_one_line():
     assert len(rows) == 2 and all(f"value {i} (0.041-0.064)" in rows[0] for i in range(6)), out
     assert any(line.strip() == "six columns, and a title longer than eighty characters, which stays on one line too"
                for line in out.splitlines()), out
+
+
+def test_an_empty_section_in_a_config_file_means_its_defaults(tmp_path):
+    """`"performance": {}` in a --config file asks for PerformanceConfig's defaults; it was once
+    dropped, and a corpus meant to vary its performances was rendered as written."""
+    import json
+
+    from cli.common import load_config
+    from schemas.configs import CorpusConfig, PerformanceConfig
+
+    f = tmp_path / "corpus.json"
+    f.write_text(json.dumps({"performance": {}, "max_pieces": 2}))
+    assert load_config(CorpusConfig, f).performance == PerformanceConfig()
+    assert load_config(CorpusConfig, None).performance is None  # not given: the default, None
+    assert load_config(CorpusConfig, None, performance={}).performance is None  # an option's {} is 'not given'
