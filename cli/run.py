@@ -112,6 +112,8 @@ def sweep(
     vocoder: str = VocoderOpt,
     vocoded_diagnostic: bool = typer.Option(None, "--vocoded-diagnostic", help="Also report FAD against the "
                                             "reference decoded by the same vocoder (metric fad_vocoded)."),
+    anchors: bool = typer.Option(None, "--anchors/--no-anchors", help="Also score plain generation and the true "
+                                 "target (default on; off saves one transform)."),
     seed: int = typer.Option(None, help="Run seed."),
     actors: int = typer.Option(2, help="Ray actors per grid point (0: in this process)."),
     out: str = typer.Option(None, help="Root (default DATA_ROOT); results under OUT/sweeps/<sweep_id>/."),
@@ -131,7 +133,7 @@ def sweep(
                       lams=tuple(lam or ()), seed=seed,
                       sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps),
                       embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,
-                      vocoded_diagnostic=vocoded_diagnostic)
+                      vocoded_diagnostic=vocoded_diagnostic, anchors=anchors)
     try:
         if prefect:  # the deployment's parameters
             res = run(sweep_t_init, sweep_t_init.fn, True, inputs, cfg.model, cfg.task, domain, split, limit, cfg, out, actors)
