@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
-from schemas.transform import (DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, InstrumentChoice, check_ddib_sampler,
+from schemas.transform import (CHOICE_DEFAULTS, DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, InstrumentChoice, check_ddib_sampler,
                                default_sampler)
 
 # Dense where the trade-off happens: with sigma_max 80, rho 7 and 35 steps, tau_init 0.35-0.65
@@ -41,6 +41,10 @@ class SweepConfig(InstrumentChoice):
     jd_threshold: float = Field(0.3, gt=0, lt=1)
     anchors: bool = Field(True, description="also score plain generation (tau_init 0, lambda 1) and the true target "
                           "(where the inputs are a corpus that has it): what the grid's FAD and JD are read against")
+
+    def identity(self) -> dict:
+        """As InstrumentChoice.identity, `anchors` left out too while on (as before it existed)."""
+        return self._without_defaults(*CHOICE_DEFAULTS, ("anchors", True))
 
     @model_validator(mode="after")
     def _grid(self) -> "SweepConfig":

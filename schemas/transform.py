@@ -47,6 +47,9 @@ VOCODER_HELP = ("auto (the champion vocoder, else the shipped one, else Griffin-
 TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
 
 
+CHOICE_DEFAULTS = (("target", None), ("source", None), ("guidance", 1.0))
+
+
 class InstrumentChoice(StrictConfig):
     """Which instrument a model that learned several turns guides into (shared by transform,
     sweep, compare and nightly)."""
@@ -59,12 +62,14 @@ class InstrumentChoice(StrictConfig):
                             "(1: the label's model alone; > 1 pushes further toward the target)")
 
     def identity(self) -> dict:
-        """The config as it enters run, sweep and comparison IDs: these fields (and a sweep's
-        `anchors`) left out while at their defaults, as before they existed, so runs made then
-        are found again."""
+        """The config as it enters run, sweep and comparison IDs: these fields left out while at
+        their defaults, as before they existed, so runs made then are found again."""
+        return self._without_defaults(*CHOICE_DEFAULTS)
+
+    def _without_defaults(self, *fields: tuple[str, object]) -> dict:
         d = self.model_dump(mode="json")
-        for name, default in (("target", None), ("source", None), ("guidance", 1.0), ("anchors", True)):
-            if name in d and d[name] == default:
+        for name, default in fields:
+            if d[name] == default:
                 del d[name]
         return d
 
