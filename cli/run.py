@@ -41,9 +41,10 @@ def transform(
     task: str = typer.Option(None, help="timbre | midi2real | enhance (picks the guide role of a corpus)."),
     method: str = typer.Option(None, help="warm_init | ddib | conditional."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
-    t_init: float = typer.Option(None, help="tau_init: fraction of reverse steps skipped (default 0.5)."),
+    t_init: float = typer.Option(None, help="tau_init: fraction of reverse steps skipped (default: the newest sweep's "
+                                             "operating point for the model, else 0.6 with lambda 0)."),
     sigma_start: float = typer.Option(None, help="Start at this sigma instead of a tau_init."),
-    lam: float = typer.Option(None, help="lambda: noise scale of the warm start (default 1)."),
+    lam: float = typer.Option(None, help="lambda: noise scale of the warm start (default 1 with --t-init)."),
     steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
     sampler: str = SamplerOpt,
     solver_steps: int = SolverStepsOpt,
@@ -59,32 +60,57 @@ def transform(
     actors: int = typer.Option(2, help="Ray actors (0: in this process)."),
     gpu: bool = typer.Option(False, help="One GPU per actor, bf16."),
     clips_per_task: int = typer.Option(4, help="Clips per actor call and per committed shard."),
+    output_format: str = typer.Option(None, "--format", help="Whole recordings as flac (default) or wav."),
+    sample_rate: str = typer.Option(None, help="Whole recordings at the model's rate (default) or the source's "
+                                               "(resampled: it adds no bandwidth)."),
     config: Optional[Path] = ConfigOpt,
     prefect: bool = PrefectOpt,
 ):
-    """Transform a corpus into the model's domain; outputs + table under OUT/runs/<run_id>/, exactly once."""
+    """Transform recordings (a folder or s3:// prefix) or a corpus into the target instrument, exactly once: one
+    whole file per recording, named after it, under OUT/runs/<run_id>/recordings/ (and every clip under audio/)."""
     from flows.pipeline import transform_flow
+    from jobs.operating_point import for_model
     from jobs.transform import transform_job
-    from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+    from schemas.transform import InputSelection, TransformConfig, TransformLogistics, WholeOutputs
 
-    # tau_init 0.5 unless a start is given here or in the config file (a given warm start replaces the default whole)
-    file_warm = json.loads(config.read_text()).get("warm", {}) if config else {}
-    if t_init is None and sigma_start is None and not {"t_init", "sigma_start"} & set(file_warm):
-        t_init = 0.5
-    cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
-                      target=target, source=domain if method == "ddib" else None, guidance=guidance,
-                      warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
-                      sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps), seed=seed,
-                      vocoder=vocoder)
+    # No start given here or in the config file: the newest sweep's operating point for this model
+    # (and instrument), else the default; a given warm start replaces the default whole.
+    file_cfg = json.loads(config.read_text()) if config else {}
     sel = load_config(InputSelection, None, domain=domain, role=role, split=split, limit=limit)
     log = load_config(TransformLogistics, None, num_actors=actors, use_gpu=gpu, clips_per_task=clips_per_task,
                       out_url=out or root(), run_id=run_id)
+    whole = load_config(WholeOutputs, None, format=output_format, sample_rate=sample_rate)
+    origin, point_sampler = "given", None
+    if t_init is None and sigma_start is None and not {"t_init", "sigma_start"} & set(file_cfg.get("warm", {})):
+        if not (model or file_cfg.get("model")):
+            usage_error("transform needs --model (e.g. shipped:instruments-latent, or models:/<name>@champion)")
+        try:
+            point, point_sampler, origin = for_model(model or file_cfg["model"], out or root(),
+                                                     task or file_cfg.get("task", "timbre"), target or file_cfg.get("target"))
+        except ValueError as e:
+            fail(e)
+        t_init, lam = point.t_init, point.lam if lam is None else lam
+        console.print(f"operating point: τ_init {t_init:g}, λ {lam:g} from {origin}")
+    given_sampler = _sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps)
+    if point_sampler is not None and not any(v is not None for v in given_sampler.values()) \
+            and "sampler" not in file_cfg:
+        given_sampler = point_sampler.model_dump()   # the sweep's own sampler settings, applied whole
+    cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
+                      target=target, source=domain if method == "ddib" else None, guidance=guidance,
+                      warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
+                      sampler=given_sampler, seed=seed, vocoder=vocoder)
+    log = log.model_copy(update={"operating_point": origin})
     try:
-        res = run(transform_flow, transform_job, prefect, inputs, sel, cfg, log)
+        res = run(transform_flow, transform_job, prefect, inputs, sel, cfg, log, whole=whole)
     except ValueError as e:
         fail(e)
-    print_rows([{"": k, "value": v} for k, v in res.items() if k not in ("run_url", "outputs_url")], "transform")
-    console.print(f"outputs table: {res['outputs_url']}\naudio:         {res['run_url']}/audio/\n"
+    shown = ("run_url", "outputs_url", "recordings_url")
+    print_rows([{"": k, "value": v} for k, v in res.items() if k not in shown and not (k.startswith("recordings_")
+                                                                                      and not res["recordings"])],
+               "transform")
+    if res["recordings"]:
+        console.print(f"recordings:    {res['recordings_url']}/")
+    console.print(f"outputs table: {res['outputs_url']}\nclip audio:    {res['run_url']}/audio/\n"
                   f"MLflow run:    {res['mlflow_run_id']}")
 
 
@@ -185,15 +211,20 @@ def nightly(
 def pull(
     run_url: str = typer.Argument(..., metavar="RUN", help="A run folder: s3://bucket/prefix/runs/<run_id> (or a local path)."),
     dest: str = typer.Argument(..., help="Local folder to pull into."),
+    clips: bool = typer.Option(None, "--clips/--no-clips", help="Also bring every clip output's audio (default: only "
+                               "for a run without whole recordings)."),
 ):
-    """Download a run's audio, outputs table and manifest; verify every file's SHA-256."""
+    """Download a run's whole recordings (or clip audio), its tables and run.json; verify every file's SHA-256."""
     from tasks.pull import pull_run
 
     try:
-        res = pull_run(run_url, dest)
+        res = pull_run(run_url, dest, clips)
     except ValueError as e:
         fail(e)
-    console.print(f"{res.files} outputs: {res.fetched} fetched, {res.skipped} already present and verified -> {res.dest}\n"
+    what = f"{res.recordings} whole recordings (recordings/)" if res.recordings else "clip outputs (audio/)"
+    if res.recordings and res.files > res.recordings:
+        what += f" and {res.files - res.recordings} clip outputs (audio/)"
+    console.print(f"{what}: {res.fetched} fetched, {res.skipped} already present and verified -> {res.dest}\n"
                   f"check again any time: (cd {dest} && sha256sum -c SHA256SUMS)")
 
 

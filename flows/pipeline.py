@@ -20,7 +20,7 @@ from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestCo
 from schemas.diffusion import SamplerConfig
 from schemas.sweep import SweepConfig
 from schemas.training import TrainConfig, TrainLogistics
-from schemas.transform import InputSelection, TransformConfig, TransformLogistics
+from schemas.transform import InputSelection, TransformConfig, TransformLogistics, WholeOutputs
 from schemas.autoencoder import AutoencoderTrainConfig
 from schemas.vocoder import VocoderTrainConfig
 
@@ -74,9 +74,11 @@ def train_autoencoder_flow(cfg: AutoencoderTrainConfig, logistics: TrainLogistic
 
 
 @flow(name="transform", log_prints=True)
-def transform_flow(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> dict:
-    """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model."""
-    result = transform_job(inputs, selection, cfg, logistics, step=prefect_step)
+def transform_flow(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics,
+                   whole: WholeOutputs | None = None) -> dict:
+    """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model;
+    with WHOLE, each source recording also comes back as one file named after it."""
+    result = transform_job(inputs, selection, cfg, logistics, whole=whole, step=prefect_step)
     table_artifact("transform-summary", [result], f"transform run {result['run_id']}")
     return result
 

@@ -18,6 +18,7 @@ import os
 import posixpath
 import re
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -251,6 +252,37 @@ class Storage:
             # One PUT (or an aborted-on-error multipart upload): never a partial object.
             self.fs.pipe_file(final, data)
             self.fs.invalidate_cache(final)
+
+    @contextmanager
+    def writer(self, rel: str) -> Iterator[str]:
+        """A local path to write a large object to (streamed, never whole in memory), placed at
+        `rel` atomically when the block ends without error; removed otherwise. Local: a hidden temp
+        file in the destination folder, fsynced and renamed; S3: a temp file uploaded in one
+        (multipart) upload, invisible until complete."""
+        final = self.path(rel)
+        if self.is_local:
+            directory = posixpath.dirname(final)
+            os.makedirs(directory, exist_ok=True)
+            tmp = posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=posixpath.basename(final))
+            os.close(fd)
+        try:
+            yield tmp
+            if self.is_local:
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, final)
+            else:
+                self._put(rel, tmp)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @_named("write")
+    def _put(self, rel: str, local: str) -> None:
+        self.fs.put_file(local, self.path(rel))
+        self.fs.invalidate_cache(self.path(rel))
 
     @_named("delete")
     def delete(self, rel: str) -> None:

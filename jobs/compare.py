@@ -26,7 +26,8 @@ from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.decoders import resolve_vocoder
 from jobs.steps import Step, inline
-from jobs.sweep import clip_items, newest_operating_point, output_items, real_reference
+from jobs.operating_point import newest_operating_point
+from jobs.sweep import clip_items, output_items, real_reference
 from jobs.transform import select_clips, transform_job
 from ray_actors.pool import keep_workers
 from schemas.compare import CompareConfig, CompareLayout as L
@@ -39,7 +40,7 @@ from tasks.audio import decode_audio_bytes
 from tasks.builders import load_model, make_embedding
 from tasks.compare import GUIDE_ROLES, Method, degradation_kind, evaluations_per_window, markdown, plan_methods
 from tasks.compare import scatter_points, summary_rows, true_target_ids
-from tasks.listening import ListeningInput, write_page
+from tasks.listening import ListeningInput, clip_title, write_page
 from tasks.metrics.compute import point_rows
 from tasks.metrics.pitch import BasicPitch
 from tasks.metrics.embeddings import Embedding
@@ -50,7 +51,8 @@ from tasks.plots import methods_png
 EXPERIMENT = "reinstrument-compare"
 SHOWN = ("fad", "jd", "jd_melody", "f1_midi", "si_sdr_db", "lsd_db", "mel_l1_db", "nfe", "s_per_audio_s")
 DRAWN = ("warm", "ddib", "conditional", "generation")  # spectrograms on the page (the players show every method)
-CLIP_COLS = ["clip_id", "clean_id", "source_id", "domain", "role", "split", "piece", "degradation", "midi", "audio_flac"]
+CLIP_COLS = ["clip_id", "clean_id", "source_id", "domain", "role", "split", "piece", "degradation", "midi", "audio_flac",
+             "voice", "start_s", "duration_s"]
 
 
 def operating_point(cfg: CompareConfig, root: Storage, version: str, task: str
@@ -92,7 +94,8 @@ def task_inputs(inputs: str, sel: InputSelection, task: str, target_domain: str)
                        for r in rows},
             "targets": {g: replace(audio[t], item_id=g, midi=None) for g, t in target_of.items()},
             "kinds": {r["clip_id"]: degradation_kind(r["degradation"]) for r in rows},
-            "pieces": sorted({r["piece"] for r in rows if r["piece"]})}
+            "pieces": sorted({r["piece"] for r in rows if r["piece"]}),
+            "titles": {r["clip_id"]: clip_title(r) for r in rows}}
 
 
 def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dict, references: dict, cfg: CompareConfig,
@@ -168,8 +171,9 @@ def listening(task: str, methods: list[Method], results: list[dict], data: dict,
         outs = [(m.label, runs[m.key].read_bytes(RunLayout.audio(keys[m.key][cid])), m.key in DRAWN)
                 for m in methods if m.key in keys and cid in keys[m.key]]
         t = data["targets"].get(cid)
+        title = data["titles"].get(cid)
         out.append(ListeningInput(f"{task}-{cid[:12]}", (g.audio, g.sample_rate_hz), outs,
-                                  (t.audio, t.sample_rate_hz) if t else None))
+                                  (t.audio, t.sample_rate_hz) if t else None, title=f"{task}: {title}" if title else None))
     return out
 
 

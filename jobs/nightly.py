@@ -15,21 +15,25 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import posixpath
+
+import numpy as np
+import soundfile as sf
 
 from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.storage import Storage
 from jobs.steps import Step, inline
 from jobs.decoders import resolve_vocoder
-from jobs.sweep import newest_operating_point
+from jobs.operating_point import operating_point_for
 from jobs.transform import transform_job
 from ray_actors.pool import keep_workers
 from schemas.configs import IngestConfig
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
 from schemas.records import RunLayout
 from schemas.results import NightlyResult
-from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics
-from tasks.audio import decode_audio_bytes
+from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics, WholeOutputs
+from tasks.audio import decode_audio_bytes, encode_flac
 from tasks.ingest import run_ingest
 from tasks.listening import ListeningInput, write_page
 
@@ -40,29 +44,26 @@ def _read_state(root: Storage) -> dict:
     return json.loads(root.read_bytes(STATE)) if root.exists(STATE) else {"done": [], "pending": None}
 
 
-DEFAULT_T_INIT = 0.5
-
-
 def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None) -> list[dict]:
     """Pin each target's model version and operating point now: a batch is finished, after a crash,
     with exactly the settings it started with (other settings would give other output keys, so a
     committed input would be transformed twice). A target's own `t_init` (0.0 included: plain
     generation is a choice) wins, with `lam` (default 1); else the newest sweep's operating point
-    is applied whole; else tau_init 0.5, lambda 1. `steps` overrides the sampler's N."""
+    is applied whole; else the default (jobs/operating_point.DEFAULT_WARM). `steps` overrides the
+    sampler's N."""
     resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t["model"])
         instrument = t.get("target")  # a model of several instruments: which one (its own operating point)
-        point = (None if t.get("t_init") is not None  # arrivals are re-instrumented: the timbre sweep's point
-                 else newest_operating_point(root, version, "timbre", instrument))
-        if point is None:
-            warm = {"t_init": DEFAULT_T_INIT if t.get("t_init") is None else t["t_init"], "lam": t.get("lam", 1.0)}
-            sampler = RECOMMENDED_SAMPLER.model_copy(update={"steps": steps} if steps else {})
-        else:
-            warm = point.warm().model_dump(exclude_none=True)
-            sampler = point.sampler.model_copy(update={"steps": steps}) if steps else point.sampler
+        if t.get("t_init") is not None:
+            warm, sampler, origin = {"t_init": t["t_init"], "lam": t.get("lam", 1.0)}, None, "given"
+        else:  # arrivals are re-instrumented: the timbre sweep's point, else the default
+            point, sampler, origin = operating_point_for(root, version, "timbre", instrument)
+            warm = point.model_dump(exclude_none=True)
+        sampler = sampler or RECOMMENDED_SAMPLER
+        sampler = sampler.model_copy(update={"steps": steps}) if steps else sampler
         WarmStartConfig(**warm)  # validated now, not mid-batch
-        resolved.append({"model": pinned_uri, "version": version, "warm": warm, "target": instrument,
+        resolved.append({"model": pinned_uri, "version": version, "warm": warm, "target": instrument, "origin": origin,
                          "sampler": sampler.model_dump(mode="json"),
                          # the decoder pinned for the night (a target may name one; default the
                          # champion vocoder, else the shipped one, else Griffin-Lim), kept in the
@@ -88,27 +89,50 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
                               vocoder=t.get("vocoder", "griffin-lim"), target=t.get("target"))
         name = t["version"].split("/")[0] + (f"-{t['target']}" if t.get("target") else "")
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
-                                           "out_url": root.child(f"nightly/{run_date}").url})
-        res = transform_job(clips_url, InputSelection(commits=tuple(commits)), cfg, log)
+                                           "out_url": root.child(f"nightly/{run_date}").url,
+                                           "operating_point": t.get("origin", "given")})
+        res = transform_job(clips_url, InputSelection(commits=tuple(commits)), cfg, log, whole=WholeOutputs())
         done.append({"date": run_date, "model": t["version"] + (f" → {t['target']}" if t.get("target") else ""),
                      "point": _label(t), "transformed": res["transformed"],
                      "vocoder": t.get("vocoder", "griffin-lim"),
-                     "skipped": res["skipped"], "failed": res["failed"], "outputs": res["outputs_url"],
-                     "run": res["run_url"]})
+                     "skipped": res["skipped"], "failed": res["failed"], "recordings": res["recordings_written"],
+                     "outputs": res["outputs_url"], "run": res["run_url"]})
     return done
+
+
+EXCERPT_S = 30.0  # the page plays (and draws) each recording's first half-minute; the files are whole
+
+
+def _excerpt(uri: str, seconds: float = EXCERPT_S) -> tuple[np.ndarray, int]:
+    """The first `seconds` of an audio file, mono."""
+    folder, name = posixpath.split(uri)
+    with Storage(folder).open_read(name) as f, sf.SoundFile(f) as snd:
+        x = snd.read(int(seconds * snd.samplerate), dtype="float32", always_2d=True).mean(axis=1)
+        return x, snd.samplerate
 
 
 def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[str], runs: list[dict],
                    n_examples: int = 3) -> str:
-    """nightly/<date>/report/report.html: a few of the night's inputs next to each target's output."""
+    """nightly/<date>/report/report.html: a few of the night's recordings, each titled by its file,
+    next to each target's whole output (its first half-minute)."""
     ds = ShardedDataset.at(clips_url, "clips")
-    guides = {r["clip_id"]: r for e in ds.commit_shards(commits)
-              for r in ds.read_shard(e, ["clip_id", "audio_flac"]).to_pylist()}
-    keys = [(r, {x["clip_id"]: x["output_key"] for x in
-                 ShardedDataset.at(r["outputs"], "outputs").read(["clip_id", "output_key"]).to_pylist()}) for r in runs]
-    inputs = [ListeningInput(cid, decode_audio_bytes(guides[cid]["audio_flac"]),
-                             [(f"{r['model']}, {r['point']}", Storage(r["run"]).read_bytes(RunLayout.audio(k[cid])), True)
-                              for r, k in keys if cid in k]) for cid in sorted(guides)[:n_examples]]
+    firsts: dict[str, dict] = {}
+    for e in ds.commit_shards(commits):
+        for r in ds.read_shard(e, ["source_id", "source_uri", "piece", "start_s", "audio_flac"]).to_pylist():
+            if r["source_id"] not in firsts or r["start_s"] < firsts[r["source_id"]]["start_s"]:
+                firsts[r["source_id"]] = r
+    made = [(r, {x["source_id"]: x for x in ShardedDataset.at(r["run"] + "/" + RunLayout.RECORDING_ROWS, "recordings")
+                 .read(["source_id", "name", "output_uri", "duration_s"]).to_pylist()})
+            for r in runs if Storage(r["run"]).exists(RunLayout.RECORDING_ROWS)]
+    inputs = []
+    for sid, first in sorted(firsts.items(), key=lambda kv: kv[1]["piece"] or "")[:n_examples]:
+        try:
+            guide = _excerpt(first["source_uri"])
+        except (OSError, RuntimeError, ValueError):  # a MIDI source, or a file since removed: its first clip
+            guide = decode_audio_bytes(first["audio_flac"])
+        outs = [(f"{r['model']}, {r['point']}", encode_flac(*_excerpt(rec[sid]["output_uri"])), True)
+                for r, rec in made if sid in rec]
+        inputs.append(ListeningInput(sid, guide, outs, title=f"{first['piece']} (first {EXCERPT_S:.0f} s)"))
     return write_page(root.child(f"nightly/{run_date}/report"), f"reinstrument-nightly {run_date}",
                       {"input commits": str(len(commits))}, {r["model"]: f"{r['point']}; decoder {r['vocoder']}" for r in runs}, {}, runs, inputs)
 

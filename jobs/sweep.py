@@ -32,7 +32,7 @@ from schemas.transform import InputSelection, TransformConfig, TransformLogistic
 from tasks.audio import decode_audio_bytes
 from tasks.builders import load_model, make_embedding
 from tasks.compare import true_target_ids
-from tasks.listening import ListeningInput, write_page
+from tasks.listening import ListeningInput, clip_title, write_page
 from tasks.metrics.compute import point_rows
 from tasks.metrics.embeddings import Embedding
 from tasks.metrics.fad import cached_reference_stats, embed_set
@@ -63,24 +63,6 @@ def clip_items(clips_url: str, ids: set[str]) -> dict[str, AudioItem]:
     table = ShardedDataset.at(clips_url, "clips").read(["clip_id", "audio_flac", "midi"]).to_pylist()
     return {r["clip_id"]: AudioItem(r["clip_id"], *decode_audio_bytes(r["audio_flac"]), r["midi"]) for r in table
             if r["clip_id"] in ids}
-
-
-def newest_operating_point(root: Storage, model_version: str, task: str | None = None,
-                           target: str | None = None) -> OperatingPoint | None:
-    """The newest sweep's operating point for this model version under `root` (tau_init or
-    sigma, lambda and sampler settings), else None: what the nightly job and `compare` apply.
-    With `task`, only sweeps of that task count (a sweep that did not record its task counts for any).
-    A model of several instruments has one point per `target` instrument."""
-    best = None
-    for rel in root.find(L.SWEEPS):
-        if rel.endswith(L.RECOMMENDATION):
-            rec = Recommendation.model_validate_json(root.read_bytes(rel))
-            if (task is not None and rec.task not in (None, task)) or rec.target != target:
-                continue
-            if rec.model_version == model_version and rec.operating_point is not None:
-                if best is None or rec.finished_at > best.finished_at:
-                    best = rec
-    return None if best is None else best.operating_point
 
 
 def real_reference(url: str, domain: str, split: str | None, limit: int | None, emb: Embedding, out: str
@@ -233,7 +215,8 @@ def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | 
     label, run URL), that point's Griffin-Lim decode next to it), and the true target (a guide's
     clean counterpart, else the target domain's clean render of the same segment)."""
     clips = ShardedDataset.at(points[0]["clips_url"], "clips").read(
-        ["clip_id", "clean_id", "source_id", "domain", "role", "audio_flac"]).to_pylist()
+        ["clip_id", "clean_id", "source_id", "domain", "role", "audio_flac", "piece", "voice", "start_s",
+         "duration_s"]).to_pylist()
     by_id = {c["clip_id"]: c for c in clips}
     same_segment = {c["source_id"]: c["clip_id"] for c in clips if c["role"] == "clean" and c["domain"] == target_domain}
     xkey = _xkey(cfg)
@@ -260,7 +243,8 @@ def listening_inputs(cfg: SweepConfig, points: list[dict], target_domain: str | 
         clean_id = by_id[cid].get("clean_id") or same_segment.get(by_id[cid]["source_id"])
         target = (decode_audio_bytes(by_id[clean_id]["audio_flac"]) if clean_id and clean_id in by_id and clean_id != cid
                   else None)
-        out.append(ListeningInput(cid, decode_audio_bytes(by_id[cid]["audio_flac"]), outs, target))
+        out.append(ListeningInput(cid, decode_audio_bytes(by_id[cid]["audio_flac"]), outs, target,
+                                  title=clip_title(by_id[cid])))
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import posixpath
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,19 +23,21 @@ from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage
 from jobs.decoders import resolve_vocoder
+from jobs.recordings import write_recordings
 from jobs.steps import Step, inline
 from ray_actors.transform import commit_batch, pending_inputs, run_batches
 from schemas.configs import IngestConfig, config_hash
 from schemas.records import PinnedModels, RunLayout, TransformRecord
 from schemas.results import TransformResult
-from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics
+from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics, WholeOutputs
 from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.ingest import run_ingest
 from tasks.metrics.sources import clip_matches, is_clips_dataset
 
-CLIP_COLUMNS = ["clip_id", "clean_id", "domain", "role", "split", "piece", "audio_flac", "duration_s"]
+CLIP_COLUMNS = ["clip_id", "clean_id", "domain", "role", "split", "piece", "audio_flac", "duration_s", "source_id",
+                "source_uri", "start_s", "loudness_lufs"]
 SUMMARY_METRICS = ("selected", "skipped", "transformed", "failed", "wall_s", "audio_s", "realtime_factor",
-                   "first_batch_s", "steady_realtime_factor")
+                   "first_batch_s", "steady_realtime_factor", "recordings_written")
 
 
 @functools.lru_cache(maxsize=32)
@@ -110,12 +113,14 @@ class PreparedRun:
     created: bool           # this invocation created the run (so a failure may remove it)
 
 
-def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> PreparedRun:
+def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics,
+            whole: WholeOutputs | None = None) -> PreparedRun:
     pinned = pin_models(cfg)
-    run_id = logistics.run_id or "tr-" + config_hash({"inputs": Storage(inputs).absolute_url(),
-                                                      "selection": selection.identity(),
-                                                      "pinned": pinned.model_dump(exclude_none=True),
-                                                      "config": cfg.identity()})
+    identity = {"inputs": Storage(inputs).absolute_url(), "selection": selection.identity(),
+                "pinned": pinned.model_dump(exclude_none=True), "config": cfg.identity()}
+    if whole is not None and whole.identity():   # another format or rate: another run (its files differ)
+        identity["whole"] = whole.identity()
+    run_id = logistics.run_id or "tr-" + config_hash(identity)
     run = Storage(Storage(logistics.out_url).absolute_url()).child(RunLayout.folder(run_id))
     ingested = not is_clips_dataset(inputs)
     clips_url = inputs
@@ -142,7 +147,8 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
     return PreparedRun(record, run.url, ingested, created=True)
 
 
-def transform(p: PreparedRun, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics) -> dict:
+def transform(p: PreparedRun, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics,
+              whole: WholeOutputs | None = None) -> dict:
     run, rec = Storage(p.run_url), p.record
     outputs = ShardedDataset(run.child(RunLayout.OUTPUTS), "outputs")
     quarantine = ShardedDataset(run.child(RunLayout.QUARANTINE), "quarantine")
@@ -165,9 +171,18 @@ def transform(p: PreparedRun, selection: InputSelection, cfg: TransformConfig, l
             audio_s += sum(json.loads(r)["duration_s"] for r in batch["row"] if r)
             if first_s is None:  # start-up (Ray, actors, model loading) ends with the first batch
                 first_s, first_audio_s = time.perf_counter() - t0, audio_s
+    recordings = {"recordings": 0, "recordings_written": 0, "recordings_skipped": 0, "recordings_incomplete": 0,
+                  "recordings_failed": 0, "recordings_url": None}
+    if whole is not None:
+        recordings = write_recordings(run.url, rec.run_id, rec.clips_url, clips, cfg, whole, logistics.operating_point)
+        if recordings["recordings"]:
+            print(f"[transform] whole recordings: {recordings['recordings_written']} written, "
+                  f"{recordings['recordings_skipped']} already there, {recordings['recordings_failed']} failed "
+                  f"(quarantine), {recordings['recordings_incomplete']} not whole in this selection -> "
+                  f"{recordings['recordings_url']}")
     wall = time.perf_counter() - t0
     steady = (audio_s - first_audio_s) / (wall - first_s) if first_s is not None and wall > first_s else None
-    return {"run_id": rec.run_id, "run_url": run.url, "outputs_url": outputs.url, "clips_url": rec.clips_url,
+    return recordings | {"run_id": rec.run_id, "run_url": run.url, "outputs_url": outputs.url, "clips_url": rec.clips_url,
             "selected": len(clips), "skipped": len(clips) - len(pending), "transformed": ok, "failed": failed,
             "wall_s": wall, "audio_s": audio_s, "realtime_factor": audio_s / wall if wall > 0 and audio_s else None,
             "first_batch_s": first_s, "steady_realtime_factor": steady}
@@ -176,11 +191,20 @@ def transform(p: PreparedRun, selection: InputSelection, cfg: TransformConfig, l
 def log_run(p: PreparedRun, summary: dict, logistics: TransformLogistics) -> TransformResult:
     tracked = tracking.TrackedRun(p.record.mlflow_run_id)
     tracked.metrics({k: summary[k] for k in SUMMARY_METRICS})
+    run = Storage(p.run_url)
+    recordings = ShardedDataset(run.child(RunLayout.RECORDING_ROWS), "recordings")
+    if recordings.exists():
+        buf = io.BytesIO()
+        rec_table = recordings.read()
+        pq.write_table(rec_table, buf)
+        tracked.artifact("recordings.parquet", buf.getvalue())
+        for row in rec_table.slice(0, logistics.audio_examples).to_pylist():
+            tracked.artifact(posixpath.basename(row["name"]), run.read_bytes(RunLayout.recording(row["name"])),
+                             "recordings")
     table = ShardedDataset.at(summary["outputs_url"], "outputs").read()
     buf = io.BytesIO()
     pq.write_table(table, buf)
     tracked.artifact("outputs.parquet", buf.getvalue())
-    run = Storage(p.run_url)
     for row in table.slice(0, logistics.audio_examples).to_pylist():
         tracked.artifact(f"{row['clip_id'][:12]}-{row['output_key'][:8]}.flac", run.read_bytes(RunLayout.audio(row["output_key"])),
                          "audio_examples")
@@ -204,8 +228,9 @@ def _cleanup_on_error(p: PreparedRun) -> Iterator[None]:
 
 
 def transform_job(inputs: str, selection: InputSelection, cfg: TransformConfig, logistics: TransformLogistics,
-                  *, step: Step = inline) -> TransformResult:
-    """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model."""
-    p = step(prepare, inputs, selection, cfg, logistics)
+                  *, whole: WholeOutputs | None = None, step: Step = inline) -> TransformResult:
+    """Transform INPUTS (a clips dataset, or a folder/S3 prefix of audio or MIDI) with the model;
+    with `whole`, each source recording also comes back as one file named after it."""
+    p = step(prepare, inputs, selection, cfg, logistics, whole)
     with _cleanup_on_error(p):
-        return step(log_run, p, step(transform, p, selection, cfg, logistics), logistics)
+        return step(log_run, p, step(transform, p, selection, cfg, logistics, whole), logistics)

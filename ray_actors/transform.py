@@ -25,7 +25,7 @@ from infra.datasets import ShardBuffer, ShardedDataset
 from infra.ray_cluster import enter_worker
 from infra.storage import Storage
 from schemas.transform import TransformConfig, TransformLogistics
-from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness
+from tasks.audio import decode_audio_bytes, encode_flac, normalise_loudness, peak_dbfs
 from tasks.errors import clean_reason
 from infra.tracking import model_checkpoint
 from ray_actors.pool import ActorWorkers, LocalWorker, pooled
@@ -162,7 +162,9 @@ class ClipTransformer:
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
                 "vocoder": self.pinned.get("vocoder") or f"griffin-lim ({c.vocoder_iters} it.)",
                 "output_uri": call.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
-                "seconds_spent": seconds, "config_hash": c.config_hash()}
+                "seconds_spent": seconds, "config_hash": c.config_hash(), "source_uri": opt(batch["source_uri"][i]),
+                "source_id": opt(batch["source_id"][i]), "start_s": None if opt(batch["start_s"][i]) is None else float(batch["start_s"][i]),
+                "piece": opt(batch["piece"][i]), "peak_dbfs": peak_dbfs(y)}
 
 
 def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, str], done: set[str]) -> list[dict]:

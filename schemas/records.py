@@ -97,12 +97,16 @@ class AutoencoderCard(StrictConfig):
 
 
 class RunLayout:
-    """The one place that knows a transform run's folder (<out>/runs/<run_id>/): audio/<key>.flac,
-    outputs/ (the outputs table), quarantine/, inputs/ (a plain folder's ingestion), run.json."""
+    """The one place that knows a transform run's folder (<out>/runs/<run_id>/): audio/<key>.flac
+    (clip outputs), outputs/ (their table), recordings/<source path>.<target>.<fmt> (whole
+    recordings), recording_rows/ (their table), quarantine/, inputs/ (a plain folder's
+    ingestion), run.json."""
 
     RUNS = "runs"
     AUDIO = "audio"
     OUTPUTS = "outputs"
+    RECORDINGS = "recordings"
+    RECORDING_ROWS = "recording_rows"
     QUARANTINE = "quarantine"
     INPUTS = "inputs"
     RECORD = "run.json"
@@ -114,6 +118,10 @@ class RunLayout:
     @classmethod
     def audio(cls, output_key: str) -> str:
         return f"{cls.AUDIO}/{output_key}.flac"
+
+    @classmethod
+    def recording(cls, name: str) -> str:
+        return f"{cls.RECORDINGS}/{name}"
 
 
 class TrainRunLayout:

@@ -33,6 +33,12 @@ class TransformResult(TypedDict):
     steady_realtime_factor: float | None
     mlflow_run_id: str
     outputs: int
+    recordings: int                 # sources of the selection that are recordings (files)
+    recordings_written: int
+    recordings_skipped: int         # already written by an earlier run
+    recordings_incomplete: int      # some of their clips were not selected (--limit, a split)
+    recordings_failed: int          # a clip failed: a quarantine row names it
+    recordings_url: str | None
 
 
 class SweepResult(TypedDict, total=False):

@@ -115,19 +115,61 @@ OUTPUTS = pa.schema([
     ("duration_s", pa.float64()),
     ("seconds_spent", pa.float64()),   # wall time of this clip's transform + vocode + encode
     ("config_hash", pa.string()),
+    ("source_uri", pa.string()),       # the guide's source (a recording, or a corpus render)
+    ("source_id", pa.string()),
+    ("start_s", pa.float64()),         # the guide clip's offset in its source
+    ("piece", pa.string()),            # the piece, or an ingested file's path relative to its folder
+    ("peak_dbfs", pa.float64()),       # of the stored (loudness-normalised) output
+])
+
+# One row per whole-recording output file (tasks/recordings.py): the clips it was stitched from are
+# the outputs rows of `clip_keys`.
+RECORDINGS = pa.schema([
+    ("recording_key", pa.string()),    # hash of (its clip outputs' keys, format, rate, name)
+    ("run_id", pa.string()),
+    ("source_id", pa.string()),
+    ("source_uri", pa.string()),
+    ("piece", pa.string()),            # the source's path relative to the ingested folder
+    ("name", pa.string()),             # the output's path under the run's recordings/ folder
+    ("output_uri", pa.string()),
+    ("sha256", pa.string()),
+    ("format", pa.string()),           # flac | wav
+    ("sample_rate_hz", pa.int32()),
+    ("duration_s", pa.float64()),
+    ("source_duration_s", pa.float64()),
+    ("source_sample_rate_hz", pa.int32()),
+    ("source_channels", pa.int32()),   # the output is mono whatever the source
+    ("start_s", pa.float64()),         # the span of the source it covers: [start_s, start_s + duration_s)
+    ("clips", pa.int32()),
+    ("clip_keys", pa.list_(pa.string())),
+    ("target_domain", pa.string()),
+    ("model", pa.string()),
+    ("source_model", pa.string()),
+    ("vocoder", pa.string()),
+    ("method", pa.string()),
+    ("task", pa.string()),
+    ("t_init", pa.float64()),
+    ("sigma_start", pa.float64()),
+    ("lam", pa.float64()),
+    ("steps", pa.int32()),
+    ("sampler", pa.string()),
+    ("seed", pa.int64()),
+    ("operating_point", pa.string()),  # where t_init and lam came from: the command line, a sweep, the default
+    ("config_hash", pa.string()),
 ])
 
 # Per table: a change to one table's layout does not orphan the datasets of the others.
-# features 3: values as bytes of values_dtype (2: a list of float32).
+# features 3: values as bytes of values_dtype (2: a list of float32). outputs 3: each row names its
+# source and span.
 SCHEMA_VERSIONS: dict[str, str] = {"clips": SCHEMA_VERSION, "quarantine": SCHEMA_VERSION, "features": "3",
-                                   "metrics": SCHEMA_VERSION, "comparison": SCHEMA_VERSION, "outputs": SCHEMA_VERSION}
+                                   "metrics": SCHEMA_VERSION, "comparison": SCHEMA_VERSION, "outputs": "3", "recordings": "1"}
 
 TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
                                 "comparison": COMPARISON,
-                                "outputs": OUTPUTS}
+                                "outputs": OUTPUTS, "recordings": RECORDINGS}
 
 # The identity of a row: two writers that raced to add the same row (same content-hash key) leave it
 # visible once; the first commit wins. Metrics rows have no natural key (each sweep writes its own).
 TABLE_KEYS: dict[str, tuple[str, ...]] = {"clips": ("clip_id",), "features": ("feature_id",),
-                                          "outputs": ("output_key",),
+                                          "outputs": ("output_key",), "recordings": ("recording_key",),
                                           "quarantine": ("source_uri", "source_id", "stage", "reason")}

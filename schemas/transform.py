@@ -131,6 +131,22 @@ class InputSelection(StrictConfig):
         return d
 
 
+class WholeOutputs(StrictConfig):
+    """Whole-recording outputs: one file per source recording (a file of an ingested folder or
+    prefix), named after it, stitched from its clip outputs (tasks/recordings.py)."""
+
+    format: Literal["flac", "wav"] = Field("flac", description="flac | wav (16-bit, mono)")
+    sample_rate: Literal["model", "source"] = Field(
+        "model", description="model: the model's rate (16 kHz for the shipped models); source: resampled to the "
+        "source's rate (soxr HQ) - it adds no bandwidth above the model's Nyquist frequency")
+    crossfade_s: float = Field(1.0, gt=0, le=10, description="longest cross-fade between consecutive clips "
+                                                               "(within their overlap)")
+
+    def identity(self) -> dict:
+        """What enters a run's ID: nothing at the defaults (runs made before keep their IDs)."""
+        return {} if self == WholeOutputs() else self.model_dump(mode="json")
+
+
 class TransformLogistics(StrictConfig):
     num_actors: int = Field(2, ge=0, description="Ray actors; 0 transforms in this process")
     use_gpu: bool = Field(False, description="one GPU per actor, bf16 autocast")
@@ -145,3 +161,5 @@ class TransformLogistics(StrictConfig):
     experiment: str = "reinstrument-transform"
     audio_examples: int = Field(3, ge=0, description="outputs logged to MLflow as audio artifacts")
     parent_run_id: str | None = Field(None, description="MLflow parent run (a sweep); this run becomes its child")
+    operating_point: str = Field("given", description="where t_init and lam came from (given | a sweep's ID | "
+                                 "default), recorded with every whole recording")

@@ -17,8 +17,19 @@ from tasks.plots import spectrograms_png
 from tasks.report import Example, Report, render
 
 
+def clip_title(row: dict) -> str | None:
+    """What a listener calls a clip: its piece (or file), voice and span, e.g.
+    'oneills1850/0001-0050.abc#3 · part0 · 9-19 s'; None when the row knows no piece."""
+    if not row.get("piece"):
+        return None
+    span = (f"{row['start_s']:.0f}–{row['start_s'] + row['duration_s']:.0f} s"
+            if row.get("start_s") is not None and row.get("duration_s") is not None else None)
+    return " · ".join(str(x) for x in (row["piece"], row.get("voice"), span) if x)
+
+
 def write_example(report: Storage, clip_id: str, guide: tuple[np.ndarray, int], outputs: list[tuple[str, bytes, bool]],
-                  target: tuple[np.ndarray, int] | None = None, mel: MelConfig = MelConfig()) -> Example:
+                  target: tuple[np.ndarray, int] | None = None, mel: MelConfig = MelConfig(),
+                  title: str | None = None) -> Example:
     """outputs: (label, FLAC bytes, draw its spectrogram). Files land under report/audio and report/spec."""
     front = LogMel(mel)
     stem = clip_id[:16]
@@ -45,7 +56,7 @@ def write_example(report: Storage, clip_id: str, guide: tuple[np.ndarray, int], 
     report.write_bytes(f"spec/{stem}.png", spectrograms_png([m[:, :n] for m in mels], titles,
                                                             frame_rate_hz=mel.sample_rate_hz / mel.hop_length_samples,
                                                             f_max_hz=mel.f_max_hz))
-    return Example(clip_id, f"audio/{stem}-guide.flac", players, f"spec/{stem}.png", target_rel)
+    return Example(clip_id, f"audio/{stem}-guide.flac", players, f"spec/{stem}.png", target_rel, title)
 
 
 @dataclass
@@ -56,12 +67,13 @@ class ListeningInput:
     guide: tuple[np.ndarray, int]
     outputs: list[tuple[str, bytes, bool]]
     target: tuple[np.ndarray, int] | None = None
+    title: str | None = None        # what the page calls it (a recording's file, a clip's piece and span)
 
 
 def write_page(report: Storage, title: str, params: dict, models: dict, recommendation: dict, table: list[dict],
                inputs: list[ListeningInput], curves_png: bytes | None = None) -> str:
     """The one report builder (sweep, nightly): examples, curves and page into `report`; its URI."""
-    examples = [write_example(report, x.clip_id, x.guide, x.outputs, x.target) for x in inputs]
+    examples = [write_example(report, x.clip_id, x.guide, x.outputs, x.target, title=x.title) for x in inputs]
     if curves_png is not None:
         report.write_bytes("tradeoff.png", curves_png)
     page = render(Report(title, params, models, recommendation, "tradeoff.png" if curves_png is not None else None,

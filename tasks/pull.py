@@ -1,6 +1,8 @@
-"""Pull a transformation run (audio, `outputs` table, run.json) from any storage URL to a local
-folder. Only what the outputs table's commits list is copied, and every object is verified: audio
-against the table's SHA-256, table shards against their commit's SHA-256.
+"""Pull a transformation run (its whole recordings, or its clip audio; the `outputs` and
+`recordings` tables; run.json) from any storage URL to a local folder. Only what the tables'
+commits list is copied, and every object is verified: audio against its table's SHA-256, table
+shards against their commit's SHA-256. A run with whole recordings brings those (named after their
+sources, under recordings/) and its clips' audio only when asked; a run without brings the clips.
 
 All or nothing: the new tree is assembled in a temporary folder beside DEST and moved into place
 only once every object is verified, so a failed pull (a deleted or changed object, a dropped
@@ -18,6 +20,7 @@ from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage, replace_tree, staging_dir
 from schemas.manifest import COMMITS_DIR
+from schemas.records import RunLayout
 
 STATE = ".pull-state.json"  # rel -> source fingerprint of the last verified pull
 
@@ -28,10 +31,11 @@ class ChecksumError(ValueError):
 
 @dataclass(frozen=True)
 class PullResult:
-    files: int
+    files: int          # audio files in DEST (whole recordings, clips, or both)
     fetched: int
     skipped: int
     dest: str
+    recordings: int     # of which whole recordings
 
 
 def _fingerprint(src: Storage, rel: str) -> str:
@@ -47,20 +51,34 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def pull_run(run_url: str, dest_dir: str) -> PullResult:
+def _table(src: Storage, folder: str, table: str) -> tuple[ShardedDataset, dict[str, str | None]]:
+    """A run's table and its objects with the SHA-256 each must have (None: checked by its commit)."""
+    ds = ShardedDataset(src.child(folder), table)
+    m = ds.manifest()
+    return ds, {f"{folder}/{e.name}": e.sha256 for e in m.shards} | {f"{folder}/{COMMITS_DIR}/{c}.json": None
+                                                                      for c in m.commits}
+
+
+def pull_run(run_url: str, dest_dir: str, clips: bool | None = None) -> PullResult:
+    """CLIPS: also (True) or only (a run without whole recordings) the clip outputs' audio."""
     src = Storage(run_url)
-    outputs = ShardedDataset(src.child("outputs"), "outputs")
-    if not outputs.exists():
+    if not ShardedDataset(src.child(RunLayout.OUTPUTS), "outputs").exists():
         raise ValueError(f"{run_url} has no outputs table (outputs/{COMMITS_DIR}/); expected a run folder "
                          "<root>/runs/<run_id> written by `reinstrument transform`")
-    manifest = outputs.manifest()
-    rows = outputs.read(["output_key", "sha256"]).to_pylist()
-    # Every object to copy, with the SHA-256 it must have (None: checked by its own commit's list).
-    wanted = {f"audio/{r['output_key']}.flac": r["sha256"] for r in rows}
-    wanted |= {f"outputs/{e.name}": e.sha256 for e in manifest.shards}
-    wanted |= {f"outputs/{COMMITS_DIR}/{c}.json": None for c in manifest.commits}
-    if src.exists("run.json"):
-        wanted["run.json"] = None
+    outputs, wanted = _table(src, RunLayout.OUTPUTS, "outputs")
+    sums = []   # (sha256, rel) of every audio file, for SHA256SUMS
+    recordings = 0
+    if ShardedDataset(src.child(RunLayout.RECORDING_ROWS), "recordings").exists():
+        table, objects = _table(src, RunLayout.RECORDING_ROWS, "recordings")
+        wanted |= objects
+        recs = table.read(["name", "sha256"]).to_pylist()
+        sums += [(r["sha256"], RunLayout.recording(r["name"])) for r in recs]
+        recordings = len(recs)
+    if clips or (clips is None and not recordings):
+        sums += [(r["sha256"], RunLayout.audio(r["output_key"])) for r in outputs.read(["output_key", "sha256"]).to_pylist()]
+    wanted |= {rel: sha for sha, rel in sums}
+    if src.exists(RunLayout.RECORD):
+        wanted[RunLayout.RECORD] = None
     final = os.path.abspath(dest_dir)
     old = Storage(final)
     state = json.loads(old.read_bytes(STATE)) if old.exists(STATE) else {}
@@ -74,7 +92,7 @@ def pull_run(run_url: str, dest_dir: str) -> PullResult:
                 data = old.read_bytes(rel)
                 if wanted[rel] is not None and _sha256(data) != wanted[rel]:
                     data = None  # the local copy was changed: fetch again
-            audio = rel.startswith("audio/")
+            audio = rel.startswith((RunLayout.AUDIO + "/", RunLayout.RECORDINGS + "/"))
             if data is None:
                 data = src.read_bytes(rel)
                 if wanted[rel] is not None and (got := _sha256(data)) != wanted[rel]:
@@ -85,8 +103,7 @@ def pull_run(run_url: str, dest_dir: str) -> PullResult:
                 skipped += audio
             stage.write_bytes(rel, data)
             new_state[rel] = fp
-        stage.write_bytes("SHA256SUMS", "".join(f"{r['sha256']}  audio/{r['output_key']}.flac\n"
-                                                for r in rows).encode())
+        stage.write_bytes("SHA256SUMS", "".join(f"{sha}  {rel}\n" for sha, rel in sums).encode())
         stage.write_bytes(STATE, json.dumps(new_state, indent=0, sort_keys=True).encode())
         replace_tree(tmp, final)
-    return PullResult(len(rows), fetched, skipped, final)
+    return PullResult(len(sums), fetched, skipped, final, recordings)

@@ -16,6 +16,7 @@ class Example:
     outputs: list[tuple[str, str]]                 # (label, path), e.g. ("τ 0.5, λ 1", "audio/…flac")
     spectrogram: str                               # relative PNG path
     target: str | None = None                      # the true target rendering, when known
+    title: str | None = None                       # shown instead of the clip ID
 
 
 @dataclass
@@ -46,7 +47,7 @@ def render(report: Report) -> str:
     cols = list(report.table[0]) if report.table else []
     rows = "".join("<tr>" + "".join(f"<td>{_e(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in report.table)
     examples = "".join(
-        f'<section class="ex"><h3>{_e(ex.clip_id)}</h3><div class="players">'
+        f'<section class="ex"><h3 title="{_e(ex.clip_id)}">{_e(ex.title or ex.clip_id)}</h3><div class="players">'
         + _audio("guide (input)", ex.guide)
         + "".join(_audio(label, src) for label, src in ex.outputs)
         + (_audio("true target", ex.target) if ex.target else "")

@@ -21,7 +21,8 @@ SMALL = dict(window=WindowConfig(window_frames=64, overlap_frames=16), vocoder_i
 def test_target_picks_the_instrument_everywhere(models, tmp_path):
     from jobs.compare import compare_job
     from jobs.nightly import resolve_targets
-    from jobs.sweep import newest_operating_point, sweep_job
+    from jobs.operating_point import newest_operating_point
+    from jobs.sweep import sweep_job
     from jobs.transform import transform_job
     from infra.storage import Storage
     from schemas.compare import CompareConfig

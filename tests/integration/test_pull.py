@@ -88,3 +88,33 @@ def test_pull_of_a_deleted_object_is_one_line_on_the_cli(tmp_path):
                        text=True, env=dict(os.environ, REINSTRUMENT_PROGRESS="0"))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "missing at the source" in r.stderr and not (tmp_path / "dest").exists()
+
+
+def add_recordings(run: Storage) -> list[str]:
+    """Whole recordings as `transform` writes them: files named after their sources, and their table."""
+    names = ["take 1.flute.flac", "sub/take 2.flute.flac"]
+    buf = ShardBuffer(ShardedDataset(run.child("recording_rows"), "recordings"), "h", shard_rows=8)
+    for k, name in enumerate(names):
+        flac = encode_flac(tone(400 + 20 * k, 2.0), 16000)
+        run.write_bytes(f"recordings/{name}", flac)
+        buf.add({"recording_key": f"rec{k}", "run_id": "r", "source_id": f"s{k}", "name": name,
+                 "output_uri": run.uri(f"recordings/{name}"), "sha256": hashlib.sha256(flac).hexdigest(),
+                 "clip_keys": [f"key{k}"], "clips": 1})
+    buf.commit()
+    return names
+
+
+def test_whole_recordings_are_pulled_by_their_names_and_verified(run, tmp_path):
+    names = add_recordings(run)
+    res = pull_run(run.url, str(tmp_path / "dest"))
+    got = _tree(tmp_path / "dest")
+    assert res.recordings == 2 and res.files == 2 and res.fetched == 2
+    assert sorted(k for k in got if k.startswith("recordings/")) == sorted(f"recordings/{n}" for n in names)
+    assert not any(k.startswith("audio/") for k in got)  # the clips only on request
+    sums = got["SHA256SUMS"].decode()
+    assert all(f"  recordings/{n}\n" in sums for n in names)
+    both = pull_run(run.url, str(tmp_path / "both"), clips=True)
+    assert both.files == 5 and sum(k.startswith("audio/") for k in _tree(tmp_path / "both")) == 3
+    run.write_bytes(f"recordings/{names[1]}", encode_flac(tone(999, 2.0), 16000))  # changed after commit
+    with pytest.raises(ChecksumError, match="take 2.flute.flac"):
+        pull_run(run.url, str(tmp_path / "dest"))
