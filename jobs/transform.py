@@ -126,7 +126,8 @@ def prepare(inputs: str, selection: InputSelection, cfg: TransformConfig, logist
     clips_url = inputs
     if ingested:  # a plain folder or prefix of audio/MIDI: ingest it into the run first
         ing = IngestConfig(midi_soundfont="sine") if cfg.task == "midi2real" else IngestConfig()
-        clips_url = run_ingest(inputs, run.child(RunLayout.INPUTS).url, ing).clips_url
+        # absolute, so every row names its source as any process (and a later reader) finds it
+        clips_url = run_ingest(Storage(inputs).absolute_url(), run.child(RunLayout.INPUTS).url, ing).clips_url
     # Validated before the run is created: a selection that matches nothing leaves no run behind.
     try:
         check_selection(clips_url, selection, cfg.task, ingested)

@@ -28,6 +28,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from tasks.diffusion.windows import window_starts
+
 EDGE_FADE_S = 0.01
 OUTPUT_FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
 
@@ -134,6 +136,21 @@ def joints_s(spans: Sequence[ClipSpan], crossfade_s: float = 1.0) -> list[float]
         if end > b.start_s:
             out.append(b.start_s + (end - b.start_s) / 2)
     return out
+
+
+def window_joints_s(spans: Sequence[ClipSpan], frame_s: float, window_frames: int, overlap_frames: int) -> list[float]:
+    """The centre of each cross-fade between diffusion windows inside the clips (the windowed path,
+    tasks/diffusion/windows.py), in the recording's time, for measuring seams; only where a single
+    clip covers the recording (not inside a joint between clips, which `joints_s` gives)."""
+    clip_joints = joints_s(spans)
+    out = []
+    for s in spans:
+        for a in window_starts(int(round(s.duration_s / frame_s)), window_frames, overlap_frames)[1:]:
+            t = s.start_s + (a + overlap_frames / 2) * frame_s
+            if all(abs(t - j) > 1.0 for j in clip_joints) and not any(
+                    o is not s and o.start_s <= t <= o.start_s + o.duration_s for o in spans):
+                out.append(t)
+    return sorted(out)
 
 
 def write_stream(blocks: Iterator[np.ndarray], path: str, in_rate_hz: int, out_rate_hz: int, fmt: str,

@@ -276,6 +276,14 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     assert all(r["vocoder"] == "models:/reinstrument-vocoder/1" for r in first["runs"])
     assert "decoder models:/reinstrument-vocoder/1" in page
     assert all((out / "nightly/d1/report" / src).exists() for src in re.findall(r'src="([^"]+)"', page))
+    # each arrival comes back whole, named after it, per target; the page is titled by the files
+    names = sorted(f"{item.item_id[:10]}" for item in clips[:2])
+    for model, target in (("reinstrument-flute", "flute"), ("reinstrument-violin", "violin")):
+        whole = out / f"nightly/d1/runs/nightly-d1-{model}/recordings"
+        assert sorted(p.name for p in whole.iterdir()) == [f"{n}.{target}.flac" for n in names]
+        assert all(abs(sf.info(str(whole / f"{n}.{target}.flac")).duration - sf.info(str(inbox / f"{n}.wav")).duration)
+                   <= HOP_S for n in names)
+    assert all(f"{n}.wav (first 30 s)" in page for n in names)
     again = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
     assert again["runs"] == [] and again["new_commits"] == 0  # nothing new, nothing redone
 
