@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from infra.storage import Storage
 from schemas.manifest import CHECKPOINTS_DIR, COMMITS_DIR, Commit, DatasetManifest, ShardEntry
-from schemas.tables import SCHEMA_VERSION, SCHEMA_VERSIONS, TABLE_KEYS, TABLES
+from schemas.tables import SCHEMA_COMPAT, SCHEMA_VERSION, SCHEMA_VERSIONS, TABLE_KEYS, TABLES
 
 CHECKPOINT_EVERY = 64
 LEGACY_MANIFEST = "_manifest.json"
@@ -139,7 +139,7 @@ class ShardedDataset:
     def _validated(self, m: Commit | DatasetManifest) -> Commit | DatasetManifest:
         if m.table != self.table:
             raise SchemaMismatchError(f"{self.url} holds table {m.table!r}, expected {self.table!r}")
-        if m.schema_version != self.version:
+        if m.schema_version != self.version and m.schema_version not in SCHEMA_COMPAT.get(self.table, ()):
             raise SchemaMismatchError(
                 f"{self.url} has {self.table} schema version {m.schema_version}; this code reads {self.version} "
                 "(re-create the dataset with this version)")
@@ -202,7 +202,15 @@ class ShardedDataset:
         # alone cost ~1 s of a 5 s feature-extraction run (profiled). BufferReader, not BytesIO:
         # Arrow's reader threads then read memory directly instead of queueing on a Python file
         # object under the GIL (a 46 MB FLAC column: 0.33 s -> 0.02 s, measured).
-        return pq.ParquetFile(pa.BufferReader(data)).read(columns=list(columns) if columns else None)
+        f = pq.ParquetFile(pa.BufferReader(data))
+        want = list(columns) if columns else self.schema.names
+        have = set(f.schema_arrow.names)
+        if all(c in have for c in want):
+            return f.read(columns=want)
+        # a shard of an older compatible version (SCHEMA_COMPAT): columns added since read as nulls
+        t = f.read(columns=[c for c in want if c in have])
+        return pa.table({c: t.column(c) if c in have else pa.nulls(t.num_rows, self.schema.field(c).type)
+                         for c in want})
 
     def iter_shards(self, columns: Sequence[str] | None = None,
                     manifest: DatasetManifest | None = None) -> Iterator[tuple[ShardEntry, pa.Table]]:

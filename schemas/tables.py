@@ -164,6 +164,10 @@ RECORDINGS = pa.schema([
 SCHEMA_VERSIONS: dict[str, str] = {"clips": SCHEMA_VERSION, "quarantine": SCHEMA_VERSION, "features": "3",
                                    "metrics": SCHEMA_VERSION, "comparison": SCHEMA_VERSION, "outputs": "3", "recordings": "1"}
 
+# Older versions a reader still accepts: their columns are today's minus some added since, which
+# read as nulls (a run resumed after the upgrade keeps its outputs). outputs 2: before source/span.
+SCHEMA_COMPAT: dict[str, frozenset[str]] = {"outputs": frozenset({"2"})}
+
 TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
                                 "comparison": COMPARISON,
                                 "outputs": OUTPUTS, "recordings": RECORDINGS}

@@ -14,7 +14,7 @@ LIMIT=${3:-16}
 shift $(( $# < 3 ? $# : 3 ))
 TARGETS=${*:-flute clarinet oboe trumpet cello violin}
 R=${REINSTRUMENT:-.venv/bin/reinstrument}
-OUT=$DATA/eval
+OUT=${EVAL_OUT:-$DATA/eval}   # EVAL_OUT: another folder, e.g. to score a second model on the same sets
 for target in $TARGETS; do
   guide=violin; [ "$target" = violin ] && guide=flute
   H=$DATA/heldout/oneills-fluidr3/clips

@@ -107,3 +107,28 @@ def test_written_streams_have_the_exact_length_and_rate(tmp_path, fmt, rate):
 def test_output_names_keep_the_source_path():
     assert output_name("violin/take 1.wav", "flute", "flac") == "violin/take 1.flute.flac"
     assert output_name("a.wav", "flute", "wav", keep_extension=True) == "a.wav.flute.wav"
+
+
+def test_an_outputs_table_of_the_previous_version_still_reads(tmp_path):
+    """A run made before outputs rows named their source (schema 2) resumes after the upgrade: its
+    rows read, the columns added since as nulls, and new commits append to it."""
+    import pyarrow as pa
+
+    from infra.datasets import ShardBuffer, ShardedDataset
+    from infra.storage import Storage
+    from schemas.tables import OUTPUTS
+
+    old = pa.schema([f for f in OUTPUTS if f.name not in ("source_uri", "source_id", "start_s", "piece", "peak_dbfs")])
+    ds = ShardedDataset(Storage(str(tmp_path / "outputs")), "outputs")
+    ds.version, ds.schema = "2", old
+    buf = ShardBuffer(ds, "h", shard_rows=4)
+    buf.add({"output_key": "k0", "clip_id": "c0", "duration_s": 1.0})
+    buf.commit()
+    now = ShardedDataset(Storage(str(tmp_path / "outputs")), "outputs")
+    buf = ShardBuffer(now, "h", shard_rows=4)
+    buf.add({"output_key": "k1", "clip_id": "c1", "duration_s": 2.0, "source_uri": "/a.wav", "start_s": 9.0})
+    buf.commit()
+    rows = now.read(["output_key", "source_uri", "start_s"]).to_pylist()
+    assert rows == [{"output_key": "k0", "source_uri": None, "start_s": None},
+                    {"output_key": "k1", "source_uri": "/a.wav", "start_s": 9.0}]
+    assert now.read().num_rows == 2
