@@ -230,14 +230,19 @@ class Storage:
         self.fs.invalidate_cache()
 
     # -- writes -------------------------------------------------------------------------
+    @staticmethod
+    def _local_tmp(final: str) -> str:
+        """A hidden temp name beside `final` (same filesystem: a rename places it), its folder made."""
+        directory = posixpath.dirname(final)
+        os.makedirs(directory, exist_ok=True)
+        return posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+
     @_named("write")
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Place `data` at `rel` atomically: readers see the old object or the whole new one."""
         final = self.path(rel)
         if self.is_local:
-            directory = posixpath.dirname(final)
-            os.makedirs(directory, exist_ok=True)
-            tmp = posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+            tmp = self._local_tmp(final)
             try:
                 with open(tmp, "wb") as f:
                     f.write(data)
@@ -261,9 +266,7 @@ class Storage:
         (multipart) upload, invisible until complete."""
         final = self.path(rel)
         if self.is_local:
-            directory = posixpath.dirname(final)
-            os.makedirs(directory, exist_ok=True)
-            tmp = posixpath.join(directory, f"{TMP_PREFIX}{uuid.uuid4().hex}-{posixpath.basename(final)}")
+            tmp = self._local_tmp(final)
         else:
             fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=posixpath.basename(final))
             os.close(fd)

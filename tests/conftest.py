@@ -48,6 +48,25 @@ def files_holding(needles: list[bytes], *roots: str) -> list[str]:
     return hits
 
 
+def sigkill_once_committed(cmd: list[str], outputs_url: str, rows: int, timeout_s: float = 600, **popen) -> int:
+    """Start CMD in a session of its own, SIGKILL the whole session once the outputs table at
+    OUTPUTS_URL has committed ROWS rows, and return how many it had (a kill mid-run)."""
+    import signal
+    import subprocess
+    import time
+
+    from infra.datasets import ShardedDataset
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **popen)
+    outputs = ShardedDataset.at(outputs_url, "outputs")
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and (not outputs.exists() or outputs.manifest().num_rows < rows):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return outputs.manifest().num_rows
+
+
 def write_wav(path, x, sr=SR, subtype="PCM_16"):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sf.write(path, x, sr, subtype=subtype)

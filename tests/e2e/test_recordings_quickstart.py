@@ -9,10 +9,8 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from infra.datasets import ShardedDataset
+from tests.conftest import sigkill_once_committed
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.path.dirname(sys.executable)
@@ -118,16 +117,9 @@ def test_a_run_killed_mid_way_then_rerun_leaves_each_output_once(workdir):
         (d / "my-violin" / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(workdir / "my-violin" / rel, d / "my-violin" / rel)  # a link outside the folder is refused
     cmd = quickstart()[0] + " --actors 0 --clips-per-task 1 --no-prefect"
-    proc = subprocess.Popen(shlex.split(cmd), cwd=d, env=_env(d), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
     run = d / "my-runs/runs/my-flute"
     outputs = ShardedDataset.at(str(run / "outputs"), "outputs")
-    deadline = time.time() + 600
-    while time.time() < deadline and (not outputs.exists() or outputs.manifest().num_rows < 2):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed = outputs.manifest().num_rows
+    committed = sigkill_once_committed(shlex.split(cmd), outputs.url, 2, cwd=d, env=_env(d))
     total = ShardedDataset.at(str(run / "inputs/clips"), "clips").manifest().num_rows
     assert 2 <= committed < total == 5, f"the kill landed after {committed} of {total} clips"
     _run(cmd, d)

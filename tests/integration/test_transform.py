@@ -7,10 +7,8 @@ import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import boto3
@@ -24,7 +22,7 @@ from schemas.configs import FeatureConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
-from tests.conftest import files_holding
+from tests.conftest import files_holding, sigkill_once_committed
 
 pytestmark = pytest.mark.integration
 HOP_S = 320 / 16000
@@ -170,14 +168,8 @@ def test_sigkill_then_rerun_finishes_without_recomputing(models, tmp_path):
            "models:/reinstrument-flute@champion", "--domain", "violin", "--limit", "6", "--steps", "6",
            "--actors", "0", "--clips-per-task", "1", "--out", str(out), "--run-id", "killed", "--no-prefect"]
     env = dict(os.environ, REINSTRUMENT_PROGRESS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     outputs = ShardedDataset.at(str(out / "runs/killed/outputs"), "outputs")
-    deadline = time.time() + 240
-    while time.time() < deadline and (not outputs.exists() or outputs.manifest().num_rows < 2):
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    committed = outputs.manifest().num_rows
+    committed = sigkill_once_committed(cmd, outputs.url, 2, 240, env=env)
     assert 2 <= committed < 6, f"kill landed after {committed} of 6 outputs"
     # Under a final name every object is whole (a write cut short leaves only a hidden .tmp- file).
     for p in (out / "runs/killed/audio").iterdir():
