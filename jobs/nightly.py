@@ -15,10 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import posixpath
-
-import numpy as np
-import soundfile as sf
 
 from infra import tracking
 from infra.datasets import ShardedDataset
@@ -26,6 +22,7 @@ from infra.storage import Storage
 from jobs.steps import Step, inline
 from jobs.decoders import resolve_vocoder
 from jobs.operating_point import operating_point_for
+from jobs.recordings import EXCERPT_S, excerpt
 from jobs.transform import transform_job
 from ray_actors.pool import keep_workers
 from schemas.configs import IngestConfig
@@ -100,17 +97,6 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
     return done
 
 
-EXCERPT_S = 30.0  # the page plays (and draws) each recording's first half-minute; the files are whole
-
-
-def _excerpt(uri: str, seconds: float = EXCERPT_S) -> tuple[np.ndarray, int]:
-    """The first `seconds` of an audio file, mono."""
-    folder, name = posixpath.split(uri)
-    with Storage(folder).open_read(name) as f, sf.SoundFile(f) as snd:
-        x = snd.read(int(seconds * snd.samplerate), dtype="float32", always_2d=True).mean(axis=1)
-        return x, snd.samplerate
-
-
 def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[str], runs: list[dict],
                    n_examples: int = 3) -> str:
     """nightly/<date>/report/report.html: a few of the night's recordings, each titled by its file,
@@ -127,10 +113,10 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[s
     inputs = []
     for sid, first in sorted(firsts.items(), key=lambda kv: kv[1]["piece"] or "")[:n_examples]:
         try:
-            guide = _excerpt(first["source_uri"])
+            guide = excerpt(first["source_uri"])
         except (OSError, RuntimeError, ValueError):  # a MIDI source, or a file since removed: its first clip
             guide = decode_audio_bytes(first["audio_flac"])
-        outs = [(f"{r['model']}, {r['point']}", encode_flac(*_excerpt(rec[sid]["output_uri"])), True)
+        outs = [(f"{r['model']}, {r['point']}", encode_flac(*excerpt(rec[sid]["output_uri"])), True)
                 for r, rec in made if sid in rec]
         inputs.append(ListeningInput(sid, guide, outs, title=f"{first['piece']} (first {EXCERPT_S:.0f} s)"))
     return write_page(root.child(f"nightly/{run_date}/report"), f"reinstrument-nightly {run_date}",

@@ -12,6 +12,7 @@ import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
 import soundfile as sf
 
 from infra.datasets import ShardBuffer, ShardedDataset
@@ -47,6 +48,16 @@ def source_info(source_uri: str) -> tuple[int, int, int] | None:
         return int(i.frames), int(i.samplerate), int(i.channels)
     except (OSError, RuntimeError, ValueError):
         return None
+
+
+EXCERPT_S = 30.0  # what pages and MLflow show of a recording: its first half-minute (the files are whole)
+
+
+def excerpt(uri: str, seconds: float = EXCERPT_S) -> tuple[np.ndarray, int]:
+    """The first `seconds` of an audio file, mono, read as a stream (never the whole file)."""
+    folder, name = posixpath.split(uri)
+    with Storage(folder).open_read(name) as f, sf.SoundFile(f) as snd:
+        return snd.read(int(seconds * snd.samplerate), dtype="float32", always_2d=True).mean(axis=1), snd.samplerate
 
 
 def _groups(clips: Iterable[dict]) -> dict[str, list[dict]]:

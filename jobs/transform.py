@@ -23,7 +23,8 @@ from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage
 from jobs.decoders import resolve_vocoder
-from jobs.recordings import write_recordings
+from jobs.recordings import EXCERPT_S, excerpt, write_recordings
+from tasks.audio import encode_flac
 from jobs.steps import Step, inline
 from ray_actors.transform import commit_batch, pending_inputs, run_batches
 from schemas.configs import IngestConfig, config_hash
@@ -199,9 +200,9 @@ def log_run(p: PreparedRun, summary: dict, logistics: TransformLogistics) -> Tra
         rec_table = recordings.read()
         pq.write_table(rec_table, buf)
         tracked.artifact("recordings.parquet", buf.getvalue())
-        for row in rec_table.slice(0, logistics.audio_examples).to_pylist():
-            tracked.artifact(posixpath.basename(row["name"]), run.read_bytes(RunLayout.recording(row["name"])),
-                             "recordings")
+        for row in rec_table.slice(0, logistics.audio_examples).to_pylist():  # excerpts: a file may be hours long
+            tracked.artifact(posixpath.basename(row["name"]), encode_flac(*excerpt(row["output_uri"])),
+                             f"recordings (first {EXCERPT_S:.0f} s)")
     table = ShardedDataset.at(summary["outputs_url"], "outputs").read()
     buf = io.BytesIO()
     pq.write_table(table, buf)
