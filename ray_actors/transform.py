@@ -154,6 +154,7 @@ class ClipTransformer:
         c, tr = call.cfg, call.transformer
         # Nulls may arrive as None or, from an all-null Arrow column, as float NaN.
         opt = lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v)  # noqa: E731
+        get = lambda col: batch[col][i] if col in batch else None  # noqa: E731 - provenance, where the inputs know it
         return {"output_key": key, "run_id": call.run_id, "clip_id": str(batch["clip_id"][i]),
                 "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
                 "target_domain": c.target or tr.target.card.domain, "model": self.pinned["model"],
@@ -162,9 +163,9 @@ class ClipTransformer:
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
                 "vocoder": self.pinned.get("vocoder") or f"griffin-lim ({c.vocoder_iters} it.)",
                 "output_uri": call.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
-                "seconds_spent": seconds, "config_hash": c.config_hash(), "source_uri": opt(batch["source_uri"][i]),
-                "source_id": opt(batch["source_id"][i]), "start_s": None if opt(batch["start_s"][i]) is None else float(batch["start_s"][i]),
-                "piece": opt(batch["piece"][i]), "peak_dbfs": peak_dbfs(y)}
+                "seconds_spent": seconds, "config_hash": c.config_hash(), "source_uri": opt(get("source_uri")),
+                "source_id": opt(get("source_id")), "start_s": None if opt(get("start_s")) is None else float(get("start_s")),
+                "piece": opt(get("piece")), "peak_dbfs": peak_dbfs(y)}
 
 
 def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, str], done: set[str]) -> list[dict]:

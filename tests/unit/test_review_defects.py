@@ -52,7 +52,9 @@ def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_expl
                            {"model": "models:/reinstrument-violin/1"}], root)
     assert got[0]["warm"] == {"t_init": 0.0, "lam": 1.0} and got[0]["sampler"]["S_churn"] == 0
     assert got[1]["warm"] == {"t_init": 0.65, "lam": 0.0} and got[1]["sampler"] == sampler
-    assert got[2]["warm"] == {"t_init": 0.5, "lam": 1.0} and got[2]["sampler"]["steps"] == 35
+    # no sweep for this version: the documented default (jobs/operating_point.DEFAULT_WARM), said so
+    assert got[2]["warm"] == {"t_init": 0.6, "lam": 0.0} and got[2]["sampler"]["steps"] == 35
+    assert got[1]["origin"].startswith("sweep sw-1") and got[2]["origin"].startswith("the default")
     assert [t["version"] for t in got] == ["reinstrument-flute/3", "reinstrument-flute/3", "reinstrument-violin/1"]
     assert resolve_targets([{"model": "models:/reinstrument-flute/3"}], root, steps=12)[0]["sampler"]["steps"] == 12
 
