@@ -8,11 +8,11 @@ from schemas.diffusion import SamplerConfig, WarmStartConfig
 from schemas.records import OperatingPoint, Recommendation
 from schemas.records import SweepLayout as L
 
-# The shipped model of six instruments' measured knee for flute and trumpet, the instruments it
-# renders best (held-out O'Neill tunes, docs/general-models.md; cello and clarinet sit at 0.8):
-# a new model with no sweep of its own starts here. `reinstrument sweep` records a better one.
+# The knee measured for flute and trumpet, the instruments the model of six renders best (its first
+# version, held-out O'Neill tunes, docs/general-models.md; cello and clarinet sit at 0.8): a model
+# with no sweep of its own starts here. `reinstrument sweep` records a better one per model version.
 DEFAULT_WARM = WarmStartConfig(t_init=0.6, lam=0.0)
-DEFAULT_ORIGIN = "the default (τ 0.6, λ 0: the shipped model's measured knee; no sweep recorded for this model)"
+DEFAULT_ORIGIN = "the default (τ 0.6, λ 0: the knee measured for flute on held-out tunes; no sweep recorded for this model)"
 
 
 def newest_recommendation(root: Storage, model_version: str, task: str | None = None,
