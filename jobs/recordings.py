@@ -60,6 +60,12 @@ def excerpt(uri: str, seconds: float = EXCERPT_S) -> tuple[np.ndarray, int]:
         return snd.read(int(seconds * snd.samplerate), dtype="float32", always_2d=True).mean(axis=1), snd.samplerate
 
 
+def no_recordings(url: str | None = None) -> dict:
+    """The recordings part of a transform's summary when none were written."""
+    return {"recordings": 0, "recordings_written": 0, "recordings_skipped": 0, "recordings_incomplete": 0,
+            "recordings_failed": 0, "recordings_url": url}
+
+
 def _groups(clips: Iterable[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = defaultdict(list)
     for r in clips:
@@ -77,8 +83,7 @@ def write_recordings(run_url: str, run_id: str, clips_url: str, selected: list[d
     quarantine = ShardedDataset(run.child(RunLayout.QUARANTINE), "quarantine")
     outputs = ShardedDataset(run.child(RunLayout.OUTPUTS), "outputs")
     groups = _groups(selected)
-    summary = {"recordings": 0, "recordings_written": 0, "recordings_skipped": 0, "recordings_incomplete": 0,
-               "recordings_failed": 0, "recordings_url": run.child(RunLayout.RECORDINGS).url}
+    summary = no_recordings(run.child(RunLayout.RECORDINGS).url)
     if not groups:
         return summary
     # every clip ingestion kept of each source, selected or not: a recording is whole or not written
@@ -89,6 +94,7 @@ def write_recordings(run_url: str, run_id: str, clips_url: str, selected: list[d
     done_rows = {r["source_id"]: r for r in table.read(["source_id", "recording_key", "name"]).to_pylist()} \
         if table.exists() else {}
     out_rows = {r["output_key"]: r for r in outputs.read().to_pylist()} if outputs.exists() else {}
+    # a transform's quarantine row names the failed clip output's key in source_id
     failed = {r["source_id"]: r["reason"] for r in quarantine.read(["source_id", "stage", "reason"]).to_pylist()
               if r["stage"] == "transform"} if quarantine.exists() else {}
     names = {r["name"] for r in done_rows.values()}

@@ -23,7 +23,7 @@ from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage
 from jobs.decoders import resolve_vocoder
-from jobs.recordings import EXCERPT_S, excerpt, write_recordings
+from jobs.recordings import EXCERPT_S, excerpt, no_recordings, write_recordings
 from tasks.audio import encode_flac
 from jobs.steps import Step, inline
 from ray_actors.transform import commit_batch, pending_inputs, run_batches
@@ -173,8 +173,7 @@ def transform(p: PreparedRun, selection: InputSelection, cfg: TransformConfig, l
             audio_s += sum(json.loads(r)["duration_s"] for r in batch["row"] if r)
             if first_s is None:  # start-up (Ray, actors, model loading) ends with the first batch
                 first_s, first_audio_s = time.perf_counter() - t0, audio_s
-    recordings = {"recordings": 0, "recordings_written": 0, "recordings_skipped": 0, "recordings_incomplete": 0,
-                  "recordings_failed": 0, "recordings_url": None}
+    recordings = no_recordings()
     if whole is not None:
         recordings = write_recordings(run.url, rec.run_id, rec.clips_url, clips, cfg, whole, logistics.operating_point)
         if recordings["recordings"]:
