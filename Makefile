@@ -55,7 +55,7 @@ test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit
 
 demo: setup  ## corpus, features, cpu-demo flute model, tau_init sweep violin->flute; prints table + report path
-	$(VENV)/bin/reinstrument demo --root $(DEMO_ROOT)
+	$(VENV)/bin/reinstrument demo --out $(DEMO_ROOT)
 
 bench: setup  ## throughput benchmarks (ratios measured side by side in one run)
 	$(PY) -m pytest -q -s tests/benchmarks

@@ -31,6 +31,34 @@ app.command("serve")(run.serve)
 app.command("compare")(compare.compare)
 
 
+PLAIN_HELP_WIDTH = 10_000
+
+
+def tidy_help(command, *, plain: bool) -> None:
+    """Help as a user reads it: a flag shows no `<bool>` type (it takes no value), and off a
+    terminal (a pipe, a file, a CI log) help is click's plain text, wrapped but never cut, where
+    Rich's 80-column boxes would cut model URIs short."""
+    for p in command.params:
+        if getattr(p, "is_flag", False):
+            p.metavar = ""
+        if getattr(p, "hidden", False):  # an old spelling (cli/common.old_argument): not in the usage line either
+            p.get_usage_pieces = lambda ctx: []
+    if plain:  # one line per paragraph: wrapping at 80 columns would split a URI at its hyphens
+        command.rich_markup_mode = None
+        command.context_settings.update(terminal_width=PLAIN_HELP_WIDTH, max_content_width=PLAIN_HELP_WIDTH)
+    help_option = command.get_help_option
+
+    def get_help_option(ctx, _made=help_option):  # --help is made per context, outside params
+        option = _made(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = get_help_option
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub, plain=plain)
+
+
 def main() -> None:
     """Exit status and error lines as cli/common.py states them, for every command."""
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -41,7 +69,9 @@ def main() -> None:
     keep_freed_memory()  # what this process computes itself (metrics, in-process stages) reuses freed pages
     redact_log_records()  # no URL's password in any log line this process writes (Prefect's included)
     try:
-        status = typer.main.get_command(app).main(standalone_mode=False)
+        command = typer.main.get_command(app)
+        tidy_help(command, plain=not sys.stdout.isatty())
+        status = command.main(standalone_mode=False)
     except NoArgsIsHelpError as e:
         e.show()
         status = e.exit_code

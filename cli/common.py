@@ -193,3 +193,35 @@ TargetOpt = typer.Option(None, help="The instrument to turn into, for a model th
                                     "(e.g. cello with shipped:instruments-latent).")
 GuidanceOpt = typer.Option(None, help="Classifier-free guidance weight of a model that learned several "
                                       "instruments (default 1: the target's model alone).")
+
+
+# One vocabulary (docs/commands.md): an old spelling stays a hidden option whose help starts with
+# DEPRECATED and names the new one; tests/unit/test_cli_vocabulary.py holds every command to it.
+DEPRECATED = "Deprecated spelling of"
+
+
+def old_spelling(old: str, new: str) -> typer.models.OptionInfo:
+    """A hidden option for an old spelling, e.g. old_spelling('--dest', '--out')."""
+    return typer.Option(None, old, hidden=True, help=f"{DEPRECATED} {new}.")
+
+
+def old_argument(old: str, new: str) -> typer.models.ArgumentInfo:
+    """A hidden trailing positional argument that used to be what `new` is now."""
+    return typer.Argument(None, metavar=old, hidden=True, help=f"{DEPRECATED} {new}.")
+
+
+def moved(old: str, new: str, old_value, value):
+    """The value the user gave under `old` moved to `new`, with a one-line notice on stderr; both
+    given (and different) is a usage mistake."""
+    if old_value is None or old_value is False:
+        return value
+    if value is not None and value != old_value:
+        usage_error(f"{old} is the old spelling of {new}; give one of them (got {old_value!r} and {value!r})")
+    console.print(f"notice: {old} is deprecated; use {new}")
+    return old_value
+
+
+def required(name: str, value):
+    if value is None:
+        usage_error(f"missing option {name} (see --help)")
+    return value

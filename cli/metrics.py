@@ -31,7 +31,8 @@ def metrics_fad(
     eval_split: str = typer.Option(None, help="Evaluated clips dataset: keep this split."),
     limit: int = typer.Option(None, help="At most this many clips per set."),
     cache: str = typer.Option(None, help="Cache reference statistics under this URL (default DATA_ROOT/metrics/reference-stats)."),
-    no_cache: bool = typer.Option(False, help="Recompute the reference statistics."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the reference statistics (neither read nor "
+                                  "write the cache)."),
     boot: int = typer.Option(200, help="Bootstrap resamples for the CI."),
     out: str = typer.Option(None, help="Write the metrics table (Parquet) to this URL."),
     mlflow_run: str = typer.Option(None, help="Log the table to this MLflow run ID."),

@@ -6,12 +6,13 @@ from typing import Optional
 
 import typer
 
-from cli.common import USAGE, PrefectOpt, console, fail, load_config, print_rows, root, run, usage_error
+from cli.common import USAGE, PrefectOpt, console, fail, load_config, moved, old_spelling, print_rows, root, run, usage_error
 
 
 ClipsArg = typer.Argument(..., help="Clips datasets to learn from (their clean clips).")
 DomainsOpt = typer.Option(None, help="Only these domains (repeat; default every clean clip).")
-StepsOpt = typer.Option(None, help="Optimisation steps (preset default otherwise).")
+TrainStepsOpt = typer.Option(None, "--train-steps", help="Optimisation steps (preset default otherwise).")
+OldStepsOpt = old_spelling("--steps", "--train-steps")
 SeedOpt = typer.Option(None, help="Run seed (every draw derives from it).")
 WorkersOpt = typer.Option(None, help="Ray Train workers, DDP (0: train in this process). Default: this process on "
                                       "one machine's CPUs (fastest there), one per visible GPU with --gpu, 2 on a "
@@ -31,7 +32,7 @@ def train(
         None, "--instrument", help="Repeatable: one instrument-conditional model of these domains "
         "(class labels in this order); --domain then names the model, e.g. instruments."),
     preset: str = typer.Option("cpu-demo", help="Training preset: tiny, cpu-demo (log-mel), cpu-latent (latent sets), gpu."),
-    steps: int = typer.Option(None, help="Optimisation steps (preset default otherwise)."),
+    train_steps: int = TrainStepsOpt,
     batch_size: int = typer.Option(None, help="Global batch, split across workers."),
     lr: float = typer.Option(None, help="Peak learning rate."),
     seed: int = typer.Option(None, help="Run seed (every draw derives from it)."),
@@ -45,11 +46,12 @@ def train(
     register: bool = typer.Option(True, "--register/--no-register", help="Register the model in MLflow."),
     config: Optional[Path] = typer.Option(None, "--config", help="TrainConfig JSON (overrides the preset)."),
     prefect: bool = PrefectOpt,
+    steps: int = OldStepsOpt,
 ):
     """Train the EDM denoiser of one domain (in this process on one machine; on Ray Train workers on
     a cluster or GPUs) and register it as reinstrument-<domain> (alias `champion` if it validates
     better). Example:
-    reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo"""
+    reinstrument train ./data/features/logmel-… --domain flute --preset cpu-demo --train-steps 5000"""
     import json
 
     from flows.pipeline import train_flow
@@ -63,7 +65,7 @@ def train(
     cfg = load_config(TrainConfig, config, TRAIN_PRESETS[preset], domain=domain,
                       features_url=Storage(features_url).absolute_url(), cond_domain=cond_domain,
                       cond_role=cond_role if cond_domain else None, labels=tuple(instrument) if instrument else None,
-                      steps=steps, batch_size=batch_size, lr=lr,
+                      steps=moved("--steps", "--train-steps", steps, train_steps), batch_size=batch_size, lr=lr,
                       seed=seed, checkpoint_every=checkpoint_every)
     logistics = load_config(TrainLogistics, None, num_workers=workers, use_gpu=gpu, precision=precision,
                             resume=resume, register_model=register, out_url=out or f"{root()}/training")
@@ -103,7 +105,7 @@ def train_vocoder(
     clips: list[str] = ClipsArg,
     domain: list[str] = DomainsOpt,
     preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, about 45 min) | gpu."),
-    steps: int = StepsOpt,
+    train_steps: int = TrainStepsOpt,
     seed: int = SeedOpt,
     workers: Optional[int] = WorkersOpt,
     gpu: bool = GpuOpt,
@@ -115,11 +117,13 @@ def train_vocoder(
     init_from: str = typer.Option(None, help="Fine-tune: start from this vocoder (e.g. shipped:vocoder, "
                                              "models:/reinstrument-vocoder@champion); same preset."),
     prefect: bool = PrefectOpt,
+    steps: int = OldStepsOpt,
 ):
     """Train the neural vocoder (Vocos-style, spectral losses) on the clean clips of CLIPS and
     register it as reinstrument-vocoder. Example:
     reinstrument train-vocoder ./data/corpus/clips --preset cpu"""
-    _train_on_clips("vocoder", preset, config, clips, domain, dict(steps=steps, seed=seed, init_from=init_from),
+    train_steps = moved("--steps", "--train-steps", steps, train_steps)
+    _train_on_clips("vocoder", preset, config, clips, domain, dict(steps=train_steps, seed=seed, init_from=init_from),
                     workers, gpu, precision, out, resume, register, prefect)
 
 
@@ -127,7 +131,7 @@ def train_autoencoder(
     clips: list[str] = ClipsArg,
     domain: list[str] = DomainsOpt,
     preset: str = typer.Option("cpu", help="tiny | cpu (2 cores, under 2 h) | gpu."),
-    steps: int = StepsOpt,
+    train_steps: int = TrainStepsOpt,
     seed: int = SeedOpt,
     workers: Optional[int] = WorkersOpt,
     gpu: bool = GpuOpt,
@@ -138,11 +142,13 @@ def train_autoencoder(
     config: Optional[Path] = typer.Option(None, "--config", help="AutoencoderTrainConfig JSON (overrides the preset)."),
     init_from: str = typer.Option(None, help="Fine-tune: start from this autoencoder (same preset)."),
     prefect: bool = PrefectOpt,
+    steps: int = OldStepsOpt,
 ):
     """Train the mel autoencoder (the latent of `features --kind latent`) on the clean clips of CLIPS
     and register it as reinstrument-autoencoder. Example:
     reinstrument train-autoencoder ./data/corpus/clips --preset cpu"""
-    _train_on_clips("autoencoder", preset, config, clips, domain, dict(steps=steps, seed=seed, init_from=init_from),
+    train_steps = moved("--steps", "--train-steps", steps, train_steps)
+    _train_on_clips("autoencoder", preset, config, clips, domain, dict(steps=train_steps, seed=seed, init_from=init_from),
                     workers, gpu, precision, out, resume, register, prefect)
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cli.common import (ConfigOpt, GuidanceOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt, TargetOpt, console,
-                        fail, load_config, print_rows, root, run, usage_error)
+                        fail, load_config, moved, old_argument, old_spelling, print_rows, root, run, usage_error)
 
 
 VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else the shipped one, else Griffin-Lim) "
@@ -25,12 +25,6 @@ SamplerOpt = typer.Option(None, help="heun | euler | dpmpp_2m (default: dpmpp_2m
                                      "Another solver than the default starts from its own defaults (the N grid).")
 SolverStepsOpt = typer.Option(None, help="K: solver steps from sigma_start (a Karras grid to sigma_min) instead of the "
                                          "N grid's remaining ones; tau_init still picks sigma_start on the N grid.")
-
-
-def nightly_target(spec: str) -> dict:
-    """'URI' or 'URI=instrument' (a model of several instruments) -> the nightly job's target."""
-    uri, sep, instrument = spec.rpartition("=")
-    return {"model": uri, "target": instrument} if sep and uri else {"model": spec}
 
 
 def transform(
@@ -120,7 +114,8 @@ def sweep(
     target: str = TargetOpt,
     guidance: float = GuidanceOpt,
     task: str = typer.Option(None, help="timbre | midi2real | enhance."),
-    method: str = typer.Option(None, help="warm_init | ddib."),
+    method: str = typer.Option(None, help="warm_init | ddib (the conditional baseline has no tau_init to sweep: "
+                                           "`reinstrument compare` scores it)."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
     t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default a grid dense in 0.3-0.7."),
     sigma_start: list[float] = typer.Option(None, help="sigma grid point (repeat) instead of tau_init."),
@@ -175,13 +170,35 @@ def sweep(
                   f"MLflow parent run: {res['mlflow_run_id']}")
 
 
+def _nightly_targets(model: list[str] | None, target: str | None) -> list:
+    """--model URI[=instrument] (repeat) and --target instrument (for each model that names none).
+    The old spelling `--target URI[=instrument]` (a model URI under --target) still works, with a notice."""
+    from schemas.nightly import NightlyTarget
+
+    model = list(model or ())
+    if target and (":" in target or "/" in target):  # a URI: the old meaning of --target
+        console.print("notice: --target URI is deprecated; use --model URI (and --target for the instrument)")
+        model, target = [*model, target], None
+    try:
+        targets = [NightlyTarget.parse(m) for m in model]
+        return [t.model_copy(update={"target": t.target or target}) for t in targets]
+    except ValueError as e:
+        usage_error(f"--model: {e}")
+
+
+NightlyModelOpt = typer.Option(None, help="Model URI (repeat); URI=instrument for one instrument of a model of "
+                               "several, e.g. shipped:instruments-latent=cello.")
+NightlyTargetOpt = typer.Option(None, help="The instrument, for each --model that names none (e.g. flute).")
+
+
 def serve(
-    nightly_inputs: str = typer.Option(None, help="Prefix the nightly job watches (folder or s3://)."),
-    target: list[str] = typer.Option(None, help="Nightly target model URI (repeat), e.g. models:/reinstrument-flute@champion; "
-                                     "URI=instrument for a model of several, e.g. shipped:instruments-latent=cello."),
+    inputs: str = typer.Option(None, help="Prefix the nightly job watches (folder or s3://)."),
+    model: list[str] = NightlyModelOpt,
+    target: str = NightlyTargetOpt,
     out: str = typer.Option(None, help="Root for outputs (default DATA_ROOT)."),
     cron: str = typer.Option("0 2 * * *", help="Nightly schedule (UTC cron)."),
     actors: int = typer.Option(2, help="Ray actors per transform."),
+    nightly_inputs: str = old_spelling("--nightly-inputs", "--inputs"),
 ):
     """Serve the `sweep-t-init`, `compare-methods` and `reinstrument-nightly` deployments (needs PREFECT_API_URL)."""
     from flows.deploy import serve_all
@@ -189,34 +206,54 @@ def serve(
     if not os.environ.get("PREFECT_API_URL"):
         usage_error("PREFECT_API_URL is not set; start a server (prefect server start) and export "
                     "PREFECT_API_URL=http://127.0.0.1:4200/api")
-    serve_all(nightly_inputs=nightly_inputs, nightly_targets=[nightly_target(t) for t in target] if target else None,
-              out=out, cron=cron, actors=actors)
+    serve_all(nightly_inputs=moved("--nightly-inputs", "--inputs", nightly_inputs, inputs),
+              nightly_targets=_nightly_targets(model, target) or None, out=out, cron=cron, actors=actors)
 
 
 def nightly(
-    inputs: str = typer.Option(..., help="Prefix to watch (folder or s3://)."),
-    target: list[str] = typer.Option(..., help="Target model URI (repeat); URI=instrument for a model of several "
-                                     "instruments, e.g. shipped:instruments-latent=cello."),
+    inputs: str = typer.Option(None, help="Prefix to watch (folder or s3://); required here or in --config."),
+    model: list[str] = NightlyModelOpt,
+    target: str = NightlyTargetOpt,
     out: str = typer.Option(None, help="Root (default DATA_ROOT); outputs under OUT/nightly/<date>/."),
-    steps: int = typer.Option(None, help="N reverse steps (default: the recommended operating point's, else 35)."),
-    actors: int = typer.Option(2, help="Ray actors."),
+    vocoder: str = typer.Option(None, help="Decoder of every target that names none: auto (the champion vocoder, else "
+                                "the shipped one, else Griffin-Lim) | griffin-lim | shipped:vocoder | a vocoder model URI."),
+    seed: int = typer.Option(None, help="Run seed; each clip's noise derives from (seed, clip ID)."),
+    steps: int = typer.Option(None, help="N reverse steps (default: the operating point's sampler)."),
+    actors: int = typer.Option(None, help="Ray actors (0: transform in this process; default 2)."),
+    clips_per_task: int = typer.Option(None, help="Clips per actor call and per committed shard (default 4)."),
+    config: Optional[Path] = ConfigOpt,
+    prefect: bool = PrefectOpt,
 ):
-    """Run the nightly job once: transform what arrived since the last successful run."""
+    """Run the nightly job once: transform what arrived since the last successful run. The same
+    settings as the reinstrument-nightly deployment's parameters (`reinstrument config show nightly`)."""
+    from flows.pipeline import nightly_flow
     from jobs.nightly import nightly_job
+    from schemas.nightly import NightlyConfig
 
-    res = nightly_job(inputs, [nightly_target(t) for t in target], out or root(), actors=actors, steps=steps)
+    targets = [t.model_dump(exclude_none=True) for t in _nightly_targets(model, target)]
+    cfg = load_config(NightlyConfig, config, inputs=inputs, targets=targets, out=out, vocoder=vocoder, seed=seed,
+                      steps=steps, actors=actors, clips_per_task=clips_per_task)
+    try:
+        if prefect:
+            res = run(nightly_flow, None, True, **cfg.model_dump(exclude={"targets"}), targets=list(cfg.targets))
+        else:
+            res = nightly_job(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
     print_rows(res["runs"], f"nightly ({res['new_commits']} new ingestion commits, {res['done_commits']} done in all)")
 
 
 def pull(
     run_url: str = typer.Argument(..., metavar="RUN", help="A run folder: s3://bucket/prefix/runs/<run_id> (or a local path)."),
-    dest: str = typer.Argument(..., help="Local folder to pull into."),
+    out: str = typer.Option(None, help="Local folder to pull into (default: the run's ID, here)."),
     clips: bool = typer.Option(None, "--clips/--no-clips", help="Also bring every clip output's audio (default: only "
                                "for a run without whole recordings)."),
+    dest: str = old_argument("DEST", "--out"),
 ):
     """Download a run's whole recordings (or clip audio), its tables and run.json; verify every file's SHA-256."""
     from tasks.pull import pull_run
 
+    dest = moved("the positional DEST", "--out", dest, out) or run_url.rstrip("/").rsplit("/", 1)[-1]
     try:
         res = pull_run(run_url, dest, clips)
     except ValueError as e:
@@ -229,21 +266,22 @@ def pull(
 
 
 def demo(
-    root_url: str = typer.Option("./reinstrument-data/demo", "--root", help="Where the demo writes (local or s3://)."),
+    out: str = typer.Option("./reinstrument-data/demo", help="Where the demo writes (local or s3://)."),
     pieces: int = typer.Option(24, help="Tunes to render (about half are held out as the sweep's guides)."),
     train: bool = typer.Option(False, "--train/--shipped", help="Train the flute denoiser here (features, then "
                                "training) instead of sweeping the shipped one (weights/, registered in MLflow)."),
-    representation: str = typer.Option(None, help="--train: logmel | latent (default jobs/demo.py's, latent)."),
-    train_steps: int = typer.Option(None, help="--train: training steps (default jobs/demo.py's per representation)."),
+    representation: str = typer.Option(None, help="--train: logmel | latent (default latent)."),
+    train_steps: int = typer.Option(None, help="--train: training steps (default 9500 for latent, 5000 for logmel)."),
     train_workers: int = typer.Option(0, help="Ray Train workers (0: train in this process, fastest on 2 cores)."),
     actors: int = typer.Option(2, help="Ray actors for features and transformation."),
     t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default the demo's grid, "
                                                   "dense where the demo model's trade-off happens."),
-    lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 (see jobs/demo.py)."),
+    lam: list[float] = typer.Option(None, help="lambda (repeat); default 0: the shipped model's sweep puts its knee there."),
     S_churn: float = typer.Option(None, "--S_churn", "--s-churn", help="Sample with Heun 35 and this S_churn (default: "
                                   "DPM-Solver++(2M), 6 steps; with --S_tmin alone, S_churn 7)."),
     S_tmin: float = typer.Option(None, "--S_tmin", "--s-tmin", help="Heun's S_tmin: churn only at sigma >= this (default 0.5)."),
     prefect: bool = PrefectOpt,
+    root_url: str = old_spelling("--root", "--out"),
 ):
     """The main job on the embedded defaults: corpus, the shipped models registered in MLflow (or,
     with --train, features and a flute denoiser trained here), and a tau_init sweep of
@@ -264,7 +302,8 @@ def demo(
     # churn is Heun's (EDM Algorithm 2): asking for it selects Heun 35 with these settings
     overrides |= {"sampler": SamplerConfig(name="heun", **{"S_churn": 7.0, "S_tmin": 0.5} | churned)} if churned else {}
     corpus = load_config(CorpusConfig, None, base=DEMO_CORPUS.model_dump(mode="json"), tunes_per_file=pieces)
-    res = run(demo_flow, demo_job, prefect, root_url, corpus,
+    out = moved("--root", "--out", root_url, None) or out
+    res = run(demo_flow, demo_job, prefect, out, corpus,
               train=train, actors=actors, train_workers=train_workers, **overrides)
     c, f, t, s = res["corpus"], res["features"], res["trained"], res["sweep"]
     print_rows(c["summary"], "reference corpus (role, domain, split)")

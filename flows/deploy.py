@@ -12,13 +12,15 @@ from __future__ import annotations
 from prefect import serve
 
 from flows.pipeline import compare_methods, nightly_flow, sweep_t_init
+from schemas.nightly import NightlyTarget
 
 NIGHTLY_CRON = "0 2 * * *"
 
 
-def deployments(*, nightly_inputs: str | None = None, nightly_targets: list[dict] | None = None,
+def deployments(*, nightly_inputs: str | None = None, nightly_targets: list[NightlyTarget] | None = None,
                 out: str | None = None, cron: str | None = NIGHTLY_CRON, actors: int = 2) -> list:
-    nightly_params = {k: v for k, v in {"inputs": nightly_inputs, "targets": nightly_targets, "out": out,
+    targets = [t.model_dump(exclude_none=True) for t in nightly_targets] if nightly_targets else None
+    nightly_params = {k: v for k, v in {"inputs": nightly_inputs, "targets": targets, "out": out,
                                         "actors": actors}.items() if v is not None}
     sweep_params = {k: v for k, v in {"out": out, "actors": actors}.items() if v is not None}
     return [

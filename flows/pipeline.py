@@ -18,9 +18,10 @@ from jobs.transform import transform_job
 from schemas.compare import CompareConfig
 from schemas.configs import AugmentConfig, CorpusConfig, FeatureConfig, IngestConfig
 from schemas.diffusion import SamplerConfig
+from schemas.nightly import NightlyConfig, NightlyTarget
 from schemas.sweep import SweepConfig
 from schemas.training import TrainConfig, TrainLogistics
-from schemas.transform import InputSelection, TransformConfig, TransformLogistics, WholeOutputs
+from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics, WholeOutputs
 from schemas.autoencoder import AutoencoderTrainConfig
 from schemas.vocoder import VocoderTrainConfig
 
@@ -113,12 +114,13 @@ def compare_methods(inputs: str, model: str, config: dict | CompareConfig | None
 
 
 @flow(name="reinstrument-nightly", log_prints=True)
-def nightly_flow(inputs: str, targets: list[dict], out: str | None = None, actors: int = 2, steps: int | None = None,
-                 clips_per_task: int = 4) -> dict:
-    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?}.
-    clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""
-    res = nightly_job(inputs, targets, out or get_settings().data_root, actors=actors, steps=steps,
-                      clips_per_task=clips_per_task, step=prefect_step)
+def nightly_flow(inputs: str, targets: list[NightlyTarget], out: str | None = None, vocoder: str = DEFAULT_VOCODER,
+                 seed: int = 0, steps: int | None = None, actors: int = 2, clips_per_task: int = 4) -> dict:
+    """Transform what arrived under INPUTS since the last success, for each target
+    {model, target?, t_init?, lam?, vocoder?}: NightlyConfig's fields (`reinstrument config show nightly`)."""
+    cfg = NightlyConfig(inputs=inputs, targets=tuple(targets), out=out, vocoder=vocoder, seed=seed, steps=steps,
+                        actors=actors, clips_per_task=clips_per_task)
+    res = nightly_job(cfg, step=prefect_step)
     table_artifact("nightly-summary", res["runs"] or [{"note": "nothing new"}], "reinstrument-nightly")
     return res
 

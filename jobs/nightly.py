@@ -17,7 +17,9 @@ import datetime as dt
 import json
 
 from infra import tracking
+from infra.shipped import SHIPPED
 from infra.datasets import ShardedDataset
+from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
 from jobs.decoders import resolve_vocoder
@@ -27,6 +29,7 @@ from jobs.transform import transform_job
 from ray_actors.pool import keep_workers
 from schemas.configs import IngestConfig
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
+from schemas.nightly import NightlyConfig, NightlyTarget
 from schemas.records import RunLayout
 from schemas.results import NightlyResult
 from schemas.transform import DEFAULT_VOCODER, InputSelection, TransformConfig, TransformLogistics, WholeOutputs
@@ -41,7 +44,8 @@ def _read_state(root: Storage) -> dict:
     return json.loads(root.read_bytes(STATE)) if root.exists(STATE) else {"done": [], "pending": None}
 
 
-def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None) -> list[dict]:
+def resolve_targets(targets: tuple[NightlyTarget, ...], root: Storage, steps: int | None = None,
+                    vocoder: str = DEFAULT_VOCODER, seed: int = 0) -> list[dict]:
     """Pin each target's model version and operating point now: a batch is finished, after a crash,
     with exactly the settings it started with (other settings would give other output keys, so a
     committed input would be transformed twice). A target's own `t_init` (0.0 included: plain
@@ -50,23 +54,31 @@ def resolve_targets(targets: list[dict], root: Storage, steps: int | None = None
     sampler's N."""
     resolved = []
     for t in targets:
-        pinned_uri, version = tracking.resolve_model(t["model"])
-        instrument = t.get("target")  # a model of several instruments: which one (its own operating point)
-        if t.get("t_init") is not None:
-            warm, sampler, origin = {"t_init": t["t_init"], "lam": t.get("lam", 1.0)}, None, "given"
+        pinned_uri, version = tracking.resolve_model(t.model)
+        if t.t_init is not None:
+            warm, sampler, origin = {"t_init": t.t_init, "lam": 1.0 if t.lam is None else t.lam}, None, "given"
         else:  # arrivals are re-instrumented: the timbre sweep's point, else the default
-            point, sampler, origin = operating_point_for(root, version, "timbre", instrument)
+            point, sampler, origin = operating_point_for(root, version, "timbre", t.target)
             warm = point.model_dump(exclude_none=True)
         sampler = sampler or RECOMMENDED_SAMPLER
         sampler = sampler.model_copy(update={"steps": steps}) if steps else sampler
         WarmStartConfig(**warm)  # validated now, not mid-batch
-        resolved.append({"model": pinned_uri, "version": version, "warm": warm, "target": instrument, "origin": origin,
-                         "sampler": sampler.model_dump(mode="json"),
-                         # the decoder pinned for the night (a target may name one; default the
-                         # champion vocoder, else the shipped one, else Griffin-Lim), kept in the
-                         # state so that a crashed night is finished with the same one
-                         "vocoder": resolve_vocoder(t.get("vocoder", DEFAULT_VOCODER))[0] or "griffin-lim"})
+        resolved.append({"model": pinned_uri, "version": version, "warm": warm, "target": t.target, "origin": origin,
+                         "sampler": sampler.model_dump(mode="json"), "seed": seed,
+                         # the decoder pinned for the night (the target's, else the night's: by
+                         # default the champion vocoder, else the shipped one, else Griffin-Lim),
+                         # kept in the state so that a crashed night is finished with the same one
+                         "vocoder": resolve_vocoder(t.vocoder or vocoder)[0] or "griffin-lim"})
     return resolved
+
+
+def run_name(version: str) -> str:
+    """A model version as a folder name: reinstrument-flute/3 -> reinstrument-flute, and a shipped
+    file's pinned URI (shipped:instruments-latent@50a65d90...) -> instruments-latent."""
+    name = version.split("/")[0]
+    if name.startswith(SHIPPED):
+        name = name[len(SHIPPED):].split("@")[0]
+    return name
 
 
 def _label(t: dict) -> str:
@@ -83,8 +95,8 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
     for t in resolved:
         # a state written before the decoder was resolved per night decoded with Griffin-Lim
         cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(**t["warm"]), sampler=SamplerConfig(**t["sampler"]),
-                              vocoder=t.get("vocoder", "griffin-lim"), target=t.get("target"))
-        name = t["version"].split("/")[0] + (f"-{t['target']}" if t.get("target") else "")
+                              vocoder=t.get("vocoder", "griffin-lim"), target=t.get("target"), seed=t.get("seed", 0))
+        name = run_name(t["version"]) + (f"-{t['target']}" if t.get("target") else "")
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url,
                                            "operating_point": t.get("origin", "given")})
@@ -132,14 +144,13 @@ def run_batch(clips_url: str, batch: dict, root: Storage, logistics: TransformLo
     return done
 
 
-def nightly_job(inputs: str, targets: list[dict], out: str, *, actors: int = 2, steps: int | None = None,
-                run_date: str | None = None, clips_per_task: int = 4, step: Step = inline) -> NightlyResult:
-    """Transform what arrived under INPUTS since the last success, for each target {model, t_init?, lam?}.
-    clips_per_task: clips per actor call and per committed shard (what a crash can lose)."""
+def nightly_job(cfg: NightlyConfig, *, run_date: str | None = None, step: Step = inline) -> NightlyResult:
+    """Transform what arrived under cfg.inputs since the last success, for each of cfg.targets."""
+    inputs, out = cfg.inputs, cfg.out or get_settings().data_root
     root = Storage(Storage(out).absolute_url())
     clips_url = run_ingest(inputs, root.child("nightly/ingested").url, IngestConfig()).clips_url
     state = _read_state(root)
-    log = TransformLogistics(num_actors=actors, clips_per_task=clips_per_task, out_url=root.url)
+    log = TransformLogistics(num_actors=cfg.actors, clips_per_task=cfg.clips_per_task, out_url=root.url)
     summary = []
     if state["pending"]:  # finish what a crashed run left, under its own run IDs and settings
         p = state["pending"]
@@ -150,7 +161,7 @@ def nightly_job(inputs: str, targets: list[dict], out: str, *, actors: int = 2, 
     new = [c for c in ShardedDataset.at(clips_url, "clips").manifest().commits if c not in set(state["done"])]
     if new:
         date = run_date or dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H%M%S")
-        pending = {"run_date": date, "commits": new, "targets": resolve_targets(targets, root, steps)}
+        pending = {"run_date": date, "commits": new, "targets": resolve_targets(cfg.targets, root, cfg.steps, cfg.vocoder, cfg.seed)}
         root.write_bytes(STATE, json.dumps({"done": state["done"], "pending": pending}).encode())
         summary += step(run_batch, clips_url, pending, root, log)
         root.write_bytes(STATE, json.dumps({"done": state["done"] + new, "pending": None}).encode())

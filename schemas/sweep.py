@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
 from schemas.transform import (CHOICE_DEFAULTS, DEFAULT_VOCODER, VOCODER_HELP, VOCODER_PATTERN, InstrumentChoice, check_ddib_sampler,
@@ -23,6 +23,14 @@ class SweepConfig(InstrumentChoice):
     sigma_starts: tuple[float, ...] | None = Field(None, description="a sigma grid instead of t_inits")
     lams: tuple[float, ...] = (0.0, 1.0)
     sampler: SamplerConfig = Field(RECOMMENDED_SAMPLER, description="default: RECOMMENDED_SAMPLER (ddib: Heun, N 35)")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _sweepable(cls, method: object) -> object:
+        if method == "conditional":  # said plainly: the Literal alone would only list the others
+            raise ValueError("the conditional baseline has no tau_init to sweep (it generates from noise, conditioned "
+                             "on the guide); sweep warm_init or ddib, and score the baseline with `reinstrument compare`")
+        return method
     _default_sampler = model_validator(mode="before")(default_sampler)
     window: WindowConfig = WindowConfig()
     seed: int = 0

@@ -66,6 +66,8 @@ def _features_url(out: str) -> str:
 
 
 def _train_rate(code: Path | None, root: Path, features: str, workers: int, seed: int) -> float:
+    # the old spellings (--steps, corpus build's --dest and --workers): the older tree knows only
+    # them, and the current one still takes them (hidden, with a notice)
     out = _cli(code, root, "train", features, "--domain", "flute", "--preset", "cpu-demo", "--steps", str(STEPS),
                "--workers", str(workers), "--precision", "fp32", "--no-register", "--seed", str(seed))
     rates = [float(r) for step, r in RATE.findall(out) if int(step) > 50]

@@ -170,7 +170,7 @@ def main() -> None:
         sidecar = "path,domain,split\n" + "".join(f"{d}/n{k}.wav,{d},{'test' if d == 'violin' else 'train'}\n"
                                                    for d in raw for k in range(len(raw[d])))
         s3.put_object(Bucket="cluster", Key="splits.csv", Body=sidecar.encode())
-        out, _ = cli("ingest", "s3://cluster/raw", "s3://cluster/ingested", "--sidecar", "s3://cluster/splits.csv", "--no-prefect",
+        out, _ = cli("ingest", "s3://cluster/raw", "--out", "s3://cluster/ingested", "--sidecar", "s3://cluster/splits.csv", "--no-prefect",
                      ray="local")
         clips = "s3://cluster/ingested/clips"
         t0 = time.perf_counter()
@@ -192,7 +192,7 @@ def main() -> None:
         figures["feature_rows"] = len(a)
 
         for where, ray in (("one", "local"), ("multi", cluster.address)):
-            _, walls[f"train_{where}"] = cli("train", sets[where], "--domain", "flute", "--preset", "tiny", "--steps", "12",
+            _, walls[f"train_{where}"] = cli("train", sets[where], "--domain", "flute", "--preset", "tiny", "--train-steps", "12",
                                               "--checkpoint-every", "6", "--workers", "2", "--no-prefect", "--no-register",
                                               "--out", f"s3://cluster/{where}/train", ray=ray)
         one, multi = final_train_state("s3://cluster/one/train"), final_train_state("s3://cluster/multi/train")

@@ -120,7 +120,7 @@ def stack(s3_env, built_corpus, tmp_path_factory):
 
 
 def _serve(stack, name: str) -> subprocess.Popen:
-    cmd = [f"{BIN}/reinstrument", "serve", "--nightly-inputs", f"s3://{stack['bucket']}/incoming", "--target", MODEL,
+    cmd = [f"{BIN}/reinstrument", "serve", "--inputs", f"s3://{stack['bucket']}/incoming", "--model", MODEL,
            "--out", f"s3://{stack['bucket']}/out", "--actors", "0"]
     proc = subprocess.Popen(cmd, env=stack["env"], stdout=open(stack["tmp"] / f"{name}.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -138,14 +138,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _worker(stack) -> subprocess.Popen:
-    """prefect.yaml's deployments on a process work pool, a worker polling it: as teams deploy."""
+    """prefect.yaml's deployments on a process work pool, a worker polling it: as teams deploy, with
+    the nightly's watched prefix and output root exported before `prefect deploy` (its comment's steps)."""
     env = stack["env"]
+    nightly = {"REINSTRUMENT_NIGHTLY_INPUTS": f"s3://{stack['bucket']}/incoming-c",
+               "REINSTRUMENT_NIGHTLY_OUT": f"s3://{stack['bucket']}/out-c"}
     for cmd in (["work-pool", "create", "reinstrument", "--type", "process"], ["--no-prompt", "deploy", "--all"]):
-        r = subprocess.run([f"{BIN}/prefect", *cmd], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run([f"{BIN}/prefect", *cmd], cwd=ROOT, env=env | nightly, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     for name in ("sweep-t-init/default", "compare-methods/default", "reinstrument-nightly/default"):
         r = subprocess.run([f"{BIN}/prefect", "deployment", "inspect", name], env=env, capture_output=True, text=True)
         assert "'work_pool_name': 'reinstrument'" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    # the nightly: prefect.yaml's cron and parameters, the exported variables filled in
+    assert "0 2 * * *" in r.stdout and "UTC" in r.stdout, r.stdout[-3000:]
+    assert all(v in r.stdout for v in nightly.values()) and "shipped:instruments-latent" in r.stdout, r.stdout[-3000:]
     return subprocess.Popen([f"{BIN}/prefect", "worker", "start", "--pool", "reinstrument", "--type", "process"],
                             cwd=stack["tmp"], env=env, stdout=open(stack["tmp"] / "worker.log", "w"),
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -317,8 +323,8 @@ def test_sweep_and_nightly_deployments_end_to_end(stack):
         # what it committed is whole, its batch stays pending, and the next run finishes the rest once
         clips = list(audio_items(stack["corpus"].clips_url, domain="violin", role="clean", limit=4))
         _put_inputs(stack, clips, prefix="incoming-c")
-        night = {"inputs": f"s3://{bucket}/incoming-c", "out": f"s3://{bucket}/out-c", "actors": 0, "steps": 35,
-                 "targets": [{"model": MODEL, "t_init": 0.6}], "clips_per_task": 1}
+        # the deployment's own inputs and out (prefect.yaml, filled in at deploy time); a tiny target
+        night = {"actors": 0, "steps": 35, "targets": [{"model": MODEL, "t_init": 0.6}], "clips_per_task": 1}
         cancelled = _flow_run_id(_run_deployment(stack, "reinstrument-nightly/default", night, watch=False))
         _wait_mid_run(stack, cancelled, lambda: _nightly_outputs(bucket, "out-c"))
         r = subprocess.run([f"{BIN}/prefect", "flow-run", "cancel", cancelled], env=stack["env"], capture_output=True,
@@ -426,17 +432,27 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def check_pull(bucket: str, dest) -> None:
-    """`reinstrument pull` of a finished nightly run reproduces every object; tampering is caught."""
+    """`reinstrument pull` of a finished nightly run reproduces its whole recordings and tables (and,
+    with --clips, every clip's audio) byte for byte; tampering with a recording is caught."""
     run_key = next(k for k in keys(bucket, "out/nightly/") if "/outputs/_commits/" in k)
     run_url = f"s3://{bucket}/{run_key.rsplit('/outputs/', 1)[0]}"
-    r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, str(dest)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
     prefix = run_url.split(f"s3://{bucket}/", 1)[1] + "/"
-    pulled = [k for k in keys(bucket, prefix) if k[len(prefix):].startswith(("audio/", "outputs/", "run.json"))]
-    assert sum("/audio/" in k for k in pulled) == 2
-    for k in pulled:
-        assert hashlib.sha256((dest / k[len(prefix):]).read_bytes()).digest() == hashlib.sha256(_get(bucket, k)).digest(), k
-    audio = next(k for k in keys(bucket, prefix + "audio/"))
-    boto3.client("s3").put_object(Bucket=bucket, Key=audio, Body=_get(bucket, audio)[:-10] + b"\0" * 10)
-    r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, str(dest / "again")], capture_output=True, text=True)
+
+    def pulled_as_stored(folder, tops: tuple[str, ...]) -> list[str]:
+        ks = [k for k in keys(bucket, prefix) if k[len(prefix):].startswith(tops)]
+        for k in ks:
+            assert hashlib.sha256((folder / k[len(prefix):]).read_bytes()).digest() == hashlib.sha256(_get(bucket, k)).digest(), k
+        return ks
+
+    r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, "--out", str(dest)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    whole = pulled_as_stored(dest, ("recordings/", "recording_rows/", "outputs/", "run.json"))
+    assert sum("/recordings/" in k for k in whole) >= 1, "the nightly run wrote no whole recordings"
+    assert not (dest / "audio").exists(), "clip audio was pulled without --clips"
+    r = subprocess.run([f"{BIN}/reinstrument", "pull", "--clips", run_url, "--out", str(dest / "clips")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sum("/audio/" in k for k in pulled_as_stored(dest / "clips", ("audio/",))) == 2
+    rec = next(k for k in keys(bucket, prefix + "recordings/"))
+    boto3.client("s3").put_object(Bucket=bucket, Key=rec, Body=_get(bucket, rec)[:-10] + b"\0" * 10)
+    r = subprocess.run([f"{BIN}/reinstrument", "pull", run_url, "--out", str(dest / "again")], capture_output=True, text=True)
     assert r.returncode != 0 and "ChecksumError" in r.stdout + r.stderr, r.stdout + r.stderr

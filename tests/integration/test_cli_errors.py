@@ -40,13 +40,13 @@ def src(tmp_path):
 
 
 def test_ingest_from_a_missing_src_fails(tmp_path):
-    one_line_error(cli("ingest", str(tmp_path / "nope"), str(tmp_path / "d"), "--no-prefect"), "does not exist")
+    one_line_error(cli("ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "d"), "--no-prefect"), "does not exist")
     assert not (tmp_path / "d").exists()
 
 
 def test_features_on_an_empty_folder_fails_and_prints_no_url(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = cli("features", str(tmp_path / "empty"), "--out", str(tmp_path / "f"), "--local", "--no-prefect")
+    r = cli("features", str(tmp_path / "empty"), "--out", str(tmp_path / "f"), "--actors", "0", "--no-prefect")
     one_line_error(r, "not a clips dataset")
     assert "features:" not in r.stdout + r.stderr and not (tmp_path / "f").exists()
 
@@ -54,7 +54,7 @@ def test_features_on_an_empty_folder_fails_and_prints_no_url(tmp_path):
 def test_features_with_zero_actors_runs_in_process_and_negative_is_refused(tmp_path, src):
     """`--actors 0` means in this process, as for transform and sweep (it used to end in Ray's
     'size must be >= 1'); no Ray starts for it."""
-    assert cli("ingest", str(src), str(tmp_path / "d"), "--no-prefect").returncode == 0
+    assert cli("ingest", str(src), "--out", str(tmp_path / "d"), "--no-prefect").returncode == 0
     r = cli("features", str(tmp_path / "d/clips"), "--out", str(tmp_path / "f"), "--actors", "0", "--no-prefect",
             env={"REINSTRUMENT_RAY_ADDRESS": "127.0.0.1:1"})  # a Ray it would fail to reach
     assert r.returncode == 0 and "features:" in r.stdout + r.stderr, r.stderr[-2000:]
@@ -72,7 +72,7 @@ def test_a_run_id_that_escapes_runs_is_refused(tmp_path, src):
 def test_a_sidecar_without_a_domain_column_is_one_line(tmp_path, src):
     side = tmp_path / "side.csv"
     side.write_text("path,label\nflute/t0.wav,flute\n")
-    one_line_error(cli("ingest", str(src), str(tmp_path / "d"), "--sidecar", str(side), "--no-prefect"),
+    one_line_error(cli("ingest", str(src), "--out", str(tmp_path / "d"), "--sidecar", str(side), "--no-prefect"),
                    "expected path, domain")
 
 
@@ -104,12 +104,12 @@ def test_train_on_an_empty_root_or_an_unknown_domain_is_one_line(tmp_path, src):
 def test_an_s3_endpoint_that_is_down_is_one_line(tmp_path):
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y",
            "AWS_MAX_ATTEMPTS": "1"}
-    one_line_error(cli("ingest", "s3://bucket/in", str(tmp_path / "d"), "--no-prefect", env=env), "127.0.0.1:9")
+    one_line_error(cli("ingest", "s3://bucket/in", "--out", str(tmp_path / "d"), "--no-prefect", env=env), "127.0.0.1:9")
 
 
 def test_no_prefect_means_no_prefect(tmp_path, src):
     """With a PREFECT_API_URL nothing answers on, any Prefect call would fail the command."""
-    r = cli("ingest", str(src), str(tmp_path / "d"), "--no-prefect", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    r = cli("ingest", str(src), "--out", str(tmp_path / "d"), "--no-prefect", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
     assert r.returncode == 0, r.stderr
     assert ShardedDataset.at(str(tmp_path / "d/clips"), "clips").read(["clip_id"]).num_rows == 3
 
@@ -128,7 +128,7 @@ def _uvicorn_children(proc: psutil.Process) -> list[psutil.Process]:
 def test_the_temporary_prefect_api_is_on_loopback_and_dies_with_its_command(tmp_path, src):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "REINSTRUMENT_PROGRESS": "0"}
-    p = subprocess.Popen([f"{BIN}/reinstrument", "ingest", str(src), str(tmp_path / "d")], env=env,
+    p = subprocess.Popen([f"{BIN}/reinstrument", "ingest", str(src), "--out", str(tmp_path / "d")], env=env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     parent = psutil.Process(p.pid)
     deadline, servers = time.time() + 120, []
@@ -153,7 +153,7 @@ def test_a_command_under_the_temporary_prefect_api_ends_without_log_errors(tmp_p
     its sender retries for a minute after the work is done and ends every command with an error."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "REINSTRUMENT_PROGRESS": "0"}
-    r = subprocess.run([f"{BIN}/reinstrument", "ingest", str(src), str(tmp_path / "d")], env=env,
+    r = subprocess.run([f"{BIN}/reinstrument", "ingest", str(src), "--out", str(tmp_path / "d")], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Beginning flow run" in r.stdout + r.stderr  # it ran under Prefect
@@ -171,12 +171,12 @@ def test_a_sweep_grid_is_validated_before_any_work(tmp_path):
 # -- issue 44: one line for every mistake, in the default (Prefect) mode ------------------------
 # (command line, exit status, text the error line holds). 2: usage or config; 1: anything else.
 MISTAKES = [
-    (("ingest", "{t}/nope", "{t}/d"), 1, "does not exist"),
-    (("ingest", "s3://bad:bucket/raw", "{t}/d"), 1, "'bad:bucket' is not an S3 bucket name"),  # '[' used to crash
-    (("ingest", "s3://AKIA:hunter2x@bucket/raw", "{t}/d"), 2, "s3://***@bucket/raw holds credentials"),
+    (("ingest", "{t}/nope", "--out", "{t}/d"), 1, "does not exist"),
+    (("ingest", "s3://bad:bucket/raw", "--out", "{t}/d"), 1, "'bad:bucket' is not an S3 bucket name"),  # '[' used to crash
+    (("ingest", "s3://AKIA:hunter2x@bucket/raw", "--out", "{t}/d"), 2, "s3://***@bucket/raw holds credentials"),
     (("ingest",), 2, "Missing argument 'src'"),
-    (("ingest", "{t}/src", "{t}/d", "--bogus"), 2, "No such option: --bogus"),
-    (("augment", "{t}/nope", "{t}/aug"), 1, "is not a clips dataset"),
+    (("ingest", "{t}/src", "--out", "{t}/d", "--bogus"), 2, "No such option: --bogus"),
+    (("augment", "{t}/nope", "--out", "{t}/aug"), 1, "is not a clips dataset"),
     (("features", "{t}/empty", "--out", "{t}/f"), 1, "not a clips dataset"),
     (("train", "{t}/empty", "--domain", "flute", "--preset", "tiny"), 1, "not a feature set"),
     (("train", "{t}/empty", "--domain", "flute", "--preset", "huge"), 2, "unknown preset 'huge'"),
@@ -185,16 +185,16 @@ MISTAKES = [
     (("transform", "--inputs", "{t}/src", "--model", "shipped:flute-latent", "--t-init", "1.5"), 2, "t_init"),
     (("sweep", "--inputs", "{t}/nope", "--model", "shipped:flute-latent"), 1, "0 clips"),
     (("compare", "--inputs", "{t}/src", "--model", "shipped:flute-latent"), 1, "is not a clips dataset"),
-    (("nightly", "--inputs", "{t}/nope", "--target", "shipped:flute-latent"), 1, "does not exist"),
-    (("pull", "{t}/nope", "{t}/dest"), 1, "no outputs table"),
+    (("nightly", "--inputs", "{t}/nope", "--model", "shipped:flute-latent"), 1, "does not exist"),
+    (("pull", "{t}/nope", "--out", "{t}/dest"), 1, "no outputs table"),
     (("inspect", "{t}/nope"), 1, "no dataset at"),
     (("config", "show", "bogus"), 2, "unknown config 'bogus'"),
     (("metrics", "fad", "{t}/nope", "{t}/nope"), 1, "no audio files"),
-    (("corpus", "build", "--dest", "{t}/c", "--pieces", "0"), 2, "max_pieces"),
-    (("demo", "--root", "{t}/demo", "--pieces", "0"), 2, "tunes_per_file"),
+    (("corpus", "build", "--out", "{t}/c", "--pieces", "0"), 2, "max_pieces"),
+    (("demo", "--out", "{t}/demo", "--pieces", "0"), 2, "tunes_per_file"),
     (("train-vocoder", "{t}/nope"), 1, "no clean train clips"),
     (("shipped", "register", "nope"), 1, "no shipped model 'nope'"),
-    (("mel2audio", "{t}/nope", "{t}/x.wav"), 1, "is not a feature set"),
+    (("mel2audio", "{t}/nope", "--out", "{t}/x.wav"), 1, "is not a feature set"),
     (("warm-probe", "{t}/nope", "--model", "shipped:flute-latent", "--guide-domain", "violin"), 1, "{t}/nope"),
     (("train-autoencoder", "{t}/nope", "--preset", "huge"), 2, "unknown preset 'huge'"),
     (("serve",), 2, "PREFECT_API_URL is not set"),
@@ -242,7 +242,7 @@ def test_the_temporary_apis_dead_link_is_not_printed_and_the_failure_stays_in_pr
     """The failure's traceback is in Prefect's database (the API's logs), not on the terminal."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env |= {"PREFECT_HOME": str(tmp_path / "prefect-home"), "REINSTRUMENT_PROGRESS": "0"}
-    r = subprocess.run([f"{BIN}/reinstrument", "ingest", str(tmp_path / "nope"), str(tmp_path / "d")], env=env,
+    r = subprocess.run([f"{BIN}/reinstrument", "ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "d")], env=env,
                        capture_output=True, text=True, timeout=300)
     one_line_error(r, "does not exist")
     assert r.returncode == 1 and "View at" not in r.stderr and "Beginning flow run" in r.stderr

@@ -31,6 +31,7 @@ def _pieces_dataset(corpus_clips: str, url: str, n: int) -> set[str]:
 def test_compare_every_method_every_task_then_nightly_applies_the_same_point(models, tmp_path):
     from jobs.compare import compare_job
     from jobs.nightly import nightly_job
+    from schemas.nightly import NightlyConfig, NightlyTarget
     from jobs.sweep import sweep_job
     from schemas.compare import CompareConfig
     from schemas.sweep import SweepConfig
@@ -104,7 +105,7 @@ def test_compare_every_method_every_task_then_nightly_applies_the_same_point(mod
     import soundfile as sf
 
     sf.write(inbox / "new.wav", item.audio, item.sample_rate_hz)
-    night = nightly_job(str(inbox), [{"model": FLUTE}], out, actors=0)
+    night = nightly_job(NightlyConfig(inputs=str(inbox), targets=(NightlyTarget(model=FLUTE),), out=out, actors=0))
     (run,) = night["runs"]
     (row,) = ShardedDataset.at(run["outputs"], "outputs").read().to_pylist()
     sampler = SamplerConfig.model_validate(ops["timbre"]["sampler"])

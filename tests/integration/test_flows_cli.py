@@ -38,17 +38,17 @@ def test_flows_run_on_a_prefect_server(prefect_server, tmp_path):
 def test_cli_ingest_inspect_and_listen(tmp_path):
     write_wav(tmp_path / "raw/flute/a.wav", tone(440, 3.0))
     (tmp_path / "raw/flute/bad.wav").write_bytes(b"nope")
-    r = runner.invoke(app, ["ingest", str(tmp_path / "raw"), str(tmp_path / "d"), "--clip-s", "2",
+    r = runner.invoke(app, ["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "d"), "--clip-s", "2",
                             "--overlap-s", "0", "--no-prefect"])
     assert r.exit_code == 0, r.output
     assert "quarantined 1" in r.output
     r = runner.invoke(app, ["inspect", str(tmp_path / "d/quarantine")])
     assert r.exit_code == 0 and "undecodable" in r.output
     r = runner.invoke(app, ["features", str(tmp_path / "d/clips"), "--out", str(tmp_path / "f"),
-                            "--local", "--no-prefect"])
+                            "--actors", "0", "--no-prefect"])
     assert r.exit_code == 0, r.output
     feat_url = next((tmp_path / "f").glob("logmel-*"))
-    r = runner.invoke(app, ["mel2audio", str(feat_url), str(tmp_path / "x.wav")])
+    r = runner.invoke(app, ["mel2audio", str(feat_url), "--out", str(tmp_path / "x.wav")])
     assert r.exit_code == 0, r.output
     import numpy as np
     import soundfile as sf

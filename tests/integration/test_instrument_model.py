@@ -21,6 +21,7 @@ SMALL = dict(window=WindowConfig(window_frames=64, overlap_frames=16), vocoder_i
 def test_target_picks_the_instrument_everywhere(models, tmp_path):
     from jobs.compare import compare_job
     from jobs.nightly import resolve_targets
+    from schemas.nightly import NightlyTarget
     from jobs.operating_point import newest_operating_point
     from jobs.sweep import sweep_job
     from jobs.transform import transform_job
@@ -53,7 +54,7 @@ def test_target_picks_the_instrument_everywhere(models, tmp_path):
     assert points[None] is None  # a model of several instruments has no instrument-less point
     assert points["flute"].t_init in (0.6, 1.0) and points["violin"].t_init in (0.7, 1.0)  # each from its own grid
 
-    nightly = resolve_targets([{"model": MODEL, "target": "violin"}], Storage(out))
+    nightly = resolve_targets((NightlyTarget(model=MODEL, target="violin"),), Storage(out))
     assert nightly[0]["target"] == "violin" and nightly[0]["warm"]["t_init"] == points["violin"].t_init
 
     cmp = compare_job(corpus.clips_url, CompareConfig(model=MODEL, target="flute", tasks=("timbre",),

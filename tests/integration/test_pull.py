@@ -84,7 +84,7 @@ def test_a_failed_pull_leaves_dest_as_it_was(run, tmp_path):
 def test_pull_of_a_deleted_object_is_one_line_on_the_cli(tmp_path):
     run = make_run(str(tmp_path / "src/runs/r"))
     run.delete("audio/key0.flac")
-    r = subprocess.run([f"{BIN}/reinstrument", "pull", run.url, str(tmp_path / "dest")], capture_output=True,
+    r = subprocess.run([f"{BIN}/reinstrument", "pull", run.url, "--out", str(tmp_path / "dest")], capture_output=True,
                        text=True, env=dict(os.environ, REINSTRUMENT_PROGRESS="0"))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "missing at the source" in r.stderr and not (tmp_path / "dest").exists()

@@ -84,10 +84,10 @@ def test_tiny_sweep_through_the_cli_is_pinned(built_corpus, tmp_path):
                REINSTRUMENT_DATA_ROOT=str(tmp_path / "data"), REINSTRUMENT_PROGRESS="0")
     # float32 values: the layout changed to bytes (features schema 3) while the pinned behaviour did
     # not; float16 storage (the default since) is a deliberate change of the values, not pinned here
-    cli("features", corpus.clips_url, "--out", str(tmp_path / "features"), "--local", "--no-prefect",
+    cli("features", corpus.clips_url, "--out", str(tmp_path / "features"), "--actors", "0", "--no-prefect",
         "--segment-frames", "64", "--segment-hop-frames", "32", "--dtype", "float32", env=env)
     (features_url,) = [str(p) for p in (tmp_path / "features").iterdir() if p.name.startswith("logmel-")]
-    cli("train", features_url, "--domain", "flute", "--preset", "tiny", "--steps", "20", "--workers", "0",
+    cli("train", features_url, "--domain", "flute", "--preset", "tiny", "--train-steps", "20", "--workers", "0",
         "--out", str(tmp_path / "training"), "--no-prefect", env=env)
     cli("sweep", "--inputs", corpus.clips_url, "--model", "models:/reinstrument-flute@champion", "--domain", "violin",
         "--split", "test", "--limit", "2", "--t-init", "0.4", "--t-init", "1.0", "--lam", "0", "--lam", "1",

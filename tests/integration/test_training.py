@@ -82,10 +82,10 @@ CHECKPOINT_EVERY = {"denoiser": 5, "vocoder": 10}  # the vocoder preset's own in
 
 def _train_cmd(kind: str, data_url: str, out: str, workers: int) -> list[str]:
     if kind == "vocoder":  # in this process (the vocoder's default), tiny preset: checkpoints every 10 steps
-        return [sys.executable, "-m", "cli", "train-vocoder", data_url, "--preset", "tiny", "--steps", str(STEPS[kind]),
+        return [sys.executable, "-m", "cli", "train-vocoder", data_url, "--preset", "tiny", "--train-steps", str(STEPS[kind]),
                 "--workers", "0", "--no-prefect", "--no-register", "--out", out]
     return [sys.executable, "-m", "cli", "train", data_url, "--domain", DOMAIN, "--preset", "tiny",
-            "--steps", str(STEPS[kind]), "--checkpoint-every", str(CHECKPOINT_EVERY[kind]), "--workers", str(workers), "--no-prefect",
+            "--train-steps", str(STEPS[kind]), "--checkpoint-every", str(CHECKPOINT_EVERY[kind]), "--workers", str(workers), "--no-prefect",
             "--no-register", "--out", out]
 
 

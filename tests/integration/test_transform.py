@@ -20,6 +20,7 @@ from infra.datasets import ShardedDataset
 from ray_actors.features import extract_features
 from schemas.configs import FeatureConfig
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
+from schemas.nightly import NightlyConfig, NightlyTarget
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 from tests.conftest import files_holding, sigkill_once_committed
@@ -93,9 +94,9 @@ def check_pull(run_url: str, bucket: str) -> None:
     from cli import app
 
     dest = tempfile.mkdtemp()
-    r = CliRunner().invoke(app, ["pull", run_url, dest])
+    r = CliRunner().invoke(app, ["pull", run_url, "--out", dest])
     assert r.exit_code == 0 and "3 fetched" in r.output, r.output
-    r = CliRunner().invoke(app, ["pull", run_url, dest])
+    r = CliRunner().invoke(app, ["pull", run_url, "--out", dest])
     assert "0 fetched, 3 already present" in r.output
     sums = open(os.path.join(dest, "SHA256SUMS")).read().splitlines()
     for line in sums:
@@ -106,7 +107,7 @@ def check_pull(run_url: str, bucket: str) -> None:
     key = next(k for k in s3_keys(bucket, run_url.split(f"s3://{bucket}/", 1)[1] + "/audio/"))
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"corrupt")
     fresh = tempfile.mkdtemp()
-    r = CliRunner().invoke(app, ["pull", run_url, fresh])
+    r = CliRunner().invoke(app, ["pull", run_url, "--out", fresh])
     assert r.exit_code == 1 and "ChecksumError" in r.output
 
 
@@ -258,9 +259,12 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     clips = list(audio_items(models.clips_url, domain="violin", role="clean", limit=3))
     for item in clips[:2]:
         sf.write(inbox / f"{item.item_id[:10]}.wav", item.audio, item.sample_rate_hz)
-    targets = [{"model": "models:/reinstrument-flute@champion", "t_init": 0.6},
-               {"model": "models:/reinstrument-violin@champion", "t_init": 0.6}]
-    first = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1")
+    targets = (NightlyTarget(model="models:/reinstrument-flute@champion", t_init=0.6),
+               NightlyTarget(model="models:/reinstrument-violin@champion", t_init=0.6))
+
+    def night(steps: int) -> NightlyConfig:
+        return NightlyConfig(inputs=str(inbox), targets=targets, out=str(out), actors=0, steps=steps)
+    first = nightly_mod.nightly_job(night(4), run_date="d1")
     assert [r["transformed"] for r in first["runs"]] == [2, 2]
     page = (out / "nightly/d1/report/report.html").read_text()  # each input: guide + one output per target
     assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 and "reinstrument-violin/1" in page
@@ -276,7 +280,7 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
         assert all(abs(sf.info(str(whole / f"{n}.{target}.flac")).duration - sf.info(str(inbox / f"{n}.wav")).duration)
                    <= HOP_S for n in names)
     assert all(f"{n}.wav (first 30 s)" in page for n in names)
-    again = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d1b")
+    again = nightly_mod.nightly_job(night(4), run_date="d1b")
     assert again["runs"] == [] and again["new_commits"] == 0  # nothing new, nothing redone
 
     sf.write(inbox / f"{clips[2].item_id[:10]}.wav", clips[2].audio, clips[2].sample_rate_hz)
@@ -291,11 +295,11 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
 
     monkeypatch.setattr(nightly_mod, "transform_job", crash_on_second_target)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=4, run_date="d2")
+        nightly_mod.nightly_job(night(4), run_date="d2")
     monkeypatch.setattr(nightly_mod, "transform_job", real)
     # asked for other settings, the crashed night is still finished with its own (same output keys),
     # under its own date: flute's output was committed, violin's was not
-    resumed = nightly_mod.nightly_job(str(inbox), targets, str(out), actors=0, steps=6, run_date="d3")
+    resumed = nightly_mod.nightly_job(night(6), run_date="d3")
     assert [(r["date"], r["transformed"], r["skipped"]) for r in resumed["runs"]] == [("d2", 0, 1), ("d2", 1, 0)]
     for model in ("reinstrument-flute", "reinstrument-violin"):
         ids = []
@@ -353,6 +357,7 @@ from infra.ray_cluster import ensure_ray
 from infra.storage import Storage
 from jobs.transform import transform_job
 from schemas.diffusion import SamplerConfig, WarmStartConfig, WindowConfig
+from schemas.nightly import NightlyConfig, NightlyTarget
 from schemas.transform import InputSelection, TransformConfig, TransformLogistics
 clips, bucket, key_id, secret, token, late = sys.argv[1:7]
 sentinels = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "MLFLOW_TRACKING_TOKEN": token}

@@ -34,6 +34,7 @@ def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_expl
     """It used to turn an explicit t_init 0.0 into the recommendation (`or`), and to apply only
     lambda 1's tau_init, dropping the lambda and sampler (churn) the sweep recommended."""
     from jobs.nightly import resolve_targets
+    from schemas.nightly import NightlyTarget
 
     root = Storage(str(tmp_path))
     sampler = SamplerConfig(steps=35, S_churn=7.0, S_tmin=0.5).model_dump(mode="json")
@@ -47,16 +48,16 @@ def test_nightly_applies_the_recommended_operating_point_whole_and_keeps_an_expl
     older = dict(rec, finished_at="2026-11-01T00:00:00",
                  operating_point=dict(rec["operating_point"], t_init=0.9, sampler=old_names))
     root.write_bytes("sweeps/sw-0/recommendation.json", json.dumps(older).encode())
-    got = resolve_targets([{"model": "models:/reinstrument-flute/3", "t_init": 0.0},
-                           {"model": "models:/reinstrument-flute/3"},
-                           {"model": "models:/reinstrument-violin/1"}], root)
+    got = resolve_targets((NightlyTarget(model="models:/reinstrument-flute/3", t_init=0.0),
+                           NightlyTarget(model="models:/reinstrument-flute/3"),
+                           NightlyTarget(model="models:/reinstrument-violin/1")), root)
     assert got[0]["warm"] == {"t_init": 0.0, "lam": 1.0} and got[0]["sampler"]["S_churn"] == 0
     assert got[1]["warm"] == {"t_init": 0.65, "lam": 0.0} and got[1]["sampler"] == sampler
     # no sweep for this version: the documented default (jobs/operating_point.DEFAULT_WARM), said so
     assert got[2]["warm"] == {"t_init": 0.6, "lam": 0.0} and got[2]["sampler"]["steps"] == 35
     assert got[1]["origin"].startswith("sweep sw-1") and got[2]["origin"].startswith("the default")
     assert [t["version"] for t in got] == ["reinstrument-flute/3", "reinstrument-flute/3", "reinstrument-violin/1"]
-    assert resolve_targets([{"model": "models:/reinstrument-flute/3"}], root, steps=12)[0]["sampler"]["steps"] == 12
+    assert resolve_targets((NightlyTarget(model="models:/reinstrument-flute/3"),), root, steps=12)[0]["sampler"]["steps"] == 12
 
 
 def test_the_sweeps_operating_point_is_the_knee_over_every_lambda():
