@@ -97,3 +97,24 @@ def test_every_link_between_the_docs_resolves(doc):
             if anchor not in slugs:
                 wrong.append(f"{target}: no heading #{anchor} in {file.name}")
     assert not wrong, "\n".join(wrong)
+
+
+NOTEBOOK = re.compile(r"\b(?:issue|stop) \d+\b|\bthis (?:stop|wave)\b|/work/|\.\./shared|\bI (?:have|did|ran|tried|think)\b",
+                      re.I)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_the_docs_are_documentation_not_a_lab_notebook(doc):
+    """No issue or stop numbers, no developer paths, no first-person notes: the history is CHANGELOG.md's."""
+    hits = [f"{doc.name}:{n}: {line.strip()[:120]}" for n, line in enumerate(doc.read_text().splitlines(), 1)
+            if NOTEBOOK.search(line)]
+    assert not hits, "\n".join(hits)
+
+
+def test_readme_is_short_and_has_its_three_quickstarts():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 400
+    for heading in ("## Your own recordings", "## Nightly on Prefect, outputs on S3", "## Measured limits",
+                    "## Architecture", "## Commands"):
+        assert heading in text, heading
+    assert "make demo" in text and (ROOT / "CHANGELOG.md").is_file()
