@@ -12,13 +12,14 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from cli import compare, data, models, run
 from cli.common import USAGE, console, fail, print_error
-from cli.metrics import metrics_app
+from cli.metrics import metrics_app, ratings_app
 
 app = typer.Typer(help="Re-instrument music corpora with diffusion models.", no_args_is_help=True,
                   pretty_exceptions_show_locals=False)
 app.add_typer(data.corpus_app, name="corpus")
 app.add_typer(data.config_app, name="config")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(ratings_app, name="ratings")
 app.add_typer(models.shipped_app, name="shipped")
 for fn in (data.ingest, data.augment, data.features, data.inspect, models.train, run.transform, run.sweep,
            run.nightly, run.pull, run.demo):

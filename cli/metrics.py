@@ -113,3 +113,29 @@ def metrics_copy_synthesis(
                  "JD": "-" if r.jd is None else f"{r.jd:.3f}",
                  "× real time": "-" if r.realtime is None else f"{r.realtime:.0f}"} for r in rows],
                f"copy-synthesis on {split} clips; FAD vs real {reference_split} clips of the same domain")
+
+
+ratings_app = typer.Typer(help="Listening tests: ratings from a report page's blind form.", no_args_is_help=True)
+
+
+@ratings_app.command("import")
+def ratings_import(
+    ratings: str = typer.Argument(..., help="The JSON file the page's form exported (ratings-<page>-<name>.json)."),
+    report: str = typer.Argument(..., help="The report it was made on: its folder (e.g. OUT/sweeps/<id>/report, "
+                                           "local or s3://) or its report.html."),
+):
+    """Store a listener's ratings with the report, aggregate every listener's (MUSHRA: mean and 95 %
+    interval per condition, post-screened), show them on the page next to FAD and JD, and log them to
+    the page's MLflow run. Example: reinstrument ratings import ratings-1a2b-ana.json out/sweeps/sw-1/report"""
+    from jobs.ratings import ratings_import_job
+
+    try:
+        summary = ratings_import_job(ratings, report)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    print_rows([{"condition": r.condition, "mean": round(r.mean, 1),
+                 "95 % interval": "–" if r.ci_low is None else f"{r.ci_low:.1f}–{r.ci_high:.1f}",
+                 "scores": r.scores, "listeners": r.listeners} for r in summary.rows],
+               f"listening test: {summary.listeners} listener(s) kept, {len(summary.excluded)} left out")
+    for why in summary.excluded:
+        console.print(f"left out: {why}")

@@ -173,7 +173,8 @@ def listening(task: str, methods: list[Method], results: list[dict], data: dict,
         t = data["targets"].get(cid)
         title = data["titles"].get(cid)
         out.append(ListeningInput(f"{task}-{cid[:12]}", (g.audio, g.sample_rate_hz), outs,
-                                  (t.audio, t.sample_rate_hz) if t else None, title=f"{task}: {title}" if title else None))
+                                  (t.audio, t.sample_rate_hz) if t else None, title=f"{task}: {title}" if title else None,
+                                  group=task))
     return out
 
 
@@ -258,7 +259,7 @@ def finish(cfg: CompareConfig, rows: list[dict], pages: list[ListeningInput], ou
     summary = summary_rows(rows, SHOWN)
     report = write_page(out.child(L.REPORT), f"compare {compare_id}", cfg.model_dump(mode="json"), context,
                         {k: v for k, v in context.items() if k.startswith("operating point")}, summary, pages,
-                        curves_png=png)
+                        curves_png=png, mlflow_run_id=parent.id)
     result = CompareResult(compare_id=compare_id, table_url=out.uri(L.TABLE), plot_url=out.uri(L.PLOT), report_url=report,
                            mlflow_run_id=parent.id, finished_at=dt.datetime.now(dt.timezone.utc).isoformat(),
                            summary=summary, markdown={t: markdown(summary, t) for t in cfg.tasks}, **extra)

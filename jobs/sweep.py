@@ -259,9 +259,20 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
     levels: dict = {}
     for r in anchors or []:
         levels.setdefault(r["method"], {})[r["metric"]] = r["mean"]
+    xkey = _xkey(cfg)
+    bounds: dict = {}  # (lam label, x) -> metric -> (lo, hi), the 95 % intervals drawn as error bars
+    for r in rows:
+        if r.get("method", cfg.method) == cfg.method:
+            bounds.setdefault((f"{r['lam']:g}", r[xkey]), {})[r["metric"]] = (r["ci_low"], r["ci_high"])
+    intervals: dict = {}
+    for (lam, x), b in bounds.items():
+        if "jd" in b and "fad" in b:
+            intervals.setdefault(lam, {})[x] = (*b["jd"], *b["fad"])
+    anchor_fad = {ANCHOR_NAMES[r["method"]]: (r["ci_low"], r["ci_high"]) for r in anchors or [] if r["metric"] == "fad"}
     png = tradeoff_png(curves, recommended={k: v.t_init if v.t_init is not None else v.sigma_start for k, v in recs.items()},
                        embedding=emb_name, anchors={ANCHOR_NAMES[m]: (v["jd"], v["fad"]) for m, v in levels.items()
-                                                    if {"jd", "fad"} <= set(v)})
+                                                    if {"jd", "fad"} <= set(v)},
+                       intervals=intervals, anchor_intervals=anchor_fad)
     out.write_bytes(L.PLOT, png)
     table = [{k: r[k] for k in ("method", "t_init", "sigma_start", "lam", "metric", "reference", "n", "mean", "ci_low",
                                 "ci_high")} for r in rows]
@@ -269,7 +280,9 @@ def finish(cfg: SweepConfig, points: list[dict], out: Storage, parent: str, swee
                                    for k, v in r.model_dump(exclude_none=True).items() if k != "rule")
              for lam, r in recs.items()} | {"rule": next(iter(recs.values())).rule if recs else "no point with JD and FAD"}
     report = write_page(out.child(L.REPORT), f"sweep-t-init {sweep_id}", cfg.model_dump(mode="json"), context, shown, table,
-                        listening_inputs(cfg, points, context.get("target_domain"), companion=companion), curves_png=png)
+                        listening_inputs(cfg, points, context.get("target_domain"), companion=companion), curves_png=png,
+                        condition_of=lambda r: ANCHOR_NAMES.get(r["method"]) or _point_label(xkey, r[xkey], r["lam"]),
+                        mlflow_run_id=parent)
     rec = Recommendation(sweep_id=sweep_id, model_version=context["model"], recommended=recs,
                          operating_point=operating_point(cfg, curves), vocoder=cfg.vocoder,
                          finished_at=dt.datetime.now(dt.timezone.utc).isoformat(), metrics_url=out.uri(L.METRICS),

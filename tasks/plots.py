@@ -39,7 +39,8 @@ def loss_curve_png(steps: Sequence[int], losses: Sequence[float], *, val_steps: 
 
 def spectrograms_png(logmels: Sequence[np.ndarray], titles: Sequence[str], *, frame_rate_hz: float,
                      f_max_hz: float) -> bytes:
-    """Log-mel images side by side, [n_mels, frames] each, with a shared colour scale."""
+    """Log-mel images side by side, [n_mels, frames] each, with a shared colour scale (training
+    previews: a few short samples)."""
     lo = min(float(np.percentile(m, 1)) for m in logmels)
     hi = max(float(m.max()) for m in logmels)
     fig, axes = plt.subplots(1, len(logmels), figsize=(3.2 * len(logmels), 3), squeeze=False)
@@ -52,16 +53,41 @@ def spectrograms_png(logmels: Sequence[np.ndarray], titles: Sequence[str], *, fr
     return _png(fig)
 
 
+def spectrogram_panels_png(logmels: Sequence[np.ndarray], *, frame_rate_hz: float, f_max_hz: float) -> list[bytes]:
+    """One PNG per log-mel ([n_mels, frames]), all on one colour scale, each wide enough to read
+    (its label is the page's caption, so no title can overlap a neighbour's panel)."""
+    lo = min(float(np.percentile(m, 1)) for m in logmels)
+    hi = max(float(m.max()) for m in logmels)
+    out = []
+    for m in logmels:
+        fig, ax = plt.subplots(figsize=(4.4, 2.6))
+        ax.imshow(m, origin="lower", aspect="auto", vmin=lo, vmax=hi, cmap="magma",
+                  extent=(0, m.shape[1] / frame_rate_hz, 0, m.shape[0]))
+        ax.set_xlabel("time (s)", fontsize=8)
+        ax.set_ylabel(f"mel bin (0–{f_max_hz / 1000:.0f} kHz)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        out.append(_png(fig))
+    return out
+
+
 def tradeoff_png(curves: dict[str, list[tuple[float, float, float]]], *, recommended: dict[str, float] | None = None,
-                 embedding: str = "musicnn-msd", anchors: dict[str, tuple[float, float]] | None = None) -> bytes:
+                 embedding: str = "musicnn-msd", anchors: dict[str, tuple[float, float]] | None = None,
+                 intervals: dict[str, dict[float, tuple]] | None = None,
+                 anchor_intervals: dict[str, tuple[float | None, float | None]] | None = None) -> bytes:
     """Three panels per sweep: JD vs tau_init, FAD vs tau_init and FAD vs JD, one line per lambda.
     `curves[label] = [(t_init, jd, fad), ...]`; `recommended[label]` marks the chosen tau_init;
     `anchors[name] = (jd, fad)` (plain generation, the true target) are drawn as levels: a
-    dashed FAD line on the realism panel and a marker on the trade-off panel."""
+    dashed FAD line on the realism panel and a marker on the trade-off panel, with the band of
+    its FAD's 95 % interval (`anchor_intervals[name] = (lo, hi)`) shaded. `intervals[label][x] =
+    (jd_lo, jd_hi, fad_lo, fad_hi)` draws each grid point's 95 % intervals as error bars."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for k, (name, (jd_a, fad_a)) in enumerate((anchors or {}).items()):
         color = ("dimgray", "seagreen", "darkorange")[k % 3]
         axes[1].axhline(fad_a, ls="--", lw=1, color=color, label=name)
+        lo, hi = (anchor_intervals or {}).get(name, (None, None))
+        if lo is not None and hi is not None:
+            axes[1].axhspan(lo, hi, color=color, alpha=0.12, lw=0)
+            axes[2].axhspan(lo, hi, color=color, alpha=0.12, lw=0)
         axes[2].plot([jd_a], [fad_a], "D", ms=8, color=color, label=name)
     if anchors:
         axes[1].legend(fontsize=7)
@@ -69,9 +95,18 @@ def tradeoff_png(curves: dict[str, list[tuple[float, float, float]]], *, recomme
     for label, pts in curves.items():
         pts = sorted(pts)
         t, jd, fad = (np.array(v, dtype=float) for v in zip(*pts))
-        axes[0].plot(t, jd, "o-", label=label)
-        axes[1].plot(t, fad, "o-", label=label)
-        axes[2].plot(jd, fad, "o-", label=label)
+        line = axes[0].plot(t, jd, "o-", label=label)[0]
+        axes[1].plot(t, fad, "o-", label=label, color=line.get_color())
+        axes[2].plot(jd, fad, "o-", label=label, color=line.get_color())
+        for x, j, f in pts:
+            b = (intervals or {}).get(label, {}).get(x)
+            if b is None or None in b:
+                continue
+            jl, jh, fl, fh = b
+            kw = dict(fmt="none", ecolor=line.get_color(), elinewidth=1, capsize=2, alpha=0.7)
+            axes[0].errorbar([x], [j], yerr=[[j - jl], [jh - j]], **kw)
+            axes[1].errorbar([x], [f], yerr=[[f - fl], [fh - f]], **kw)
+            axes[2].errorbar([j], [f], xerr=[[j - jl], [jh - j]], yerr=[[f - fl], [fh - f]], **kw)
         for ti, a, b in pts:
             axes[2].annotate(f"{ti:g}", (a, b), textcoords="offset points", xytext=(4, 3), fontsize=7)
         if recommended and label in recommended:

@@ -3,6 +3,7 @@ report what a person would notice — console errors, uncaught exceptions, faile
 <audio>'s decoded duration and each <img>'s decoded size."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from websockets.sync.client import connect
@@ -63,6 +65,25 @@ class _Session:
             self.events.append(msg)
         raise TimeoutError(f"DevTools call {method} got no answer in {timeout_s} s")
 
+    def navigate(self, url: str, deadline: float) -> None:
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
+        self.call("Page.navigate", url=url)
+        while not any(e.get("method") == "Page.loadEventFired" for e in self.events):
+            if time.time() > deadline:
+                raise TimeoutError(f"{url} did not finish loading")
+            self.drain(0.2)
+
+    def evaluate(self, expression: str, timeout_s: float = 60):
+        """The value of a JavaScript expression (a promise is awaited); a thrown error raises."""
+        res = self.call("Runtime.evaluate", timeout_s=timeout_s, expression=expression, awaitPromise=True,
+                        returnByValue=True)
+        if "exceptionDetails" in res:
+            raise RuntimeError(f"page script failed: {res['exceptionDetails'].get('exception', {}).get('description')}")
+        return res["result"].get("value")
+
+    def errors(self) -> list[str]:
+        return _errors(self.events)
+
     def drain(self, seconds: float) -> None:
         end = time.time() + seconds
         while time.time() < end:
@@ -86,15 +107,17 @@ def _errors(events: list[dict]) -> list[str]:
     return out
 
 
-def check_page(url: str, timeout_s: float = 90) -> PageReport:
-    """Load `url` in a fresh headless Chromium and wait for its media; raise if Chromium is missing."""
+@contextlib.contextmanager
+def open_page(url: str, timeout_s: float = 90, downloads: str | None = None) -> Iterator["_Session"]:
+    """A fresh headless Chromium on `url`, loaded; `downloads`: the folder a download lands in."""
     exe = chromium_path()
     if exe is None:
         raise FileNotFoundError("chromium is not installed (make setup installs Debian's chromium)")
     profile = tempfile.mkdtemp(prefix="chromium-")
     proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                              "--disable-dev-shm-usage", "--mute-audio", "--remote-debugging-port=0",
-                             "--remote-debugging-address=127.0.0.1", f"--user-data-dir={profile}", "about:blank"],
+                             "--remote-debugging-address=127.0.0.1", "--window-size=1400,1000",
+                             f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         port_file = os.path.join(profile, "DevToolsActivePort")
@@ -109,18 +132,20 @@ def check_page(url: str, timeout_s: float = 90) -> PageReport:
         s = _Session(page["webSocketDebuggerUrl"])
         for domain in ("Runtime", "Log", "Page"):
             s.call(f"{domain}.enable")
-        s.call("Page.navigate", url=url)
-        while not any(e.get("method") == "Page.loadEventFired" for e in s.events):
-            if time.time() > deadline:
-                raise TimeoutError(f"{url} did not finish loading in {timeout_s} s")
-            s.drain(0.2)
-        res = s.call("Runtime.evaluate", timeout_s=max(5.0, deadline - time.time()), expression=PAGE_CHECK_JS,
-                     awaitPromise=True, returnByValue=True)
-        s.drain(0.5)  # late console messages
+        if downloads:
+            s.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=downloads, eventsEnabled=True)
+        s.navigate(url, deadline)
+        yield s
         s.ws.close()
-        found = json.loads(res["result"]["value"])
-        return PageReport(found["title"], found["audio"], found["images"], _errors(s.events))
     finally:
         os.killpg(proc.pid, 9)
         proc.wait()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def check_page(url: str, timeout_s: float = 90) -> PageReport:
+    """Load `url` in a fresh headless Chromium and wait for its media; raise if Chromium is missing."""
+    with open_page(url, timeout_s) as s:
+        found = json.loads(s.evaluate(PAGE_CHECK_JS, timeout_s))
+        s.drain(0.5)  # late console messages
+        return PageReport(found["title"], found["audio"], found["images"], _errors(s.events))

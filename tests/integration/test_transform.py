@@ -214,8 +214,12 @@ def test_sweep_t_init_parent_and_child_runs_plot_and_recommendation(models, s3_b
     page = boto3.client("s3").get_object(Bucket=s3_bucket, Key=f"root/sweeps/{res['sweep_id']}/report/report.html")["Body"].read().decode()
     srcs = re.findall(r'src="([^"]+)"', page)
     # per example: guide, 3 outputs and the operating point's Griffin-Lim decode, the flute render
-    # of the same segment; its spectrogram; the curves
-    assert page.count("<audio") == 2 * (1 + 4 + 1) and len(srcs) == 2 * (1 + 4 + 1) + 2 + 1
+    # of the same segment; a spectrogram panel each for the guide, the drawn outputs and the
+    # target; the curves; the rating form over the examples (with their anchors, stored beside)
+    panels = page.count('<figure class="spec">')
+    assert page.count("<audio") == 2 * (1 + 4 + 1) and len(srcs) == 2 * (1 + 4 + 1) + panels + 1 and panels >= 2 * 3
+    assert 'id="rating-form"' in page and sum(k.endswith("-anchor.flac") for k in keys) == 2
+    assert f"root/sweeps/{res['sweep_id']}/report/report.json" in keys
     assert page.count("· Griffin-Lim") == 2 and page.count("· vocoder") == 2
     for src in srcs:  # every linked file exists next to the page
         assert f"root/sweeps/{res['sweep_id']}/report/{src}" in keys
@@ -267,7 +271,9 @@ def test_nightly_processes_only_new_arrivals_and_finishes_a_crashed_run(models, 
     first = nightly_mod.nightly_job(night(4), run_date="d1")
     assert [r["transformed"] for r in first["runs"]] == [2, 2]
     page = (out / "nightly/d1/report/report.html").read_text()  # each input: guide + one output per target
-    assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 and "reinstrument-violin/1" in page
+    # a panel per player (guide and each target's output); no true target, so no rating form
+    assert page.count("<audio") == 2 * 3 and page.count("<img") == 2 * 3 and "reinstrument-violin/1" in page
+    assert 'id="rating-form"' not in page
     # the night's decoder: the champion vocoder, pinned, named in the runs and on the page
     assert all(r["vocoder"] == "models:/reinstrument-vocoder/1" for r in first["runs"])
     assert "decoder models:/reinstrument-vocoder/1" in page

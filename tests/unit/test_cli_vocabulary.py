@@ -24,7 +24,7 @@ def _commands():
 COMMANDS = _commands()
 # commands that write nothing, or write where their object lives (shipped ship: weights/<folder>)
 NO_OUTPUT = {"config show", "inspect", "metrics copy-synthesis", "shipped list", "shipped register", "shipped ship",
-             "warm-probe"}
+             "warm-probe", "ratings import"}
 TRAINING = {"train", "train-vocoder", "train-autoencoder"}
 
 
