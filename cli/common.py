@@ -193,6 +193,8 @@ TargetOpt = typer.Option(None, help="The instrument to turn into, for a model th
                                     "(e.g. cello with shipped:instruments-latent).")
 GuidanceOpt = typer.Option(None, help="Classifier-free guidance weight of a model that learned several "
                                       "instruments (default 1: the target's model alone).")
+DecoderOpt = typer.Option(None, help="A latent model: decode with this autoencoder (a decoder fine-tuned with the "
+                                     "model's encoder frozen, e.g. models:/reinstrument-autoencoder/3) instead of its own.")
 
 
 # One vocabulary (docs/commands.md): an old spelling stays a hidden option whose help starts with

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import USAGE, ConfigOpt, GuidanceOpt, PrefectOpt, TargetOpt, console, fail, load_config, run
+from cli.common import USAGE, ConfigOpt, DecoderOpt, GuidanceOpt, PrefectOpt, TargetOpt, console, fail, load_config, run
 from cli.run import VocoderOpt
 
 
@@ -27,6 +27,7 @@ def compare(
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute-latent@champion."),
     target: str = TargetOpt,
     guidance: float = GuidanceOpt,
+    decoder: str = DecoderOpt,
     task: list[str] = typer.Option(None, help="timbre | midi2real | enhance (repeat; default all three)."),
     source_model: list[str] = typer.Option(None, help="DDIB: TASK=the guide domain's model (repeat)."),
     conditional_model: list[str] = typer.Option(None, help="Conditional baseline: TASK=its model (repeat)."),
@@ -55,7 +56,8 @@ def compare(
     from schemas.compare import CompareConfig
     from schemas.transform import TransformLogistics
 
-    cfg = load_config(CompareConfig, config, model=model, target=target, guidance=guidance, tasks=tuple(task or ()),
+    cfg = load_config(CompareConfig, config, model=model, target=target, guidance=guidance, decoder=decoder,
+                      tasks=tuple(task or ()),
                       t_init=t_init, lam=lam,
                       source_models=_per_task(source_model, "source-model"),
                       conditional_models=_per_task(conditional_model, "conditional-model"),

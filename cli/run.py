@@ -8,8 +8,9 @@ from typing import Optional
 
 import typer
 
-from cli.common import (ConfigOpt, GuidanceOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt, TargetOpt, console,
-                        fail, load_config, moved, old_argument, old_spelling, print_rows, root, run, usage_error)
+from cli.common import (ConfigOpt, DecoderOpt, GuidanceOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt,
+                        TargetOpt, console, fail, load_config, moved, old_argument, old_spelling, print_rows, root, run,
+                        usage_error)
 
 
 VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else the shipped one, else Griffin-Lim) "
@@ -32,6 +33,7 @@ def transform(
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
     target: str = TargetOpt,
     guidance: float = GuidanceOpt,
+    decoder: str = DecoderOpt,
     task: str = typer.Option(None, help="timbre | midi2real | enhance (picks the guide role of a corpus)."),
     method: str = typer.Option(None, help="warm_init | ddib | conditional."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
@@ -90,7 +92,7 @@ def transform(
             and "sampler" not in file_cfg:
         given_sampler = point_sampler.model_dump()   # the sweep's own sampler settings, applied whole
     cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
-                      target=target, source=domain if method == "ddib" else None, guidance=guidance,
+                      target=target, source=domain if method == "ddib" else None, guidance=guidance, decoder=decoder,
                       warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
                       sampler=given_sampler, seed=seed, vocoder=vocoder)
     log = log.model_copy(update={"operating_point": origin})
@@ -113,6 +115,7 @@ def sweep(
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
     target: str = TargetOpt,
     guidance: float = GuidanceOpt,
+    decoder: str = DecoderOpt,
     task: str = typer.Option(None, help="timbre | midi2real | enhance."),
     method: str = typer.Option(None, help="warm_init | ddib (the conditional baseline has no tau_init to sweep: "
                                            "`reinstrument compare` scores it)."),
@@ -150,7 +153,7 @@ def sweep(
 
     cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
                       source_model=source_model, target=target, source=domain if method == "ddib" else None,
-                      guidance=guidance, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
+                      guidance=guidance, decoder=decoder, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
                       lams=tuple(lam or ()), seed=seed,
                       sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps),
                       embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,

@@ -211,7 +211,7 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
             point, sampler, _ = points[task]
             base = TransformConfig(task=task, model=model_uri, warm=point, sampler=sampler, window=cfg.window,
                                    seed=cfg.seed, vocoder=cfg.vocoder, vocoder_iters=cfg.vocoder_iters,
-                                   target=cfg.target, guidance=cfg.guidance)
+                                   target=cfg.target, guidance=cfg.guidance, decoder=cfg.decoder)
             sel = task_selection(cfg, task, domain)
             data = task_inputs(inputs, sel, task, domain)
             inputs_per_task[task] = {"inputs": len(data["guides"]), "with_true_target": len(data["targets"]),

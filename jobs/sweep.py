@@ -49,7 +49,8 @@ EXPERIMENT = "reinstrument-sweep"
 def point_config(cfg: SweepConfig, warm: WarmStartConfig) -> TransformConfig:
     return TransformConfig(task=cfg.task, method=cfg.method, model=cfg.model, source_model=cfg.source_model, warm=warm,
                            sampler=cfg.sampler, window=cfg.window, seed=cfg.seed, vocoder=cfg.vocoder,
-                           vocoder_iters=cfg.vocoder_iters, target=cfg.target, source=cfg.source, guidance=cfg.guidance)
+                           vocoder_iters=cfg.vocoder_iters, target=cfg.target, source=cfg.source, guidance=cfg.guidance,
+                           decoder=cfg.decoder)
 
 
 def output_items(run_url: str) -> list[AudioItem]:

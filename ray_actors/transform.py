@@ -30,7 +30,7 @@ from tasks.errors import clean_reason
 from infra.tracking import model_checkpoint
 from ray_actors.pool import ActorWorkers, LocalWorker, pooled
 from schemas.records import RunLayout
-from tasks.builders import LoadedModel, load_autoencoder, load_model, load_vocoder
+from tasks.builders import LoadedModel, decoder_of, load_autoencoder, load_model, load_vocoder
 from tasks.transform import Transformer, output_key
 
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
@@ -74,10 +74,15 @@ class ClipTransformer:
         self.target, self.source = load_models(pinned)
         self.vocoder = (load_vocoder(model_checkpoint(pinned["vocoder_uri"]), pinned["vocoder"], self.target.card.mel,
                                      "cuda" if self.gpu else "cpu") if pinned.get("vocoder_uri") else None)
-        # a latent model's own autoencoder, as its card pins it
+        # a latent model's own autoencoder, as its card pins it, or a decoder fine-tuned from it
         card = self.target.card
         self.autoencoder = (load_autoencoder(model_checkpoint(card.encoder), card.encoder, card.mel)
                             if card.encoder else None)
+        if pinned.get("decoder_uri"):
+            if self.autoencoder is None:
+                raise ValueError(f"{pinned['model']} models log-mels; a decoder is for a latent model")
+            self.autoencoder = decoder_of(self.autoencoder, load_autoencoder(
+                model_checkpoint(pinned["decoder_uri"]), pinned["decoder"], card.mel))
         self.pinned = pinned
         self._transformers: dict[str, Transformer] = {}
 
@@ -171,7 +176,7 @@ class ClipTransformer:
 def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, str], done: set[str]) -> list[dict]:
     for row in clips:
         row["output_key"] = output_key(row["clip_id"], pinned["model"], pinned.get("source_model"), cfg,
-                                       pinned.get("vocoder"))
+                                       pinned.get("vocoder"), pinned.get("decoder"))
     return [r for r in clips if r["output_key"] not in done]
 
 

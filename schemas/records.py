@@ -158,6 +158,8 @@ class PinnedModels(StrictConfig):
     source_model: str | None = None
     vocoder_uri: str | None = None   # a trained vocoder (None: Griffin-Lim)
     vocoder: str | None = None
+    decoder_uri: str | None = None   # a latent model decoded by another autoencoder's decoder (None: its own)
+    decoder: str | None = None
 
 
 class TransformRecord(StrictConfig):

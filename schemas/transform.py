@@ -47,7 +47,8 @@ VOCODER_HELP = ("auto (the champion vocoder, else the shipped one, else Griffin-
 TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
 
 
-CHOICE_DEFAULTS = (("target", None), ("source", None), ("guidance", 1.0))
+CHOICE_DEFAULTS = (("target", None), ("source", None), ("guidance", 1.0), ("decoder", None))
+DECODER_PATTERN = r"^(shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|models:/.+|runs:/.+)$"
 
 
 class InstrumentChoice(StrictConfig):
@@ -60,6 +61,11 @@ class InstrumentChoice(StrictConfig):
                                "instrument (the bridge's source label)")
     guidance: float = Field(1.0, ge=0, description="classifier-free guidance weight w of a labelled model "
                             "(1: the label's model alone; > 1 pushes further toward the target)")
+    # (shared here because transform, sweep and compare all decode) a decoder fine-tuned with the
+    # encoder frozen decodes the same latents; checked bit for bit against the model's encoder
+    decoder: str | None = Field(None, pattern=DECODER_PATTERN,
+                                description="a latent model: decode its latents with this autoencoder instead of "
+                                "its own; it must keep the model's encoder bit for bit (a decoder fine-tune)")
 
     def identity(self) -> dict:
         """The config as it enters run, sweep and comparison IDs: these fields left out while at
@@ -87,6 +93,15 @@ class TransformConfig(InstrumentChoice):
     _default_sampler = model_validator(mode="before")(default_sampler)
     vocoder: str = Field(DEFAULT_VOCODER, pattern=VOCODER_PATTERN, description=VOCODER_HELP)
     vocoder_iters: int = Field(32, ge=1)
+
+    def config_hash(self) -> str:
+        """Part of every output's key: without `decoder` while it is unset, as before it existed."""
+        from schemas.configs import config_hash
+
+        d = self.model_dump(mode="json")
+        if d["decoder"] is None:
+            del d["decoder"]
+        return config_hash(d)
 
     @model_validator(mode="after")
     def _method_needs(self) -> "TransformConfig":

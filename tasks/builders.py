@@ -160,6 +160,18 @@ def load_autoencoder(data: bytes, name: str, mel: MelConfig | None = None, devic
     return LoadedAutoencoder(model, card, name)
 
 
+def decoder_of(own: LoadedAutoencoder, other: LoadedAutoencoder) -> LoadedAutoencoder:
+    """`other` as the decoder of `own`'s latents: only when it keeps `own`'s encoder bit for bit
+    (a decoder fine-tuned with the encoder frozen); any other autoencoder reads another latent."""
+    mine, theirs = own.model.encoder.state_dict(), other.model.encoder.state_dict()
+    same = mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k].to(mine[k].dtype)) for k in mine)
+    if not same or own.card.latent_channels != other.card.latent_channels:
+        raise ValueError(f"{other.name} does not keep the encoder of {own.name}, so it cannot decode its latents; "
+                         "expected a decoder fine-tuned from it with the encoder frozen "
+                         "(train-autoencoder --init-from ... with {\"freeze_encoder\": true})")
+    return other
+
+
 def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = None) -> Embedding:
     from tasks.metrics import musicnn, vggish
 

@@ -37,10 +37,11 @@ class ClipOutput:
 
 
 def output_key(clip_id: str, model_name: str, source_model: str | None, cfg: TransformConfig,
-               vocoder: str | None = None) -> str:
-    """The content address of one output: input, model version(s), method and settings, and the
-    trained vocoder's version (Griffin-Lim is named by the config alone)."""
-    key = "|".join([clip_id, model_name, source_model or "", cfg.config_hash()] + ([vocoder] if vocoder else []))
+               vocoder: str | None = None, decoder: str | None = None) -> str:
+    """The content address of one output: input, model version(s), method and settings, the
+    trained vocoder's version (Griffin-Lim is named by the config alone) and the pinned decoder's."""
+    key = "|".join([clip_id, model_name, source_model or "", cfg.config_hash()] + ([vocoder] if vocoder else [])
+                   + ([f"decoder={decoder}"] if decoder else []))
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 

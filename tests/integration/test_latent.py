@@ -115,3 +115,40 @@ def test_a_latent_model_trains_refuses_another_encoder_and_transforms_on_ray(enc
     assert out["transformed"] == 2 and out["failed"] == 0
     table = ShardedDataset.at(out["outputs_url"], "outputs").read(["model", "duration_s"]).to_pylist()
     assert {r["model"] for r in table} == {name} and all(r["duration_s"] > 1 for r in table)
+
+
+def test_a_decoder_fine_tune_decodes_the_same_latents_and_another_encoder_is_refused(encoders, mlflow_env, built_corpus,
+                                                                                    tmp_path):
+    """--decoder: an autoencoder fine-tuned with the encoder frozen decodes a latent model's outputs
+    (other outputs, other keys: nothing is skipped as done); an autoencoder with another encoder,
+    or a model of another kind, is refused before a run exists."""
+    from infra import tracking
+    from infra.datasets import ShardedDataset
+    from jobs.train import train_job
+    from jobs.transform import transform_job
+
+    clips_url = built_corpus[1].clips_url
+    logistics = TrainLogistics(num_workers=0, out_url=str(tmp_path / "training"), experiment="reinstrument-autoencoder")
+    tuned = train_job(AutoencoderTrainConfig(clips_urls=(clips_url,), **{**AUTOENCODER_PRESETS["tiny"], "steps": 6},
+                                             init_from="models:/reinstrument-autoencoder/1", freeze_encoder=True),
+                      logistics)
+    feats = _latent_features(clips_url, mlflow_env, "models:/reinstrument-autoencoder/1", local=True)["features_url"]
+    res = train_job(TrainConfig(domain="flute", features_url=feats, **{**TRAIN_PRESETS["tiny"], "crop_frames": 16,
+                                                                         "steps": 5}),
+                    TrainLogistics(num_workers=0, out_url=str(tmp_path / "training")))
+    model = f"models:/reinstrument-flute-latent/{res['model_version']}"
+    base = TransformConfig(model=model, task="timbre", warm=WarmStartConfig(t_init=0.5), sampler=SamplerConfig(steps=4),
+                           vocoder="griffin-lim", vocoder_iters=2)
+    log = TransformLogistics(num_actors=0, out_url=str(tmp_path / "out"))
+    sel = InputSelection(domain="violin", limit=1)
+    own = transform_job(clips_url, sel, base, log)
+    other = transform_job(clips_url, sel, base.model_copy(update={"decoder": f"models:/reinstrument-autoencoder/"
+                                                                             f"{tuned['model_version']}"}), log)
+    assert own["transformed"] == other["transformed"] == 1 and own["run_url"] != other["run_url"]
+    rows = [ShardedDataset.at(r["outputs_url"], "outputs").read(["output_key", "sha256"]).to_pylist()[0] for r in (own, other)]
+    assert rows[0]["output_key"] != rows[1]["output_key"] and rows[0]["sha256"] != rows[1]["sha256"]
+    for wrong, why in (("models:/reinstrument-autoencoder/2", "does not keep the encoder"),
+                       (model, "expected an autoencoder")):
+        with pytest.raises(ValueError, match=why):
+            transform_job(clips_url, sel, base.model_copy(update={"decoder": wrong}), log)
+    assert tracking.champion_version("reinstrument-autoencoder") is not None
