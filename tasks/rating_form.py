@@ -40,10 +40,12 @@ FORM_JS = r"""
       div.className = 'trial';
       const h = document.createElement('h3');
       h.textContent = data.trials[ti].title;
+      const player = src => Object.assign(document.createElement('audio'), {controls: true, preload: 'none', src});
       const ref = document.createElement('figure');
       ref.className = 'player';
-      ref.innerHTML = '<figcaption>reference</figcaption><audio controls preload="none"></audio>';
-      ref.querySelector('audio').src = data.trials[ti].reference;
+      const cap = document.createElement('figcaption');
+      cap.textContent = 'reference';
+      ref.append(cap, player(data.trials[ti].reference));
       const scale = document.createElement('p');
       scale.className = 'revealed';
       scale.textContent = SCALE;
@@ -51,10 +53,10 @@ FORM_JS = r"""
       t.order.forEach((c, k) => {
         const row = document.createElement('div');
         row.className = 'cond';
-        row.innerHTML = '<b></b><audio controls preload="none"></audio>'
-          + '<input type="range" min="0" max="100" step="1" value="50"><output>50</output><span class="revealed" hidden></span>';
+        row.innerHTML = '<b></b><input type="range" min="0" max="100" step="1" value="50"><output>50</output>'
+          + '<span class="revealed" hidden></span>';
         row.querySelector('b').textContent = String.fromCharCode(65 + k);
-        row.querySelector('audio').src = c.src;
+        row.querySelector('b').after(player(c.src));
         const slider = row.querySelector('input');
         slider.setAttribute('aria-label', `clip ${ti + 1}, version ${String.fromCharCode(65 + k)}`);
         slider.addEventListener('input', () => {

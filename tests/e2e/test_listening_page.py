@@ -122,6 +122,9 @@ def test_rate_export_import_and_see_the_scores(served, tmp_path):
             if listener == "ana":  # the page as a person sees it, before any rating
                 titles = s.evaluate("[...document.querySelectorAll('section.ex h3')].map(h => h.textContent)")
                 assert titles[0].startswith("oneills1850/0001-0050.abc#3") and titles[1].startswith("trecento/")
+                # the players in the HTML are the page's players (the form's are made when it starts)
+                assert s.evaluate("document.querySelectorAll('audio').length") == \
+                    (folder / "report.html").read_text().count("<audio") == 2 * (1 + len(POINTS) + 1)
                 html = s.evaluate("document.body.innerText")
                 assert "None" not in html and "()" not in html and "'name'" not in html and "∞" in html
                 assert "0.1 [0.09, 0.11]" in html and "20 [18, 22]" in html  # pivoted: mean [95 % interval]
