@@ -54,7 +54,7 @@ test: setup  ## run the whole suite (unit, integration with real local services,
 test-fast: setup  ## unit tests only
 	$(PY) -m pytest -q tests/unit
 
-demo: setup  ## corpus, features, cpu-demo flute model, tau_init sweep violin->flute; prints table + report path
+demo: setup  ## held-out fiddle tunes (performed) -> shipped models into MLflow -> sweep-t-init violin->flute; table + report path
 	$(VENV)/bin/reinstrument demo --out $(DEMO_ROOT)
 
 bench: setup  ## throughput benchmarks (ratios measured side by side in one run)

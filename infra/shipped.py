@@ -62,3 +62,24 @@ def pinned_shipped(uri: str) -> tuple[str, bytes]:
         raise ValueError(f"{uri}: the shipped {kind} model at {shipped_path(kind)} has changed (sha256 {sha[:16]}, "
                          f"pinned {want}); re-run without the pinned URI to use the new file")
     return f"{SHIPPED}{kind}@{sha[:16]}", data
+
+
+def shipped_card(kind: str) -> dict:
+    """weights/<name>/card.json as written (empty when unreadable: the load refuses such a file)."""
+    import json
+
+    try:
+        return json.loads(shipped_path(kind).with_name("card.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+DECODES_LATENTS_OF = "decodes_latents_of"   # a shipped decoder fine-tune's card: whose encoder it keeps
+
+
+def shipped_decoder_for(encoder: str) -> str | None:
+    """The shipped autoencoder whose card says it decodes the latents of `encoder` (a pinned
+    shipped URI, e.g. shipped:autoencoder@0933dc9536e9a1d6): a decoder fine-tuned with that
+    encoder frozen. None when the repository ships none."""
+    found = [k for k in shipped_names() if shipped_card(k).get(DECODES_LATENTS_OF) == encoder]
+    return f"{SHIPPED}{found[0]}" if found else None

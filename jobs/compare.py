@@ -24,7 +24,7 @@ from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.settings import get_settings
 from infra.storage import Storage
-from jobs.decoders import resolve_vocoder
+from jobs.decoders import pin_decoder, resolve_vocoder
 from jobs.steps import Step, inline
 from jobs.operating_point import newest_operating_point
 from jobs.sweep import clip_items, output_items, real_reference
@@ -184,7 +184,8 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
         raise ValueError(f"{inputs} is not a clips dataset; compare reads a corpus (`reinstrument corpus build`, or "
                          "`reinstrument ingest` of a folder) so that guides, true targets and pieces are known")
     model_uri, version = tracking.resolve_model(cfg.model)
-    cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"})
+    cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim",
+                                 "decoder": pin_decoder(cfg.decoder, model_uri, version).get("decoder_uri", "own")})
     root = Storage(Storage(logistics.out_url).absolute_url())
     points = {task: operating_point(cfg, root, version, task) for task in cfg.tasks}
     pinned = {"source_models": {t: tracking.resolve_model(u)[0] for t, u in cfg.source_models.items()},

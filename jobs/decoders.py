@@ -5,8 +5,10 @@ latent features (`auto`: the champion, else the shipped one; there is no fallbac
 from __future__ import annotations
 
 from infra import shipped, tracking
+from infra.shipped import shipped_decoder_for
 from schemas.configs import MelConfig
-from tasks.builders import load_vocoder, make_vocoder
+from tasks.builders import decoder_of, load_autoencoder, load_vocoder, make_vocoder
+from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.diffusion.vocoder import Vocoder
 
 VOCODER_MODEL = "reinstrument-vocoder"
@@ -68,3 +70,24 @@ def resolve_autoencoder(spec: str) -> tuple[str, str]:
             if sha.startswith(shipped_uri.rsplit("@", 1)[1]):
                 return shipped_uri, shipped_uri
     return uri, name
+
+
+def pin_decoder(spec: str | None, model_uri: str, model: str) -> dict[str, str]:
+    """The decoder of a latent model's outputs: `spec` (checked: an autoencoder that keeps the
+    model's encoder bit for bit), else the decoder fine-tune the repository ships for that encoder
+    (infra/shipped.shipped_decoder_for), else none (its own autoencoder); 'own' asks for its own."""
+    encoder = read_checkpoint(tracking.model_checkpoint(model_uri))[2].get("encoder")
+    if spec is None and encoder:
+        spec = shipped_decoder_for(tracking.resolve_model(encoder)[0])
+    if spec is None or spec == "own":
+        return {}
+    if not encoder:
+        raise ValueError(f"--decoder: {model} models log-mels, which no autoencoder decodes; a decoder is for a latent model")
+    decoder_uri, decoder = tracking.resolve_model(spec)
+    kind = read_checkpoint(tracking.model_checkpoint(decoder_uri))[2].get("kind", "denoiser")
+    if kind != "autoencoder":
+        raise ValueError(f"--decoder {decoder} is a {kind} model; expected an autoencoder "
+                         "(`reinstrument train-autoencoder`) that keeps the model's encoder")
+    decoder_of(load_autoencoder(tracking.model_checkpoint(encoder), encoder),  # refused now, not in a worker
+               load_autoencoder(tracking.model_checkpoint(decoder_uri), decoder))
+    return {"decoder_uri": decoder_uri, "decoder": decoder}

@@ -21,7 +21,7 @@ from jobs.ship import register_shipped_job
 from jobs.steps import Step, inline
 from jobs.sweep import ANCHOR_NAMES as ANCHORS, sweep_job
 from jobs.train import train_job
-from schemas.configs import CorpusConfig, FeatureConfig
+from schemas.configs import CorpusConfig, FeatureConfig, PerformanceConfig
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig
 from schemas.sweep import SweepConfig
 from schemas.training import TRAIN_PRESETS, TrainConfig, TrainLogistics
@@ -30,12 +30,13 @@ from tasks.tradeoff import fad_trend
 
 Representation = Literal["logmel", "latent"]
 # The first 24 tunes of each of the first two books of O'Neill's "Music of Ireland" (1850; the
-# held-out set of the general models' evaluation, FluidR3), as written (no performance variation:
-# the shipped models learned none, see docs/general-models.md); each tune is a split of its own by hash
-# (half `train`: the flute reference and `--train`'s data; half `test`: the sweep's guides).
+# held-out set of the general models' evaluation, FluidR3), performed as recordings are (tempo,
+# dynamics, articulation, vibrato, a room: what the shipped model and its decoder learned, see
+# docs/general-models.md); each tune is a split of its own by hash (half `train`: the flute
+# reference and `--train`'s data; half `test`: the sweep's guides).
 DEMO_CORPUS = CorpusConfig(collections=("oneills1850",), max_pieces=2, tunes_per_file=24,
                            instruments=("flute", "violin"), soundfonts=("fluidr3",), voices=("parts",),
-                           max_out_of_range=0.05, max_voice_s=45, performance=None,
+                           max_out_of_range=0.05, max_voice_s=45, performance=PerformanceConfig(),
                            roles=("clean",), split_fractions=(0.5, 0.0, 0.5))
 # The shipped model the demo sweeps (weights/<folder>/) and the instrument it turns violin into;
 # the representation `--train` trains: the better trade-off measured at equal training time

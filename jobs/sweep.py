@@ -19,6 +19,7 @@ from infra.progress import progress
 from infra.settings import get_settings
 from infra.storage import Storage
 from jobs.steps import Step, inline
+from jobs.decoders import pin_decoder
 from jobs.transform import check_selection, resolve_vocoder, transform_job
 from ray_actors.pool import keep_workers
 from schemas.configs import config_hash
@@ -308,7 +309,8 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
     # every alias resolved once: a champion (model, DDIB source or vocoder) promoted mid-sweep cannot
     # mix into later grid points; as pinned URIs in the config they are the sweep's identity and every point's
     model_uri, model_name = tracking.resolve_model(cfg.model)
-    cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim"}
+    cfg = cfg.model_copy(update={"model": model_uri, "vocoder": resolve_vocoder(cfg.vocoder)[0] or "griffin-lim",
+                                 "decoder": pin_decoder(cfg.decoder, model_uri, model_name).get("decoder_uri", "own")}
                          | ({"source_model": tracking.resolve_model(cfg.source_model)[0]} if cfg.source_model else {}))
     if is_clips_dataset(inputs):  # an empty selection fails now, not after the reference statistics
         check_selection(inputs, selection, cfg.task, False)

@@ -22,7 +22,7 @@ from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage
-from jobs.decoders import resolve_vocoder
+from jobs.decoders import pin_decoder, resolve_vocoder
 from jobs.recordings import EXCERPT_S, excerpt, no_recordings, write_recordings
 from tasks.audio import encode_flac
 from jobs.steps import Step, inline
@@ -31,7 +31,6 @@ from schemas.configs import IngestConfig, config_hash
 from schemas.records import PinnedModels, RunLayout, TransformRecord
 from schemas.results import TransformResult
 from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics, WholeOutputs
-from tasks.builders import decoder_of, load_autoencoder
 from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.ingest import run_ingest
 from tasks.metrics.sources import clip_matches, is_clips_dataset
@@ -65,18 +64,7 @@ def pin_models(cfg: TransformConfig) -> PinnedModels:
     vocoder_uri, vocoder = resolve_vocoder(cfg.vocoder)
     if vocoder_uri:
         pinned |= {"vocoder_uri": vocoder_uri, "vocoder": vocoder}
-    if cfg.decoder:
-        decoder_uri, decoder = tracking.resolve_model(cfg.decoder)
-        if _kind_of_pinned(decoder_uri) != "autoencoder":
-            raise ValueError(f"--decoder {decoder} is a {_kind_of_pinned(decoder_uri)} model; expected an autoencoder "
-                             "(`reinstrument train-autoencoder`) that keeps the model's encoder")
-        encoder = read_checkpoint(tracking.model_checkpoint(uri))[2].get("encoder")
-        if not encoder:
-            raise ValueError(f"--decoder: {name} models log-mels, which no autoencoder decodes; a decoder is for a latent model")
-        decoder_of(load_autoencoder(tracking.model_checkpoint(encoder), encoder),  # refused now, not in a worker
-                   load_autoencoder(tracking.model_checkpoint(decoder_uri), decoder))
-        pinned |= {"decoder_uri": decoder_uri, "decoder": decoder}
-    return PinnedModels(**pinned)
+    return PinnedModels(**pinned | pin_decoder(cfg.decoder, uri, name))
 
 
 def select_clips(clips_url: str, selection: InputSelection, task_name: str, ingested: bool,

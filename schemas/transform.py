@@ -48,7 +48,7 @@ TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded
 
 
 CHOICE_DEFAULTS = (("target", None), ("source", None), ("guidance", 1.0), ("decoder", None))
-DECODER_PATTERN = r"^(shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|models:/.+|runs:/.+)$"
+DECODER_PATTERN = r"^(own|shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|models:/.+|runs:/.+)$"
 
 
 class InstrumentChoice(StrictConfig):
@@ -65,12 +65,17 @@ class InstrumentChoice(StrictConfig):
     # encoder frozen decodes the same latents; checked bit for bit against the model's encoder
     decoder: str | None = Field(None, pattern=DECODER_PATTERN,
                                 description="a latent model: decode its latents with this autoencoder instead of "
-                                "its own; it must keep the model's encoder bit for bit (a decoder fine-tune)")
+                                "its own; it must keep the model's encoder bit for bit (a decoder fine-tune). "
+                                "Default: the decoder the repository ships for that encoder, else its own; 'own': its own")
 
     def identity(self) -> dict:
         """The config as it enters run, sweep and comparison IDs: these fields left out while at
-        their defaults, as before they existed, so runs made then are found again."""
-        return self._without_defaults(*CHOICE_DEFAULTS)
+        their defaults, as before they existed, so runs made then are found again ('own' decoder:
+        what every run did before decoders could be chosen)."""
+        d = self._without_defaults(*CHOICE_DEFAULTS)
+        if d.get("decoder") == "own":
+            del d["decoder"]
+        return d
 
     def _without_defaults(self, *fields: tuple[str, object]) -> dict:
         d = self.model_dump(mode="json")
@@ -95,12 +100,12 @@ class TransformConfig(InstrumentChoice):
     vocoder_iters: int = Field(32, ge=1)
 
     def config_hash(self) -> str:
-        """Part of every output's key: without `decoder` while it is unset, as before it existed."""
+        """Part of every output's key, without `decoder`: the key names the decoder the run pinned
+        (tasks/transform.output_key), whichever way it was asked for, as before decoders could be chosen."""
         from schemas.configs import config_hash
 
         d = self.model_dump(mode="json")
-        if d["decoder"] is None:
-            del d["decoder"]
+        del d["decoder"]
         return config_hash(d)
 
     @model_validator(mode="after")

@@ -118,12 +118,13 @@ def test_a_latent_model_trains_refuses_another_encoder_and_transforms_on_ray(enc
 
 
 def test_a_decoder_fine_tune_decodes_the_same_latents_and_another_encoder_is_refused(encoders, mlflow_env, built_corpus,
-                                                                                    tmp_path):
+                                                                                    tmp_path, monkeypatch):
     """--decoder: an autoencoder fine-tuned with the encoder frozen decodes a latent model's outputs
     (other outputs, other keys: nothing is skipped as done); an autoencoder with another encoder,
     or a model of another kind, is refused before a run exists."""
     from infra import tracking
     from infra.datasets import ShardedDataset
+    from infra.storage import Storage
     from jobs.train import train_job
     from jobs.transform import transform_job
 
@@ -151,4 +152,36 @@ def test_a_decoder_fine_tune_decodes_the_same_latents_and_another_encoder_is_ref
                        (model, "expected an autoencoder")):
         with pytest.raises(ValueError, match=why):
             transform_job(clips_url, sel, base.model_copy(update={"decoder": wrong}), log)
-    assert tracking.champion_version("reinstrument-autoencoder") is not None
+
+    # shipped for that encoder, the fine-tune is the default decoder; 'own' still asks for the model's own
+    import hashlib
+    import json
+
+    data = tracking.model_checkpoint(f"models:/reinstrument-autoencoder/{tuned['model_version']}")
+    folder = tmp_path / "weights" / "decoder-tuned"
+    folder.mkdir(parents=True)
+    (folder / "model.pt").write_bytes(data)
+    (folder / "card.json").write_text(json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "kind": "autoencoder",
+                                                  "decodes_latents_of": "models:/reinstrument-autoencoder/1"}))
+    from infra.settings import get_settings
+
+    monkeypatch.setenv("REINSTRUMENT_SHIPPED_DIR", str(tmp_path / "weights"))
+    get_settings.cache_clear()
+    try:
+        default = transform_job(clips_url, sel, base, log)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    monkeypatch.setenv("REINSTRUMENT_SHIPPED_DIR", str(tmp_path / "weights"))
+    get_settings.cache_clear()
+    assert default["transformed"] == 1 and default["run_url"] != own["run_url"]
+    pinned = json.loads(Storage(default["run_url"]).read_bytes("run.json"))["pinned"]
+    assert pinned["decoder"].startswith("shipped:decoder-tuned@")
+    got = ShardedDataset.at(default["outputs_url"], "outputs").read(["sha256"]).to_pylist()[0]["sha256"]
+    assert got == rows[1]["sha256"], "the shipped decoder decodes as the same weights named by --decoder"
+    try:
+        again = transform_job(clips_url, sel, base.model_copy(update={"decoder": "own"}), log)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert again["run_url"] == own["run_url"] and again["transformed"] == 0, "'own' is the run without a decoder"

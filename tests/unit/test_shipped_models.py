@@ -52,6 +52,36 @@ def test_the_shipped_autoencoder_matches_its_card_and_keeps_a_tone_where_it_was(
     assert float(np.abs(y - logmel).mean()) <= 3 * card["metrics"]["val_l1_log_mel"]
 
 
+def test_the_shipped_decoder_keeps_the_shipped_encoder_and_is_the_default_of_its_latent_models():
+    """weights/decoder-performed: a decoder fine-tuned with the shipped autoencoder's encoder frozen
+    (bit for bit, so every shipped latent model's latents are its to decode), declared so on its
+    card, the default decoder of those models, and a decoder that keeps a tone where it was."""
+    from infra import tracking
+    from jobs.decoders import pin_decoder
+    from tasks.autoencoder.model import reconstruct
+    from tasks.builders import decoder_of, load_autoencoder
+
+    card = json.loads((WEIGHTS / "decoder-performed" / "card.json").read_text())
+    data = (WEIGHTS / "decoder-performed" / "model.pt").read_bytes()
+    assert hashlib.sha256(data).hexdigest() == card["sha256"] and len(data) == card["bytes"] <= 20 * 2**20
+    assert card["kind"] == "autoencoder" and card["training_command"] and card["corpus_command"]
+    base_uri, base = tracking.resolve_model("shipped:autoencoder")
+    assert card["decodes_latents_of"] == base_uri
+    tuned = decoder_of(load_autoencoder(tracking.model_checkpoint(base_uri), base, MelConfig()),
+                       load_autoencoder(data, "shipped:decoder-performed", MelConfig()))
+    model_uri, model = tracking.resolve_model("shipped:instruments-latent")
+    assert pin_decoder(None, model_uri, model)["decoder"].startswith("shipped:decoder-performed@")
+    assert pin_decoder("own", model_uri, model) == {}
+    x = harmonic_note(4, f0_hz=440, seconds=2.0)
+    logmel = LogMel(MelConfig())(torch.from_numpy(x)[None])[0].numpy()
+    y = reconstruct(tuned.model, logmel)
+    assert y.shape == logmel.shape and np.isfinite(y).all()
+    assert int(np.argmax(y[:, 50])) == int(np.argmax(logmel[:, 50])), "the note's strongest bin moved"
+    # its figures: on performed held-out audio every instrument decodes nearer to real than through the base
+    cs = card["metrics"]["copy_synthesis_performed"]
+    assert all(cs["this_then_vocoder"][k] < cs["base_autoencoder_then_vocoder"][k] for k in cs["real"])
+
+
 # A note each domain's model should know: a flute's few strong harmonics, a bowed string's many
 # (1/k, like a sawtooth's). Measured (sigma 1, C5; squared error of D(x; 1) against the clean latent,
 # the noisy input's is 1.06):        3-harmonic note   10-harmonic note   a real clip of its domain
