@@ -118,3 +118,23 @@ def test_readme_is_short_and_has_its_three_quickstarts():
                     "## Architecture", "## Commands"):
         assert heading in text, heading
     assert "make demo" in text and (ROOT / "CHANGELOG.md").is_file()
+
+
+def test_no_tracked_file_refers_to_a_file_outside_the_repository():
+    """The product carries its own design notes: nothing tracked points at a sibling folder's
+    files (the notes the project was planned from live outside it)."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    outside = re.compile(r"\.\./shared|\b(?:DESIGN|ENVIRONMENT|STYLE)\.md\b")
+    hits = []
+    for rel in filter(None, files.split("\0")):
+        path = ROOT / rel
+        if path.suffix in (".pt", ".png", ".flac", ".wav", ".onnx", ".lock") or not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        hits += [f"{rel}:{n}" for n, line in enumerate(text.splitlines(), 1) if outside.search(line)]
+    assert not hits, hits
