@@ -4,6 +4,8 @@ with a one-line notice), and loaded for in-process use (mel2audio). Likewise the
 latent features (`auto`: the champion, else the shipped one; there is no fallback)."""
 from __future__ import annotations
 
+import functools
+
 from infra import shipped, tracking
 from infra.shipped import shipped_decoder_for
 from schemas.configs import MelConfig
@@ -72,11 +74,34 @@ def resolve_autoencoder(spec: str) -> tuple[str, str]:
     return uri, name
 
 
+def pinned_metadata(uri: str) -> dict:
+    """A pinned model's card, from its checkpoint (a pinned URI never changes its bytes: read once
+    per registry; models:/NAME/1 of one store is not that of another)."""
+    return _metadata(tracking.tracking_uri(), uri)
+
+
+@functools.lru_cache(maxsize=32)
+def _metadata(store: str, uri: str) -> dict:
+    return read_checkpoint(tracking.model_checkpoint(uri))[2]
+
+
+def _keeps_encoder(encoder: str, decoder_uri: str, decoder: str) -> None:
+    _checked_pair(tracking.tracking_uri(), encoder, decoder_uri, decoder)
+
+
+@functools.lru_cache(maxsize=8)
+def _checked_pair(store: str, encoder: str, decoder_uri: str, decoder: str) -> None:
+    """Refused now, not in a worker: a decoder that does not keep the encoder bit for bit (checked
+    once per pinned pair; a sweep pins the same pair at every grid point)."""
+    decoder_of(load_autoencoder(tracking.model_checkpoint(encoder), encoder),
+               load_autoencoder(tracking.model_checkpoint(decoder_uri), decoder))
+
+
 def pin_decoder(spec: str | None, model_uri: str, model: str) -> dict[str, str]:
     """The decoder of a latent model's outputs: `spec` (checked: an autoencoder that keeps the
     model's encoder bit for bit), else the decoder fine-tune the repository ships for that encoder
     (infra/shipped.shipped_decoder_for), else none (its own autoencoder); 'own' asks for its own."""
-    encoder = read_checkpoint(tracking.model_checkpoint(model_uri))[2].get("encoder")
+    encoder = pinned_metadata(model_uri).get("encoder")
     if spec is None and encoder:
         spec = shipped_decoder_for(tracking.resolve_model(encoder)[0])
     if spec is None or spec == "own":
@@ -84,10 +109,9 @@ def pin_decoder(spec: str | None, model_uri: str, model: str) -> dict[str, str]:
     if not encoder:
         raise ValueError(f"--decoder: {model} models log-mels, which no autoencoder decodes; a decoder is for a latent model")
     decoder_uri, decoder = tracking.resolve_model(spec)
-    kind = read_checkpoint(tracking.model_checkpoint(decoder_uri))[2].get("kind", "denoiser")
+    kind = pinned_metadata(decoder_uri).get("kind", "denoiser")
     if kind != "autoencoder":
         raise ValueError(f"--decoder {decoder} is a {kind} model; expected an autoencoder "
                          "(`reinstrument train-autoencoder`) that keeps the model's encoder")
-    decoder_of(load_autoencoder(tracking.model_checkpoint(encoder), encoder),  # refused now, not in a worker
-               load_autoencoder(tracking.model_checkpoint(decoder_uri), decoder))
+    _keeps_encoder(encoder, decoder_uri, decoder)
     return {"decoder_uri": decoder_uri, "decoder": decoder}

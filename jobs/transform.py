@@ -7,7 +7,6 @@ models, MLflow run). The run ID defaults to a hash of what defines the job, so r
 resumes it."""
 from __future__ import annotations
 
-import functools
 import io
 import json
 import posixpath
@@ -22,7 +21,7 @@ from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.progress import progress
 from infra.storage import Storage
-from jobs.decoders import pin_decoder, resolve_vocoder
+from jobs.decoders import pin_decoder, pinned_metadata, resolve_vocoder
 from jobs.recordings import EXCERPT_S, excerpt, no_recordings, write_recordings
 from tasks.audio import encode_flac
 from jobs.steps import Step, inline
@@ -31,7 +30,6 @@ from schemas.configs import IngestConfig, config_hash
 from schemas.records import PinnedModels, RunLayout, TransformRecord
 from schemas.results import TransformResult
 from schemas.transform import TASK_ROLES, InputSelection, TransformConfig, TransformLogistics, WholeOutputs
-from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.ingest import run_ingest
 from tasks.metrics.sources import clip_matches, is_clips_dataset
 
@@ -41,15 +39,9 @@ SUMMARY_METRICS = ("selected", "skipped", "transformed", "failed", "wall_s", "au
                    "first_batch_s", "steady_realtime_factor", "recordings_written")
 
 
-@functools.lru_cache(maxsize=32)
-def _kind_of_pinned(uri: str) -> str:
-    """A pinned model's kind, from its checkpoint's card (a pinned URI never changes its bytes)."""
-    return read_checkpoint(tracking.model_checkpoint(uri))[2].get("kind", "denoiser")
-
-
 def _denoiser(uri: str, name: str) -> tuple[str, str]:
     """Refused here, before inputs are read, a run is made or a worker starts: a model of another kind."""
-    kind = _kind_of_pinned(uri)
+    kind = pinned_metadata(uri).get("kind", "denoiser")
     if kind != "denoiser":
         raise ValueError(f"{name} is not a denoiser but a {kind} model; expected a denoiser (`reinstrument train`)")
     return uri, name

@@ -33,6 +33,12 @@ class Example:
     def condition(self, label: str) -> str:
         return f"{self.group} · {label}" if self.group else label
 
+    def versions(self) -> list[tuple[str, str]]:
+        """What the rating form plays for this example: (condition, audio path) per output, then
+        the hidden reference and the anchor."""
+        return [(self.condition(label), src) for label, src in self.outputs] + [(HIDDEN_REFERENCE, self.target),
+                                                                               (ANCHOR, self.anchor)]
+
     def rated(self) -> bool:
         return self.target is not None and self.anchor is not None and bool(self.outputs)
 
@@ -62,8 +68,7 @@ class Report:
 
     def conditions(self) -> dict[str, list[str]]:
         """What the rating form plays per clip: each output's condition, the hidden reference, the anchor."""
-        return {e.clip_id: [e.condition(label) for label, _ in e.outputs] + [HIDDEN_REFERENCE, ANCHOR]
-                for e in self.examples if e.rated()}
+        return {e.clip_id: [name for name, _ in e.versions()] for e in self.examples if e.rated()}
 
 
 LONG_FORM = ("metric", "mean", "ci_low", "ci_high")
@@ -172,8 +177,7 @@ def _ratings_section(summary: RatingsSummary) -> str:
 
 def _form(report: Report) -> str:
     trials = [{"clip_id": e.clip_id, "title": e.title or e.clip_id, "reference": e.target,
-               "conditions": [{"name": e.condition(label), "src": src} for label, src in e.outputs]
-               + [{"name": HIDDEN_REFERENCE, "src": e.target}, {"name": ANCHOR, "src": e.anchor}]}
+               "conditions": [{"name": name, "src": src} for name, src in e.versions()]}
               for e in report.examples if e.rated()]
     if not trials:
         return ""
