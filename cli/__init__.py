@@ -26,6 +26,7 @@ for fn in (data.ingest, data.augment, data.features, data.inspect, models.train,
     app.command()(fn)
 app.command("mel2audio")(data.mel2audio)
 app.command("warm-probe")(models.warm_probe)
+app.command("train-probe")(models.train_probe)
 app.command("train-vocoder")(models.train_vocoder)
 app.command("train-autoencoder")(models.train_autoencoder)
 app.command("serve")(run.serve)

@@ -1,4 +1,4 @@
-"""Model commands: train, warm-probe, shipped (list, register, ship)."""
+"""Model commands: train, warm-probe, train-probe, shipped (list, register, ship)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -166,6 +166,31 @@ def warm_probe(
 
     print_rows(probe_job(model, features_url, guide_domain, list(t_init), steps=steps, segments=segments),
                f"warm start: {guide_domain} guides -> {model}")
+
+
+def train_probe(
+    clips_url: str = typer.Argument(..., help="A clips dataset (a corpus): the probe learns its train split's clean clips."),
+    out: str = typer.Option(..., help="Folder for probe.pt and card.json (e.g. weights/instrument-probe to ship it)."),
+    heldout: list[str] = typer.Option(None, help="Clips datasets never trained on: the card scores the probe on each "
+                                                 "(per instrument and soundfont). Repeat."),
+    instrument: list[str] = typer.Option(None, help="Labels to learn (repeat; default every instrument of the corpus)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A ProbeConfig JSON (crop_frames, crops_per_clip, l2, seed)."),
+):
+    """Fit the instrument probe (which instrument a clip sounds like) that `--t-init auto` and the
+    sweep and compare tables' target accuracy use, and write it with its card."""
+    import shlex
+    import sys
+
+    from jobs.probe import train_probe_job
+    from schemas.probe import ProbeConfig
+
+    cfg = load_config(ProbeConfig, config, **({"instruments": tuple(instrument)} if instrument else {}))
+    try:
+        card = train_probe_job(clips_url, out, cfg, tuple(heldout or ()),
+                               command="reinstrument " + shlex.join(sys.argv[1:]))
+    except ValueError as e:
+        fail(e)
+    print_rows([r.model_dump() for r in card.accuracy], f"instrument probe -> {out} (fitted in {card.wall_time_s:.0f} s)")
 
 
 shipped_app = typer.Typer(help="Models the repository ships (weights/): list, register in MLflow, ship a new one.",

@@ -28,6 +28,21 @@ SolverStepsOpt = typer.Option(None, help="K: solver steps from sigma_start (a Ka
                                          "N grid's remaining ones; tau_init still picks sigma_start on the N grid.")
 
 
+def t_init_option(value: str | None) -> tuple[float | None, dict | None]:
+    """--t-init: a number in [0, 1], or auto (per clip, tasks/auto_t_init.py) -> (t_init, auto config)."""
+    if value is None:
+        return None, None
+    if value.strip().lower() == "auto":
+        from schemas.probe import AutoStart
+
+        return None, AutoStart().model_dump(mode="json")
+    try:
+        return float(value), None
+    except ValueError:
+        usage_error(f"--t-init: expected a number in [0, 1] or 'auto', got {value!r}")
+        raise  # usage_error exits
+
+
 def transform(
     inputs: str = typer.Option(..., help="A clips dataset, or a folder/s3:// prefix of audio or MIDI (ingested first)."),
     model: str = typer.Option(None, help="Target model, e.g. models:/reinstrument-flute@champion."),
@@ -37,8 +52,9 @@ def transform(
     task: str = typer.Option(None, help="timbre | midi2real | enhance (picks the guide role of a corpus)."),
     method: str = typer.Option(None, help="warm_init | ddib | conditional."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
-    t_init: float = typer.Option(None, help="tau_init: fraction of reverse steps skipped (default: the newest sweep's "
-                                             "operating point for the model, else 0.6 with lambda 0)."),
+    t_init: str = typer.Option(None, help="tau_init: fraction of reverse steps skipped (default: the newest sweep's "
+                                           "operating point for the model, else 0.6 with lambda 0), or auto: chosen "
+                                           "per clip by the instrument probe (with the operating point's lambda)."),
     sigma_start: float = typer.Option(None, help="Start at this sigma instead of a tau_init."),
     lam: float = typer.Option(None, help="lambda: noise scale of the warm start (default 1 with --t-init)."),
     steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
@@ -77,6 +93,7 @@ def transform(
                       out_url=out or root(), run_id=run_id)
     whole = load_config(WholeOutputs, None, format=output_format, sample_rate=sample_rate)
     origin, point_sampler = "given", None
+    t_init, auto = t_init_option(t_init)
     if t_init is None and sigma_start is None and not {"t_init", "sigma_start"} & set(file_cfg.get("warm", {})):
         if not (model or file_cfg.get("model")):
             usage_error("transform needs --model (e.g. shipped:instruments-latent, or models:/<name>@champion)")
@@ -86,7 +103,7 @@ def transform(
         except ValueError as e:
             fail(e)
         t_init, lam = point.t_init, point.lam if lam is None else lam
-        console.print(f"operating point: τ_init {t_init:g}, λ {lam:g} from {origin}")
+        console.print(f"operating point: τ_init {'auto (per clip)' if auto else f'{t_init:g}'}, λ {lam:g} from {origin}")
     given_sampler = _sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps)
     if point_sampler is not None and not any(v is not None for v in given_sampler.values()) \
             and "sampler" not in file_cfg:
@@ -94,7 +111,7 @@ def transform(
     cfg = load_config(TransformConfig, config, task=task, method=method, model=model, source_model=source_model,
                       target=target, source=domain if method == "ddib" else None, guidance=guidance, decoder=decoder,
                       warm={"t_init": t_init, "sigma_start": sigma_start, "lam": lam},
-                      sampler=given_sampler, seed=seed, vocoder=vocoder)
+                      sampler=given_sampler, seed=seed, vocoder=vocoder, auto=auto)
     log = log.model_copy(update={"operating_point": origin})
     try:
         res = run(transform_flow, transform_job, prefect, inputs, sel, cfg, log, whole=whole)
@@ -120,7 +137,8 @@ def sweep(
     method: str = typer.Option(None, help="warm_init | ddib (the conditional baseline has no tau_init to sweep: "
                                            "`reinstrument compare` scores it)."),
     source_model: str = typer.Option(None, help="ddib: the guide domain's model."),
-    t_init: list[float] = typer.Option(None, help="tau_init grid point (repeat); default a grid dense in 0.3-0.7."),
+    t_init: list[str] = typer.Option(None, help="tau_init grid point (repeat); default a grid dense in 0.3-0.7. "
+                                                "auto: also score tau_init chosen per clip, beside the curve."),
     sigma_start: list[float] = typer.Option(None, help="sigma grid point (repeat) instead of tau_init."),
     lam: list[float] = typer.Option(None, help="lambda (repeat); default 0 and 1."),
     steps: int = typer.Option(None, help="N reverse steps of the full grid (default 35)."),
@@ -151,9 +169,12 @@ def sweep(
     from schemas.sweep import SweepConfig
     from schemas.transform import InputSelection, TransformLogistics
 
+    parsed = [t_init_option(t) for t in t_init or ()]
+    auto = next((a for _, a in parsed if a), None)
+    t_inits = tuple(t for t, _ in parsed if t is not None)
     cfg = load_config(SweepConfig, config, {"t_inits": None} if sigma_start else {}, task=task, method=method, model=model,
                       source_model=source_model, target=target, source=domain if method == "ddib" else None,
-                      guidance=guidance, decoder=decoder, t_inits=tuple(t_init or ()), sigma_starts=tuple(sigma_start or ()),
+                      guidance=guidance, decoder=decoder, t_inits=t_inits, sigma_starts=tuple(sigma_start or ()), auto=auto,
                       lams=tuple(lam or ()), seed=seed,
                       sampler=_sampler(sampler, steps, S_churn, S_tmin, S_tmax, S_noise, solver_steps),
                       embedding=embedding, reference_url=reference, reference_split=reference_split, vocoder=vocoder,

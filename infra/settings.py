@@ -41,3 +41,13 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def cpu_flags() -> list[str]:
+    """The vector and matrix extensions of this machine's CPU (what a model card and a benchmark
+    name: the same code is fp32 on AVX2 and may use AMX/bf16 elsewhere)."""
+    try:
+        flags = next(ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))

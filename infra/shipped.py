@@ -15,13 +15,17 @@ SHIPPED = "shipped:"
 SHIPPED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
-def shipped_path(kind: str) -> Path:
-    """weights/<name>/model.pt for a shipped model's folder name (a name, never a path: `shipped:`
+MODEL_FILE = "model.pt"   # a model the registry loads (tasks/builders)
+PROBE_FILE = "probe.pt"   # the instrument probe (tasks/probe.py): a metric's weights, never registered
+
+
+def shipped_path(kind: str, file: str = MODEL_FILE) -> Path:
+    """weights/<name>/<file> for a shipped model's folder name (a name, never a path: `shipped:`
     must not become a way to load any file on disk)."""
     if not SHIPPED_NAME.fullmatch(kind):
         raise ValueError(f"shipped:{kind}: expected the name of a shipped model (letters, digits, '-', '_'; "
                          f"one of {', '.join(shipped_names()) or 'none'}), not a path")
-    return Path(get_settings().shipped_dir) / kind / "model.pt"
+    return Path(get_settings().shipped_dir) / kind / file
 
 
 def shipped_names() -> list[str]:
@@ -29,12 +33,12 @@ def shipped_names() -> list[str]:
     return sorted(p.parent.name for p in root.glob("*/model.pt")) if root.is_dir() else []
 
 
-def shipped_bytes(kind: str) -> tuple[bytes, str]:
+def shipped_bytes(kind: str, file: str = MODEL_FILE) -> tuple[bytes, str]:
     """A shipped model's checkpoint and SHA-256, verified against its card on every load: a damaged
     or replaced file is refused, never loaded."""
     import json
 
-    path = shipped_path(kind)
+    path = shipped_path(kind, file)
     if not path.is_file():
         raise ValueError(f"no shipped model {kind!r}: expected {path} (shipped: "
                          f"{', '.join(shipped_names()) or 'none'})")
@@ -53,13 +57,13 @@ def shipped_bytes(kind: str) -> tuple[bytes, str]:
     return data, sha
 
 
-def pinned_shipped(uri: str) -> tuple[str, bytes]:
+def pinned_shipped(uri: str, file: str = MODEL_FILE) -> tuple[str, bytes]:
     """A `shipped:<kind>[@<sha256 prefix>]` URI -> (pinned URI, checkpoint bytes). A pinned URI
     whose file has changed since (a retrained model checked out) is refused, not silently mixed."""
     kind, _, want = uri[len(SHIPPED):].partition("@")
-    data, sha = shipped_bytes(kind)
+    data, sha = shipped_bytes(kind, file)
     if want and not sha.startswith(want):
-        raise ValueError(f"{uri}: the shipped {kind} model at {shipped_path(kind)} has changed (sha256 {sha[:16]}, "
+        raise ValueError(f"{uri}: the shipped {kind} model at {shipped_path(kind, file)} has changed (sha256 {sha[:16]}, "
                          f"pinned {want}); re-run without the pinned URI to use the new file")
     return f"{SHIPPED}{kind}@{sha[:16]}", data
 
@@ -83,3 +87,19 @@ def shipped_decoder_for(encoder: str) -> str | None:
     encoder frozen. None when the repository ships none."""
     found = [k for k in shipped_names() if shipped_card(k).get(DECODES_LATENTS_OF) == encoder]
     return f"{SHIPPED}{found[0]}" if found else None
+
+
+def probe_bytes(uri: str) -> tuple[str, bytes]:
+    """The instrument probe's file and its pinned URI: `shipped:<name>[@sha]` (weights/<name>/probe.pt,
+    checked against its card) or a path/URL of a probe.pt written by train-probe, pinned as
+    `<path>@<sha256 prefix>` so a replaced file is refused mid-run, not silently mixed."""
+    if uri.startswith(SHIPPED):
+        return pinned_shipped(uri, PROBE_FILE)
+    from infra.storage import Storage
+
+    path, _, want = uri.rpartition("@") if "@" in uri.rsplit("/", 1)[-1] else (uri, "", "")
+    data = Storage(path).read_bytes("")
+    sha = hashlib.sha256(data).hexdigest()
+    if want and not sha.startswith(want):
+        raise ValueError(f"{uri}: the probe file has changed (sha256 {sha[:16]}, pinned {want})")
+    return f"{path}@{sha[:16]}", data

@@ -12,18 +12,11 @@ from infra import shipped, tracking
 from infra.tracking import model_checkpoint, registered_name_of, resolve_model
 from jobs.decoders import SHIPPED_TAG
 from schemas.results import ShippedModel
+from infra.settings import cpu_flags
 from tasks.builders import load_checkpoint_bytes
 from tasks.diffusion.checkpoint import float16_checkpoint, with_architecture
 
 MAX_BYTES = 20 * 1024 * 1024
-
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = next(ln.split(":", 1)[1].split() for ln in open("/proc/cpuinfo") if ln.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
 
 
 def ship_job(model_uri: str, dest: str, card: dict, *, float16: bool = False, architecture: dict | None = None) -> Path:

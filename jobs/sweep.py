@@ -119,8 +119,14 @@ def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: 
     tcfg = point_config(cfg, warm)
     if method == "generation":  # from noise with the target model alone, whatever the sweep's method
         tcfg = tcfg.model_copy(update={"method": "warm_init", "source_model": None, "source": None})
+    if method == "auto":  # tau_init chosen per clip (tasks/auto_t_init.py); the row shows their mean
+        tcfg = tcfg.model_copy(update={"auto": cfg.auto})
     res = transform_job(inputs, selection, tcfg, logistics)
-    point = GridPoint(run_id=res["run_id"], method=method or cfg.method, task=cfg.task, t_init=warm.t_init,
+    t_init = warm.t_init
+    if method == "auto":
+        chosen = ShardedDataset.at(res["outputs_url"], "outputs").read(["t_init"]).column("t_init").to_pylist()
+        t_init = round(sum(chosen) / len(chosen), 4) if chosen else None
+    point = GridPoint(run_id=res["run_id"], method=method or cfg.method, task=cfg.task, t_init=t_init,
                       sigma_start=warm.sigma_start, lam=warm.lam)
     outs = output_items(res["run_url"])
     clean = None
@@ -157,7 +163,7 @@ def anchor_rows(cfg: SweepConfig, inputs: str, selection: InputSelection, logist
     return rows
 
 
-ANCHOR_NAMES = {"generation": "plain generation", "target": "true target"}
+ANCHOR_NAMES = {"generation": "plain generation", "target": "true target", "auto": "auto τ_init (per clip)"}
 
 
 def _xkey(cfg: SweepConfig) -> str:
@@ -352,5 +358,10 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
         if cfg.anchors:
             print("[sweep] anchors: plain generation and the true target, scored like the grid")
             anchors = step(anchor_rows, cfg, inputs, selection, child_log, references, domain)
+        if cfg.auto is not None:  # drawn beside the fixed-tau_init curve, never part of it
+            warm = WarmStartConfig(t_init=op.t_init if op is not None and op.t_init is not None else 0.6,
+                                   lam=op.lam if op is not None else cfg.grid()[0].lam)
+            print(f"[sweep] t_init auto: chosen per clip by the instrument probe ({cfg.auto.probe}), lambda {warm.lam:g}")
+            anchors = (anchors or []) + step(grid_point, cfg, warm, inputs, selection, child_log, references, "auto")["rows"]
         return (step(finish, cfg, points, out, parent.id, sweep_id, context, companion, anchors)
                 | {"rows": [r for p in points for r in p["rows"]] + (anchors or [])})

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from infra import tracking
 from infra.datasets import ShardedDataset
 from infra.progress import progress
+from infra.shipped import probe_bytes
 from infra.storage import Storage
 from jobs.decoders import pin_decoder, pinned_metadata, resolve_vocoder
 from jobs.recordings import EXCERPT_S, excerpt, no_recordings, write_recordings
@@ -56,6 +57,8 @@ def pin_models(cfg: TransformConfig) -> PinnedModels:
     vocoder_uri, vocoder = resolve_vocoder(cfg.vocoder)
     if vocoder_uri:
         pinned |= {"vocoder_uri": vocoder_uri, "vocoder": vocoder}
+    if cfg.auto is not None:  # the probe's file pinned by its checksum: a run never mixes two probes
+        pinned["probe_uri"] = probe_bytes(cfg.auto.probe)[0]
     return PinnedModels(**pinned | pin_decoder(cfg.decoder, uri, name))
 
 

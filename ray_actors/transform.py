@@ -31,7 +31,9 @@ from infra.tracking import model_checkpoint
 from ray_actors.pool import ActorWorkers, LocalWorker, pooled
 from schemas.records import RunLayout
 from tasks.builders import LoadedModel, decoder_of, load_autoencoder, load_model, load_vocoder
-from tasks.transform import Transformer, output_key
+from infra.shipped import probe_bytes
+from tasks.probe import InstrumentProbe
+from tasks.transform import ClipOutput, Transformer, output_key
 
 OUTPUT_LUFS, OUTPUT_PEAK_DBFS = -23.0, -1.0  # outputs as loud as the corpus's clips, never clipped
 
@@ -69,6 +71,7 @@ class ClipTransformer:
 
         self.logistics = logistics
         self.gpu = self.logistics.use_gpu and torch.cuda.is_available()
+        self.device_name = "cuda" if self.gpu else "cpu"
         if not self.gpu:
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.logistics.num_actors)))
         self.target, self.source = load_models(pinned)
@@ -83,6 +86,8 @@ class ClipTransformer:
                 raise ValueError(f"{pinned['model']} models log-mels; a decoder is for a latent model")
             self.autoencoder = decoder_of(self.autoencoder, load_autoencoder(
                 model_checkpoint(pinned["decoder_uri"]), pinned["decoder"], card.mel))
+        self.probe = (InstrumentProbe.from_bytes(probe_bytes(pinned["probe_uri"])[1]).to(self.device_name)
+                      if pinned.get("probe_uri") else None)
         self.pinned = pinned
         self._transformers: dict[str, Transformer] = {}
 
@@ -95,7 +100,7 @@ class ClipTransformer:
             self._transformers[key] = Transformer(
                 cfg, self.target, self.source if cfg.method == "ddib" else None,
                 batch_windows=self.logistics.batch_windows, device="cuda" if self.gpu else "cpu", bf16=self.gpu,
-                vocoder=self.vocoder, autoencoder=self.autoencoder)
+                vocoder=self.vocoder, autoencoder=self.autoencoder, probe=self.probe if cfg.auto else None)
         return _Call(cfg, self._transformers[key], Storage(run_url), run_id)
 
     @staticmethod
@@ -148,15 +153,14 @@ class ClipTransformer:
             rel = RunLayout.audio(key)
             flac = encode_flac(y, out.sample_rate_hz)
             call.run.write_bytes(rel, flac)
-            row = self._row(call, batch, i, key, rel, y, out.sample_rate_hz,
-                            out.seconds_spent + time.perf_counter() - t0)
+            row = self._row(call, batch, i, key, rel, y, out, out.seconds_spent + time.perf_counter() - t0)
             rows["row"].append(json.dumps(row | {"sha256": hashlib.sha256(flac).hexdigest()}))
             rows["error"].append("")
         return rows
 
-    def _row(self, call: _Call, batch: dict, i: int, key: str, rel: str, y: np.ndarray, sr: int,
+    def _row(self, call: _Call, batch: dict, i: int, key: str, rel: str, y: np.ndarray, out: ClipOutput,
              seconds: float) -> dict:
-        c, tr = call.cfg, call.transformer
+        c, tr, sr = call.cfg, call.transformer, out.sample_rate_hz
         # Nulls may arrive as None or, from an all-null Arrow column, as float NaN.
         opt = lambda v: None if v is None or (isinstance(v, float) and v != v) else str(v)  # noqa: E731
         get = lambda col: batch[col][i] if col in batch else None  # noqa: E731 - provenance, where the inputs know it
@@ -164,7 +168,9 @@ class ClipTransformer:
                 "clean_id": opt(batch["clean_id"][i]), "input_domain": opt(batch["domain"][i]),
                 "target_domain": c.target or tr.target.card.domain, "model": self.pinned["model"],
                 "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
-                "t_init": c.warm.t_init, "sigma_start": tr.sigma_start, "lam": c.warm.lam,
+                "t_init": out.choice.t_init if out.choice else c.warm.t_init,
+                "sigma_start": tr._sigma_of(out.choice.t_init) if out.choice else tr.sigma_start, "lam": c.warm.lam,
+                "t_init_rule": "auto" if out.choice else "given", "p_target": out.choice.p_target if out.choice else None,
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
                 "vocoder": self.pinned.get("vocoder") or f"griffin-lim ({c.vocoder_iters} it.)",
                 "output_uri": call.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,
@@ -176,7 +182,7 @@ class ClipTransformer:
 def pending_inputs(clips: list[dict], cfg: TransformConfig, pinned: dict[str, str], done: set[str]) -> list[dict]:
     for row in clips:
         row["output_key"] = output_key(row["clip_id"], pinned["model"], pinned.get("source_model"), cfg,
-                                       pinned.get("vocoder"), pinned.get("decoder"))
+                                       pinned.get("vocoder"), pinned.get("decoder"), pinned.get("probe_uri"))
     return [r for r in clips if r["output_key"] not in done]
 
 

@@ -160,6 +160,7 @@ class PinnedModels(StrictConfig):
     vocoder: str | None = None
     decoder_uri: str | None = None   # a latent model decoded by another autoencoder's decoder (None: its own)
     decoder: str | None = None
+    probe_uri: str | None = None     # --t-init auto: the instrument probe, pinned by its checksum
 
 
 class TransformRecord(StrictConfig):

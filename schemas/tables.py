@@ -120,6 +120,8 @@ OUTPUTS = pa.schema([
     ("start_s", pa.float64()),         # the guide clip's offset in its source
     ("piece", pa.string()),            # the piece, or an ingested file's path relative to its folder
     ("peak_dbfs", pa.float64()),       # of the stored (loudness-normalised) output
+    ("t_init_rule", pa.string()),      # given (one tau_init for the run) | auto (chosen for this clip)
+    ("p_target", pa.float64()),        # auto: the probe's P(target | x̂0) at the chosen tau_init
 ])
 
 # One row per whole-recording output file (tasks/recordings.py): the clips it was stitched from are
@@ -162,11 +164,12 @@ RECORDINGS = pa.schema([
 # features 3: values as bytes of values_dtype (2: a list of float32). outputs 3: each row names its
 # source and span.
 SCHEMA_VERSIONS: dict[str, str] = {"clips": SCHEMA_VERSION, "quarantine": SCHEMA_VERSION, "features": "3",
-                                   "metrics": SCHEMA_VERSION, "comparison": SCHEMA_VERSION, "outputs": "3", "recordings": "1"}
+                                   "metrics": SCHEMA_VERSION, "comparison": SCHEMA_VERSION, "outputs": "4", "recordings": "1"}
 
 # Older versions a reader still accepts: their columns are today's minus some added since, which
-# read as nulls (a run resumed after the upgrade keeps its outputs). outputs 2: before source/span.
-SCHEMA_COMPAT: dict[str, frozenset[str]] = {"outputs": frozenset({"2"})}
+# read as nulls (a run resumed after the upgrade keeps its outputs). outputs 2: before source/span;
+# 3: before t_init_rule/p_target.
+SCHEMA_COMPAT: dict[str, frozenset[str]] = {"outputs": frozenset({"2", "3"})}
 
 TABLES: dict[str, pa.Schema] = {"clips": CLIPS, "quarantine": QUARANTINE, "features": FEATURES, "metrics": METRICS,
                                 "comparison": COMPARISON,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, model_validator
 
 from schemas.configs import StrictConfig
+from schemas.probe import AutoStart
 from schemas.diffusion import DDIB_SAMPLER, RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig, WindowConfig
 
 def check_ddib_sampler(sampler: SamplerConfig) -> None:
@@ -47,7 +48,7 @@ VOCODER_HELP = ("auto (the champion vocoder, else the shipped one, else Griffin-
 TASK_ROLES = {"timbre": "clean", "midi2real": "midi_guide", "enhance": "degraded"}
 
 
-CHOICE_DEFAULTS = (("target", None), ("source", None), ("guidance", 1.0), ("decoder", None))
+CHOICE_DEFAULTS = (("target", None), ("source", None), ("guidance", 1.0), ("decoder", None), ("auto", None))
 DECODER_PATTERN = r"^(own|shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|models:/.+|runs:/.+)$"
 
 
@@ -67,6 +68,18 @@ class InstrumentChoice(StrictConfig):
                                 description="a latent model: decode its latents with this autoencoder instead of "
                                 "its own; it must keep the model's encoder bit for bit (a decoder fine-tune). "
                                 "Default: the decoder the repository ships for that encoder, else its own; 'own': its own")
+    # `--t-init auto` (tasks/auto_t_init.py): tau_init chosen per clip; warm.t_init is then unused
+    auto: AutoStart | None = Field(None, description="warm init: choose tau_init per clip with the instrument probe "
+                                   "(--t-init auto) instead of one tau_init for every clip")
+
+    def config_hash(self) -> str:
+        """As StrictConfig's, without `auto` while it is unset (configs made before it keep their hash)."""
+        from schemas.configs import config_hash
+
+        d = self.model_dump(mode="json")
+        if d["auto"] is None:
+            del d["auto"]
+        return config_hash(d)
 
     def identity(self) -> dict:
         """The config as it enters run, sweep and comparison IDs: these fields left out while at
@@ -106,6 +119,8 @@ class TransformConfig(InstrumentChoice):
 
         d = self.model_dump(mode="json")
         del d["decoder"]
+        if d["auto"] is None:  # configs made before auto existed keep their hash
+            del d["auto"]
         return config_hash(d)
 
     @model_validator(mode="after")
@@ -118,6 +133,8 @@ class TransformConfig(InstrumentChoice):
             raise ValueError("ddib with t_init=1 has no bridge to run (sigma_N = 0); use t_init < 1")
         if self.method == "ddib":
             check_ddib_sampler(self.sampler)
+        if self.auto is not None and self.method != "warm_init":
+            raise ValueError(f"t_init 'auto' chooses a warm start per clip; method {self.method!r} has none (use warm_init)")
         return self
 
 

@@ -25,7 +25,7 @@ from tasks.diffusion.checkpoint import read_checkpoint
 from tasks.diffusion.conditional import conditioned, generate_conditional, labelled
 from tasks.diffusion.kind import DenoiserKind
 from tasks.diffusion.noise import ItemNoise
-from tasks.diffusion.precond import EDMPrecond
+from tasks.diffusion.precond import Denoiser, EDMPrecond
 from tasks.diffusion.train_data import read_columns_local, train_data_from_columns
 from tasks.diffusion.unet import UNet
 from tasks.diffusion.vocoder import VOCODERS, Vocoder
@@ -191,6 +191,15 @@ def make_embedding(name: str, weights_dir: str, vggish_weights: str | None = Non
 Method = Callable[[torch.Tensor, torch.Tensor, ItemNoise], torch.Tensor]
 
 
+def target_denoiser(cfg: TransformConfig, target: LoadedModel) -> Denoiser:
+    """D(x; sigma) of the target: a labelled model bound to the target instrument (with its
+    guidance weight) is an ordinary denoiser for every method."""
+    label = target.card.label_of(cfg.target)
+    if label is None and cfg.guidance != 1.0:
+        raise ValueError(f"guidance {cfg.guidance} needs a model that learned several instruments; {target.name} did not")
+    return target.model if label is None else labelled(target.model, label, cfg.guidance)
+
+
 def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None) -> Method:
     """The transformation of one fixed-shape batch of windows, checked against the models now
     (before any audio is read): warm init (docs/design.md), DDIB (Su et al. 2023) or the
@@ -201,10 +210,7 @@ def make_method(cfg: TransformConfig, target: LoadedModel, source: LoadedModel |
                          f"model, but {target.name} is {'conditional' if is_cond else 'unconditional'}")
     edm = target.model.cfg
     label = target.card.label_of(cfg.target)
-    if label is None and cfg.guidance != 1.0:
-        raise ValueError(f"guidance {cfg.guidance} needs a model that learned several instruments; {target.name} did not")
-    # a labelled model bound to the target instrument is an ordinary D(x; sigma) for every method
-    denoiser = target.model if label is None else labelled(target.model, label, cfg.guidance)
+    denoiser = target_denoiser(cfg, target)
     if cfg.method == "warm_init":
         return lambda g, eps, noise: warm_transform(denoiser, g, cfg.sampler, edm, cfg.warm, noise, start_noise=eps)
     if cfg.method == "conditional":

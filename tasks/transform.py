@@ -18,14 +18,17 @@ import librosa
 import numpy as np
 import torch
 
+from schemas.diffusion import WarmStartConfig
 from schemas.transform import TransformConfig
-from tasks.builders import LoadedAutoencoder, LoadedModel, make_method, make_vocoder
+from tasks.auto_t_init import AutoChoice, choose_t_init
+from tasks.builders import LoadedAutoencoder, LoadedModel, make_method, make_vocoder, target_denoiser
+from tasks.probe import InstrumentProbe
 from tasks.diffusion.noise import ItemNoise
 from tasks.diffusion.vocoder import Vocoder
 from tasks.vocoder.vocos import NeuralVocoder
 from tasks.diffusion.train_data import denormalise, normalise
 from tasks.diffusion.warm import warm_sigmas
-from tasks.diffusion.windows import transform_long
+from tasks.diffusion.windows import item_windows, transform_long
 from tasks.features import LogMel, num_frames_for
 
 
@@ -34,22 +37,31 @@ class ClipOutput:
     audio: np.ndarray     # mono float32 at `sample_rate_hz`
     sample_rate_hz: int
     seconds_spent: float
+    choice: AutoChoice | None = None  # --t-init auto: the tau_init chosen for this clip, and why
 
 
 def output_key(clip_id: str, model_name: str, source_model: str | None, cfg: TransformConfig,
-               vocoder: str | None = None, decoder: str | None = None) -> str:
+               vocoder: str | None = None, decoder: str | None = None, probe: str | None = None) -> str:
     """The content address of one output: input, model version(s), method and settings, the
-    trained vocoder's version (Griffin-Lim is named by the config alone) and the pinned decoder's."""
+    trained vocoder's version (Griffin-Lim is named by the config alone), the pinned decoder's and
+    (t_init auto) the pinned probe's."""
     key = "|".join([clip_id, model_name, source_model or "", cfg.config_hash()] + ([vocoder] if vocoder else [])
-                   + ([f"decoder={decoder}"] if decoder else []))
+                   + ([f"decoder={decoder}"] if decoder else []) + ([f"probe={probe}"] if probe else []))
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 class Transformer:
     def __init__(self, cfg: TransformConfig, target: LoadedModel, source: LoadedModel | None = None, *,
                  batch_windows: int = 8, device: str = "cpu", bf16: bool = False, vocoder: Vocoder | None = None,
-                 autoencoder: LoadedAutoencoder | None = None):
+                 autoencoder: LoadedAutoencoder | None = None, probe: InstrumentProbe | None = None):
         self.cfg, self.target, self.source = cfg, target, source
+        if cfg.auto is not None and probe is None:
+            raise ValueError(f"t_init auto needs the instrument probe ({cfg.auto.probe}) loaded (tasks/probe.py)")
+        self.probe, self.target_label = probe, cfg.target or target.card.domain
+        if probe is not None and self.target_label not in probe.labels:
+            raise ValueError(f"the instrument probe knows {list(probe.labels)}; it cannot tell {self.target_label!r} "
+                             "apart, so t_init auto cannot choose for it (train-probe --instrument ...)")
+        self._methods: dict[float, object] = {}
         self.mel = target.card.mel
         self.method = make_method(cfg, target, source)  # checks the models against the method
         self.autoencoder = _check_autoencoder(target, autoencoder)
@@ -89,7 +101,7 @@ class Transformer:
             self.autoencoder.model.to(self.device).eval()
 
     # -- one fixed-shape model batch ---------------------------------------------------------
-    def _windows(self, guide: torch.Tensor, start_noise: torch.Tensor, noise: ItemNoise) -> torch.Tensor:
+    def _windows(self, guide: torch.Tensor, start_noise: torch.Tensor, noise: ItemNoise, method=None) -> torch.Tensor:
         n, pad = guide.shape[0], self.batch_windows - guide.shape[0]
         if pad < 0:
             raise ValueError(f"{n} windows in one call; at most batch_windows={self.batch_windows}")
@@ -97,8 +109,46 @@ class Transformer:
         g, eps = fill(guide), fill(start_noise)
         noise = ItemNoise(noise.seeds + [0] * pad, device=self.device)
         with torch.no_grad(), self.autocast:
-            out = self.method(g, eps, noise)
+            out = (method or self.method)(g, eps, noise)
         return out[:n].float().cpu()
+
+    # -- --t-init auto ----------------------------------------------------------------------
+    def _at(self, t_init: float):
+        """The warm-init method at one tau_init (the same method a fixed-tau_init run builds)."""
+        if t_init not in self._methods:
+            warm = WarmStartConfig(t_init=t_init, lam=self.cfg.warm.lam)
+            self._methods[t_init] = make_method(self.cfg.model_copy(update={"warm": warm, "auto": None}), self.target)
+        return self._methods[t_init]
+
+    def _sigma_of(self, t_init: float) -> float:
+        return float(warm_sigmas(self.cfg.sampler, self.edm, WarmStartConfig(t_init=t_init, lam=self.cfg.warm.lam))[0])
+
+    def _p_target(self, x0: torch.Tensor) -> torch.Tensor:
+        """P(target) of model-space windows [n, bins, W], read as log-mels."""
+        W = x0.shape[-1] * self.target.card.time_downsample
+        x = denormalise(x0.float().cpu(), self.target.card.mean, self.target.card.std)
+        if self.autoencoder is not None:
+            with torch.no_grad():
+                x = self.autoencoder.model.decode(x.to(self.device), W).cpu()
+        return self.probe.p_of(x, self.target_label)
+
+    def _auto(self, normed: list[torch.Tensor], clip_ids: Sequence[str]) -> tuple[list[torch.Tensor], list[AutoChoice]]:
+        """Per clip: tau_init chosen by the probe (tasks/auto_t_init.py), then the fixed-tau_init run at it."""
+        wins = item_windows(normed, list(clip_ids), self.window, self.cfg.seed)
+        denoiser = target_denoiser(self.cfg, self.target)
+        with self.autocast:
+            choices = choose_t_init(lambda x, s: denoiser(x.to(self.device), s.to(self.device)).float().cpu(), wins,
+                                    len(normed), self.cfg.auto, self._sigma_of, self.cfg.warm.lam, self._p_target,
+                                    batch=self.batch_windows, pad_to=self.batch_windows)
+        outs: list[torch.Tensor | None] = [None] * len(normed)
+        for t in sorted({c.t_init for c in choices}, reverse=True):
+            idx = [i for i, c in enumerate(choices) if c.t_init == t]
+            method = self._at(t)
+            got = transform_long(lambda g, e, n: self._windows(g, e, n, method), [normed[i] for i in idx],
+                                 [clip_ids[i] for i in idx], self.window, self.cfg.seed, max_batch_windows=self.batch_windows)
+            for i, o in zip(idx, got):
+                outs[i] = o
+        return outs, choices  # type: ignore[return-value]
 
     def _guide_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return (self.source or self.target).card.guide_stats(conditional_input=self.cfg.method == "conditional")
@@ -136,8 +186,12 @@ class Transformer:
         t0 = time.perf_counter()
         normed, lengths = self.guides(audio, sample_rates_hz)
         t1 = time.perf_counter()
-        outs = transform_long(self._windows, normed, list(clip_ids), self.window, self.cfg.seed,
-                              max_batch_windows=self.batch_windows)
+        choices: list[AutoChoice | None] = [None] * len(normed)
+        if self.cfg.auto is not None:
+            outs, choices = self._auto(normed, clip_ids)  # type: ignore[assignment]
+        else:
+            outs = transform_long(self._windows, normed, list(clip_ids), self.window, self.cfg.seed,
+                                  max_batch_windows=self.batch_windows)
         t2 = time.perf_counter()
         results = []
         for cid, o, n in zip(clip_ids, outs, lengths):
@@ -151,7 +205,7 @@ class Transformer:
         for k, v in zip(self.stage_seconds, (t1 - t0, t2 - t1, t3 - t2)):
             self.stage_seconds[k] += v
         per_clip = (t3 - t0) / max(1, len(results))
-        return [ClipOutput(y, sr, per_clip) for y in results]
+        return [ClipOutput(y, sr, per_clip, c) for y, c in zip(results, choices)]
 
 
 def _check_autoencoder(target: LoadedModel, autoencoder: LoadedAutoencoder | None) -> LoadedAutoencoder | None:

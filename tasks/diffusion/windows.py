@@ -5,6 +5,7 @@ overlapping windows start from the same state."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -41,13 +42,22 @@ def crossfade_weights(starts: Sequence[int], window_frames: int, overlap_frames:
     return w
 
 
-def transform_long(transform: WindowTransform, mels: Sequence[torch.Tensor], item_ids: Sequence[str],
-                   cfg: WindowConfig, run_seed: int, *, max_batch_windows: int = 16) -> list[torch.Tensor]:
-    """Transform items of any length ([bins, frames] each). Windows of all items are batched
-    together; every window's noise comes from its item's ID, so an item's result does not
-    depend on what else is in the call. Items shorter than a window are edge-padded."""
+@dataclass(frozen=True)
+class Window:
+    item: int                  # index of its item in the call
+    start: int                 # first frame in the (edge-padded) item
+    guide: torch.Tensor        # [bins, W]
+    start_noise: torch.Tensor  # [bins, W]: its slice of the item's shared noise field, or its own
+    seed: int                  # its churn/step noise seed
+
+
+def item_windows(mels: Sequence[torch.Tensor], item_ids: Sequence[str], cfg: WindowConfig, run_seed: int) -> list[Window]:
+    """The windows a transform runs, with their start noise: every window's noise comes from its
+    item's ID, so an item's result does not depend on what else is in the call. Items shorter
+    than a window are edge-padded. (Shared with the adaptive tau_init search, which previews the
+    very start states the run will use.)"""
     W, ov = cfg.window_frames, cfg.overlap_frames
-    jobs = []  # (item, start, guide window, start noise, window seed)
+    jobs = []
     for it, (mel, iid) in enumerate(zip(mels, item_ids)):
         t = mel.shape[-1]
         padded = mel if t >= W else torch.nn.functional.pad(mel[None], (0, W - t), mode="replicate")[0]
@@ -55,16 +65,25 @@ def transform_long(transform: WindowTransform, mels: Sequence[torch.Tensor], ite
         for k, a in enumerate(window_starts(padded.shape[-1], W, ov)):
             seed = item_seed(run_seed, iid, "window", k)
             eps = shared[:, a:a + W] if shared is not None else ItemNoise([seed])(padded[None, :, :W])[0]
-            jobs.append((it, a, padded[:, a:a + W], eps, seed))
+            jobs.append(Window(it, a, padded[:, a:a + W], eps, seed))
+    return jobs
+
+
+def transform_long(transform: WindowTransform, mels: Sequence[torch.Tensor], item_ids: Sequence[str],
+                   cfg: WindowConfig, run_seed: int, *, max_batch_windows: int = 16) -> list[torch.Tensor]:
+    """Transform items of any length ([bins, frames] each). Windows of all items are batched
+    together (tasks.diffusion.windows.item_windows)."""
+    W, ov = cfg.window_frames, cfg.overlap_frames
+    jobs = item_windows(mels, item_ids, cfg, run_seed)
     outs = []
     for b in range(0, len(jobs), max_batch_windows):
         chunk = jobs[b:b + max_batch_windows]
-        y = transform(torch.stack([j[2] for j in chunk]), torch.stack([j[3] for j in chunk]),
-                      ItemNoise([j[4] for j in chunk]))
+        y = transform(torch.stack([j.guide for j in chunk]), torch.stack([j.start_noise for j in chunk]),
+                      ItemNoise([j.seed for j in chunk]))
         outs.extend(y.unbind(0))
     results = []
     for it, mel in enumerate(mels):
-        mine = [(j[1], o) for j, o in zip(jobs, outs) if j[0] == it]
+        mine = [(j.start, o) for j, o in zip(jobs, outs) if j.item == it]
         starts = [a for a, _ in mine]
         span = max(mel.shape[-1], W)
         weights = crossfade_weights(starts, W, ov).to(mel.dtype)

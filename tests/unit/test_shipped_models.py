@@ -203,3 +203,24 @@ def test_the_shipped_instrument_model_knows_each_instrument_by_its_label():
         own, others = errors[k], [e for j, e in enumerate(errors) if j != k]
         wins += own < sum(others) / len(others)
     assert wins >= len(labels) - 1, wins  # measured: see the card's "label_test"
+
+
+def test_the_shipped_instrument_probe_matches_its_card_and_scores_every_held_out_set():
+    """The probe `--t-init auto` and the tables' target accuracy use: loaded only through its card's
+    checksum, six labels, and a card that scores it on each held-out collection per instrument."""
+    from infra.shipped import probe_bytes
+    from tasks.probe import InstrumentProbe
+
+    card = json.loads((WEIGHTS / "instrument-probe" / "card.json").read_text())
+    pinned, data = probe_bytes("shipped:instrument-probe")
+    assert pinned == f"shipped:instrument-probe@{card['sha256'][:16]}" and len(data) == card["bytes"]
+    probe = InstrumentProbe.from_bytes(data)
+    assert probe.labels == tuple(card["labels"]) == ("cello", "clarinet", "flute", "oboe", "trumpet", "violin")
+    sets = {r["collection"] for r in card["accuracy"]}
+    assert {"oneills-fluidr3", "oneills-gmbank", "trecento-fluidr3", "trecento-gmbank"} <= sets
+    for s in sets:
+        assert {r["instrument"] for r in card["accuracy"] if r["collection"] == s} == set(probe.labels)
+    fluidr3 = [r["accuracy"] for r in card["accuracy"] if r["collection"].endswith("fluidr3")]
+    assert min(fluidr3) >= 0.95  # through the trained soundfont; the unseen GM bank's flute is the card's weak row
+    p = probe.probabilities(torch.randn(3, 128, 64) - 4)
+    assert p.shape == (3, 6) and torch.allclose(p.sum(-1), torch.ones(3))

@@ -1,0 +1,94 @@
+"""Adaptive tau_init (`--t-init auto`): per clip, the largest tau_init (the most faithful start) at
+which the run turns the guide into the target, judged by the instrument probe (tasks/probe.py)
+on the denoiser's own estimate x̂0 = D(x_start; sigma_start) -- one denoiser call per window and
+candidate, the preview Diff-TONE reads along its reverse pass (Kim et al. 2024), where the
+warm-init paper leaves tau_init a per-task heuristic.
+
+The search is a bisection over the descending candidates: P(target | x̂0) grows as tau_init falls
+(more noise, less guide), so ceil(log2(K + 1)) previews per clip find the first candidate that
+passes, instead of K. A clip whose previews never pass gets the previewed candidate where P was
+highest (the estimate blurs at the lowest candidates and the probe's P falls again there).
+Each preview starts from the very state the run will start from (same windows, same start noise),
+and the chosen run is the fixed-tau_init run at that candidate, bit for bit."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from schemas.probe import AutoStart
+from tasks.diffusion.precond import Denoiser
+from tasks.diffusion.warm import warm_start_state
+from tasks.diffusion.windows import Window
+
+# x̂0 windows [n, bins, W] in the model's space -> the probe's P(target) per window [n]
+ProbeFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AutoChoice:
+    t_init: float           # the candidate chosen for the clip
+    p_target: float         # the probe's P(target | x̂0) there (mean over the clip's windows)
+    passed: bool            # P reached the threshold at some candidate
+    previews: int           # candidates previewed for this clip
+
+
+def preview_p(denoiser: Denoiser, windows: Sequence[Window], sigmas: Sequence[float], lam: float, probe: ProbeFn,
+              batch: int, pad_to: int | None = None) -> torch.Tensor:
+    """P(target | x̂0) of each window started at its own sigma: x = guide + lam*sigma*eps, x̂0 = D(x; sigma).
+    Calls see fixed batches of `pad_to` windows (zero-padded), as the transform's do."""
+    out = []
+    size = pad_to or batch
+    for b in range(0, len(windows), batch):
+        chunk, sig = windows[b:b + batch], list(sigmas[b:b + batch])
+        pad = size - len(chunk)
+        g = torch.stack([w.guide for w in chunk])
+        eps = torch.stack([w.start_noise for w in chunk])
+        s = torch.tensor(sig, dtype=g.dtype)
+        x = torch.stack([warm_start_state(gi, float(si), lam, ei) for gi, si, ei in zip(g, s, eps)])
+        if pad:
+            x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
+            s = torch.cat([s, s.new_full((pad,), max(float(s.max()), 1e-3))])
+        with torch.no_grad():
+            x0 = denoiser(x, s.clamp_min(1e-6))[:len(chunk)]
+        out.append(probe(x0))
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def choose_t_init(denoiser: Denoiser, windows: Sequence[Window], n_items: int, auto: AutoStart,
+                  sigma_of: Callable[[float], float], lam: float, probe: ProbeFn, *, batch: int,
+                  pad_to: int | None = None) -> list[AutoChoice]:
+    """One AutoChoice per item: the bisection above, every round batched over all items still open."""
+    cands = auto.candidates  # descending (AutoStart sorts them)
+    k = len(cands)
+    lo, hi = [0] * n_items, [k] * n_items
+    seen: list[dict[int, float]] = [{} for _ in range(n_items)]
+    by_item: list[list[Window]] = [[] for _ in range(n_items)]
+    for w in windows:
+        by_item[w.item].append(w)
+    while True:
+        open_items = [i for i in range(n_items) if lo[i] < hi[i]]
+        if not open_items:
+            break
+        mids = {i: (lo[i] + hi[i]) // 2 for i in open_items}
+        ws = [w for i in open_items for w in by_item[i]]
+        p = preview_p(denoiser, ws, [sigma_of(cands[mids[w.item]]) for w in ws], lam, probe, batch, pad_to)
+        at = 0
+        for i in open_items:
+            n = len(by_item[i])
+            pi = float(p[at:at + n].mean())
+            at += n
+            seen[i][mids[i]] = pi
+            if pi >= auto.threshold:
+                hi[i] = mids[i]
+            else:
+                lo[i] = mids[i] + 1
+    choices = []
+    for i in range(n_items):
+        if lo[i] < k:
+            choices.append(AutoChoice(cands[lo[i]], seen[i][lo[i]], True, len(seen[i])))
+        else:
+            best = max(seen[i], key=lambda j: (seen[i][j], -j))
+            choices.append(AutoChoice(cands[best], seen[i][best], False, len(seen[i])))
+    return choices
