@@ -227,3 +227,18 @@ def required(name: str, value):
     if value is None:
         usage_error(f"missing option {name} (see --help)")
     return value
+
+
+def t_init_option(value: str | None) -> tuple[float | None, dict | None]:
+    """--t-init: a number in [0, 1], or auto (per clip, tasks/auto_t_init.py) -> (t_init, auto config)."""
+    if value is None:
+        return None, None
+    if value.strip().lower() == "auto":
+        from schemas.probe import AutoStart
+
+        return None, AutoStart().model_dump(mode="json")
+    try:
+        return float(value), None
+    except ValueError:
+        usage_error(f"--t-init: expected a number in [0, 1] or 'auto', got {value!r}")
+        raise  # usage_error exits

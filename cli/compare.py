@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from cli.common import USAGE, ConfigOpt, DecoderOpt, GuidanceOpt, PrefectOpt, TargetOpt, console, fail, load_config, run
+from cli.common import USAGE, ConfigOpt, DecoderOpt, GuidanceOpt, PrefectOpt, TargetOpt, console, fail, load_config, run, t_init_option
 from cli.run import VocoderOpt
 
 
@@ -31,7 +31,8 @@ def compare(
     task: list[str] = typer.Option(None, help="timbre | midi2real | enhance (repeat; default all three)."),
     source_model: list[str] = typer.Option(None, help="DDIB: TASK=the guide domain's model (repeat)."),
     conditional_model: list[str] = typer.Option(None, help="Conditional baseline: TASK=its model (repeat)."),
-    t_init: float = typer.Option(None, help="Operating point (default: the newest sweep's for this model under OUT)."),
+    t_init: str = typer.Option(None, help="Operating point (default: the newest sweep's for this model under OUT); "
+                                           "auto: also a row with tau_init chosen per clip by the instrument probe."),
     lam: float = typer.Option(None, help="With --t-init: its lambda (default 1)."),
     neighbour: list[float] = typer.Option(None, help="tau_init offsets of the neighbours (repeat; default -0.05 0.05)."),
     timbre_domain: str = typer.Option(None, help="timbre: the guide instrument (default violin)."),
@@ -56,8 +57,9 @@ def compare(
     from schemas.compare import CompareConfig
     from schemas.transform import TransformLogistics
 
+    t_init, auto = t_init_option(t_init)
     cfg = load_config(CompareConfig, config, model=model, target=target, guidance=guidance, decoder=decoder,
-                      tasks=tuple(task or ()),
+                      tasks=tuple(task or ()), auto=auto,
                       t_init=t_init, lam=lam,
                       source_models=_per_task(source_model, "source-model"),
                       conditional_models=_per_task(conditional_model, "conditional-model"),

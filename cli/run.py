@@ -10,7 +10,7 @@ import typer
 
 from cli.common import (ConfigOpt, DecoderOpt, GuidanceOpt, PrefectOpt, SChurnOpt, SNoiseOpt, STmaxOpt, STminOpt,
                         TargetOpt, console, fail, load_config, moved, old_argument, old_spelling, print_rows, root, run,
-                        usage_error)
+                        t_init_option, usage_error)
 
 
 VocoderOpt = typer.Option(None, help="Decoder: auto (the champion vocoder, else the shipped one, else Griffin-Lim) "
@@ -26,21 +26,6 @@ SamplerOpt = typer.Option(None, help="heun | euler | dpmpp_2m (default: dpmpp_2m
                                      "Another solver than the default starts from its own defaults (the N grid).")
 SolverStepsOpt = typer.Option(None, help="K: solver steps from sigma_start (a Karras grid to sigma_min) instead of the "
                                          "N grid's remaining ones; tau_init still picks sigma_start on the N grid.")
-
-
-def t_init_option(value: str | None) -> tuple[float | None, dict | None]:
-    """--t-init: a number in [0, 1], or auto (per clip, tasks/auto_t_init.py) -> (t_init, auto config)."""
-    if value is None:
-        return None, None
-    if value.strip().lower() == "auto":
-        from schemas.probe import AutoStart
-
-        return None, AutoStart().model_dump(mode="json")
-    try:
-        return float(value), None
-    except ValueError:
-        usage_error(f"--t-init: expected a number in [0, 1] or 'auto', got {value!r}")
-        raise  # usage_error exits
 
 
 def transform(
@@ -243,6 +228,8 @@ def nightly(
                                 "the shipped one, else Griffin-Lim) | griffin-lim | shipped:vocoder | a vocoder model URI."),
     seed: int = typer.Option(None, help="Run seed; each clip's noise derives from (seed, clip ID)."),
     steps: int = typer.Option(None, help="N reverse steps (default: the operating point's sampler)."),
+    t_init: str = typer.Option(None, help="auto: every target's tau_init chosen per clip by the instrument probe "
+                                          "(default: each target's operating point)."),
     actors: int = typer.Option(None, help="Ray actors (0: transform in this process; default 2)."),
     clips_per_task: int = typer.Option(None, help="Clips per actor call and per committed shard (default 4)."),
     config: Optional[Path] = ConfigOpt,
@@ -254,7 +241,10 @@ def nightly(
     from jobs.nightly import nightly_job
     from schemas.nightly import NightlyConfig
 
-    targets = [t.model_dump(exclude_none=True) for t in _nightly_targets(model, target)]
+    if t_init is not None and t_init.strip().lower() != "auto":
+        usage_error(f"nightly --t-init: expected auto (a fixed tau_init per target goes in --config), got {t_init!r}")
+    targets = [t.model_dump(exclude_none=True) | ({"t_init": "auto"} if t_init else {})
+               for t in _nightly_targets(model, target)]
     cfg = load_config(NightlyConfig, config, inputs=inputs, targets=targets, out=out, vocoder=vocoder, seed=seed,
                       steps=steps, actors=actors, clips_per_task=clips_per_task)
     try:

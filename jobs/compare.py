@@ -32,6 +32,7 @@ from jobs.transform import select_clips, transform_job
 from ray_actors.pool import keep_workers
 from schemas.compare import CompareConfig, CompareLayout as L
 from schemas.diffusion import EDMConfig, RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
+from schemas.probe import SHIPPED_PROBE
 from schemas.records import RunLayout
 from schemas.results import CompareResult
 from schemas.tables import COMPARISON
@@ -41,9 +42,8 @@ from tasks.builders import load_model, make_embedding
 from tasks.compare import GUIDE_ROLES, Method, degradation_kind, evaluations_per_window, markdown, plan_methods
 from tasks.compare import scatter_points, summary_rows, true_target_ids
 from tasks.listening import ListeningInput, clip_title, write_page
-from tasks.metrics.compute import point_rows
+from tasks.metrics.compute import point_rows, target_probe
 from tasks.metrics.pitch import BasicPitch
-from tasks.metrics.embeddings import Embedding
 from tasks.metrics.sources import AudioItem, is_clips_dataset
 from tasks.metrics.table import GridPoint, aggregate
 from tasks.plots import methods_png
@@ -99,7 +99,7 @@ def task_inputs(inputs: str, sel: InputSelection, task: str, target_domain: str)
 
 
 def run_method(task: str, m: Method, inputs: str, sel: InputSelection, data: dict, references: dict, cfg: CompareConfig,
-               edm: EDMConfig, scorers: tuple[Embedding, BasicPitch], log: TransformLogistics) -> dict:
+               edm: EDMConfig, scorers: tuple, log: TransformLogistics) -> dict:
     """One method on one task: its outputs scored over all inputs (and per degradation kind for
     enhance); returns the rows and, for a transform, its run's URL and output key per input (the
     listening page reads them)."""
@@ -137,13 +137,14 @@ def point_of(m: Method, task: str, run_url: str | None) -> GridPoint:
     c = m.config
     return GridPoint(run_id=run_url.rstrip("/").rsplit("/", 1)[-1] if run_url else m.key,
                      method=c.method if c else "reference", task=task,
-                     t_init=c.warm.t_init if c else None, lam=c.warm.lam if c else None)
+                     t_init=c.warm.t_init if c and c.auto is None else None, lam=c.warm.lam if c else None)
 
 
 def _score(task: str, m: Method, outs: list, point: GridPoint, data: dict, references: dict, cfg: CompareConfig,
-           scorers: tuple[Embedding, BasicPitch], speed: list | None, nfe: int | None) -> list[dict]:
-    """A method's rows: every metric over all its outputs, and per degradation kind for enhance."""
-    emb, tracker = scorers
+           scorers: tuple, speed: list | None, nfe: int | None) -> list[dict]:
+    """A method's rows: every metric over all its outputs, and per degradation kind for enhance.
+    `scorers`: the FAD embedding, the pitch tracker and the instrument probe (or None)."""
+    emb, tracker, probe = scorers
     clean = data["targets"] if task == "enhance" else None
     subsets = {"all": outs}
     if task == "enhance":
@@ -153,8 +154,8 @@ def _score(task: str, m: Method, outs: list, point: GridPoint, data: dict, refer
     for subset, items in subsets.items():
         # FAD needs two clips: a degradation kind with one input gets its paired metrics only
         got = point_rows(point, items, data["guides"], references if len(items) >= 2 else {}, emb, tracker,
-                         threshold=cfg.jd_threshold,
-                         clean=clean, seed=cfg.seed)
+                         threshold=cfg.jd_threshold, clean=clean, seed=cfg.seed,
+                         probe=probe if task != "enhance" else None)
         if subset == "all" and speed:
             got += aggregate(point, speed, ("s_per_audio_s",), reference="wall clock", seed=cfg.seed)
             got += aggregate(point, [{"nfe": float(nfe)}], ("nfe",), reference="per window")
@@ -165,6 +166,10 @@ def _score(task: str, m: Method, outs: list, point: GridPoint, data: dict, refer
 def listening(task: str, methods: list[Method], results: list[dict], data: dict, n: int) -> list[ListeningInput]:
     keys = {m.key: res["keys"] for m, res in zip(methods, results) if res["run_url"]}
     runs = {m.key: Storage(res["run_url"]) for m, res in zip(methods, results) if res["run_url"]}
+    # τ_init auto: the page names the tau_init chosen for each input (per clip, so not in the
+    # method's label: ratings pool a condition over inputs)
+    chosen = ({r["clip_id"]: r["t_init"] for r in ShardedDataset(runs["warm-auto"].child(RunLayout.OUTPUTS), "outputs")
+               .read(["clip_id", "t_init"]).to_pylist()} if "warm-auto" in runs else {})
     out = []
     for cid in sorted(data["guides"])[:n]:
         g = data["guides"][cid]
@@ -172,6 +177,8 @@ def listening(task: str, methods: list[Method], results: list[dict], data: dict,
                 for m in methods if m.key in keys and cid in keys[m.key]]
         t = data["targets"].get(cid)
         title = data["titles"].get(cid)
+        if cid in chosen:
+            title = f"{title or cid[:12]} · τ_init auto chose {chosen[cid]:g}"
         out.append(ListeningInput(f"{task}-{cid[:12]}", (g.audio, g.sample_rate_hz), outs,
                                   (t.audio, t.sample_rate_hz) if t else None, title=f"{task}: {title}" if title else None,
                                   group=task))
@@ -205,6 +212,7 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
                       | {f"operating_point.{t}": o for t, (_, _, o) in points.items()})
         log = logistics.model_copy(update={"parent_run_id": parent.id, "experiment": EXPERIMENT, "run_id": None})
         emb, tracker = make_embedding(cfg.embedding, get_settings().weights_dir), BasicPitch(get_settings().weights_dir)
+        probe = target_probe(domain, cfg.auto.probe if cfg.auto else SHIPPED_PROBE)  # the tables' target accuracy
         stats, label, _ = real_reference(cfg.reference_url or inputs, domain, cfg.reference_split, cfg.reference_limit,
                                          emb, root.url)
         rows, pages, inputs_per_task = [], [], {}
@@ -220,12 +228,12 @@ def compare_job(inputs: str, cfg: CompareConfig, logistics: TransformLogistics, 
             methods = plan_methods(task, base, point, cfg.neighbours,
                                    source_model=pinned["source_models"].get(task),
                                    conditional_model=pinned["conditional_models"].get(task),
-                                   source_label=cfg.timbre_domain if task == "timbre" else None)
+                                   source_label=cfg.timbre_domain if task == "timbre" else None, auto=cfg.auto)
             print(f"[compare] {task}: {len(data['guides'])} inputs from {len(data['pieces'])} pieces; "
                   f"{len(methods)} methods")
             with keep_workers():  # methods of one model (warm, neighbours, identity, generation) share actors
                 results = [step(run_method, task, m, inputs, sel, data, {"fad": (stats, label)}, cfg, target.model.cfg,
-                                (emb, tracker), log.model_copy(update={"run_id": None})) for m in methods]
+                                (emb, tracker, probe), log.model_copy(update={"run_id": None})) for m in methods]
             rows += [r for res in results for r in res["rows"]]
             pages += listening(task, methods, results, data, cfg.listen)
         shown = {t: f"{p.model_dump(exclude_none=True)} {s.name} {s.steps} steps, S_churn {s.S_churn:g} (from {o})"

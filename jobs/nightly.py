@@ -29,6 +29,7 @@ from jobs.transform import transform_job
 from ray_actors.pool import keep_workers
 from schemas.configs import IngestConfig
 from schemas.diffusion import RECOMMENDED_SAMPLER, SamplerConfig, WarmStartConfig
+from schemas.probe import AutoStart
 from schemas.nightly import NightlyConfig, NightlyTarget
 from schemas.records import RunLayout
 from schemas.results import NightlyResult
@@ -55,11 +56,14 @@ def resolve_targets(targets: tuple[NightlyTarget, ...], root: Storage, steps: in
     resolved = []
     for t in targets:
         pinned_uri, version = tracking.resolve_model(t.model)
-        if t.t_init is not None:
+        auto = None
+        if t.t_init is not None and t.t_init != "auto":
             warm, sampler, origin = {"t_init": t.t_init, "lam": 1.0 if t.lam is None else t.lam}, None, "given"
         else:  # arrivals are re-instrumented: the timbre sweep's point, else the default
             point, sampler, origin = operating_point_for(root, version, "timbre", t.target)
             warm = point.model_dump(exclude_none=True)
+            if t.t_init == "auto":  # tau_init per clip; lambda and sampler from the operating point
+                auto, origin = AutoStart().model_dump(mode="json"), f"auto per clip, λ from {origin}"
         sampler = sampler or RECOMMENDED_SAMPLER
         sampler = sampler.model_copy(update={"steps": steps}) if steps else sampler
         WarmStartConfig(**warm)  # validated now, not mid-batch
@@ -68,7 +72,8 @@ def resolve_targets(targets: tuple[NightlyTarget, ...], root: Storage, steps: in
                          # the decoder pinned for the night (the target's, else the night's: by
                          # default the champion vocoder, else the shipped one, else Griffin-Lim),
                          # kept in the state so that a crashed night is finished with the same one
-                         "vocoder": resolve_vocoder(t.vocoder or vocoder)[0] or "griffin-lim"})
+                         "vocoder": resolve_vocoder(t.vocoder or vocoder)[0] or "griffin-lim"}
+                        | ({"auto": auto} if auto else {}))
     return resolved
 
 
@@ -85,6 +90,7 @@ def _label(t: dict) -> str:
     w = t["warm"]
     s = SamplerConfig.model_validate(t["sampler"])  # older states name the churn settings as before issue 17
     x = f"τ {w['t_init']:g}" if w.get("t_init") is not None else f"σ {w['sigma_start']:g}"
+    x = "τ auto (per clip)" if t.get("auto") else x
     churn = f", S_churn {s.S_churn:g}" if s.S_churn else ""
     return f"{x}, λ {w['lam']:g}, {s.name} {s.steps}{churn}"
 
@@ -95,7 +101,8 @@ def run_targets(clips_url: str, commits: list[str], run_date: str, resolved: lis
     for t in resolved:
         # a state written before the decoder was resolved per night decoded with Griffin-Lim
         cfg = TransformConfig(model=t["model"], warm=WarmStartConfig(**t["warm"]), sampler=SamplerConfig(**t["sampler"]),
-                              vocoder=t.get("vocoder", "griffin-lim"), target=t.get("target"), seed=t.get("seed", 0))
+                              vocoder=t.get("vocoder", "griffin-lim"), target=t.get("target"), seed=t.get("seed", 0),
+                              auto=t.get("auto"))
         name = run_name(t["version"]) + (f"-{t['target']}" if t.get("target") else "")
         log = logistics.model_copy(update={"run_id": f"nightly-{run_date}-{name}",
                                            "out_url": root.child(f"nightly/{run_date}").url,

@@ -26,6 +26,7 @@ from schemas.configs import config_hash
 from schemas.diffusion import WarmStartConfig
 from schemas.records import LambdaRecommendation, OperatingPoint, Recommendation, RunLayout
 from schemas.records import SweepLayout as L
+from schemas.probe import SHIPPED_PROBE
 from schemas.results import SweepResult
 from schemas.sweep import SweepConfig
 from schemas.tables import METRICS
@@ -34,7 +35,7 @@ from tasks.audio import decode_audio_bytes
 from tasks.builders import load_model, make_embedding
 from tasks.compare import true_target_ids
 from tasks.listening import ListeningInput, clip_title, write_page
-from tasks.metrics.compute import point_rows
+from tasks.metrics.compute import point_rows, target_probe
 from tasks.metrics.embeddings import Embedding
 from tasks.metrics.fad import cached_reference_stats, embed_set
 from tasks.metrics.frechet import GaussianStats
@@ -115,7 +116,7 @@ def reference_stats(cfg: SweepConfig, inputs: str, out: str, domain: str, logist
 
 def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: InputSelection,
                logistics: TransformLogistics, references: dict[str, tuple[GaussianStats, str]],
-               method: str | None = None) -> dict:
+               method: str | None = None, target_domain: str | None = None) -> dict:
     tcfg = point_config(cfg, warm)
     if method == "generation":  # from noise with the target model alone, whatever the sweep's method
         tcfg = tcfg.model_copy(update={"method": "warm_init", "source_model": None, "source": None})
@@ -137,10 +138,16 @@ def grid_point(cfg: SweepConfig, warm: WarmStartConfig, inputs: str, selection: 
         clean = {g: items[c] for g, c in clean_of.items() if c in items}
     rows = point_rows(point, outs, clip_items(res["clips_url"], {o.item_id for o in outs}), references,
                       make_embedding(cfg.embedding, get_settings().weights_dir), BasicPitch(get_settings().weights_dir),
-                      threshold=cfg.jd_threshold, clean=clean, seed=cfg.seed)
+                      threshold=cfg.jd_threshold, clean=clean, seed=cfg.seed,
+                      probe=sweep_probe(cfg, target_domain))
     tracking.TrackedRun(res["mlflow_run_id"]).table(rows)
     return {"rows": rows, "run_url": res["run_url"], "clips_url": res["clips_url"],
             "t_init": warm.t_init, "sigma_start": warm.sigma_start, "lam": warm.lam}
+
+
+def sweep_probe(cfg: SweepConfig, target_domain: str | None):
+    """The instrument probe for the table's target accuracy (the one `auto` uses, if set)."""
+    return target_probe(cfg.target or target_domain, cfg.auto.probe if cfg.auto else SHIPPED_PROBE)
 
 
 def anchor_rows(cfg: SweepConfig, inputs: str, selection: InputSelection, logistics: TransformLogistics,
@@ -149,7 +156,8 @@ def anchor_rows(cfg: SweepConfig, inputs: str, selection: InputSelection, logist
     the model's realism when it ignores the guide) and the true target (each guide's segment as the
     target instrument really plays it, where the inputs are a corpus that has it). Their rows carry
     method 'generation' and 'target' and never enter the trade-off curve."""
-    gen = grid_point(cfg, WarmStartConfig(t_init=0.0, lam=1.0), inputs, selection, logistics, references, "generation")
+    gen = grid_point(cfg, WarmStartConfig(t_init=0.0, lam=1.0), inputs, selection, logistics, references, "generation",
+                     target_domain)
     rows = gen["rows"]
     clips = ShardedDataset.at(gen["clips_url"], "clips").read(["clip_id", "clean_id", "source_id", "domain", "role"]).to_pylist()
     guide_ids = {o.item_id for o in output_items(gen["run_url"])}
@@ -159,7 +167,8 @@ def anchor_rows(cfg: SweepConfig, inputs: str, selection: InputSelection, logist
         outs = [AudioItem(g, audio[t].audio, audio[t].sample_rate_hz) for g, t in sorted(target_of.items())]
         rows += point_rows(GridPoint(run_id="true-target", method="target", task=cfg.task), outs,
                            {g: audio[g] for g in target_of}, references, make_embedding(cfg.embedding, get_settings().weights_dir),
-                           BasicPitch(get_settings().weights_dir), threshold=cfg.jd_threshold, seed=cfg.seed)
+                           BasicPitch(get_settings().weights_dir), threshold=cfg.jd_threshold, seed=cfg.seed,
+                           probe=sweep_probe(cfg, target_domain))
     return rows
 
 
@@ -345,7 +354,7 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
             for k, warm in enumerate(cfg.grid()):
                 where = f"t_init={warm.t_init}" if warm.sigma_start is None else f"sigma_start={warm.sigma_start:g}"
                 print(f"[sweep] point {k + 1}/{len(cfg.grid())}: {where} lam={warm.lam}")
-                points.append(step(grid_point, cfg, warm, inputs, selection, child_log, references))
+                points.append(step(grid_point, cfg, warm, inputs, selection, child_log, references, None, domain))
         context = ({"inputs": inputs, "model": model_name, "decoder": cfg.vocoder, "reference": label,
                     "target_domain": domain} | selection.model_dump())
         companion = None
@@ -362,6 +371,7 @@ def sweep_job(inputs: str, selection: InputSelection, cfg: SweepConfig, logistic
             warm = WarmStartConfig(t_init=op.t_init if op is not None and op.t_init is not None else 0.6,
                                    lam=op.lam if op is not None else cfg.grid()[0].lam)
             print(f"[sweep] t_init auto: chosen per clip by the instrument probe ({cfg.auto.probe}), lambda {warm.lam:g}")
-            anchors = (anchors or []) + step(grid_point, cfg, warm, inputs, selection, child_log, references, "auto")["rows"]
+            anchors = (anchors or []) + step(grid_point, cfg, warm, inputs, selection, child_log, references, "auto",
+                                             domain)["rows"]
         return (step(finish, cfg, points, out, parent.id, sweep_id, context, companion, anchors)
                 | {"rows": [r for p in points for r in p["rows"]] + (anchors or [])})

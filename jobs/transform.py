@@ -57,7 +57,7 @@ def pin_models(cfg: TransformConfig) -> PinnedModels:
     vocoder_uri, vocoder = resolve_vocoder(cfg.vocoder)
     if vocoder_uri:
         pinned |= {"vocoder_uri": vocoder_uri, "vocoder": vocoder}
-    if cfg.auto is not None:  # the probe's file pinned by its checksum: a run never mixes two probes
+    if cfg.auto_rule() == "probe":  # the probe's file pinned by its checksum: a run never mixes two probes
         pinned["probe_uri"] = probe_bytes(cfg.auto.probe)[0]
     return PinnedModels(**pinned | pin_decoder(cfg.decoder, uri, name))
 

@@ -100,7 +100,8 @@ class ClipTransformer:
             self._transformers[key] = Transformer(
                 cfg, self.target, self.source if cfg.method == "ddib" else None,
                 batch_windows=self.logistics.batch_windows, device="cuda" if self.gpu else "cpu", bf16=self.gpu,
-                vocoder=self.vocoder, autoencoder=self.autoencoder, probe=self.probe if cfg.auto else None)
+                vocoder=self.vocoder, autoencoder=self.autoencoder,
+                probe=self.probe if cfg.auto_rule() == "probe" else None)
         return _Call(cfg, self._transformers[key], Storage(run_url), run_id)
 
     @staticmethod
@@ -170,7 +171,9 @@ class ClipTransformer:
                 "source_model": self.pinned.get("source_model"), "method": c.method, "task": c.task,
                 "t_init": out.choice.t_init if out.choice else c.warm.t_init,
                 "sigma_start": tr._sigma_of(out.choice.t_init) if out.choice else tr.sigma_start, "lam": c.warm.lam,
-                "t_init_rule": "auto" if out.choice else "given", "p_target": out.choice.p_target if out.choice else None,
+                # auto: the probe's rule (P(target | x̂0) recorded), auto-noise: the input's degradation level
+                "t_init_rule": ("given" if not out.choice else "auto" if c.auto_rule() == "probe" else "auto-noise"),
+                "p_target": out.choice.p_target if out.choice and c.auto_rule() == "probe" else None,
                 "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
                 "vocoder": self.pinned.get("vocoder") or f"griffin-lim ({c.vocoder_iters} it.)",
                 "output_uri": call.run.uri(rel), "sample_rate_hz": sr, "duration_s": len(y) / sr,

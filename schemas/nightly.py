@@ -3,6 +3,8 @@ how. The same record is the `reinstrument-nightly` deployment's parameters (pref
 `nightly` command's --config file and `reinstrument config show nightly`."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from schemas.configs import StrictConfig
@@ -16,15 +18,18 @@ class NightlyTarget(StrictConfig):
     model: str = Field(..., min_length=1, description="model URI, e.g. models:/reinstrument-flute@champion or "
                                                       "shipped:instruments-latent")
     target: str | None = Field(None, min_length=1, description="the instrument, for a model that learned several")
-    t_init: float | None = Field(None, ge=0.0, le=1.0, description="tau_init (0: plain generation); default the "
-                                                                   "operating point")
+    t_init: float | Literal["auto"] | None = Field(None, description="tau_init (0: plain generation), or auto: "
+                                                   "chosen per clip by the instrument probe with the operating point's "
+                                                   "lambda and sampler; default the operating point")
     lam: float | None = Field(None, ge=0.0, description="lambda with a given t_init (default 1)")
     vocoder: str | None = Field(None, pattern=VOCODER_PATTERN, description="this target's decoder (default the "
                                                                            "night's `vocoder`)")
 
     @model_validator(mode="after")
     def _check(self) -> "NightlyTarget":
-        if self.lam is not None and self.t_init is None:
+        if isinstance(self.t_init, float) and not 0 <= self.t_init <= 1:
+            raise ValueError(f"t_init={self.t_init:g}: expected a tau_init in [0, 1] or 'auto'")
+        if self.lam is not None and self.t_init in (None, "auto"):
             raise ValueError(f"lam={self.lam:g} without t_init: a target takes its operating point whole (tau_init "
                              "and lambda) or names t_init, with lam if not 1")
         return self

@@ -2,6 +2,8 @@
 (tasks/probe.py, tasks/auto_t_init.py)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from schemas.configs import StrictConfig
@@ -47,10 +49,17 @@ class ProbeCard(StrictConfig):
 class AutoStart(StrictConfig):
     """`--t-init auto`: per clip, the largest candidate tau_init (the most faithful start) whose
     denoised estimate x̂0 the probe labels the target with P >= threshold; with none, the candidate
-    where P is highest. Candidates below the lowest are never tried: the lowest is the JD budget."""
+    where P is highest. Candidates below the lowest are never tried: the lowest is the JD budget.
+    For enhancement (rule noise) the start follows the input's estimated degradation instead."""
 
+    rule: Literal["probe", "noise"] | None = Field(None, description="probe: the instrument probe on x̂0 (re-"
+                                                  "instrumentation); noise: the input's own degradation level, "
+                                                  "DMID-style (enhancement); default: noise for the enhance task, "
+                                                  "else probe")
     candidates: tuple[float, ...] = Field((0.8, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45),
                                           description="tau_init values tried, each by one denoiser call per window")
+    residual_ratio: float = Field(0.5, gt=0, lt=1, description="noise rule: the largest sigma_start at which the "
+                                  "denoiser still removes at least this share of sigma from the input")
     threshold: float = Field(0.5, gt=0, lt=1, description="P(target | x̂0) that counts as 'is the target'")
     probe: str = Field(SHIPPED_PROBE, pattern=r"^(shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|s3://.+|file://.+|/.+)$",
                        description="the instrument probe: shipped:NAME or the path of a train-probe probe.pt")

@@ -120,7 +120,8 @@ OUTPUTS = pa.schema([
     ("start_s", pa.float64()),         # the guide clip's offset in its source
     ("piece", pa.string()),            # the piece, or an ingested file's path relative to its folder
     ("peak_dbfs", pa.float64()),       # of the stored (loudness-normalised) output
-    ("t_init_rule", pa.string()),      # given (one tau_init for the run) | auto (chosen for this clip)
+    ("t_init_rule", pa.string()),      # given (one tau_init for the run) | auto (chosen for this clip by the
+                                       # instrument probe) | auto-noise (by the input's degradation level)
     ("p_target", pa.float64()),        # auto: the probe's P(target | x̂0) at the chosen tau_init
 ])
 

@@ -123,6 +123,13 @@ class TransformConfig(InstrumentChoice):
             del d["auto"]
         return config_hash(d)
 
+    def auto_rule(self) -> str | None:
+        """How `auto` chooses tau_init: its rule, else noise (the input's degradation) for enhance and
+        the instrument probe otherwise; None without auto."""
+        if self.auto is None:
+            return None
+        return self.auto.rule or ("noise" if self.task == "enhance" else "probe")
+
     @model_validator(mode="after")
     def _method_needs(self) -> "TransformConfig":
         if self.method == "ddib" and not self.source_model:

@@ -92,3 +92,44 @@ def choose_t_init(denoiser: Denoiser, windows: Sequence[Window], n_items: int, a
             best = max(seen[i], key=lambda j: (seen[i][j], -j))
             choices.append(AutoChoice(cands[best], seen[i][best], False, len(seen[i])))
     return choices
+
+
+def residual_ratio(denoiser: Denoiser, windows: Sequence[Window], sigmas: Sequence[float], batch: int,
+                   pad_to: int | None = None) -> torch.Tensor:
+    """rms(g - D(g; sigma)) / sigma per window: how much of sigma the denoiser removes when the guide
+    itself is taken as the noisy state at sigma (lambda 0)."""
+    out = []
+    size = pad_to or batch
+    for b in range(0, len(windows), batch):
+        chunk, sig = windows[b:b + batch], torch.tensor(list(sigmas[b:b + batch]))
+        g = torch.stack([w.guide for w in chunk])
+        s = sig.to(g.dtype)
+        pad = size - len(chunk)
+        x, sp = (torch.cat([g, g.new_zeros((pad, *g.shape[1:]))]), torch.cat([s, s.new_full((pad,), float(s.max()))])) \
+            if pad else (g, s)
+        with torch.no_grad():
+            x0 = denoiser(x, sp)[:len(chunk)]
+        out.append((g - x0).pow(2).mean(dim=tuple(range(1, g.ndim))).sqrt() / s)
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def choose_by_noise(denoiser: Denoiser, windows: Sequence[Window], n_items: int, auto: AutoStart,
+                    sigma_of: Callable[[float], float], *, batch: int, pad_to: int | None = None) -> list[AutoChoice]:
+    """DMID-style (the image-denoising recipe that starts the reverse process where the model's
+    noise level matches the input's estimated degradation): per clip, the largest candidate sigma_start at which the denoiser, handed the guide as
+    a state at that sigma, still removes at least `residual_ratio` of sigma. A clean input sits near
+    the data, so only small sigmas pass and its start stays faithful; a degraded one is off the data
+    by its degradation's size, so larger sigmas pass. Every candidate is one call per window; no
+    probe. `p_target` records the residual ratio at the chosen start."""
+    cands = auto.candidates
+    sig = [sigma_of(t) for t in cands]
+    ratios = [residual_ratio(denoiser, windows, [s] * len(windows), batch, pad_to) for s in sig]
+    item = torch.tensor([w.item for w in windows])
+    choices = []
+    for i in range(n_items):
+        mine = item == i
+        r = [float(rk[mine].mean()) for rk in ratios]
+        passing = [k for k in range(len(cands)) if r[k] >= auto.residual_ratio]
+        k = max(passing, key=lambda k: sig[k]) if passing else 0  # none: the most faithful candidate
+        choices.append(AutoChoice(cands[k], r[k], bool(passing), len(cands)))
+    return choices

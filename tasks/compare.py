@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from schemas.probe import AutoStart
 from schemas.diffusion import EDMConfig, SamplerConfig, WarmStartConfig
 from schemas.transform import TransformConfig
 from tasks.diffusion.samplers import model_evaluations
@@ -39,7 +40,7 @@ def _warm_label(t_init: float, lam: float, sampler: SamplerConfig) -> str:
 
 def plan_methods(task: str, base: TransformConfig, point: WarmStartConfig, neighbours: tuple[float, ...], *,
                  source_model: str | None = None, conditional_model: str | None = None,
-                 source_label: str | None = None) -> list[Method]:
+                 source_label: str | None = None, auto: AutoStart | None = None) -> list[Method]:
     """The methods of one task, in table order. `base` carries the target model (and instrument),
     sampler, window, seed and decoder; `point` is the operating point (tau_init and lambda);
     `source_label` is the guides' instrument, DDIB's source label when its model learned several."""
@@ -50,6 +51,9 @@ def plan_methods(task: str, base: TransformConfig, point: WarmStartConfig, neigh
     out = [Method("guide", GUIDE_LABEL[task], "guide"),
            Method("identity", "identity (guide through the decoder, τ 1)", "transform", warm(1.0, 0.0)),
            Method("warm", f"warm init at the operating point: {_warm_label(t, lam, s)}", "transform", warm(t, lam))]
+    if auto is not None:  # tau_init per clip (tasks/auto_t_init.py), with the operating point's lambda and sampler
+        out.append(Method("warm-auto", f"warm init, τ_init auto per clip (λ {lam:g}, {s.name} {s.solver_steps or s.steps})",
+                          "transform", base.model_copy(update={"warm": WarmStartConfig(t_init=t, lam=lam), "auto": auto})))
     for d in neighbours:
         tn = round(t + d, 6)
         if 0 < tn < 1 and tn != t:

@@ -20,7 +20,7 @@ import torch
 
 from schemas.diffusion import WarmStartConfig
 from schemas.transform import TransformConfig
-from tasks.auto_t_init import AutoChoice, choose_t_init
+from tasks.auto_t_init import AutoChoice, choose_by_noise, choose_t_init
 from tasks.builders import LoadedAutoencoder, LoadedModel, make_method, make_vocoder, target_denoiser
 from tasks.probe import InstrumentProbe
 from tasks.diffusion.noise import ItemNoise
@@ -55,10 +55,10 @@ class Transformer:
                  batch_windows: int = 8, device: str = "cpu", bf16: bool = False, vocoder: Vocoder | None = None,
                  autoencoder: LoadedAutoencoder | None = None, probe: InstrumentProbe | None = None):
         self.cfg, self.target, self.source = cfg, target, source
-        if cfg.auto is not None and probe is None:
+        if cfg.auto_rule() == "probe" and probe is None:
             raise ValueError(f"t_init auto needs the instrument probe ({cfg.auto.probe}) loaded (tasks/probe.py)")
         self.probe, self.target_label = probe, cfg.target or target.card.domain
-        if probe is not None and self.target_label not in probe.labels:
+        if cfg.auto_rule() == "probe" and self.target_label not in probe.labels:  # type: ignore[union-attr]
             raise ValueError(f"the instrument probe knows {list(probe.labels)}; it cannot tell {self.target_label!r} "
                              "apart, so t_init auto cannot choose for it (train-probe --instrument ...)")
         self._methods: dict[float, object] = {}
@@ -136,10 +136,14 @@ class Transformer:
         """Per clip: tau_init chosen by the probe (tasks/auto_t_init.py), then the fixed-tau_init run at it."""
         wins = item_windows(normed, list(clip_ids), self.window, self.cfg.seed)
         denoiser = target_denoiser(self.cfg, self.target)
+        d = lambda x, s: denoiser(x.to(self.device), s.to(self.device)).float().cpu()  # noqa: E731
         with self.autocast:
-            choices = choose_t_init(lambda x, s: denoiser(x.to(self.device), s.to(self.device)).float().cpu(), wins,
-                                    len(normed), self.cfg.auto, self._sigma_of, self.cfg.warm.lam, self._p_target,
-                                    batch=self.batch_windows, pad_to=self.batch_windows)
+            if self.cfg.auto_rule() == "noise":
+                choices = choose_by_noise(d, wins, len(normed), self.cfg.auto, self._sigma_of, batch=self.batch_windows,
+                                          pad_to=self.batch_windows)
+            else:
+                choices = choose_t_init(d, wins, len(normed), self.cfg.auto, self._sigma_of, self.cfg.warm.lam,
+                                        self._p_target, batch=self.batch_windows, pad_to=self.batch_windows)
         outs: list[torch.Tensor | None] = [None] * len(normed)
         for t in sorted({c.t_init for c in choices}, reverse=True):
             idx = [i for i, c in enumerate(choices) if c.t_init == t]

@@ -6,13 +6,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import librosa
+import numpy as np
+import torch
+
 from infra.progress import progress
+from infra.shipped import probe_bytes
 from infra.storage import Storage
+from schemas.configs import MelConfig
+from schemas.probe import SHIPPED_PROBE
+from tasks.features import LogMel
 from tasks.metrics.embeddings import Embedding
 from tasks.metrics.fad import FadResult, cached_reference_stats, embed_set, fad
 from tasks.metrics.frechet import GaussianStats, gaussian_stats
 from tasks.metrics.pitch import DEFAULT_THRESHOLD, BasicPitch
 from tasks.metrics.sources import AudioItem, audio_items, content_key
+from tasks.probe import InstrumentProbe
 from tasks.metrics.table import (ENHANCEMENT_METRICS, PITCH_METRICS, GridPoint, aggregate, enhancement_item_values,
                                  fad_rows, pitch_item_values)
 
@@ -87,11 +96,13 @@ def fad_table_rows(result: FadResult, reference: SetSpec, point: GridPoint | Non
 
 def point_rows(point: GridPoint, outputs: list[AudioItem], guides: dict[str, AudioItem],
                references: dict[str, tuple[GaussianStats, str]], embedding: Embedding, tracker: BasicPitch, *,
-               threshold: float = DEFAULT_THRESHOLD, clean: dict[str, AudioItem] | None = None, seed: int = 0) -> list[dict]:
+               threshold: float = DEFAULT_THRESHOLD, clean: dict[str, AudioItem] | None = None, seed: int = 0,
+               probe: tuple[InstrumentProbe, str, str] | None = None) -> list[dict]:
     """The metrics rows of one set of outputs: FAD against each reference's statistics (metric name
     -> (statistics, label); the outputs are embedded once), JD/melody JD (and F1/JD against the
-    MIDI where a guide has one) against the guide of the same clip ID, and SI-SDR/LSD/mel-L1
-    against the clean clip when `clean` maps clip IDs to it."""
+    MIDI where a guide has one) against the guide of the same clip ID, SI-SDR/LSD/mel-L1
+    against the clean clip when `clean` maps clip IDs to it, and the share of outputs the
+    instrument probe hears as the target (`probe`: see target_probe)."""
     embedded = embed_set(outputs, embedding) if references else None
     rows = [r for metric, (stats, label) in references.items()
             for r in fad_rows(point, fad(embedded, stats, embedding.name, seed=seed), label, metric)]
@@ -101,4 +112,34 @@ def point_rows(point: GridPoint, outputs: list[AudioItem], guides: dict[str, Aud
     if clean is not None:
         epairs = [(o, clean[o.item_id]) for o in outputs if o.item_id in clean]
         rows += aggregate(point, enhancement_item_values(epairs), ENHANCEMENT_METRICS, reference="clean")
+    if probe is not None:
+        rows += aggregate(point, target_hits(outputs, *probe), ("target_accuracy",), reference=f"probe:{probe[1]}",
+                          seed=seed, detail=probe[2])
     return rows
+
+
+def target_probe(target: str | None, uri: str = SHIPPED_PROBE) -> tuple[InstrumentProbe, str, str] | None:
+    """(the instrument probe, the target, its pinned URI) for the tables' target accuracy; None when
+    there is no target instrument or the probe was not trained on it (nothing it could say)."""
+    if not target:
+        return None
+    try:
+        pinned, data = probe_bytes(uri)
+    except (ValueError, OSError):
+        return None
+    probe = InstrumentProbe.from_bytes(data)
+    return (probe, target, pinned) if target in probe.labels else None
+
+
+def target_hits(outputs: list[AudioItem], probe: InstrumentProbe, target: str, _pinned: str = "") -> list[dict]:
+    """Per output: 1 where the probe's most probable instrument is the target, else 0 (its mean is
+    the share of outputs that sound like the target: "target accuracy")."""
+    front, rate = LogMel(MelConfig()), MelConfig().sample_rate_hz
+    out = []
+    for o in outputs:
+        x = o.audio if o.sample_rate_hz == rate else librosa.resample(o.audio, orig_sr=o.sample_rate_hz, target_sr=rate,
+                                                                      res_type="soxr_hq")
+        with torch.no_grad():
+            k = int(probe(front(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None])).argmax())
+        out.append({"target_accuracy": float(probe.labels[k] == target)})
+    return out

@@ -57,3 +57,54 @@ def test_probe_separates_instruments_and_auto_keeps_a_target_guide_faithful(mode
     again = transform_job(corpus.clips_url, InputSelection(domain="violin", limit=3),
                           TransformConfig(model=MODEL, auto=auto, **SMALL), log)
     assert again["transformed"] == 0  # a re-run finds every auto output done
+
+
+def test_auto_in_sweep_compare_and_nightly_with_target_accuracy(models, tmp_path):
+    """A sweep scores auto beside its curve (never in it), compare adds an auto row and names each
+    input's chosen tau_init on its page, the nightly job applies auto to a target; every table
+    reports the share of outputs the probe hears as the target."""
+    import pyarrow.parquet as pq
+    import soundfile as sf
+
+    from jobs.compare import compare_job
+    from jobs.nightly import nightly_job
+    from jobs.probe import train_probe_job
+    from jobs.sweep import sweep_job
+    from schemas.compare import CompareConfig
+    from schemas.nightly import NightlyConfig, NightlyTarget
+    from schemas.sweep import SweepConfig
+    from tasks.metrics.sources import audio_items
+
+    corpus = models
+    train_probe_job(corpus.clips_url, str(tmp_path / "probe"), ProbeConfig(crop_frames=64))
+    auto = AutoStart(probe=str(tmp_path / "probe" / "probe.pt"), candidates=(0.9, 0.6, 0.3))
+    out = str(tmp_path / "root")
+    log = TransformLogistics(num_actors=0, out_url=out)
+    small = {k: v for k, v in SMALL.items() if k != "warm"}
+    sweep = sweep_job(corpus.clips_url, InputSelection(domain="violin", limit=2),
+                      SweepConfig(model=MODEL, t_inits=(0.6, 1.0), lams=(0.0,), reference_split=None, reference_limit=4,
+                                  anchors=False, auto=auto, **small), log)
+    rows = sweep["rows"]
+    auto_rows = {r["metric"]: r for r in rows if r["method"] == "auto"}
+    assert {"fad", "jd", "target_accuracy"} <= set(auto_rows)
+    assert auto_rows["fad"]["t_init"] in auto.candidates or 0.3 <= auto_rows["fad"]["t_init"] <= 0.9  # mean chosen
+    assert {r["metric"] for r in rows if r["method"] == "warm_init"} >= {"fad", "jd", "target_accuracy"}
+    assert sweep["operating_point"]["t_init"] in (0.6, 1.0)  # the knee of the fixed curve alone
+
+    cmp = compare_job(corpus.clips_url, CompareConfig(model=MODEL, tasks=("timbre",), split=None, limit=2,
+                                                      reference_split=None, reference_limit=4, neighbours=(), listen=1,
+                                                      auto=auto, t_init=0.6, lam=0.0, **small), log)
+    table = pq.read_table(cmp["table_url"]).to_pylist()
+    assert {"warm", "warm-auto"} <= {r["key"] for r in table}
+    assert any(r["key"] == "warm-auto" and r["metric"] == "target_accuracy" for r in table)
+    assert "τ_init auto chose" in open(cmp["report_url"].removeprefix("file://")).read()
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    item = next(iter(audio_items(corpus.clips_url, domain="violin", role="clean", limit=1)))
+    sf.write(inbox / "new.wav", item.audio, item.sample_rate_hz)
+    night = nightly_job(NightlyConfig(inputs=str(inbox), out=out, actors=0,
+                                      targets=(NightlyTarget(model=MODEL, target="flute", t_init="auto"),)))
+    (run,) = night["runs"]
+    (row,) = ShardedDataset.at(run["outputs"], "outputs").read(["t_init_rule", "t_init"]).to_pylist()
+    assert row["t_init_rule"] == "auto" and row["t_init"] in AutoStart().candidates

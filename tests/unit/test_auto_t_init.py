@@ -50,3 +50,26 @@ def test_candidates_are_checked_and_sorted():
     assert AutoStart(candidates=(0.5, 0.8, 0.6)).candidates == (0.8, 0.6, 0.5)
     with pytest.raises(ValueError, match=r"candidates must be tau_init values in \(0, 1\)"):
         AutoStart(candidates=(0.5, 1.0))
+
+
+def test_the_noise_rule_starts_a_noisier_input_at_a_larger_sigma():
+    """DMID-style enhancement: with the ideal denoiser of Gaussian data (closed form), a clean input
+    keeps the most faithful start and noisier inputs get larger sigma_start, in order."""
+    from tasks.auto_t_init import choose_by_noise
+    from tasks.diffusion.analytic import GaussianMixture
+
+    d = 2 * 20
+    data = GaussianMixture((1.0,), ((0.0,) * d,), (0.5,))
+    g = torch.Generator().manual_seed(0)
+    clean = 0.5 * torch.randn(2, 20, generator=g)
+    mels = [clean + s * torch.randn(2, 20, generator=g) for s in (0.0, 0.3, 1.0, 3.0)]
+    wins = item_windows(mels, [f"c{i}" for i in range(4)], WindowConfig(window_frames=20, overlap_frames=0), 0)
+
+    def denoiser(x, s):
+        return data.denoise(x.reshape(len(x), -1), s).reshape(x.shape)
+
+    auto = AutoStart(candidates=(0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2), rule="noise")
+    got = choose_by_noise(denoiser, wins, 4, auto, sigma_of, batch=4)
+    t = [c.t_init for c in got]
+    assert t[0] >= t[1] >= t[2] > t[3], t  # more degradation, an earlier (noisier) start
+    assert sigma_of(t[3]) > 1.0 and sigma_of(t[2]) >= 0.3
