@@ -127,7 +127,7 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[s
             if r["source_id"] not in firsts or r["start_s"] < firsts[r["source_id"]]["start_s"]:
                 firsts[r["source_id"]] = r
     made = [(r, {x["source_id"]: x for x in ShardedDataset.at(r["run"] + "/" + RunLayout.RECORDING_ROWS, "recordings")
-                 .read(["source_id", "name", "output_uri", "duration_s"]).to_pylist()})
+                 .read(["source_id", "name", "output_uri", "duration_s", "t_init"]).to_pylist()})
             for r in runs if Storage(r["run"]).exists(RunLayout.RECORDING_ROWS)]
     inputs = []
     for sid, first in sorted(firsts.items(), key=lambda kv: kv[1]["piece"] or "")[:n_examples]:
@@ -135,7 +135,10 @@ def nightly_report(root: Storage, run_date: str, clips_url: str, commits: list[s
             guide = excerpt(first["source_uri"])
         except (OSError, RuntimeError, ValueError):  # a MIDI source, or a file since removed: its first clip
             guide = decode_audio_bytes(first["audio_flac"])
-        outs = [(f"{r['model']}, {r['point']}", encode_flac(*excerpt(rec[sid]["output_uri"])), True)
+        # t_init auto: the recording's own tau_init (the mean of its clips') beside the rule
+        outs = [(f"{r['model']}, {r['point']}"
+                 + (f" (this recording: τ {rec[sid]['t_init']:.2f})" if "auto" in r["point"] else ""),
+                 encode_flac(*excerpt(rec[sid]["output_uri"])), True)
                 for r, rec in made if sid in rec]
         inputs.append(ListeningInput(sid, guide, outs, title=f"{first['piece']} (first {EXCERPT_S:.0f} s)"))
     return write_page(root.child(f"nightly/{run_date}/report"), f"reinstrument-nightly {run_date}",

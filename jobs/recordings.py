@@ -175,6 +175,9 @@ def _write_one(run: Storage, run_id: str, sid: str, rows: list[dict], out_rows: 
             "source_sample_rate_hz": src_rate, "source_channels": channels, "start_s": 0.0, "clips": len(spans),
             "clip_keys": [s.output_key for s in spans], "target_domain": first["target_domain"],
             "model": first["model"], "source_model": first["source_model"], "vocoder": first["vocoder"],
-            "method": c.method, "task": c.task, "t_init": c.warm.t_init, "sigma_start": first["sigma_start"],
+            # t_init auto: each clip has its own; the recording shows their mean (its clips' rows, each)
+            "method": c.method, "task": c.task, "sigma_start": first["sigma_start"],
+            "t_init": (round(float(np.mean([out_rows[r["output_key"]]["t_init"] for r in rows])), 4) if c.auto
+                       else c.warm.t_init),
             "lam": c.warm.lam, "steps": c.sampler.steps, "sampler": c.sampler.name, "seed": c.seed,
             "operating_point": operating_point, "config_hash": c.config_hash()}

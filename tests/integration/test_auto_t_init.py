@@ -106,5 +106,11 @@ def test_auto_in_sweep_compare_and_nightly_with_target_accuracy(models, tmp_path
     night = nightly_job(NightlyConfig(inputs=str(inbox), out=out, actors=0,
                                       targets=(NightlyTarget(model=MODEL, target="flute", t_init="auto"),)))
     (run,) = night["runs"]
-    (row,) = ShardedDataset.at(run["outputs"], "outputs").read(["t_init_rule", "t_init"]).to_pylist()
-    assert row["t_init_rule"] == "auto" and row["t_init"] in AutoStart().candidates
+    rows = ShardedDataset.at(run["outputs"], "outputs").read(["t_init_rule", "t_init"]).to_pylist()
+    assert {r["t_init_rule"] for r in rows} == {"auto"} and all(r["t_init"] in AutoStart().candidates for r in rows)
+    (rec,) = ShardedDataset.at(run["run"] + "/recording_rows", "recordings").read(["t_init"]).to_pylist()
+    assert rec["t_init"] == pytest.approx(sum(r["t_init"] for r in rows) / len(rows), abs=1e-4)  # its clips' mean
+    import glob
+
+    (page,) = glob.glob(f"{out}/nightly/*/report/report.html")
+    assert "(this recording: τ " in open(page).read()  # each recording's own tau_init on the night's page
