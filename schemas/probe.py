@@ -61,7 +61,7 @@ class AutoStart(StrictConfig):
     residual_ratio: float = Field(0.5, gt=0, lt=1, description="noise rule: the largest sigma_start at which the "
                                   "denoiser still removes at least this share of sigma from the input")
     threshold: float = Field(0.5, gt=0, lt=1, description="P(target | x̂0) that counts as 'is the target'")
-    probe: str = Field(SHIPPED_PROBE, pattern=r"^(shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|s3://.+|file://.+|/.+)$",
+    probe: str = Field(SHIPPED_PROBE, pattern=r"^(shipped:[A-Za-z0-9_-]+(@[0-9a-f]+)?|s3://.+|file://.+|[^:]+)$",
                        description="the instrument probe: shipped:NAME or the path of a train-probe probe.pt")
 
     @field_validator("candidates")

@@ -75,8 +75,9 @@ def test_card_label_lookup_says_what_was_expected():
 
 def test_transform_identity_unchanged_without_a_target():
     cfg = TransformConfig(model="shipped:flute-latent")
-    assert set(cfg.identity()) == set(cfg.model_dump()) - {"target", "source", "guidance", "decoder"}
+    assert set(cfg.identity()) == set(cfg.model_dump()) - {"target", "source", "guidance", "decoder", "auto"}
     assert cfg.model_copy(update={"target": "cello"}).identity()["target"] == "cello"
+    assert "auto" in TransformConfig(model="shipped:flute-latent", auto={}).identity()  # auto is another run
 
 
 def test_training_batches_carry_labels_with_dropout():
