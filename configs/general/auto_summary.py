@@ -3,8 +3,9 @@
 Usage: python configs/general/auto_summary.py SWEEP_FOLDER [SWEEP_FOLDER ...]
 Each folder is OUT/sweeps/<sweep_id> of a sweep run with `--t-init auto` (or an `auto` section in
 --config). Per sweep: every fixed point and the auto point with their 95 % intervals, then the
-fixed curve interpolated linearly at auto's mean JD (FAD there) and at auto's FAD (JD there), and
-how far auto is below each (the goal: 25 %)."""
+fixed curve's non-dominated points (its trade-off front) interpolated linearly at auto's mean JD
+(FAD there) and at auto's FAD (JD there), how far auto is below each (the goal: 25 %), and whether
+a fixed point dominates auto outright."""
 from __future__ import annotations
 
 import sys
@@ -47,11 +48,14 @@ def summarise(folder: str) -> str:
     fixed = [(m["jd"][0], m["fad"][0]) for k, m in pts.items() if k[0] == "warm_init" and k[2] == lam
              and "jd" in m and "fad" in m]
     if auto and fixed:
-        by_jd = sorted(fixed)
-        by_fad = sorted((f, j) for j, f in fixed)
+        # the fixed curve as a trade-off: its non-dominated points (lower JD or lower FAD than every
+        # other), so "at equal FAD" reads a monotone front, never a hump of the raw curve
+        front = sorted(p for p in fixed if not any(q != p and q[0] <= p[0] and q[1] <= p[1] for q in fixed))
+        by_jd = front
+        by_fad = sorted((f, j) for j, f in front)
         fad_there = _interp(by_jd, auto["jd"][0])
         jd_there = _interp(by_fad, auto["fad"][0])
-        lines += ["", f"Fixed curve (λ {lam:g}) at auto's JD {auto['jd'][0]:.3f}: FAD "
+        lines += ["", f"Fixed front (λ {lam:g}, {len(front)} of {len(fixed)} points) at auto's JD {auto['jd'][0]:.3f}: FAD "
                   + (f"{fad_there:.3g}; auto's {auto['fad'][0]:.3g} is {1 - auto['fad'][0] / fad_there:+.1%} lower"
                      if fad_there else "outside the curve")
                   + f". At auto's FAD {auto['fad'][0]:.3g}: JD "
