@@ -73,3 +73,16 @@ def test_the_noise_rule_starts_a_noisier_input_at_a_larger_sigma():
     t = [c.t_init for c in got]
     assert t[0] >= t[1] >= t[2] > t[3], t  # more degradation, an earlier (noisier) start
     assert sigma_of(t[3]) > 1.0 and sigma_of(t[2]) >= 0.3
+
+
+def test_t_init_option_reads_a_number_or_auto():
+    import typer
+
+    from cli.common import t_init_option
+
+    assert t_init_option(None) == (None, None)
+    assert t_init_option("0.55") == (0.55, None)
+    t, auto = t_init_option("AUTO")
+    assert t is None and AutoStart.model_validate(auto) == AutoStart()
+    with pytest.raises(typer.Exit):
+        t_init_option("half")
