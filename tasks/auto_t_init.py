@@ -12,7 +12,7 @@ Each preview starts from the very state the run will start from (same windows, s
 and the chosen run is the fixed-tau_init run at that candidate, bit for bit."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,25 +34,29 @@ class AutoChoice:
     previews: int           # candidates previewed for this clip
 
 
-def preview_p(denoiser: Denoiser, windows: Sequence[Window], sigmas: Sequence[float], lam: float, probe: ProbeFn,
-              batch: int, pad_to: int | None = None) -> torch.Tensor:
-    """P(target | x̂0) of each window started at its own sigma: x = guide + lam*sigma*eps, x̂0 = D(x; sigma).
-    Calls see fixed batches of `pad_to` windows (zero-padded), as the transform's do."""
-    out = []
+def _denoised(denoiser: Denoiser, windows: Sequence[Window], sigmas: Sequence[float], lam: float, batch: int,
+              pad_to: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(guides, x̂0, sigmas) per batch: each window started at its own sigma, x = guide + lam*sigma*eps,
+    x̂0 = D(x; sigma). Calls see fixed batches of `pad_to` windows (zero-padded), as the transform's do."""
     size = pad_to or batch
     for b in range(0, len(windows), batch):
-        chunk, sig = windows[b:b + batch], list(sigmas[b:b + batch])
-        pad = size - len(chunk)
+        chunk = windows[b:b + batch]
         g = torch.stack([w.guide for w in chunk])
-        eps = torch.stack([w.start_noise for w in chunk])
-        s = torch.tensor(sig, dtype=g.dtype)
-        x = torch.stack([warm_start_state(gi, float(si), lam, ei) for gi, si, ei in zip(g, s, eps)])
+        s = torch.tensor(list(sigmas[b:b + batch]), dtype=g.dtype)
+        x = torch.stack([warm_start_state(w.guide, float(si), lam, w.start_noise) for w, si in zip(chunk, s)])
+        pad = size - len(chunk)
+        sp = s
         if pad:
             x = torch.cat([x, x.new_zeros((pad, *x.shape[1:]))])
-            s = torch.cat([s, s.new_full((pad,), max(float(s.max()), 1e-3))])
+            sp = torch.cat([s, s.new_full((pad,), max(float(s.max()), 1e-3))])
         with torch.no_grad():
-            x0 = denoiser(x, s.clamp_min(1e-6))[:len(chunk)]
-        out.append(probe(x0))
+            yield g, denoiser(x, sp.clamp_min(1e-6))[:len(chunk)], s
+
+
+def preview_p(denoiser: Denoiser, windows: Sequence[Window], sigmas: Sequence[float], lam: float, probe: ProbeFn,
+              batch: int, pad_to: int | None = None) -> torch.Tensor:
+    """P(target | x̂0) of each window started at its own sigma."""
+    out = [probe(x0) for _, x0, _ in _denoised(denoiser, windows, sigmas, lam, batch, pad_to)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -98,18 +102,8 @@ def residual_ratio(denoiser: Denoiser, windows: Sequence[Window], sigmas: Sequen
                    pad_to: int | None = None) -> torch.Tensor:
     """rms(g - D(g; sigma)) / sigma per window: how much of sigma the denoiser removes when the guide
     itself is taken as the noisy state at sigma (lambda 0)."""
-    out = []
-    size = pad_to or batch
-    for b in range(0, len(windows), batch):
-        chunk, sig = windows[b:b + batch], torch.tensor(list(sigmas[b:b + batch]))
-        g = torch.stack([w.guide for w in chunk])
-        s = sig.to(g.dtype)
-        pad = size - len(chunk)
-        x, sp = (torch.cat([g, g.new_zeros((pad, *g.shape[1:]))]), torch.cat([s, s.new_full((pad,), float(s.max()))])) \
-            if pad else (g, s)
-        with torch.no_grad():
-            x0 = denoiser(x, sp)[:len(chunk)]
-        out.append((g - x0).pow(2).mean(dim=tuple(range(1, g.ndim))).sqrt() / s)
+    out = [(g - x0).pow(2).mean(dim=tuple(range(1, g.ndim))).sqrt() / s
+           for g, x0, s in _denoised(denoiser, windows, sigmas, 0.0, batch, pad_to)]
     return torch.cat(out) if out else torch.zeros(0)
 
 
